@@ -1,0 +1,53 @@
+//! Admin HTTP listener (SPEC 8): `/healthz` (the process is alive), `/readyz` (config, trust
+//! bundle and store usable; the reason when not), `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::check::Checker;
+
+/// How long `/readyz` waits for the store before reporting it unusable.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The admin routes.
+pub fn router(checker: Arc<Checker>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(checker)
+}
+
+async fn readyz(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
+    let config = checker.config();
+    if config.trust.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: trust bundle is empty\n".to_owned(),
+        );
+    }
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, checker.store().inner().ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: store did not answer within {STORE_PROBE_TIMEOUT:?}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        checker.metrics().render(),
+    )
+}

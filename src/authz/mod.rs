@@ -1,0 +1,372 @@
+//! The decision of SPEC section 3: certificate facts, store facts and a policy in, allow or
+//! deny out. Pure and synchronous: no I/O, no clock (time is a parameter), no wire types.
+//! The check runs in two phases so the store is only consulted for certificates that pass
+//! rows 1–6.
+
+mod policy;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+pub use policy::{Permission, PermissionError, Policy};
+
+use crate::cert::{ClientAuthUsage, Identity, PrincipalTypeSource};
+use crate::store::{CertificateRecord, Principal, PrincipalStatus, StoreError};
+
+/// Stable reason codes, used in the response body, the logs and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReasonCode {
+    /// Row 1.
+    NoClientCertificate,
+    /// Row 2 (also: a certificate that yields no principal id).
+    MalformedCertificate,
+    /// Row 3.
+    UntrustedIssuer,
+    /// Row 4, after notAfter.
+    CertificateExpired,
+    /// Row 4, before notBefore.
+    CertificateNotYetValid,
+    /// Row 5.
+    WrongKeyUsage,
+    /// Row 6.
+    LifetimeExceedsPolicy,
+    /// Rows 7 and 8.
+    CertificateRevoked,
+    /// Row 7b.
+    RevocationStatusUnknown,
+    /// Row 9.
+    PrincipalSuspended,
+    /// Row 10.
+    PrincipalNotEnrolled,
+    /// Row 11.
+    CnNotAllowed,
+    /// Row 12 (also: a principal type the policy does not admit).
+    PermissionDenied,
+    /// The store cannot be reached and nothing usable is cached.
+    StoreUnavailable,
+    /// The proxy asked for a policy the configuration does not define.
+    UnknownPolicy,
+}
+
+impl ReasonCode {
+    /// Every reason code, in table order.
+    pub const ALL: [ReasonCode; 15] = [
+        ReasonCode::NoClientCertificate,
+        ReasonCode::MalformedCertificate,
+        ReasonCode::UntrustedIssuer,
+        ReasonCode::CertificateExpired,
+        ReasonCode::CertificateNotYetValid,
+        ReasonCode::WrongKeyUsage,
+        ReasonCode::LifetimeExceedsPolicy,
+        ReasonCode::CertificateRevoked,
+        ReasonCode::RevocationStatusUnknown,
+        ReasonCode::PrincipalSuspended,
+        ReasonCode::PrincipalNotEnrolled,
+        ReasonCode::CnNotAllowed,
+        ReasonCode::PermissionDenied,
+        ReasonCode::StoreUnavailable,
+        ReasonCode::UnknownPolicy,
+    ];
+
+    /// The snake_case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::NoClientCertificate => "no_client_certificate",
+            ReasonCode::MalformedCertificate => "malformed_certificate",
+            ReasonCode::UntrustedIssuer => "untrusted_issuer",
+            ReasonCode::CertificateExpired => "certificate_expired",
+            ReasonCode::CertificateNotYetValid => "certificate_not_yet_valid",
+            ReasonCode::WrongKeyUsage => "wrong_key_usage",
+            ReasonCode::LifetimeExceedsPolicy => "lifetime_exceeds_policy",
+            ReasonCode::CertificateRevoked => "certificate_revoked",
+            ReasonCode::RevocationStatusUnknown => "revocation_status_unknown",
+            ReasonCode::PrincipalSuspended => "principal_suspended",
+            ReasonCode::PrincipalNotEnrolled => "principal_not_enrolled",
+            ReasonCode::CnNotAllowed => "cn_not_allowed",
+            ReasonCode::PermissionDenied => "permission_denied",
+            ReasonCode::StoreUnavailable => "store_unavailable",
+            ReasonCode::UnknownPolicy => "unknown_policy",
+        }
+    }
+
+    /// The HTTP status of a deny with this reason.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ReasonCode::LifetimeExceedsPolicy
+            | ReasonCode::PrincipalNotEnrolled
+            | ReasonCode::CnNotAllowed
+            | ReasonCode::PermissionDenied
+            | ReasonCode::UnknownPolicy => 403,
+            ReasonCode::RevocationStatusUnknown | ReasonCode::StoreUnavailable => 503,
+            _ => 401,
+        }
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A denial: the reason code and a message an on-call engineer can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    /// Stable code.
+    pub reason: ReasonCode,
+    /// Human text.
+    pub message: String,
+}
+
+impl Deny {
+    /// A deny with `reason` and `message`.
+    pub fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
+        Deny {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Fail closed when the store cannot answer.
+    pub fn store_unavailable(err: &StoreError) -> Self {
+        Deny::new(
+            ReasonCode::StoreUnavailable,
+            format!("principal store unavailable: {err}"),
+        )
+    }
+}
+
+/// What an allow grants: the resolved type and roles of the principal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// Resolved principal type (empty when no source yields one).
+    pub principal_type: String,
+    /// Roles, in configured order.
+    pub roles: Vec<String>,
+}
+
+/// Settings of rows 3–5 that are not per policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateRules {
+    /// Allowed clock difference for notBefore/notAfter, seconds.
+    pub clock_skew_secs: i64,
+    /// Row 5 on or off.
+    pub require_client_auth_eku: bool,
+}
+
+/// The request being authorized.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// HTTP method (`POST` for gRPC).
+    pub method: &'a str,
+    /// Path, query string included or not (it is ignored).
+    pub path: &'a str,
+}
+
+/// What the store says about this certificate and its principal.
+#[derive(Debug, Clone, Default)]
+pub struct StoreFacts {
+    /// The certificate's record, looked up by serial.
+    pub certificate: Option<Arc<CertificateRecord>>,
+    /// The principal's record.
+    pub principal: Option<Arc<Principal>>,
+}
+
+/// Settings of rows 9–12 that are not per policy.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalRules {
+    /// Order of principal type sources.
+    pub type_sources: Vec<PrincipalTypeSource>,
+    /// Default roles by principal type, when the record has no override.
+    pub roles_by_type: HashMap<String, Vec<String>>,
+}
+
+/// Rows 3–6 (and the principal id): everything decidable from the certificate alone.
+/// `now` is Unix seconds.
+pub fn check_certificate(
+    id: &Identity,
+    policy: &Policy,
+    rules: &CertificateRules,
+    now: i64,
+) -> Result<(), Deny> {
+    if let Err(failure) = &id.chain {
+        return Err(Deny::new(ReasonCode::UntrustedIssuer, failure.to_string()));
+    }
+    if now.saturating_add(rules.clock_skew_secs) < id.not_before {
+        return Err(Deny::new(
+            ReasonCode::CertificateNotYetValid,
+            format!("certificate is not valid before {}", rfc3339(id.not_before)),
+        ));
+    }
+    if now.saturating_sub(rules.clock_skew_secs) > id.not_after {
+        return Err(Deny::new(
+            ReasonCode::CertificateExpired,
+            format!("certificate expired at {}", rfc3339(id.not_after)),
+        ));
+    }
+    if rules.require_client_auth_eku && id.client_auth == ClientAuthUsage::NotAllowed {
+        return Err(Deny::new(
+            ReasonCode::WrongKeyUsage,
+            "extended key usage does not include TLS client authentication",
+        ));
+    }
+    if let Some(max) = policy.max_lifetime_secs
+        && id.lifetime_secs() > max
+    {
+        return Err(Deny::new(
+            ReasonCode::LifetimeExceedsPolicy,
+            format!(
+                "Certificate lifetime ({:.1} days) exceeds maximum ({} days) of policy '{}'",
+                id.lifetime_secs() as f64 / 86_400.0,
+                days(max),
+                policy.name
+            ),
+        ));
+    }
+    if id.principal_id.is_none() {
+        return Err(Deny::new(
+            ReasonCode::MalformedCertificate,
+            "certificate carries no principal id (no identity extension, SPIFFE URI SAN or CN)",
+        ));
+    }
+    Ok(())
+}
+
+/// Rows 8–12, given what the store says. Call only after [`check_certificate`] passed.
+pub fn check_principal(
+    id: &Identity,
+    policy: &Policy,
+    rules: &PrincipalRules,
+    facts: &StoreFacts,
+    request: RequestInfo<'_>,
+) -> Result<Grant, Deny> {
+    let principal_id = id.principal_id.as_deref().unwrap_or_default();
+    if let Some(cert) = &facts.certificate
+        && cert.revoked
+    {
+        let mut message = format!("certificate {} revoked", id.serial);
+        if let Some(reason) = &cert.revocation_reason {
+            let _ = write!(message, " ({reason})");
+        }
+        if let Some(at) = cert.revoked_at {
+            let _ = write!(message, " at {}", rfc3339(at / 1000));
+        }
+        return Err(Deny::new(ReasonCode::CertificateRevoked, message));
+    }
+    let record = facts.principal.as_deref();
+    if let Some(p) = record
+        && p.status == PrincipalStatus::Suspended
+    {
+        let reason = p
+            .suspended_reason
+            .as_deref()
+            .unwrap_or("no reason recorded");
+        return Err(Deny::new(
+            ReasonCode::PrincipalSuspended,
+            format!("principal suspended: {reason}"),
+        ));
+    }
+    if policy.require_enrolment && record.is_none() {
+        return Err(Deny::new(
+            ReasonCode::PrincipalNotEnrolled,
+            format!(
+                "principal '{principal_id}' is not enrolled, and policy '{}' requires enrolment",
+                policy.name
+            ),
+        ));
+    }
+    if let Some(allowlist) = &policy.cn_allowlist {
+        let cn = id.common_name.as_deref().unwrap_or_default();
+        if !allowlist.contains(cn) {
+            return Err(Deny::new(
+                ReasonCode::CnNotAllowed,
+                format!("CN '{cn}' not in allowlist of policy '{}'", policy.name),
+            ));
+        }
+    }
+    let principal_type = resolve_type(id, record, &rules.type_sources).unwrap_or_default();
+    if let Some(allowed) = &policy.allowed_principal_types
+        && !allowed.contains(principal_type)
+    {
+        return Err(Deny::new(
+            ReasonCode::PermissionDenied,
+            format!(
+                "principal type '{principal_type}' of '{principal_id}' is not admitted by policy '{}'",
+                policy.name
+            ),
+        ));
+    }
+    let roles: &[String] = match record.and_then(|p| p.roles.as_deref()) {
+        Some(roles) => roles,
+        None => rules
+            .roles_by_type
+            .get(principal_type)
+            .map_or(&[], Vec::as_slice),
+    };
+    let path = request
+        .path
+        .split_once('?')
+        .map_or(request.path, |(p, _)| p);
+    let granted = roles.iter().any(|role| {
+        policy
+            .permissions
+            .get(role)
+            .is_some_and(|perms| perms.iter().any(|p| p.grants(request.method, path)))
+    });
+    if !granted {
+        return Err(Deny::new(
+            ReasonCode::PermissionDenied,
+            format!(
+                "no role of principal '{principal_id}' (roles: {}) grants {} {path} in policy '{}'",
+                if roles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    roles.join(",")
+                },
+                request.method,
+                policy.name
+            ),
+        ));
+    }
+    Ok(Grant {
+        principal_type: principal_type.to_owned(),
+        roles: roles.to_vec(),
+    })
+}
+
+/// The principal type from the first source, in the configured order, that has one.
+pub fn resolve_type<'a>(
+    id: &'a Identity,
+    record: Option<&'a Principal>,
+    sources: &[PrincipalTypeSource],
+) -> Option<&'a str> {
+    sources.iter().find_map(|source| match source {
+        PrincipalTypeSource::Oid => id.type_from_oid.as_deref(),
+        PrincipalTypeSource::Ou => id.organizational_unit.as_deref(),
+        PrincipalTypeSource::Store => record.map(|p| p.principal_type.as_str()),
+    })
+}
+
+fn days(secs: i64) -> String {
+    if secs % 86_400 == 0 {
+        (secs / 86_400).to_string()
+    } else {
+        format!("{:.1}", secs as f64 / 86_400.0)
+    }
+}
+
+/// RFC 3339 text of a Unix time, for messages.
+pub fn rfc3339(unix_secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{unix_secs}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! Client certificates: decode what a proxy forwards (URL-encoded PEM, PEM or DER), parse it
+//! once into an [`Identity`], and verify its chain against the trust bundle.
+//! Never decides anything: the outcome of each check is data for `authz` to judge.
+
+mod decode;
+mod verify;
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+pub use decode::decode_certificate;
+pub use verify::{ChainFailure, TrustBundle, TrustBundleError};
+
+/// Where the principal id is taken from, tried in the configured order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalIdSource {
+    /// The custom extension `identity.principal_id_oid`.
+    Oid,
+    /// The first `spiffe://` URI SAN.
+    Spiffe,
+    /// The subject common name.
+    Cn,
+}
+
+/// Where the principal type is taken from, tried in the configured order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalTypeSource {
+    /// The custom extension `identity.principal_type_oid`.
+    Oid,
+    /// The subject organizational unit.
+    Ou,
+    /// The principal's record in the store.
+    Store,
+}
+
+/// How identity fields are read from a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRules {
+    /// Principal id sources, in order.
+    pub principal_id_sources: Vec<PrincipalIdSource>,
+    /// Dotted OID of the principal id extension.
+    pub principal_id_oid: x509_parser::der_parser::oid::Oid<'static>,
+    /// Principal type sources, in order (resolved by the decision, which knows the store).
+    pub principal_type_sources: Vec<PrincipalTypeSource>,
+    /// Dotted OID of the principal type extension.
+    pub principal_type_oid: x509_parser::der_parser::oid::Oid<'static>,
+}
+
+/// Whether the extended key usage allows TLS client authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthUsage {
+    /// The EKU extension lists clientAuth (or anyExtendedKeyUsage).
+    Allowed,
+    /// No EKU extension: unrestricted (RFC 5280 4.2.1.12).
+    Unrestricted,
+    /// The EKU extension exists and does not include clientAuth.
+    NotAllowed,
+}
+
+/// Everything the decision needs from one certificate, built once per distinct certificate.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Principal id per the identity rules; `None` if no source yields one.
+    pub principal_id: Option<String>,
+    /// Principal type from the custom extension, if present.
+    pub type_from_oid: Option<String>,
+    /// Subject OU (a principal type source).
+    pub organizational_unit: Option<String>,
+    /// Subject CN.
+    pub common_name: Option<String>,
+    /// First `spiffe://` URI SAN.
+    pub spiffe_id: Option<String>,
+    /// Serial, lowercase hex without colons or sign padding.
+    pub serial: String,
+    /// Lowercase hex SHA-256 of the DER encoding.
+    pub sha256: String,
+    /// Issuer DN (RFC 4514 text).
+    pub issuer: String,
+    /// Subject DN (RFC 4514 text).
+    pub subject: String,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// Extended key usage, as far as client authentication goes.
+    pub client_auth: ClientAuthUsage,
+    /// Outcome of the chain verification against the trust bundle.
+    pub chain: Result<(), ChainFailure>,
+}
+
+impl Identity {
+    /// Certificate lifetime (notAfter − notBefore) in seconds.
+    pub fn lifetime_secs(&self) -> i64 {
+        self.not_after - self.not_before
+    }
+}
+
+/// Why a forwarded value is not a usable certificate (SPEC row 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedCertificate {
+    /// Not PEM, URL-encoded PEM or DER.
+    #[error("not a PEM or DER certificate: {0}")]
+    Encoding(String),
+    /// More than one certificate where one leaf was expected.
+    #[error("expected one client certificate, found {0}")]
+    TooMany(usize),
+    /// DER that x509 parsing rejects.
+    #[error("certificate does not parse: {0}")]
+    Parse(String),
+    /// Input larger than any sane certificate.
+    #[error("certificate input of {0} bytes exceeds the limit of {max} bytes", max = decode::MAX_INPUT)]
+    TooLarge(usize),
+}
+
+/// Parse one certificate (as forwarded by a proxy) into an [`Identity`] and verify its chain.
+///
+/// `now` is Unix seconds; the chain is checked at `now` clamped into the leaf's own validity
+/// window, so an expired-but-trusted leaf reports as trusted here and as expired in the
+/// validity check, in the order SPEC section 3 gives.
+pub fn identify(
+    input: &[u8],
+    rules: &IdentityRules,
+    trust: &TrustBundle,
+    now: i64,
+) -> Result<Identity, MalformedCertificate> {
+    let der = decode_certificate(input)?;
+    let (rest, cert) =
+        X509Certificate::from_der(&der).map_err(|e| MalformedCertificate::Parse(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(MalformedCertificate::Parse(format!(
+            "{} trailing bytes after the certificate",
+            rest.len()
+        )));
+    }
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    let chain = trust.verify(&der, now.clamp(not_before, not_after.max(not_before)));
+    let common_name = first_str(cert.subject().iter_common_name());
+    let spiffe_id = uri_sans(&cert)
+        .into_iter()
+        .find(|u| u.starts_with("spiffe://"));
+    let principal_id = rules
+        .principal_id_sources
+        .iter()
+        .find_map(|source| match source {
+            PrincipalIdSource::Oid => extension_string(&cert, &rules.principal_id_oid),
+            PrincipalIdSource::Spiffe => spiffe_id.clone(),
+            PrincipalIdSource::Cn => common_name.clone(),
+        });
+    let client_auth = match cert.extended_key_usage() {
+        Ok(None) => ClientAuthUsage::Unrestricted,
+        Ok(Some(eku)) if eku.value.client_auth || eku.value.any => ClientAuthUsage::Allowed,
+        // A malformed or duplicated EKU extension cannot grant anything.
+        Ok(Some(_)) | Err(_) => ClientAuthUsage::NotAllowed,
+    };
+    Ok(Identity {
+        principal_id,
+        type_from_oid: extension_string(&cert, &rules.principal_type_oid),
+        organizational_unit: first_str(cert.subject().iter_organizational_unit()),
+        common_name,
+        spiffe_id,
+        serial: serial_hex(cert.raw_serial()),
+        sha256: hex::encode(Sha256::digest(&der)),
+        issuer: cert.issuer().to_string(),
+        subject: cert.subject().to_string(),
+        not_before,
+        not_after,
+        client_auth,
+        chain,
+    })
+}
+
+/// Result of [`identify`], shared by every request that presents the same certificate.
+pub type CachedIdentity = Arc<Result<Identity, MalformedCertificate>>;
+
+/// Lowercase hex of a DER INTEGER's content without the sign-padding zero bytes.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
+    hex::encode(&raw[start..])
+}
+
+fn first_str<'a>(
+    mut attrs: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+) -> Option<String> {
+    attrs
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned)
+}
+
+fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::URI(uri) => Some((*uri).to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The string inside a custom extension: a DER UTF8String, PrintableString or IA5String.
+fn extension_string(
+    cert: &X509Certificate<'_>,
+    oid: &x509_parser::der_parser::oid::Oid<'static>,
+) -> Option<String> {
+    let ext = cert.iter_extensions().find(|e| &e.oid == oid)?;
+    let value = decode::der_string(ext.value)?;
+    (!value.is_empty()).then(|| value.to_owned())
+}

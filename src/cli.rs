@@ -1,0 +1,736 @@
+//! Command-line interface (SPEC 7): clap commands that call into the library and format the
+//! results for people (tables) or scripts (`--output json`). Exit codes: 0 ok/allow,
+//! 1 deny/failed, 2 usage or configuration error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use certgate::check::{CheckInput, Checker};
+use certgate::config::{Config, ConfigError};
+use certgate::metrics::Metrics;
+use certgate::store::{
+    CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, REVOCATION_REASONS, Store,
+    StoreError,
+};
+use certgate::{bootstrap, cert, clock, server};
+
+#[derive(Parser)]
+#[command(
+    name = "certgate",
+    version,
+    about = "External authorization for mutual-TLS identities",
+    long_about = "certgate decides, per request, whether the holder of a client certificate may make \
+                  that request. Envoy (ext_authz gRPC) or an ingress forwards the verified client \
+                  certificate; certgate checks trust, validity, lifetime policy, revocation, \
+                  suspension, allowlists and roles, and answers allow (with identity headers) or deny.",
+    after_help = "Examples:\n  certgate bootstrap --out-dir ./pki\n  certgate serve --config ./pki/certgate.yaml\n  certgate check --config ./pki/certgate.yaml --cert ./pki/admin.pem --path /api/jobs\n  certgate principal suspend worker-1@example.com --reason 'Compromised credentials detected'"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "CERTGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short = 'c', env = "CERTGATE_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Args, Clone, Copy)]
+struct OutputArg {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ext_authz gRPC server and the admin listener.
+    ///
+    /// Example: certgate serve --config /etc/certgate/certgate.yaml
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Dry-run a decision for a certificate, exactly as the server would decide it.
+    ///
+    /// Example: certgate check --config certgate.yaml --cert admin.pem --method GET --path /api/jobs
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Client certificate (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// HTTP method of the request.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Request path (or gRPC method path).
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Policy (default: the configuration's default_policy).
+        #[arg(long)]
+        policy: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a development PKI, a ready configuration and an enrolled store.
+    ///
+    /// Example: certgate bootstrap --out-dir ./pki --domain example.com
+    Bootstrap(bootstrap::BootstrapArgs),
+    /// Manage principals in the store.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Manage registered certificates in the store.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and every file it names; lists every problem.
+    ///
+    /// Example: certgate config validate --config certgate.yaml
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrincipalCommand {
+    /// Enrol a principal.
+    ///
+    /// Example: certgate principal create worker-1@example.com --type worker
+    Create {
+        /// Principal id.
+        id: String,
+        /// Principal type (admin, user, worker, service, …).
+        #[arg(long = "type")]
+        principal_type: String,
+        /// Role override, comma-separated (default: roles_by_type of the configuration).
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show one principal.
+    Get {
+        /// Principal id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List principals.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Suspend a principal: every certificate of it is denied within the cache TTL.
+    ///
+    /// Example: certgate principal suspend worker-1@example.com --reason "Compromised credentials detected"
+    Suspend {
+        /// Principal id.
+        id: String,
+        /// Why (shown in the deny message and the logs).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Re-activate a suspended principal.
+    Activate {
+        /// Principal id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Register a certificate for its principal (read from the certificate unless given).
+    ///
+    /// Example: certgate cert register --cert worker.pem
+    Register {
+        /// Certificate file (PEM or DER).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Principal id (default: from the certificate, per the identity rules).
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show one certificate by serial (lowercase hex).
+    Get {
+        /// Serial, hex.
+        serial: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List certificates.
+    ///
+    /// Example: certgate cert list --expiring-within 30d
+    List {
+        /// Only this principal's certificates.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only certificates expiring within this duration (e.g. 30d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expiring_within: Option<std::time::Duration>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Revoke a certificate in the store.
+    ///
+    /// Example: certgate cert revoke 1a2b3c --reason key_compromise
+    Revoke {
+        /// Serial, hex.
+        serial: String,
+        /// RFC 5280 reason: key_compromise, superseded, cessation_of_operation, …
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+}
+
+/// A failure that maps to an exit code.
+enum Failure {
+    /// Exit 1: the command ran and the answer is "no" (deny, not found, conflict).
+    Failed(anyhow::Error),
+    /// Exit 2: the configuration or the invocation is wrong.
+    Usage(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Failed(e)
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Usage(e.into())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Failed(e.into())
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(Failure::Failed(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "error" };
+    let filter =
+        EnvFilter::try_from_env("CERTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Serve { config } => {
+            // A bad config at start is a usage error (exit 2); failures later are exit 1.
+            Config::load(&config.config)?;
+            server::serve(&config.config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            config,
+            cert,
+            method,
+            path,
+            policy,
+            output,
+        } => {
+            check(
+                &config.config,
+                &cert,
+                &method,
+                &path,
+                policy.as_deref(),
+                output.output,
+            )
+            .await
+        }
+        Command::Config(ConfigCommand::Validate { config, output }) => {
+            validate(&config.config, output.output)
+        }
+        Command::Bootstrap(args) => {
+            let summary = bootstrap::run(&args, clock::unix_now())
+                .await
+                .map_err(Failure::Failed)?;
+            print!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Principal(cmd) => principal(cmd).await,
+        Command::Cert(cmd) => certificate(cmd).await,
+    }
+}
+
+fn open(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+    let config = Config::load(config_path)?;
+    let store = EmbeddedStore::open(&config.store.path)?;
+    Ok((config, Arc::new(store)))
+}
+
+fn print(output: Output, value: &Value, table: impl FnOnce() -> String) {
+    match output {
+        Output::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+            )
+        }
+        Output::Table => print!("{}", table()),
+    }
+}
+
+async fn check(
+    config_path: &Path,
+    cert_path: &Path,
+    method: &str,
+    path: &str,
+    policy: Option<&str>,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    let config = Config::load(config_path)?;
+    let raw = std::fs::read(cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))
+        .map_err(Failure::Usage)?;
+    let metrics = Metrics::new();
+    let store = server::open_store(&config, &metrics)?;
+    let headers_config = config.headers.clone();
+    let checker = Checker::new(config, store, metrics);
+    let outcome = checker
+        .check(
+            CheckInput {
+                certificate: Some(&raw),
+                policy,
+                method,
+                path,
+            },
+            clock::unix_now(),
+        )
+        .await;
+    let headers: serde_json::Map<String, Value> = outcome
+        .allow_headers(&headers_config)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+        .collect();
+    let (decision, reason, message) = match &outcome.decision {
+        Ok(_) => ("allow", None, "allowed".to_owned()),
+        Err(deny) => ("deny", Some(deny.reason.as_str()), deny.message.clone()),
+    };
+    let grant = outcome.decision.as_ref().ok();
+    let value = json!({
+        "decision": decision,
+        "status": outcome.http_status(),
+        "reason": reason,
+        "message": message,
+        "policy": outcome.policy,
+        "principal": outcome.principal(),
+        "principal_type": grant.map(|g| g.principal_type.as_str()),
+        "roles": grant.map(|g| g.roles.clone()),
+        "headers": headers,
+        "certificate": outcome.identity().map(|id| json!({
+            "subject": id.subject,
+            "issuer": id.issuer,
+            "serial": id.serial,
+            "sha256": id.sha256,
+            "not_before": certgate::authz::rfc3339(id.not_before),
+            "not_after": certgate::authz::rfc3339(id.not_after),
+        })),
+    });
+    print(output, &value, || {
+        let mut s = format!(
+            "decision   {decision}\nstatus     {}\npolicy     {}\nprincipal  {}\n",
+            outcome.http_status(),
+            outcome.policy,
+            outcome.principal().unwrap_or("-")
+        );
+        if let Some(reason) = reason {
+            s.push_str(&format!("reason     {reason}\n"));
+        }
+        s.push_str(&format!("message    {message}\n"));
+        for (k, v) in &headers {
+            s.push_str(&format!(
+                "header     {k}: {}\n",
+                v.as_str().unwrap_or_default()
+            ));
+        }
+        s
+    });
+    Ok(if outcome.decision.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn validate(config_path: &Path, output: Output) -> Result<ExitCode, Failure> {
+    match Config::load(config_path) {
+        Ok(config) => {
+            let mut policies: Vec<_> = config.policies.keys().cloned().collect();
+            policies.sort();
+            let value = json!({
+                "valid": true,
+                "file": config_path,
+                "policies": policies,
+                "default_policy": config.default_policy,
+                "trust_bundle_cas": config.trust.len(),
+            });
+            print(output, &value, || {
+                format!(
+                    "{}: valid ({} policies, {} CA certificates in the trust bundle)\n",
+                    config_path.display(),
+                    policies.len(),
+                    config.trust.len()
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            let problems: Vec<Value> = err
+                .problems
+                .iter()
+                .map(|p| json!({"key": p.key, "message": p.message}))
+                .collect();
+            let value = json!({"valid": false, "file": config_path, "problems": problems});
+            match output {
+                Output::Json => print(output, &value, String::new),
+                Output::Table => eprintln!("{err}"),
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn principal_json(p: &Principal) -> Value {
+    serde_json::to_value(p).unwrap_or(Value::Null)
+}
+
+fn principal_row(p: &Principal) -> String {
+    format!(
+        "{:<40} {:<10} {:<10} {:<20} {}\n",
+        p.principal_id,
+        p.principal_type,
+        p.status.as_str(),
+        p.roles.as_ref().map_or("-".to_owned(), |r| r.join(",")),
+        p.suspended_reason.as_deref().unwrap_or("")
+    )
+}
+
+const PRINCIPAL_HEADER: &str =
+    "PRINCIPAL                                TYPE       STATUS     ROLES                REASON\n";
+
+async fn principal(cmd: PrincipalCommand) -> Result<ExitCode, Failure> {
+    let (result, output): (Vec<Principal>, Output) = match cmd {
+        PrincipalCommand::Create {
+            id,
+            principal_type,
+            roles,
+            config,
+            output,
+        } => {
+            let (_, store) = open(&config.config)?;
+            let principal = Principal {
+                principal_id: id,
+                principal_type,
+                status: PrincipalStatus::Active,
+                suspended_at: None,
+                suspended_reason: None,
+                roles,
+                created_at: clock::unix_millis(),
+            };
+            store.create_principal(&principal).await?;
+            (vec![principal], output.output)
+        }
+        PrincipalCommand::Get { id, config, output } => {
+            let (_, store) = open(&config.config)?;
+            let found = store.get_principal(&id).await?.ok_or_else(|| {
+                Failure::Failed(
+                    StoreError::NotFound {
+                        kind: "principal",
+                        key: id.clone(),
+                    }
+                    .into(),
+                )
+            })?;
+            (vec![found], output.output)
+        }
+        PrincipalCommand::List { config, output } => {
+            let (_, store) = open(&config.config)?;
+            let all = store.list_principals().await?;
+            if output.output == Output::Json {
+                print(
+                    output.output,
+                    &Value::Array(all.iter().map(principal_json).collect()),
+                    String::new,
+                );
+            } else {
+                print!("{PRINCIPAL_HEADER}");
+                all.iter().for_each(|p| print!("{}", principal_row(p)));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PrincipalCommand::Suspend {
+            id,
+            reason,
+            config,
+            output,
+        } => {
+            if reason.trim().is_empty() {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "--reason must not be empty"
+                )));
+            }
+            let (_, store) = open(&config.config)?;
+            (
+                vec![
+                    store
+                        .suspend_principal(&id, &reason, clock::unix_millis())
+                        .await?,
+                ],
+                output.output,
+            )
+        }
+        PrincipalCommand::Activate { id, config, output } => {
+            let (_, store) = open(&config.config)?;
+            (vec![store.activate_principal(&id).await?], output.output)
+        }
+    };
+    let p = &result[0];
+    print(output, &principal_json(p), || {
+        format!("{PRINCIPAL_HEADER}{}", principal_row(p))
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cert_json(c: &CertificateRecord) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert(
+            "expires_at_rfc3339".into(),
+            json!(certgate::authz::rfc3339(c.expires_at / 1000)),
+        );
+    }
+    v
+}
+
+fn cert_row(c: &CertificateRecord) -> String {
+    format!(
+        "{:<34} {:<36} {:<21} {}\n",
+        c.serial_number,
+        c.principal_id,
+        certgate::authz::rfc3339(c.expires_at / 1000),
+        if c.revoked {
+            format!(
+                "revoked ({})",
+                c.revocation_reason.as_deref().unwrap_or("unspecified")
+            )
+        } else {
+            "valid".to_owned()
+        }
+    )
+}
+
+const CERT_HEADER: &str = "SERIAL                             PRINCIPAL                            EXPIRES               STATUS\n";
+
+async fn certificate(cmd: CertCommand) -> Result<ExitCode, Failure> {
+    let (record, output) = match cmd {
+        CertCommand::Register {
+            cert: path,
+            principal,
+            config,
+            output,
+        } => {
+            let (config, store) = open(&config.config)?;
+            let raw = std::fs::read(&path)
+                .with_context(|| format!("reading {}", path.display()))
+                .map_err(Failure::Usage)?;
+            let id = cert::identify(&raw, &config.identity, &config.trust, clock::unix_now())
+                .map_err(|e| Failure::Failed(anyhow::anyhow!("{}: {e}", path.display())))?;
+            let Some(principal_id) = principal.or(id.principal_id.clone()) else {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "the certificate yields no principal id; pass --principal"
+                )));
+            };
+            let record = CertificateRecord {
+                serial_number: id.serial.clone(),
+                principal_id,
+                issuer: id.issuer.clone(),
+                sha256: id.sha256.clone(),
+                not_before: id.not_before * 1000,
+                expires_at: id.not_after * 1000,
+                revoked: false,
+                revoked_at: None,
+                revocation_reason: None,
+            };
+            store.register_certificate(&record).await?;
+            (record, output.output)
+        }
+        CertCommand::Get {
+            serial,
+            config,
+            output,
+        } => {
+            let (_, store) = open(&config.config)?;
+            let serial = normalize_serial(&serial);
+            let found = store.get_certificate(&serial).await?.ok_or_else(|| {
+                Failure::Failed(
+                    StoreError::NotFound {
+                        kind: "certificate",
+                        key: serial.clone(),
+                    }
+                    .into(),
+                )
+            })?;
+            (found, output.output)
+        }
+        CertCommand::List {
+            principal,
+            expiring_within,
+            config,
+            output,
+        } => {
+            let (_, store) = open(&config.config)?;
+            let before =
+                expiring_within.map(|d| clock::unix_millis().saturating_add(d.as_millis() as i64));
+            let all = store
+                .list_certificates(principal.as_deref(), before)
+                .await?;
+            if output.output == Output::Json {
+                print(
+                    output.output,
+                    &Value::Array(all.iter().map(cert_json).collect()),
+                    String::new,
+                );
+            } else {
+                print!("{CERT_HEADER}");
+                all.iter().for_each(|c| print!("{}", cert_row(c)));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        CertCommand::Revoke {
+            serial,
+            reason,
+            config,
+            output,
+        } => {
+            if !REVOCATION_REASONS.contains(&reason.as_str()) {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "--reason must be one of: {}",
+                    REVOCATION_REASONS.join(", ")
+                )));
+            }
+            let (_, store) = open(&config.config)?;
+            let serial = normalize_serial(&serial);
+            (
+                store
+                    .revoke_certificate(&serial, &reason, clock::unix_millis())
+                    .await?,
+                output.output,
+            )
+        }
+    };
+    print(output, &cert_json(&record), || {
+        format!("{CERT_HEADER}{}", cert_row(&record))
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Accept serials as openssl prints them (`Serial Number: 1A:2B…`, upper case) too.
+fn normalize_serial(text: &str) -> String {
+    let hex: String = text
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let trimmed = hex.trim_start_matches('0');
+    let trimmed = if trimmed.is_empty() { "0" } else { trimmed };
+    if trimmed.len() % 2 == 1 {
+        format!("0{trimmed}")
+    } else {
+        trimmed.to_owned()
+    }
+}

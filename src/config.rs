@@ -1,0 +1,626 @@
+//! Configuration (SPEC 6): YAML → `Raw` (serde, unknown keys refused) → validated `Config`.
+//! Every problem is reported at once with its key path; the files a config names (CA bundle,
+//! allowlists) are read here so a `Config` is always complete and usable.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use x509_parser::der_parser::oid::Oid;
+
+use crate::authz::{CertificateRules, Permission, Policy, PrincipalRules};
+use crate::cert::{IdentityRules, PrincipalIdSource, PrincipalTypeSource, TrustBundle};
+use crate::store::CacheSettings;
+
+/// Default OID of the principal id extension (a private arc; configurable).
+pub const DEFAULT_PRINCIPAL_ID_OID: &str = "1.3.6.1.4.1.59999.1.1";
+/// Default OID of the principal type extension.
+pub const DEFAULT_PRINCIPAL_TYPE_OID: &str = "1.3.6.1.4.1.59999.1.2";
+
+// ---------------------------------------------------------------------------------------
+// Raw: what the YAML says.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    listen: RawListen,
+    trust: RawTrust,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    roles_by_type: HashMap<String, Vec<String>>,
+    policies: HashMap<String, RawPolicy>,
+    #[serde(default = "default_policy_name")]
+    default_policy: String,
+    #[serde(default)]
+    headers: RawHeaders,
+    #[serde(default)]
+    response: RawResponse,
+    #[serde(default)]
+    reload: RawReload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawListen {
+    grpc: Option<String>,
+    grpc_unix: Option<String>,
+    admin: Option<String>,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        RawListen {
+            grpc: Some("127.0.0.1:9001".into()),
+            grpc_unix: None,
+            admin: Some("127.0.0.1:9901".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    ca_bundle: String,
+    #[serde(default = "default_clock_skew")]
+    clock_skew: String,
+    #[serde(default = "yes")]
+    require_client_auth_eku: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentity {
+    principal_id_sources: Vec<PrincipalIdSource>,
+    principal_id_oid: String,
+    principal_type_sources: Vec<PrincipalTypeSource>,
+    principal_type_oid: String,
+    cache_ttl: String,
+    cache_max_entries: u64,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        RawIdentity {
+            principal_id_sources: vec![
+                PrincipalIdSource::Oid,
+                PrincipalIdSource::Spiffe,
+                PrincipalIdSource::Cn,
+            ],
+            principal_id_oid: DEFAULT_PRINCIPAL_ID_OID.into(),
+            principal_type_sources: vec![
+                PrincipalTypeSource::Oid,
+                PrincipalTypeSource::Ou,
+                PrincipalTypeSource::Store,
+            ],
+            principal_type_oid: DEFAULT_PRINCIPAL_TYPE_OID.into(),
+            cache_ttl: "10m".into(),
+            cache_max_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    backend: String,
+    path: String,
+    cache_ttl: String,
+    cache_max_entries: u64,
+    stale_if_error: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            backend: "embedded".into(),
+            path: "certgate.db".into(),
+            cache_ttl: "5s".into(),
+            cache_max_entries: 100_000,
+            stale_if_error: "0s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    max_lifetime: Option<String>,
+    #[serde(default = "yes")]
+    require_enrolment: bool,
+    allowed_principal_types: Option<Vec<String>>,
+    cn_allowlist: Option<Vec<String>>,
+    cn_allowlist_file: Option<String>,
+    #[serde(default)]
+    permissions: HashMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHeaders {
+    principal: String,
+    principal_type: String,
+    roles: String,
+    cn: String,
+    serial: String,
+    sha256: String,
+    spiffe_id: String,
+}
+
+impl Default for RawHeaders {
+    fn default() -> Self {
+        RawHeaders {
+            principal: "x-client-principal".into(),
+            principal_type: "x-client-principal-type".into(),
+            roles: "x-client-roles".into(),
+            cn: "x-client-cn".into(),
+            serial: "x-client-cert-serial".into(),
+            sha256: "x-client-cert-sha256".into(),
+            spiffe_id: "x-client-spiffe-id".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawResponse {
+    deny_detail: DenyDetail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReload {
+    interval: String,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        RawReload {
+            interval: "2s".into(),
+        }
+    }
+}
+
+fn default_policy_name() -> String {
+    "default".into()
+}
+fn default_clock_skew() -> String {
+    "60s".into()
+}
+fn yes() -> bool {
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// Config: what certgate runs with.
+
+/// How much of a deny the client sees in the response body (logs always have everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyDetail {
+    /// Reason code and the full message.
+    #[default]
+    Full,
+    /// Reason code only; the message is a generic text for the status.
+    Reason,
+}
+
+/// Listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// ext_authz gRPC over TCP.
+    pub grpc: Option<SocketAddr>,
+    /// ext_authz gRPC over a unix socket.
+    pub grpc_unix: Option<PathBuf>,
+    /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: Option<SocketAddr>,
+}
+
+/// Which store backend and how it is cached.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Path of the embedded SQLite file.
+    pub path: PathBuf,
+    /// Cache in front of it.
+    pub cache: CacheSettings,
+}
+
+/// Names of the identity headers set on allow and removed from every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// Principal id.
+    pub principal: String,
+    /// Principal type.
+    pub principal_type: String,
+    /// Comma-separated roles.
+    pub roles: String,
+    /// Subject CN.
+    pub cn: String,
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// SHA-256 fingerprint.
+    pub sha256: String,
+    /// SPIFFE id, when present.
+    pub spiffe_id: String,
+}
+
+impl HeaderNames {
+    /// Every identity header name, for `headers_to_remove`.
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.principal,
+            &self.principal_type,
+            &self.roles,
+            &self.cn,
+            &self.serial,
+            &self.sha256,
+            &self.spiffe_id,
+        ]
+    }
+}
+
+/// A validated configuration: every file it names has been read and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The YAML file it came from.
+    pub source: PathBuf,
+    /// Listeners (changes need a restart).
+    pub listen: Listen,
+    /// CAs client certificates must chain to.
+    pub trust: TrustBundle,
+    /// Rows 3–5 settings.
+    pub certificate_rules: CertificateRules,
+    /// How identity fields are read.
+    pub identity: IdentityRules,
+    /// Cache of parsed identities: TTL and bound.
+    pub identity_cache: CacheSettings,
+    /// Store backend (changes need a restart).
+    pub store: StoreConfig,
+    /// Type sources and default roles.
+    pub principal_rules: PrincipalRules,
+    /// Named policies.
+    pub policies: HashMap<String, Arc<Policy>>,
+    /// Policy used when the request names none.
+    pub default_policy: String,
+    /// Identity header names.
+    pub headers: HeaderNames,
+    /// Client-visible deny detail.
+    pub deny_detail: DenyDetail,
+    /// How often files are checked for changes.
+    pub reload_interval: Duration,
+    /// Every file this config depends on (itself included), for reload.
+    pub watched_files: Vec<PathBuf>,
+}
+
+/// One problem, with its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `policies.admin.max_lifetime`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// The configuration cannot be used; lists every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Every problem, in key order of discovery.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration {}:", self.file.display())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Read, parse and validate `path` and every file it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_yaml(&text, path).map_err(fail)
+    }
+
+    /// Parse and validate YAML text; relative paths are resolved against `path`'s directory.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
+        let deserializer = serde_norway::Deserializer::from_str(text);
+        let raw: Raw = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            vec![Problem {
+                key,
+                message: e.into_inner().to_string(),
+            }]
+        })?;
+        Validator {
+            base: path.parent().unwrap_or(Path::new(".")),
+            problems: Vec::new(),
+        }
+        .validate(raw, path)
+    }
+}
+
+struct Validator<'a> {
+    base: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
+        humantime::parse_duration(text).unwrap_or_else(|e| {
+            self.problem(
+                key,
+                format!("\"{text}\" is not a duration ({e}); use e.g. 30s, 5m, 7d"),
+            );
+            Duration::ZERO
+        })
+    }
+
+    fn addr(&mut self, key: &str, text: Option<&str>) -> Option<SocketAddr> {
+        let text = text.filter(|t| !t.is_empty())?;
+        text.parse()
+            .map_err(|_| {
+                self.problem(
+                    key,
+                    format!("\"{text}\" is not an address like 127.0.0.1:9001"),
+                )
+            })
+            .ok()
+    }
+
+    fn path(&self, text: &str) -> PathBuf {
+        self.base.join(text)
+    }
+
+    fn read_file(&mut self, key: &str, text: &str, watched: &mut Vec<PathBuf>) -> Option<Vec<u8>> {
+        let path = self.path(text);
+        watched.push(path.clone());
+        std::fs::read(&path)
+            .map_err(|e| self.problem(key, format!("cannot read {}: {e}", path.display())))
+            .ok()
+    }
+
+    fn oid(&mut self, key: &str, text: &str) -> Oid<'static> {
+        match text.parse::<Oid<'static>>() {
+            Ok(oid) if text.contains('.') => oid,
+            _ => {
+                self.problem(
+                    key,
+                    format!("\"{text}\" is not a dotted OID like 1.3.6.1.4.1.59999.1.1"),
+                );
+                Oid::new(std::borrow::Cow::Borrowed(&[]))
+            }
+        }
+    }
+
+    fn header(&mut self, key: &str, name: String) -> String {
+        let ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            self.problem(key, format!("\"{name}\" is not a valid header name"));
+        }
+        name.to_ascii_lowercase()
+    }
+
+    fn validate(mut self, raw: Raw, source: &Path) -> Result<Config, Vec<Problem>> {
+        let mut watched = vec![source.to_owned()];
+
+        let listen = Listen {
+            grpc: self.addr("listen.grpc", raw.listen.grpc.as_deref()),
+            grpc_unix: raw
+                .listen
+                .grpc_unix
+                .filter(|p| !p.is_empty())
+                .map(|p| self.path(&p)),
+            admin: self.addr("listen.admin", raw.listen.admin.as_deref()),
+        };
+        if listen.grpc.is_none() && listen.grpc_unix.is_none() {
+            self.problem("listen", "neither listen.grpc nor listen.grpc_unix is set");
+        }
+
+        let trust = self
+            .read_file("trust.ca_bundle", &raw.trust.ca_bundle, &mut watched)
+            .and_then(|pem| {
+                TrustBundle::from_pem(&pem)
+                    .map_err(|e| self.problem("trust.ca_bundle", e.to_string()))
+                    .ok()
+            });
+        let certificate_rules = CertificateRules {
+            clock_skew_secs: self
+                .duration("trust.clock_skew", &raw.trust.clock_skew)
+                .as_secs() as i64,
+            require_client_auth_eku: raw.trust.require_client_auth_eku,
+        };
+
+        let id = &raw.identity;
+        if id.principal_id_sources.is_empty() {
+            self.problem(
+                "identity.principal_id_sources",
+                "must name at least one source",
+            );
+        }
+        let identity = IdentityRules {
+            principal_id_sources: id.principal_id_sources.clone(),
+            principal_id_oid: self.oid("identity.principal_id_oid", &id.principal_id_oid),
+            principal_type_sources: id.principal_type_sources.clone(),
+            principal_type_oid: self.oid("identity.principal_type_oid", &id.principal_type_oid),
+        };
+        let identity_cache = CacheSettings {
+            ttl: self.duration("identity.cache_ttl", &id.cache_ttl),
+            max_entries: id.cache_max_entries,
+            stale_if_error: Duration::ZERO,
+        };
+
+        if raw.store.backend != "embedded" {
+            self.problem(
+                "store.backend",
+                format!(
+                    "unknown backend \"{}\" (supported: embedded)",
+                    raw.store.backend
+                ),
+            );
+        }
+        let store = StoreConfig {
+            path: self.path(&raw.store.path),
+            cache: CacheSettings {
+                ttl: self.duration("store.cache_ttl", &raw.store.cache_ttl),
+                max_entries: raw.store.cache_max_entries,
+                stale_if_error: self.duration("store.stale_if_error", &raw.store.stale_if_error),
+            },
+        };
+
+        let mut policy_names: Vec<_> = raw.policies.keys().cloned().collect();
+        policy_names.sort();
+        let mut raw_policies = raw.policies;
+        let mut policies = HashMap::new();
+        for name in policy_names {
+            let Some(rp) = raw_policies.remove(&name) else {
+                continue;
+            };
+            let policy = self.policy(&name, rp, &mut watched);
+            policies.insert(name, Arc::new(policy));
+        }
+        if policies.is_empty() {
+            self.problem("policies", "at least one policy is required");
+        } else if !policies.contains_key(&raw.default_policy) {
+            self.problem(
+                "default_policy",
+                format!("\"{}\" is not one of the policies", raw.default_policy),
+            );
+        }
+
+        let h = raw.headers;
+        let headers = HeaderNames {
+            principal: self.header("headers.principal", h.principal),
+            principal_type: self.header("headers.principal_type", h.principal_type),
+            roles: self.header("headers.roles", h.roles),
+            cn: self.header("headers.cn", h.cn),
+            serial: self.header("headers.serial", h.serial),
+            sha256: self.header("headers.sha256", h.sha256),
+            spiffe_id: self.header("headers.spiffe_id", h.spiffe_id),
+        };
+        let reload_interval = self.duration("reload.interval", &raw.reload.interval);
+        if reload_interval.is_zero() {
+            self.problem("reload.interval", "must be greater than zero");
+        }
+
+        match (trust, self.problems.is_empty()) {
+            (Some(trust), true) => Ok(Config {
+                source: source.to_owned(),
+                listen,
+                trust,
+                certificate_rules,
+                identity,
+                identity_cache,
+                store,
+                principal_rules: PrincipalRules {
+                    type_sources: raw.identity.principal_type_sources,
+                    roles_by_type: raw.roles_by_type,
+                },
+                policies,
+                default_policy: raw.default_policy,
+                headers,
+                deny_detail: raw.response.deny_detail,
+                reload_interval,
+                watched_files: watched,
+            }),
+            _ => Err(self.problems),
+        }
+    }
+
+    fn policy(&mut self, name: &str, rp: RawPolicy, watched: &mut Vec<PathBuf>) -> Policy {
+        let key = format!("policies.{name}");
+        let max_lifetime_secs = rp.max_lifetime.map(|text| {
+            self.duration(&format!("{key}.max_lifetime"), &text)
+                .as_secs() as i64
+        });
+        let mut allowlist: Option<HashSet<String>> =
+            rp.cn_allowlist.map(|l| l.into_iter().collect());
+        if let Some(file) = rp.cn_allowlist_file {
+            let file_key = format!("{key}.cn_allowlist_file");
+            if let Some(bytes) = self.read_file(&file_key, &file, watched) {
+                match String::from_utf8(bytes) {
+                    Ok(text) => allowlist.get_or_insert_default().extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_owned),
+                    ),
+                    Err(_) => self.problem(file_key, "file is not UTF-8 text"),
+                }
+            }
+        }
+        let mut permissions = HashMap::new();
+        for (role, patterns) in rp.permissions {
+            let mut parsed = Vec::with_capacity(patterns.len());
+            for (i, text) in patterns.iter().enumerate() {
+                match Permission::parse(text) {
+                    Ok(p) => parsed.push(p),
+                    Err(e) => self.problem(format!("{key}.permissions.{role}[{i}]"), e.to_string()),
+                }
+            }
+            permissions.insert(role, parsed);
+        }
+        Policy {
+            name: name.to_owned(),
+            max_lifetime_secs,
+            require_enrolment: rp.require_enrolment,
+            allowed_principal_types: rp.allowed_principal_types.map(|t| t.into_iter().collect()),
+            cn_allowlist: allowlist,
+            permissions,
+        }
+    }
+}
+
+/// A cheap fingerprint of the contents of `files` (missing files count as empty), used to
+/// notice that a config, CA bundle or allowlist changed.
+pub fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut hasher);
+        std::fs::read(f).unwrap_or_default().hash(&mut hasher);
+    }
+    hasher.finish()
+}

@@ -1,0 +1,17 @@
+//! certgate: external authorization for mutual-TLS identities.
+//!
+//! The decision (`authz`) is pure and knows nothing of gRPC or HTTP; `server` translates the
+//! wire to it, `store` answers what the state says, `config` turns YAML into a policy set,
+//! and `check` runs one request through all of them.
+
+pub mod admin;
+pub mod authz;
+pub mod bootstrap;
+pub mod cert;
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod pki;
+pub mod server;
+pub mod store;

@@ -1,0 +1,130 @@
+//! Prometheus metrics (SPEC 8), all prefixed `certgate_`. One registry per process;
+//! recording is lock-free on the hot path apart from the label lookup.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric certgate exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`.
+    pub decisions: IntCounterVec,
+    /// Check latency in seconds, by `result`.
+    pub check_seconds: HistogramVec,
+    /// Cache lookups by `cache` (identity|principal|certificate) and `result` (hit|miss).
+    pub cache_lookups: IntCounterVec,
+    /// Store calls by `operation` and `outcome` (ok|error).
+    pub store_calls: IntCounterVec,
+    /// Stale cache entries served because the store failed.
+    pub store_stale_served: IntCounter,
+    /// Config reloads by `outcome` (success|failure).
+    pub config_reloads: IntCounterVec,
+    /// 1 when the last reload attempt failed (the previous config is still in force).
+    pub config_last_reload_failed: IntGauge,
+    /// Days to expiry of recently seen client certificates, bucketed (bounded cardinality).
+    pub client_cert_days_to_expiry: HistogramVec,
+}
+
+impl Metrics {
+    /// Build and register every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new("certgate_decisions_total", "Authorization decisions"),
+            &["result", "reason", "policy", "principal_type"],
+        )
+        .expect("static metric definition is valid");
+        let check_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "certgate_check_duration_seconds",
+                "Time to decide one check",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "certgate_cache_lookups_total",
+                "Cache lookups by cache and result",
+            ),
+            &["cache", "result"],
+        )
+        .expect("static metric definition is valid");
+        let store_calls = IntCounterVec::new(
+            Opts::new("certgate_store_calls_total", "Calls to the store backend"),
+            &["operation", "outcome"],
+        )
+        .expect("static metric definition is valid");
+        let store_stale_served = IntCounter::new(
+            "certgate_store_stale_served_total",
+            "Cached store entries served past their TTL because the store failed",
+        )
+        .expect("static metric definition is valid");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "certgate_config_reloads_total",
+                "Configuration reloads by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition is valid");
+        let config_last_reload_failed = IntGauge::new(
+            "certgate_config_last_reload_failed",
+            "1 when the most recent reload was refused and the previous config is in force",
+        )
+        .expect("static metric definition is valid");
+        let client_cert_days_to_expiry = HistogramVec::new(
+            HistogramOpts::new(
+                "certgate_client_cert_days_to_expiry",
+                "Days to notAfter of client certificates seen for the first time",
+            )
+            .buckets(vec![1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0]),
+            &["policy"],
+        )
+        .expect("static metric definition is valid");
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(check_seconds.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(store_calls.clone()),
+            Box::new(store_stale_served.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_reload_failed.clone()),
+            Box::new(client_cert_days_to_expiry.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            decisions,
+            check_seconds,
+            cache_lookups,
+            store_calls,
+            store_stale_served,
+            config_reloads,
+            config_last_reload_failed,
+            client_cert_days_to_expiry,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,122 @@
+//! Envoy ext_authz v3 `Authorization/Check`: the only place that knows the Envoy wire types.
+//! Translates a `CheckRequest` into a [`CheckInput`] and an [`Outcome`] into a
+//! `CheckResponse`; never decides anything itself.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::check::{CheckInput, Checker, Outcome};
+use crate::config::Config;
+
+/// The ext_authz gRPC service.
+pub struct ExtAuthz {
+    checker: Arc<Checker>,
+}
+
+impl ExtAuthz {
+    /// Serve checks with `checker`.
+    pub fn new(checker: Arc<Checker>) -> Self {
+        ExtAuthz { checker }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let request = request.into_inner();
+        let attributes = request.attributes.as_ref();
+        let http = attributes
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let certificate = attributes
+            .and_then(|a| a.source.as_ref())
+            .map(|peer| peer.certificate.as_bytes())
+            .filter(|c| !c.is_empty());
+        let input = CheckInput {
+            certificate,
+            policy: attributes
+                .and_then(|a| a.context_extensions.get("policy"))
+                .map(String::as_str),
+            method: http.map_or("", |h| h.method.as_str()),
+            path: http.map_or("", |h| h.path.as_str()),
+        };
+        let request_id = http
+            .and_then(|h| h.headers.get("x-request-id"))
+            .map_or("", String::as_str);
+        let outcome = self.checker.check(input, crate::clock::unix_now()).await;
+        Ok(Response::new(to_response(
+            &outcome,
+            &self.checker.config(),
+            request_id,
+        )))
+    }
+}
+
+/// Build the `CheckResponse` for an outcome: status code, identity headers to set on allow,
+/// identity headers to strip on every answer, and the JSON body on deny.
+pub fn to_response(outcome: &Outcome, config: &Config, request_id: &str) -> CheckResponse {
+    let names = &config.headers;
+    let status = outcome.http_status();
+    let (code, http_response) = match outcome.deny_body(config.deny_detail, request_id) {
+        None => {
+            let headers = outcome
+                .allow_headers(names)
+                .into_iter()
+                .map(|(name, value)| header(name, value))
+                .collect();
+            let ok = OkHttpResponse {
+                headers,
+                // Strip every identity header the client may have sent; the ones set above
+                // overwrite, the others must not survive.
+                headers_to_remove: names.all().iter().map(|n| (*n).to_owned()).collect(),
+                ..Default::default()
+            };
+            (tonic::Code::Ok, HttpResponse::OkResponse(ok))
+        }
+        Some(body) => {
+            let code = match status {
+                401 => tonic::Code::Unauthenticated,
+                403 => tonic::Code::PermissionDenied,
+                _ => tonic::Code::Unavailable,
+            };
+            let denied = DeniedHttpResponse {
+                status: Some(HttpStatus {
+                    code: i32::from(status),
+                }),
+                headers: vec![header("content-type", "application/json".into())],
+                body,
+            };
+            (code, HttpResponse::DeniedResponse(denied))
+        }
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: code as i32,
+            message: String::new(),
+            details: Vec::new(),
+        }),
+        http_response: Some(http_response),
+        dynamic_metadata: None,
+    }
+}
+
+fn header(name: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}

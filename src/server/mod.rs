@@ -1,0 +1,215 @@
+//! `certgate serve`: wires the configuration, store, checker and listeners together, reloads
+//! the configuration in the background, and drains in-flight checks on SIGTERM.
+
+pub mod ext_authz;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::sync::watch;
+
+use crate::check::Checker;
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::store::{CachedStore, EmbeddedStore, Store};
+
+/// The gRPC service name Envoy health-checks.
+pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+/// Open the store a configuration names, with the cache in front.
+pub fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<CachedStore> {
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&config.store.path)
+            .with_context(|| format!("opening store {}", config.store.path.display()))?,
+    );
+    Ok(CachedStore::new(store, config.store.cache, metrics.clone()))
+}
+
+/// Run the server until SIGTERM or SIGINT, then drain and return.
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let metrics = Metrics::new();
+    let store = open_store(&config, &metrics)?;
+    let listen = config.listen.clone();
+    let reload_interval = config.reload_interval;
+    let checker = Arc::new(Checker::new(config, store, metrics));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
+        .await;
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if let Some(addr) = listen.grpc {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding gRPC listener {addr}"))?;
+        tracing::info!(%addr, "ext_authz gRPC listening");
+        let router = grpc_router(&checker, health_service.clone());
+        let signal = wait_for(shutdown_rx.clone());
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    signal,
+                )
+                .await
+                .context("gRPC TCP server")
+        });
+    }
+    if let Some(path) = &listen.grpc_unix {
+        let listener = bind_unix(path)?;
+        tracing::info!(path = %path.display(), "ext_authz gRPC listening on unix socket");
+        let router = grpc_router(&checker, health_service.clone());
+        let signal = wait_for(shutdown_rx.clone());
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    signal,
+                )
+                .await
+                .context("gRPC unix server")
+        });
+    }
+    if let Some(addr) = listen.admin {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding admin listener {addr}"))?;
+        tracing::info!(%addr, "admin listening");
+        let app = crate::admin::router(checker.clone());
+        let signal = wait_for(shutdown_rx.clone());
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+                .context("admin server")
+        });
+    }
+    tokio::spawn(reload_loop(
+        checker.clone(),
+        config_path.to_owned(),
+        reload_interval,
+    ));
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down: draining in-flight checks"),
+        Some(result) = tasks.join_next() => {
+            // A listener stopped on its own: that is an error worth exiting on.
+            result.context("server task panicked")??;
+        }
+    }
+    health
+        .set_not_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
+        .await;
+    let _ = shutdown_tx.send(true);
+    while let Some(result) = tasks.join_next().await {
+        result.context("server task panicked")??;
+    }
+    if let Some(path) = &listen.grpc_unix {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn grpc_router(
+    checker: &Arc<Checker>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(AuthorizationServer::new(ext_authz::ExtAuthz::new(
+            checker.clone(),
+        )))
+}
+
+fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    // A socket left by a previous run would make bind fail; only remove sockets, never files.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale {}", path.display()))?;
+        }
+    }
+    tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding unix socket {}", path.display()))
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Poll the config and the files it names; put a valid new version in force, refuse (log,
+/// count) an invalid one and keep the last good.
+async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
+    let mut watched = checker.config().watched_files.clone();
+    let mut last = config::fingerprint(&watched);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (fp, files) = {
+            let watched = watched.clone();
+            match tokio::task::spawn_blocking(move || (config::fingerprint(&watched), watched))
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => continue,
+            }
+        };
+        if fp == last {
+            continue;
+        }
+        last = fp;
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || Config::load(&path)).await
+        };
+        let metrics = checker.metrics();
+        match loaded {
+            Ok(Ok(new)) => {
+                let old = checker.config();
+                if new.listen != old.listen || new.store.path != old.store.path {
+                    tracing::warn!("listen addresses or store path changed: restart to apply them");
+                }
+                watched = new.watched_files.clone();
+                last = config::fingerprint(&watched);
+                checker.replace_config(new);
+                metrics.config_reloads.with_label_values(&["success"]).inc();
+                metrics.config_last_reload_failed.set(0);
+                tracing::info!(config = %path.display(), "configuration reloaded");
+            }
+            Ok(Err(err)) => {
+                // Keep watching the files of the last good config plus the ones the bad
+                // version names, so fixing either is noticed.
+                watched = files;
+                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                metrics.config_last_reload_failed.set(1);
+                tracing::error!(error = %err, "configuration reload refused; previous configuration stays in force");
+            }
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Principal and certificate state (SPEC section 5): the `Store` trait, the embedded
+//! SQLite backend, and the TTL cache that sits in front of every backend.
+//! Nothing here decides anything: it only answers "what does the store say".
+
+pub mod cache;
+pub mod embedded;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use cache::CachedStore;
+pub use embedded::EmbeddedStore;
+
+/// Milliseconds since the Unix epoch, the unit of every stored time (as in the runbooks).
+pub type EpochMillis = i64;
+
+/// Whether a principal may currently authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalStatus {
+    /// May authenticate.
+    Active,
+    /// Blocked until re-activated; `suspended_reason` says why.
+    Suspended,
+}
+
+impl PrincipalStatus {
+    /// The stored spelling: `active` or `suspended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalStatus::Active => "active",
+            PrincipalStatus::Suspended => "suspended",
+        }
+    }
+}
+
+/// A principal record (SPEC 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Stable id, e.g. `admin@example.com` or a SPIFFE id.
+    pub principal_id: String,
+    /// admin, user, worker, service, …
+    pub principal_type: String,
+    /// active or suspended.
+    pub status: PrincipalStatus,
+    /// When it was suspended, if it is.
+    pub suspended_at: Option<EpochMillis>,
+    /// Why it was suspended, shown in the deny message.
+    pub suspended_reason: Option<String>,
+    /// Role override; when `None` the roles come from the configuration for its type.
+    pub roles: Option<Vec<String>>,
+    /// When the record was created.
+    pub created_at: EpochMillis,
+}
+
+/// RFC 5280 revocation reasons, in their snake_case names.
+pub const REVOCATION_REASONS: &[&str] = &[
+    "unspecified",
+    "key_compromise",
+    "ca_compromise",
+    "affiliation_changed",
+    "superseded",
+    "cessation_of_operation",
+    "certificate_hold",
+    "privilege_withdrawn",
+    "aa_compromise",
+];
+
+/// A registered certificate (SPEC 5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// Lowercase hex serial, no colons: the key.
+    pub serial_number: String,
+    /// The principal the certificate belongs to.
+    pub principal_id: String,
+    /// Issuer distinguished name, RFC 4514 text.
+    pub issuer: String,
+    /// Lowercase hex SHA-256 of the DER certificate.
+    pub sha256: String,
+    /// notBefore.
+    pub not_before: EpochMillis,
+    /// notAfter.
+    pub expires_at: EpochMillis,
+    /// Revoked in the store (independent of CRLs).
+    pub revoked: bool,
+    /// When it was revoked.
+    pub revoked_at: Option<EpochMillis>,
+    /// One of [`REVOCATION_REASONS`].
+    pub revocation_reason: Option<String>,
+}
+
+/// Something went wrong talking to a backend. Not a decision: the caller turns it into
+/// `store_unavailable` (fail closed) or a CLI error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record exists but cannot be read (bad data in the table).
+    #[error("corrupt record {key}: {detail}")]
+    Corrupt {
+        /// Principal id or serial of the bad record.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The record to update does not exist.
+    #[error("{kind} '{key}' not found")]
+    NotFound {
+        /// `principal` or `certificate`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// The record to create already exists.
+    #[error("{kind} '{key}' already exists")]
+    AlreadyExists {
+        /// `principal` or `certificate`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+    },
+}
+
+/// The operations a backend provides. Implemented by [`EmbeddedStore`] here and by the
+/// DynamoDB backend later; the decision path only ever calls the two `get_` methods,
+/// through [`CachedStore`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One principal, or `None` when it is not enrolled.
+    async fn get_principal(&self, principal_id: &str) -> Result<Option<Principal>, StoreError>;
+    /// One certificate by lowercase hex serial, or `None` when not registered.
+    async fn get_certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError>;
+    /// Create a principal; `AlreadyExists` if the id is taken.
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError>;
+    /// All principals, ordered by id.
+    async fn list_principals(&self) -> Result<Vec<Principal>, StoreError>;
+    /// Suspend; `NotFound` for an unknown principal (never a silent create).
+    async fn suspend_principal(
+        &self,
+        principal_id: &str,
+        reason: &str,
+        at: EpochMillis,
+    ) -> Result<Principal, StoreError>;
+    /// Re-activate; clears the suspension fields. `NotFound` for an unknown principal.
+    async fn activate_principal(&self, principal_id: &str) -> Result<Principal, StoreError>;
+    /// Register a certificate; `AlreadyExists` if the serial is taken.
+    async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError>;
+    /// Certificates, optionally only one principal's and/or only those with
+    /// `expires_at <= expiring_before`, ordered by `expires_at`.
+    async fn list_certificates(
+        &self,
+        principal_id: Option<&str>,
+        expiring_before: Option<EpochMillis>,
+    ) -> Result<Vec<CertificateRecord>, StoreError>;
+    /// Revoke; `NotFound` for an unknown serial.
+    async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: &str,
+        at: EpochMillis,
+    ) -> Result<CertificateRecord, StoreError>;
+    /// Cheap reachability probe for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Cache settings for [`CachedStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// How long a lookup (found or not found) is reused.
+    pub ttl: Duration,
+    /// Bound on cached entries per kind (principals, certificates).
+    pub max_entries: u64,
+    /// When the backend fails, an entry older than `ttl` but younger than
+    /// `ttl + stale_if_error` is still served (and counted); beyond that the lookup fails.
+    pub stale_if_error: Duration,
+}
