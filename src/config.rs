@@ -624,3 +624,143 @@ pub fn fingerprint(files: &[PathBuf]) -> u64 {
     }
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with_ca() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = time::OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("time");
+        let ca =
+            crate::pki::CertAuthority::new("t", now, now + time::Duration::days(1)).expect("CA");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("write");
+        std::fs::write(dir.path().join("admins.txt"), "# admins\nalice\n\nbob\n").expect("write");
+        dir
+    }
+
+    fn load(dir: &tempfile::TempDir, yaml: &str) -> Result<Config, ConfigError> {
+        let path = dir.path().join("certgate.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        Config::load(&path)
+    }
+
+    const MINIMAL: &str = "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {}\n";
+
+    #[test]
+    fn minimal_config_has_sensible_defaults() {
+        let dir = dir_with_ca();
+        let config = load(&dir, MINIMAL).expect("valid");
+        assert_eq!(
+            config.listen.grpc,
+            Some("127.0.0.1:9001".parse().expect("addr"))
+        );
+        assert_eq!(config.default_policy, "default");
+        assert!(
+            config.policies["default"].require_enrolment,
+            "enrolment is required by default"
+        );
+        assert_eq!(config.headers.principal, "x-client-principal");
+        assert_eq!(config.certificate_rules.clock_skew_secs, 60);
+        assert_eq!(config.store.path, dir.path().join("certgate.db"));
+        assert_eq!(config.store.cache.ttl, Duration::from_secs(5));
+        assert!(config.watched_files.contains(&dir.path().join("ca.pem")));
+    }
+
+    #[test]
+    fn allowlist_file_merges_with_inline_list() {
+        let dir = dir_with_ca();
+        let yaml = "trust: {ca_bundle: ca.pem}\npolicies:\n  default:\n    \
+                    cn_allowlist: [carol]\n    cn_allowlist_file: admins.txt\n";
+        let config = load(&dir, yaml).expect("valid");
+        let list = config.policies["default"]
+            .cn_allowlist
+            .clone()
+            .expect("has a list");
+        let mut names: Vec<_> = list.into_iter().collect();
+        names.sort();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        assert!(
+            config
+                .watched_files
+                .contains(&dir.path().join("admins.txt"))
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let dir = dir_with_ca();
+        let yaml = r#"
+listen: {grpc: "nowhere", admin: "127.0.0.1:9901"}
+trust: {ca_bundle: missing.pem, clock_skew: "soon"}
+identity: {principal_id_oid: "not-an-oid"}
+default_policy: nope
+policies:
+  admin:
+    max_lifetime: "7x"
+    cn_allowlist_file: absent.txt
+    permissions:
+      admin: ["GET"]
+headers: {principal: "bad header"}
+"#;
+        let err = load(&dir, yaml).expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "listen.grpc",
+            "trust.ca_bundle",
+            "trust.clock_skew",
+            "identity.principal_id_oid",
+            "policies.admin.max_lifetime",
+            "policies.admin.cn_allowlist_file",
+            "policies.admin.permissions.admin[0]",
+            "default_policy",
+            "headers.principal",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("policies.admin.max_lifetime: \"7x\" is not a duration"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_name_their_path() {
+        let dir = dir_with_ca();
+        let err = load(
+            &dir,
+            "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {max_lifetim: 7d}\n",
+        )
+        .expect_err("unknown key");
+        assert_eq!(err.problems[0].key, "policies.default.max_lifetim");
+        assert!(
+            err.problems[0].message.contains("max_lifetim"),
+            "{:?}",
+            err.problems
+        );
+        let err = load(
+            &dir,
+            "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {require_enrolment: maybe}\n",
+        )
+        .expect_err("wrong type");
+        assert_eq!(err.problems[0].key, "policies.default.require_enrolment");
+    }
+
+    #[test]
+    fn garbage_ca_bundle_is_refused() {
+        let dir = dir_with_ca();
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").expect("write");
+        let err = load(&dir, MINIMAL).expect_err("no CA");
+        assert_eq!(err.problems[0].key, "trust.ca_bundle");
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let dir = dir_with_ca();
+        let example = include_str!("../deploy/certgate.example.yaml");
+        std::fs::write(dir.path().join("cn-allowlist.txt"), "admin.example.com\n").expect("write");
+        let config = load(&dir, example).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.policies.len() >= 2);
+    }
+}

@@ -221,3 +221,127 @@ fn extension_string(
     let value = decode::der_string(ext.value)?;
     (!value.is_empty()).then(|| value.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, CertSpec};
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_790_000_000;
+
+    fn rules() -> IdentityRules {
+        IdentityRules {
+            principal_id_sources: vec![
+                PrincipalIdSource::Oid,
+                PrincipalIdSource::Spiffe,
+                PrincipalIdSource::Cn,
+            ],
+            principal_id_oid: "1.3.6.1.4.1.59999.1.1".parse().expect("oid"),
+            principal_type_sources: vec![PrincipalTypeSource::Oid, PrincipalTypeSource::Ou],
+            principal_type_oid: "1.3.6.1.4.1.59999.1.2".parse().expect("oid"),
+        }
+    }
+
+    fn fixture() -> (TrustBundle, String) {
+        let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let spec = CertSpec {
+            uri_sans: vec![
+                "https://not-spiffe".into(),
+                "spiffe://example.com/w/1".into(),
+            ],
+            organizational_unit: Some("worker".into()),
+            ..CertSpec::client("w1", now, time::Duration::days(1))
+        };
+        let leaf = ca.issue(&spec).expect("leaf");
+        (
+            TrustBundle::from_pem(ca.cert_pem().as_bytes()).expect("bundle"),
+            leaf.cert_pem,
+        )
+    }
+
+    #[test]
+    fn identity_sources_in_order() {
+        let (trust, pem) = fixture();
+        let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+        assert_eq!(
+            id.principal_id.as_deref(),
+            Some("spiffe://example.com/w/1"),
+            "no OID: SPIFFE"
+        );
+        assert_eq!(id.spiffe_id.as_deref(), Some("spiffe://example.com/w/1"));
+        assert_eq!(id.organizational_unit.as_deref(), Some("worker"));
+        let cn_first = IdentityRules {
+            principal_id_sources: vec![PrincipalIdSource::Cn],
+            ..rules()
+        };
+        let id = identify(pem.as_bytes(), &cn_first, &trust, NOW).expect("parses");
+        assert_eq!(id.principal_id.as_deref(), Some("w1"));
+        assert_eq!(id.serial.len() % 2, 0);
+        assert_eq!(id.sha256.len(), 64);
+    }
+
+    #[test]
+    fn url_encoded_pem_and_der_give_the_same_identity() {
+        let (trust, pem) = fixture();
+        let encoded =
+            percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        let der = decode_certificate(pem.as_bytes()).expect("decodes");
+        let a = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("pem");
+        let b = identify(encoded.as_bytes(), &rules(), &trust, NOW).expect("url-encoded");
+        let c = identify(&der, &rules(), &trust, NOW).expect("der");
+        assert_eq!((a.sha256.clone(), a.serial.clone()), (b.sha256, b.serial));
+        assert_eq!(a.sha256, c.sha256);
+    }
+
+    #[test]
+    fn a_chain_is_not_one_certificate() {
+        let (_, pem) = fixture();
+        let chain = format!("{pem}{pem}");
+        assert_eq!(
+            decode_certificate(chain.as_bytes()),
+            Err(MalformedCertificate::TooMany(2))
+        );
+    }
+
+    #[test]
+    fn truncated_pem_is_malformed() {
+        let (trust, pem) = fixture();
+        for cut in [10, pem.len() / 2, pem.len() - 30] {
+            assert!(
+                identify(&pem.as_bytes()[..cut], &rules(), &trust, NOW).is_err(),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn serial_hex_strips_sign_padding_only() {
+        assert_eq!(serial_hex(&[0x00, 0xde, 0xad]), "dead");
+        assert_eq!(serial_hex(&[0x01, 0x00]), "0100");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let (trust, _) = fixture();
+            let _ = identify(&bytes, &rules(), &trust, NOW);
+        }
+
+        #[test]
+        fn corrupted_certificates_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)
+        ) {
+            let (trust, pem) = fixture();
+            let mut der = decode_certificate(pem.as_bytes()).expect("decodes");
+            for (at, byte) in flips {
+                let i = at.index(der.len());
+                der[i] = byte;
+            }
+            let _ = identify(&der, &rules(), &trust, NOW);
+        }
+    }
+}
