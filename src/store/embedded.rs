@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::types::{FromSql, Value};
+use rusqlite::types::{FromSql, ToSql, Value};
 use rusqlite::{Connection, Params, Row, TransactionBehavior, ffi, params, params_from_iter};
 
 use super::{CertificateRecord, EpochMillis, Principal, PrincipalStatus, Store, StoreError};
@@ -212,12 +212,14 @@ fn certificate_by_serial(
     Ok(query(conn, &sql, [serial], read_certificate)?.pop())
 }
 
-/// Run `update` (which names its key `?1`) and return the row as it is afterwards, in one
-/// transaction; `NotFound` when no row has that key.
+/// In one transaction: run `update` with `args`, then read the `kind` record `key` back;
+/// `NotFound` when the update changed no row.
 fn update_and_read<T>(
     conn: &mut Connection,
-    (kind, key): (&'static str, &str),
-    update: (&str, &[&dyn rusqlite::ToSql]),
+    update: &str,
+    args: &[&dyn ToSql],
+    kind: &'static str,
+    key: &str,
     read: fn(&Connection, &str) -> Result<Option<T>, StoreError>,
 ) -> Result<T, StoreError> {
     let not_found = || StoreError::NotFound {
@@ -227,7 +229,7 @@ fn update_and_read<T>(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
-    if tx.execute(update.0, update.1).map_err(db)? == 0 {
+    if tx.execute(update, args).map_err(db)? == 0 {
         return Err(not_found());
     }
     let record = read(&tx, key)?.ok_or_else(not_found)?;
@@ -293,8 +295,10 @@ impl Store for EmbeddedStore {
                        suspended_reason = ?3 WHERE principal_id = ?1";
             update_and_read(
                 conn,
-                ("principal", &id),
-                (sql, params![id, at, reason]),
+                sql,
+                params![id, at, reason],
+                "principal",
+                &id,
                 principal_by_id,
             )
         })
@@ -306,12 +310,7 @@ impl Store for EmbeddedStore {
         self.run(move |conn| {
             let sql = "UPDATE principals SET status = 'active', suspended_at = NULL, \
                        suspended_reason = NULL WHERE principal_id = ?1";
-            update_and_read(
-                conn,
-                ("principal", &id),
-                (sql, params![id]),
-                principal_by_id,
-            )
+            update_and_read(conn, sql, params![id], "principal", &id, principal_by_id)
         })
         .await
     }
@@ -375,8 +374,10 @@ impl Store for EmbeddedStore {
             let args = params![serial, at, reason];
             update_and_read(
                 conn,
-                ("certificate", &serial),
-                (sql, args),
+                sql,
+                args,
+                "certificate",
+                &serial,
                 certificate_by_serial,
             )
         })
