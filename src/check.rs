@@ -326,3 +326,271 @@ impl Checker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::pki::{CertAuthority, CertSpec};
+    use crate::store::{
+        CacheSettings, CertificateRecord, EpochMillis, Principal, PrincipalStatus, Store,
+    };
+
+    /// A store that counts lookups and can be switched to failing.
+    #[derive(Default)]
+    struct FakeStore {
+        calls: AtomicUsize,
+        failing: bool,
+    }
+
+    #[async_trait]
+    impl Store for FakeStore {
+        async fn get_principal(&self, id: &str) -> Result<Option<Principal>, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.failing {
+                return Err(StoreError::Unavailable("connection refused".into()));
+            }
+            Ok(Some(Principal {
+                principal_id: id.into(),
+                principal_type: "worker".into(),
+                status: PrincipalStatus::Active,
+                suspended_at: None,
+                suspended_reason: None,
+                roles: None,
+                created_at: 0,
+            }))
+        }
+        async fn get_certificate(&self, _: &str) -> Result<Option<CertificateRecord>, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.failing {
+                return Err(StoreError::Unavailable("connection refused".into()));
+            }
+            Ok(None)
+        }
+        async fn create_principal(&self, _: &Principal) -> Result<(), StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn suspend_principal(
+            &self,
+            _: &str,
+            _: &str,
+            _: EpochMillis,
+        ) -> Result<Principal, StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn activate_principal(&self, _: &str) -> Result<Principal, StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn register_certificate(&self, _: &CertificateRecord) -> Result<(), StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn list_certificates(
+            &self,
+            _: Option<&str>,
+            _: Option<EpochMillis>,
+        ) -> Result<Vec<CertificateRecord>, StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn revoke_certificate(
+            &self,
+            _: &str,
+            _: &str,
+            _: EpochMillis,
+        ) -> Result<CertificateRecord, StoreError> {
+            unimplemented!("not used by checks")
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    const NOW: i64 = 1_790_000_000;
+
+    struct Fixture {
+        checker: Checker,
+        store: Arc<FakeStore>,
+        good: String,
+        stranger: String,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(failing: bool) -> Fixture {
+        let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let other = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let spec = CertSpec {
+            organizational_unit: Some("worker".into()),
+            ..CertSpec::client("w1", now, time::Duration::days(1))
+        };
+        let good = ca.issue(&spec).expect("leaf").cert_pem;
+        let stranger = other.issue(&spec).expect("leaf").cert_pem;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("write");
+        let yaml = "trust: {ca_bundle: ca.pem}\nroles_by_type: {worker: [worker]}\n\
+                    policies:\n  default:\n    permissions: {worker: [\"GET /api/*\"]}\n";
+        let config = Config::from_yaml(yaml, &dir.path().join("c.yaml")).expect("valid");
+        let store = Arc::new(FakeStore {
+            failing,
+            ..Default::default()
+        });
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(60),
+            max_entries: 100,
+            stale_if_error: Duration::ZERO,
+        };
+        let metrics = Metrics::new();
+        let cached = CachedStore::new(store.clone(), settings, metrics.clone());
+        Fixture {
+            checker: Checker::new(config, cached, metrics),
+            store,
+            good,
+            stranger,
+            _dir: dir,
+        }
+    }
+
+    fn input(cert: &str) -> CheckInput<'_> {
+        CheckInput {
+            certificate: Some(cert.as_bytes()),
+            policy: None,
+            method: "GET",
+            path: "/api/x",
+        }
+    }
+
+    fn reason(outcome: &Outcome) -> Option<ReasonCode> {
+        outcome.decision.as_ref().err().map(|d| d.reason)
+    }
+
+    #[tokio::test]
+    async fn allow_sets_identity_headers() {
+        let f = fixture(false);
+        let outcome = f.checker.check(input(&f.good), NOW).await;
+        assert_eq!(reason(&outcome), None, "{:?}", outcome.decision);
+        let config = f.checker.config();
+        let headers = outcome.allow_headers(&config.headers);
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("x-client-principal"), Some("w1"));
+        assert_eq!(get("x-client-principal-type"), Some("worker"));
+        assert_eq!(get("x-client-roles"), Some("worker"));
+        assert_eq!(
+            get("x-client-spiffe-id"),
+            None,
+            "no SPIFFE id in this certificate"
+        );
+        assert_eq!(outcome.deny_body(config.deny_detail, "r1"), None);
+    }
+
+    #[tokio::test]
+    async fn store_down_and_nothing_cached_is_503() {
+        let f = fixture(true);
+        let outcome = f.checker.check(input(&f.good), NOW).await;
+        assert_eq!(reason(&outcome), Some(ReasonCode::StoreUnavailable));
+        assert_eq!(outcome.http_status(), 503);
+        let body = outcome
+            .deny_body(DenyDetail::Full, "req-7")
+            .expect("deny body");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(json["error"], "store_unavailable");
+        assert_eq!(json["request_id"], "req-7");
+        assert!(
+            json["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("connection refused"))
+        );
+    }
+
+    #[tokio::test]
+    async fn untrusted_certificates_never_reach_the_store() {
+        let f = fixture(false);
+        let outcome = f.checker.check(input(&f.stranger), NOW).await;
+        assert_eq!(reason(&outcome), Some(ReasonCode::UntrustedIssuer));
+        assert_eq!(f.store.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn each_certificate_is_parsed_once_and_store_answers_are_cached() {
+        let f = fixture(false);
+        for _ in 0..3 {
+            assert_eq!(reason(&f.checker.check(input(&f.good), NOW).await), None);
+        }
+        let m = f.checker.metrics();
+        assert_eq!(
+            m.cache_lookups
+                .with_label_values(&["identity", "miss"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            m.cache_lookups
+                .with_label_values(&["identity", "hit"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            f.store.calls.load(Ordering::SeqCst),
+            2,
+            "one principal + one cert lookup"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_certificate_unknown_policy_and_garbage() {
+        let f = fixture(false);
+        let none = CheckInput {
+            certificate: None,
+            ..input("")
+        };
+        assert_eq!(
+            reason(&f.checker.check(none, NOW).await),
+            Some(ReasonCode::NoClientCertificate)
+        );
+        let blank = input("  \n");
+        assert_eq!(
+            reason(&f.checker.check(blank, NOW).await),
+            Some(ReasonCode::NoClientCertificate)
+        );
+        let garbage = input("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        assert_eq!(
+            reason(&f.checker.check(garbage, NOW).await),
+            Some(ReasonCode::MalformedCertificate)
+        );
+        let unknown = CheckInput {
+            policy: Some("nope"),
+            ..input(&f.good)
+        };
+        let outcome = f.checker.check(unknown, NOW).await;
+        assert_eq!(reason(&outcome), Some(ReasonCode::UnknownPolicy));
+        assert_eq!(
+            f.checker
+                .metrics()
+                .decisions
+                .with_label_values(&["deny", "unknown_policy", "unknown", ""])
+                .get(),
+            1,
+            "unknown policy names do not become metric labels"
+        );
+    }
+
+    #[tokio::test]
+    async fn reason_only_detail_hides_the_message() {
+        let f = fixture(false);
+        let outcome = f.checker.check(input(&f.stranger), NOW).await;
+        let body = outcome.deny_body(DenyDetail::Reason, "r").expect("deny");
+        assert!(
+            body.contains("untrusted_issuer") && !body.contains("trust bundle"),
+            "{body}"
+        );
+    }
+}
