@@ -309,6 +309,14 @@ pub fn check_principal(
         .path
         .split_once('?')
         .map_or(request.path, |(p, _)| p);
+    if has_dot_segment(path) {
+        // `GET /api/../admin` must not match "GET /api/*": proxies should normalize paths
+        // (Envoy: normalize_path), and certgate refuses what was not normalized.
+        return Err(Deny::new(
+            ReasonCode::PermissionDenied,
+            format!("path '{path}' has dot segments; the proxy must normalize paths"),
+        ));
+    }
     let granted = roles.iter().any(|role| {
         policy
             .permissions
@@ -334,6 +342,18 @@ pub fn check_principal(
         principal_type: principal_type.to_owned(),
         roles: roles.to_vec(),
     })
+}
+
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded, or a backslash.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.contains(['.', '%', '\\']) {
+        return false; // the common case, without allocating
+    }
+    path.contains('\\')
+        || path.split('/').any(|segment| {
+            let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+            decoded == "." || decoded == ".."
+        })
 }
 
 /// The principal type from the first source, in the configured order, that has one.

@@ -371,6 +371,17 @@ fn principal_rows() {
             "principal type 'worker'",
         ),
         (
+            "dot segments",
+            policy(),
+            facts(None, Some(enrolled("w@x", "worker"))),
+            RequestInfo {
+                method: "GET",
+                path: "/api/%2E%2e/admin",
+            },
+            ReasonCode::PermissionDenied,
+            "dot segments",
+        ),
+        (
             "no role grants DELETE",
             policy(),
             facts(None, Some(enrolled("w@x", "worker"))),
