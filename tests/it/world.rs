@@ -1,0 +1,218 @@
+//! A test world: a PKI generated in code with one client certificate per decision row, a
+//! certgate configuration on free ports, and an embedded store with the principals enrolled.
+
+use std::path::{Path, PathBuf};
+
+use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
+use certgate::store::{CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Store};
+use time::{Duration, OffsetDateTime};
+
+pub const ID_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 1];
+pub const TYPE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 2];
+
+/// A client certificate on disk.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub principal: String,
+    pub serial: String,
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ca_pem: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub config: PathBuf,
+    pub grpc_port: u16,
+    pub admin_port: u16,
+    ca: CertAuthority,
+    stranger_ca: CertAuthority,
+}
+
+pub fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc().replace_nanosecond(0).expect("valid")
+}
+
+/// The certgate configuration the end-to-end tests run with.
+pub fn config_yaml(grpc: &str, admin: &str) -> String {
+    format!(
+        r#"listen:
+  grpc: "{grpc}"
+  admin: "{admin}"
+trust: {{ca_bundle: ca.pem, clock_skew: 5s}}
+store: {{path: certgate.db, cache_ttl: 1s}}
+reload: {{interval: 200ms}}
+roles_by_type:
+  admin: [admin]
+  worker: [worker]
+default_policy: default
+policies:
+  default:
+    max_lifetime: 90d
+    permissions:
+      admin: ["*"]
+      worker: ["GET /api/*"]
+  admin:
+    max_lifetime: 7d
+    allowed_principal_types: [admin]
+    cn_allowlist_file: admin-allowlist.txt
+    permissions:
+      admin: ["*"]
+"#
+    )
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let start = now() - Duration::days(1);
+        let ca = CertAuthority::new("e2e CA", start, start + Duration::days(3650)).expect("CA");
+        // Same subject as the real CA, different key: only the signature can tell them apart.
+        let stranger_ca =
+            CertAuthority::new("e2e CA", start, start + Duration::days(3650)).expect("CA");
+        let p = |name: &str| dir.path().join(name);
+        std::fs::write(p("ca.pem"), ca.cert_pem()).expect("write");
+        let server = ca
+            .issue(&CertSpec::server(&["localhost"], start, Duration::days(30)))
+            .expect("server cert");
+        std::fs::write(p("server.pem"), &server.cert_pem).expect("write");
+        std::fs::write(p("server-key.pem"), &server.key_pem).expect("write");
+        std::fs::write(p("admin-allowlist.txt"), "admin.example.com\n").expect("write");
+        let grpc_port = crate::it::harness::free_port();
+        let admin_port = crate::it::harness::free_port();
+        let config = p("certgate.yaml");
+        std::fs::write(
+            &config,
+            config_yaml(&format!("127.0.0.1:{grpc_port}"), &format!("127.0.0.1:{admin_port}")),
+        )
+        .expect("write");
+        World {
+            ca_pem: p("ca.pem"),
+            server_cert: p("server.pem"),
+            server_key: p("server-key.pem"),
+            config,
+            grpc_port,
+            admin_port,
+            dir,
+            ca,
+            stranger_ca,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A client spec with the identity extensions of `principal` and type `kind`.
+    pub fn spec(principal: &str, kind: &str, cn: &str) -> CertSpec {
+        CertSpec {
+            organizational_unit: Some(kind.to_owned()),
+            custom_extensions: vec![
+                (ID_OID.to_vec(), principal.to_owned()),
+                (TYPE_OID.to_vec(), kind.to_owned()),
+            ],
+            ..CertSpec::client(cn, now() - Duration::hours(1), Duration::days(5))
+        }
+    }
+
+    fn write_client(&self, name: &str, principal: &str, issued: &IssuedCert) -> Client {
+        let cert = self.path(&format!("{name}.pem"));
+        let key = self.path(&format!("{name}-key.pem"));
+        std::fs::write(&cert, &issued.cert_pem).expect("write");
+        std::fs::write(&key, &issued.key_pem).expect("write");
+        let identity = certgate::cert::decode_certificate(issued.cert_pem.as_bytes())
+            .expect("own certificate decodes");
+        let serial = {
+            use x509_parser::prelude::FromDer;
+            let (_, parsed) =
+                x509_parser::certificate::X509Certificate::from_der(&identity).expect("parses");
+            certgate::cert::serial_hex(parsed.raw_serial())
+        };
+        Client { cert, key, principal: principal.to_owned(), serial }
+    }
+
+    /// Issue a client certificate from the trusted CA.
+    pub fn client(&self, name: &str, principal: &str, spec: &CertSpec) -> Client {
+        let issued = self.ca.issue(spec).expect("issue");
+        self.write_client(name, principal, &issued)
+    }
+
+    /// Issue a client certificate from a CA outside the trust bundle.
+    pub fn stranger(&self, name: &str, principal: &str, spec: &CertSpec) -> Client {
+        let issued = self.stranger_ca.issue(spec).expect("issue");
+        self.write_client(name, principal, &issued)
+    }
+
+    /// Enrol principals (id, type) and register the given clients' certificates.
+    pub fn enrol(&self, principals: &[(&str, &str)], certs: &[&Client]) {
+        let db = self.path("certgate.db");
+        let principals: Vec<(String, String)> =
+            principals.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+        let certs: Vec<Client> = certs.iter().map(|c| (*c).clone()).collect();
+        run_async(async move {
+            let store = EmbeddedStore::open(&db).expect("store");
+            for (id, kind) in principals {
+                store
+                    .create_principal(&Principal {
+                        principal_id: id,
+                        principal_type: kind,
+                        status: PrincipalStatus::Active,
+                        suspended_at: None,
+                        suspended_reason: None,
+                        roles: None,
+                        created_at: 0,
+                    })
+                    .await
+                    .expect("create principal");
+            }
+            for c in certs {
+                store
+                    .register_certificate(&CertificateRecord {
+                        serial_number: c.serial.clone(),
+                        principal_id: c.principal.clone(),
+                        issuer: "CN=e2e CA".into(),
+                        sha256: String::new(),
+                        not_before: 0,
+                        expires_at: (now() + Duration::days(5)).unix_timestamp() * 1000,
+                        revoked: false,
+                        revoked_at: None,
+                        revocation_reason: None,
+                    })
+                    .await
+                    .expect("register certificate");
+            }
+        });
+    }
+
+    /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).
+    pub fn cli(&self, args: &[&str]) -> (i32, String) {
+        cli_with_config(&self.config, args)
+    }
+}
+
+pub fn cli_with_config(config: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .args(args)
+        .env("CERTGATE_CONFIG", config)
+        .output()
+        .expect("run certgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+pub fn run_async<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f);
+}
+
+pub fn eku(spec: CertSpec, eku: Eku) -> CertSpec {
+    CertSpec { eku, ..spec }
+}
