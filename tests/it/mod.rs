@@ -3,5 +3,6 @@
 pub mod harness;
 pub mod world;
 
+mod cli;
 mod envoy;
 mod grpc;
