@@ -51,7 +51,7 @@ trust:
   clock_skew: 60s
 identity:
   principal_id_sources: [oid, spiffe, cn]
-  principal_type_sources: [oid, ou, store]
+  principal_type_sources: [store, oid, ou]
 store:
   backend: embedded
   path: certgate.db

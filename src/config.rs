@@ -96,9 +96,11 @@ impl Default for RawIdentity {
             ],
             principal_id_oid: DEFAULT_PRINCIPAL_ID_OID.into(),
             principal_type_sources: vec![
+                // The enrolled record is authoritative; a certificate's OU is often free
+                // text a CA copies from a request.
+                PrincipalTypeSource::Store,
                 PrincipalTypeSource::Oid,
                 PrincipalTypeSource::Ou,
-                PrincipalTypeSource::Store,
             ],
             principal_type_oid: DEFAULT_PRINCIPAL_TYPE_OID.into(),
             cache_ttl: "10m".into(),
@@ -665,6 +667,11 @@ mod tests {
         assert_eq!(config.store.path, dir.path().join("certgate.db"));
         assert_eq!(config.store.cache.ttl, Duration::from_secs(5));
         assert!(config.watched_files.contains(&dir.path().join("ca.pem")));
+        assert_eq!(
+            config.principal_rules.type_sources.first(),
+            Some(&PrincipalTypeSource::Store),
+            "an enrolled principal's type is not overridden by a certificate's OU"
+        );
     }
 
     #[test]

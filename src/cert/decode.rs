@@ -16,7 +16,11 @@ pub fn decode_certificate(input: &[u8]) -> Result<Vec<u8>, MalformedCertificate>
     if input.len() > MAX_INPUT {
         return Err(MalformedCertificate::TooLarge(input.len()));
     }
-    // Base64 and DER-in-PEM never contain '%', so a '%' means URL encoding.
+    // Raw DER first, untouched: its bytes may be '%' or whitespace.
+    if input.first() == Some(&0x30) {
+        return Ok(input.to_vec());
+    }
+    // Base64 and PEM armour never contain '%', so a '%' means URL encoding.
     let text: Cow<'_, [u8]> = if input.contains(&b'%') {
         percent_encoding::percent_decode(input)
             .collect::<Vec<u8>>()
@@ -25,26 +29,36 @@ pub fn decode_certificate(input: &[u8]) -> Result<Vec<u8>, MalformedCertificate>
         input.into()
     };
     let trimmed = text.trim_ascii();
-    if trimmed.starts_with(b"-----BEGIN") {
-        let mut certs = Vec::with_capacity(1);
-        for item in CertificateDer::pem_slice_iter(trimmed) {
-            let der = item.map_err(|e| MalformedCertificate::Encoding(format!("bad PEM: {e}")))?;
-            certs.push(der);
-        }
-        return match certs.len() {
-            0 => Err(MalformedCertificate::Encoding(
-                "PEM holds no CERTIFICATE block".into(),
-            )),
-            1 => Ok(certs.remove(0).as_ref().to_vec()),
-            n => Err(MalformedCertificate::TooMany(n)),
-        };
+    if !trimmed.starts_with(b"-----BEGIN") {
+        return Err(MalformedCertificate::Encoding(
+            "expected PEM (-----BEGIN CERTIFICATE-----) or DER".into(),
+        ));
     }
-    if trimmed.first() == Some(&0x30) {
-        return Ok(trimmed.to_vec());
+    let mut certs = Vec::with_capacity(1);
+    for item in CertificateDer::pem_slice_iter(trimmed) {
+        certs.push(item.map_err(|e| MalformedCertificate::Encoding(pem_problem(&e)))?);
     }
-    Err(MalformedCertificate::Encoding(
-        "expected PEM (-----BEGIN CERTIFICATE-----) or DER".into(),
-    ))
+    match certs.len() {
+        0 => Err(MalformedCertificate::Encoding(
+            "PEM holds no CERTIFICATE block".into(),
+        )),
+        1 => Ok(certs.remove(0).as_ref().to_vec()),
+        n => Err(MalformedCertificate::TooMany(n)),
+    }
+}
+
+/// PEM errors in words (the library prints markers as byte arrays).
+fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "PEM block has no '{}' line (truncated?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { .. } => "PEM block has a malformed BEGIN line".into(),
+        Error::Base64Decode(_) => "PEM block is not valid base64".into(),
+        other => format!("bad PEM: {other}"),
+    }
 }
 
 /// The text of a DER UTF8String, PrintableString or IA5String; `None` for anything else.

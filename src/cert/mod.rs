@@ -112,6 +112,9 @@ pub enum MalformedCertificate {
     /// DER that x509 parsing rejects.
     #[error("certificate does not parse: {0}")]
     Parse(String),
+    /// An identity field holds control characters (CR, LF, NUL…), which no header may carry.
+    #[error("the {0} contains control characters")]
+    ControlCharacters(&'static str),
     /// Input larger than any sane certificate.
     #[error("certificate input of {0} bytes exceeds the limit of {max} bytes", max = decode::MAX_INPUT)]
     TooLarge(usize),
@@ -129,8 +132,8 @@ pub fn identify(
     now: i64,
 ) -> Result<Identity, MalformedCertificate> {
     let der = decode_certificate(input)?;
-    let (rest, cert) =
-        X509Certificate::from_der(&der).map_err(|e| MalformedCertificate::Parse(e.to_string()))?;
+    let (rest, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| MalformedCertificate::Parse(parse_problem(&e)))?;
     if !rest.is_empty() {
         return Err(MalformedCertificate::Parse(format!(
             "{} trailing bytes after the certificate",
@@ -158,10 +161,28 @@ pub fn identify(
         // A malformed or duplicated EKU extension cannot grant anything.
         Ok(Some(_)) | Err(_) => ClientAuthUsage::NotAllowed,
     };
+    let type_from_oid = extension_string(&cert, &rules.principal_type_oid);
+    let organizational_unit = first_str(cert.subject().iter_organizational_unit());
+    // These values become upstream headers and log fields: a CA that copies user input into
+    // a certificate must not be able to smuggle a CR/LF (header injection) through us.
+    for (field, value) in [
+        ("principal id", &principal_id),
+        ("principal type extension", &type_from_oid),
+        ("subject OU", &organizational_unit),
+        ("subject CN", &common_name),
+        ("SPIFFE id", &spiffe_id),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.chars().any(char::is_control))
+        {
+            return Err(MalformedCertificate::ControlCharacters(field));
+        }
+    }
     Ok(Identity {
         principal_id,
-        type_from_oid: extension_string(&cert, &rules.principal_type_oid),
-        organizational_unit: first_str(cert.subject().iter_organizational_unit()),
+        type_from_oid,
+        organizational_unit,
         common_name,
         spiffe_id,
         serial: serial_hex(cert.raw_serial()),
@@ -173,6 +194,19 @@ pub fn identify(
         client_auth,
         chain,
     })
+}
+
+/// x509-parser's errors in words ("NomError(Eof)" means the DER ended early).
+fn parse_problem(e: &x509_parser::nom::Err<x509_parser::error::X509Error>) -> String {
+    match e {
+        x509_parser::nom::Err::Incomplete(_) => "truncated DER".into(),
+        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => match e {
+            x509_parser::error::X509Error::NomError(x509_parser::nom::error::ErrorKind::Eof) => {
+                "truncated DER".into()
+            }
+            other => format!("invalid DER ({other})"),
+        },
+    }
 }
 
 /// Result of [`identify`], shared by every request that presents the same certificate.
@@ -193,6 +227,7 @@ fn first_str<'a>(
     attrs
         .next()
         .and_then(|a| a.as_str().ok())
+        .filter(|v| !v.is_empty())
         .map(str::to_owned)
 }
 
@@ -313,6 +348,32 @@ mod tests {
             assert!(
                 identify(&pem.as_bytes()[..cut], &rules(), &trust, NOW).is_err(),
                 "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_header() {
+        let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let trust = TrustBundle::from_pem(ca.cert_pem().as_bytes()).expect("bundle");
+        let injected = [
+            CertSpec::client("w1\r\nx-client-roles: admin", now, time::Duration::days(1)),
+            CertSpec {
+                organizational_unit: Some("worker\n".into()),
+                ..CertSpec::client("w1", now, time::Duration::days(1))
+            },
+            CertSpec {
+                custom_extensions: vec![(vec![1, 3, 6, 1, 4, 1, 59999, 1, 1], "a\0b".into())],
+                ..CertSpec::client("w1", now, time::Duration::days(1))
+            },
+        ];
+        for spec in injected {
+            let pem = ca.issue(&spec).expect("leaf").cert_pem;
+            let result = identify(pem.as_bytes(), &rules(), &trust, NOW);
+            assert!(
+                matches!(result, Err(MalformedCertificate::ControlCharacters(_))),
+                "{spec:?}: {result:?}"
             );
         }
     }

@@ -148,6 +148,11 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
         "a forged header without a value to set is removed"
     );
     assert_eq!(stack.upstream.requests(), 1);
+    // The underscore spelling, which CGI-style apps treat as the same header, is refused.
+    let underscore = vec![("x_client_principal", "root@evil")];
+    let reply = stack.request(Some(&stack.worker), "GET", "/api/jobs", underscore);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(stack.upstream.requests(), 1);
 
     // The admin may do anything, also on the admin routes.
     let reply = stack.request(Some(&stack.admin), "DELETE", "/admin/users/7", vec![]);
