@@ -346,14 +346,11 @@ pub fn check_principal(
 
 /// Whether a path has a `.` or `..` segment, literally or percent-encoded, or a backslash.
 fn has_dot_segment(path: &str) -> bool {
-    if !path.contains(['.', '%', '\\']) {
-        return false; // the common case, without allocating
-    }
+    const DOTS: [&str; 6] = [".", "..", "%2e", ".%2e", "%2e.", "%2e%2e"];
     path.contains('\\')
-        || path.split('/').any(|segment| {
-            let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-            decoded == "." || decoded == ".."
-        })
+        || path
+            .split('/')
+            .any(|segment| DOTS.iter().any(|d| segment.eq_ignore_ascii_case(d)))
 }
 
 /// The principal type from the first source, in the configured order, that has one.
