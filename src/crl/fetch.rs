@@ -165,7 +165,7 @@ async fn fetch_file(
     previous: &Validators,
     max_size: u64,
 ) -> Result<Fetched, FetchError> {
-    let io = |e: std::io::Error| FetchError::Io(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| FetchError::Io(e.to_string());
     let meta = tokio::fs::metadata(path).await.map_err(io)?;
     if meta.len() > max_size {
         return Err(FetchError::TooLarge { max: max_size });
