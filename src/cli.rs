@@ -31,6 +31,9 @@ use certgate::{bootstrap, cert, clock, crl, server};
     after_help = "Examples:\n  certgate bootstrap --out-dir ./pki\n  certgate serve --config ./pki/certgate.yaml\n  certgate check --config ./pki/certgate.yaml --cert ./pki/admin.pem --path /api/jobs\n  certgate principal suspend worker-1@example.com --reason 'Compromised credentials detected'"
 )]
 struct Cli {
+    /// Configuration file (also `CERTGATE_CONFIG`); accepted before or after the subcommand.
+    #[arg(long, short = 'c', global = true, env = "CERTGATE_CONFIG")]
+    config: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "CERTGATE_LOG_FORMAT")]
     log_format: LogFormat,
@@ -50,13 +53,6 @@ enum Output {
     Json,
 }
 
-#[derive(Args, Clone)]
-struct ConfigArg {
-    /// Configuration file.
-    #[arg(long, short = 'c', env = "CERTGATE_CONFIG")]
-    config: PathBuf,
-}
-
 #[derive(Args, Clone, Copy)]
 struct OutputArg {
     /// Output format.
@@ -69,16 +65,11 @@ enum Command {
     /// Run the ext_authz gRPC server and the admin listener.
     ///
     /// Example: certgate serve --config /etc/certgate/certgate.yaml
-    Serve {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Serve,
     /// Dry-run a decision for a certificate, exactly as the server would decide it.
     ///
     /// Example: certgate check --config certgate.yaml --cert admin.pem --method GET --path /api/jobs
     Check {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Client certificate (PEM or DER).
         #[arg(long)]
         cert: PathBuf,
@@ -116,6 +107,7 @@ enum Command {
 enum CrlCommand {
     /// Show a CRL: issuer, thisUpdate, nextUpdate, entries, and (with --config) whether its
     /// signature verifies against the configured trust bundle and whether it is fresh.
+    /// The global --config (or CERTGATE_CONFIG) is optional here.
     /// Exit 0 when it parses (and verifies, with --config) and --serial is not listed;
     /// 1 when it does not parse, does not verify, or lists --serial.
     ///
@@ -125,9 +117,6 @@ enum CrlCommand {
     Inspect {
         /// A file (DER or PEM) or an http(s):// URL.
         source: String,
-        /// Configuration whose trust bundle (and CRL settings) to check against.
-        #[arg(long, short = 'c', env = "CERTGATE_CONFIG")]
-        config: Option<PathBuf>,
         /// Whether this serial (hex, openssl's `1A:2B` form too) is listed.
         #[arg(long)]
         serial: Option<String>,
@@ -142,8 +131,6 @@ enum ConfigCommand {
     ///
     /// Example: certgate config validate --config certgate.yaml
     Validate {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -164,8 +151,6 @@ enum PrincipalCommand {
         #[arg(long, value_delimiter = ',')]
         roles: Option<Vec<String>>,
         #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
         output: OutputArg,
     },
     /// Show one principal.
@@ -173,14 +158,10 @@ enum PrincipalCommand {
         /// Principal id.
         id: String,
         #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
         output: OutputArg,
     },
     /// List principals.
     List {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -194,16 +175,12 @@ enum PrincipalCommand {
         #[arg(long)]
         reason: String,
         #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
         output: OutputArg,
     },
     /// Re-activate a suspended principal.
     Activate {
         /// Principal id.
         id: String,
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -222,16 +199,12 @@ enum CertCommand {
         #[arg(long)]
         principal: Option<String>,
         #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
         output: OutputArg,
     },
     /// Show one certificate by serial (lowercase hex).
     Get {
         /// Serial, hex.
         serial: String,
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -246,8 +219,6 @@ enum CertCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring_within: Option<std::time::Duration>,
         #[command(flatten)]
-        config: ConfigArg,
-        #[command(flatten)]
         output: OutputArg,
     },
     /// Revoke a certificate in the store.
@@ -259,8 +230,6 @@ enum CertCommand {
         /// RFC 5280 reason: key_compromise, superseded, cessation_of_operation, …
         #[arg(long)]
         reason: String,
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -295,7 +264,7 @@ impl From<StoreError> for Failure {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Serve { .. }));
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -306,7 +275,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.config)) {
         Ok(code) => code,
         Err(Failure::Failed(e)) => {
             eprintln!("error: {e:#}");
@@ -333,16 +302,23 @@ fn init_logging(format: LogFormat, serving: bool) {
     }
 }
 
-async fn run(command: Command) -> Result<ExitCode, Failure> {
+fn config_path(config: &Option<PathBuf>) -> Result<&Path, Failure> {
+    config.as_deref().ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "--config FILE (or CERTGATE_CONFIG) is required"
+        ))
+    })
+}
+
+async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Failure> {
     match command {
-        Command::Serve { config } => {
+        Command::Serve => {
             // A bad config at start is a usage error (exit 2); failures later are exit 1.
-            Config::load(&config.config)?;
-            server::serve(&config.config).await?;
+            Config::load(config_path(&config)?)?;
+            server::serve(config_path(&config)?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {
-            config,
             cert,
             method,
             path,
@@ -350,7 +326,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             output,
         } => {
             check(
-                &config.config,
+                config_path(&config)?,
                 &cert,
                 &method,
                 &path,
@@ -359,8 +335,8 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             )
             .await
         }
-        Command::Config(ConfigCommand::Validate { config, output }) => {
-            validate(&config.config, output.output)
+        Command::Config(ConfigCommand::Validate { output }) => {
+            validate(config_path(&config)?, output.output)
         }
         Command::Bootstrap(args) => {
             let summary = bootstrap::run(&args, clock::unix_now())
@@ -369,14 +345,13 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             print!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Principal(cmd) => principal(cmd).await,
+        Command::Principal(cmd) => principal(cmd, &config).await,
+        Command::Cert(cmd) => certificate(cmd, &config).await,
         Command::Crl(CrlCommand::Inspect {
             source,
-            config,
             serial,
             output,
         }) => crl_inspect(&source, config.as_deref(), serial.as_deref(), output.output).await,
-        Command::Cert(cmd) => certificate(cmd).await,
     }
 }
 
@@ -539,16 +514,15 @@ fn principal_row(p: &Principal) -> String {
 const PRINCIPAL_HEADER: &str =
     "PRINCIPAL                                TYPE       STATUS     ROLES                REASON\n";
 
-async fn principal(cmd: PrincipalCommand) -> Result<ExitCode, Failure> {
+async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<ExitCode, Failure> {
     let (result, output): (Vec<Principal>, Output) = match cmd {
         PrincipalCommand::Create {
             id,
             principal_type,
             roles,
-            config,
             output,
         } => {
-            let (_, store) = open(&config.config)?;
+            let (_, store) = open(config_path(config)?)?;
             let principal = Principal {
                 principal_id: id,
                 principal_type,
@@ -561,8 +535,8 @@ async fn principal(cmd: PrincipalCommand) -> Result<ExitCode, Failure> {
             store.create_principal(&principal).await?;
             (vec![principal], output.output)
         }
-        PrincipalCommand::Get { id, config, output } => {
-            let (_, store) = open(&config.config)?;
+        PrincipalCommand::Get { id, output } => {
+            let (_, store) = open(config_path(config)?)?;
             let found = store.get_principal(&id).await?.ok_or_else(|| {
                 Failure::Failed(
                     StoreError::NotFound {
@@ -574,8 +548,8 @@ async fn principal(cmd: PrincipalCommand) -> Result<ExitCode, Failure> {
             })?;
             (vec![found], output.output)
         }
-        PrincipalCommand::List { config, output } => {
-            let (_, store) = open(&config.config)?;
+        PrincipalCommand::List { output } => {
+            let (_, store) = open(config_path(config)?)?;
             let all = store.list_principals().await?;
             if output.output == Output::Json {
                 print(
@@ -589,18 +563,13 @@ async fn principal(cmd: PrincipalCommand) -> Result<ExitCode, Failure> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        PrincipalCommand::Suspend {
-            id,
-            reason,
-            config,
-            output,
-        } => {
+        PrincipalCommand::Suspend { id, reason, output } => {
             if reason.trim().is_empty() {
                 return Err(Failure::Usage(anyhow::anyhow!(
                     "--reason must not be empty"
                 )));
             }
-            let (_, store) = open(&config.config)?;
+            let (_, store) = open(config_path(config)?)?;
             (
                 vec![
                     store
@@ -610,8 +579,8 @@ async fn principal(cmd: PrincipalCommand) -> Result<ExitCode, Failure> {
                 output.output,
             )
         }
-        PrincipalCommand::Activate { id, config, output } => {
-            let (_, store) = open(&config.config)?;
+        PrincipalCommand::Activate { id, output } => {
+            let (_, store) = open(config_path(config)?)?;
             (vec![store.activate_principal(&id).await?], output.output)
         }
     };
@@ -652,15 +621,14 @@ fn cert_row(c: &CertificateRecord) -> String {
 
 const CERT_HEADER: &str = "SERIAL                             PRINCIPAL                            EXPIRES               STATUS\n";
 
-async fn certificate(cmd: CertCommand) -> Result<ExitCode, Failure> {
+async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitCode, Failure> {
     let (record, output) = match cmd {
         CertCommand::Register {
             cert: path,
             principal,
-            config,
             output,
         } => {
-            let (config, store) = open(&config.config)?;
+            let (config, store) = open(config_path(config)?)?;
             let raw = std::fs::read(&path)
                 .with_context(|| format!("reading {}", path.display()))
                 .map_err(Failure::Usage)?;
@@ -685,12 +653,8 @@ async fn certificate(cmd: CertCommand) -> Result<ExitCode, Failure> {
             store.register_certificate(&record).await?;
             (record, output.output)
         }
-        CertCommand::Get {
-            serial,
-            config,
-            output,
-        } => {
-            let (_, store) = open(&config.config)?;
+        CertCommand::Get { serial, output } => {
+            let (_, store) = open(config_path(config)?)?;
             let serial = normalize_serial(&serial);
             let found = store.get_certificate(&serial).await?.ok_or_else(|| {
                 Failure::Failed(
@@ -706,10 +670,9 @@ async fn certificate(cmd: CertCommand) -> Result<ExitCode, Failure> {
         CertCommand::List {
             principal,
             expiring_within,
-            config,
             output,
         } => {
-            let (_, store) = open(&config.config)?;
+            let (_, store) = open(config_path(config)?)?;
             let before =
                 expiring_within.map(|d| clock::unix_millis().saturating_add(d.as_millis() as i64));
             let all = store
@@ -730,7 +693,6 @@ async fn certificate(cmd: CertCommand) -> Result<ExitCode, Failure> {
         CertCommand::Revoke {
             serial,
             reason,
-            config,
             output,
         } => {
             if !REVOCATION_REASONS.contains(&reason.as_str()) {
@@ -739,7 +701,7 @@ async fn certificate(cmd: CertCommand) -> Result<ExitCode, Failure> {
                     REVOCATION_REASONS.join(", ")
                 )));
             }
-            let (_, store) = open(&config.config)?;
+            let (_, store) = open(config_path(config)?)?;
             let serial = normalize_serial(&serial);
             (
                 store

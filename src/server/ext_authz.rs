@@ -68,16 +68,22 @@ pub fn to_response(outcome: &Outcome, config: &Config, request_id: &str) -> Chec
     let status = outcome.http_status();
     let (code, http_response) = match outcome.deny_body(config.deny_detail, request_id) {
         None => {
-            let headers = outcome
-                .allow_headers(names)
+            let set = outcome.allow_headers(names);
+            // Envoy applies `headers_to_remove` after `headers`, so only the identity headers
+            // not set here are removed; the ones set here overwrite whatever the client sent.
+            let headers_to_remove = names
+                .all()
+                .iter()
+                .filter(|n| !set.iter().any(|(name, _)| name == *n))
+                .map(|n| (*n).to_owned())
+                .collect();
+            let headers = set
                 .into_iter()
                 .map(|(name, value)| header(name, value))
                 .collect();
             let ok = OkHttpResponse {
                 headers,
-                // Strip every identity header the client may have sent; the ones set above
-                // overwrite, the others must not survive.
-                headers_to_remove: names.all().iter().map(|n| (*n).to_owned()).collect(),
+                headers_to_remove,
                 ..Default::default()
             };
             (tonic::Code::Ok, HttpResponse::OkResponse(ok))

@@ -4,8 +4,8 @@
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use prost::Message;
 
 use super::harness::Certgate;
@@ -28,7 +28,10 @@ fn request(certificate: String, path: &str, headers: &[(&str, String)]) -> Check
                 http: Some(HttpRequest {
                     method: "GET".into(),
                     path: path.into(),
-                    headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -56,11 +59,19 @@ struct Setup {
 
 fn setup() -> Setup {
     let world = World::new();
-    let admin = world.client("admin", "admin@example.com", &World::spec("admin@example.com", "admin", "admin.example.com"));
+    let admin = world.client(
+        "admin",
+        "admin@example.com",
+        &World::spec("admin@example.com", "admin", "admin.example.com"),
+    );
     world.enrol(&[("admin@example.com", "admin")], &[&admin]);
     let certgate = Certgate::start(&world.config, world.admin_port);
     let admin_pem = std::fs::read_to_string(&admin.cert).expect("read");
-    Setup { world, _certgate: certgate, admin_pem }
+    Setup {
+        world,
+        _certgate: certgate,
+        admin_pem,
+    }
 }
 
 fn url_encode(pem: &str) -> String {
@@ -68,7 +79,9 @@ fn url_encode(pem: &str) -> String {
 }
 
 async fn client(port: u16) -> AuthorizationClient<tonic::transport::Channel> {
-    AuthorizationClient::connect(format!("http://127.0.0.1:{port}")).await.expect("connect")
+    AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect")
 }
 
 #[test]
@@ -79,34 +92,65 @@ fn hostile_certificates_get_a_clean_deny() {
     super::world::run_async(async move {
         let mut c = client(port).await;
         // The real thing first: allowed, so the denials below are about the input.
-        let ok = c.check(request(url_encode(&admin_pem), "/api/x", &[])).await.expect("rpc");
-        assert_eq!(ok.get_ref().status.as_ref().map(|s| s.code), Some(0), "{ok:?}");
+        let ok = c
+            .check(request(url_encode(&admin_pem), "/api/x", &[]))
+            .await
+            .expect("rpc");
+        assert_eq!(
+            ok.get_ref().status.as_ref().map(|s| s.code),
+            Some(0),
+            "{ok:?}"
+        );
 
         let chain = format!("{admin_pem}{admin_pem}");
         let truncated = admin_pem[..admin_pem.len() / 2].to_owned();
-        let random: String = (0..2000).map(|i| char::from(b'!' + (i * 7 % 90) as u8)).collect();
+        let random: String = (0..2000)
+            .map(|i| char::from(b'!' + (i * 7 % 90) as u8))
+            .collect();
         let huge = "A".repeat(200_000);
         let cases: Vec<(&str, String, &str)> = vec![
             ("random text", random, "malformed_certificate"),
-            ("truncated PEM", url_encode(&truncated), "malformed_certificate"),
+            (
+                "truncated PEM",
+                url_encode(&truncated),
+                "malformed_certificate",
+            ),
             ("a chain", url_encode(&chain), "malformed_certificate"),
             ("huge", huge, "malformed_certificate"),
-            ("bad percent escapes", "%ZZ%-----BEGIN%20CERT".into(), "malformed_certificate"),
+            (
+                "bad percent escapes",
+                "%ZZ%-----BEGIN%20CERT".into(),
+                "malformed_certificate",
+            ),
             ("empty", String::new(), "no_client_certificate"),
         ];
         for (name, cert, reason) in cases {
             let response = c.check(request(cert, "/api/x", &[])).await.expect("rpc");
-            let (status, body) = deny_body(response.get_ref()).unwrap_or_else(|| panic!("{name}: not denied"));
+            let (status, body) =
+                deny_body(response.get_ref()).unwrap_or_else(|| panic!("{name}: not denied"));
             assert_eq!(status, 401, "{name}");
             assert_eq!(body["error"], reason, "{name}: {body}");
-            assert_ne!(response.get_ref().status.as_ref().map(|s| s.code), Some(0), "{name}");
+            assert_ne!(
+                response.get_ref().status.as_ref().map(|s| s.code),
+                Some(0),
+                "{name}"
+            );
         }
 
         // Huge headers are carried, not choked on: still a normal decision.
-        let big = vec![("x-big", "b".repeat(60_000)), ("x-request-id", "rid-1".to_owned())];
-        let response = c.check(request(url_encode(&admin_pem), "/api/x", &big)).await.expect("rpc");
+        let big = vec![
+            ("x-big", "b".repeat(60_000)),
+            ("x-request-id", "rid-1".to_owned()),
+        ];
+        let response = c
+            .check(request(url_encode(&admin_pem), "/api/x", &big))
+            .await
+            .expect("rpc");
         assert_eq!(response.get_ref().status.as_ref().map(|s| s.code), Some(0));
-        let response = c.check(request("junk".into(), "/api/x", &big)).await.expect("rpc");
+        let response = c
+            .check(request("junk".into(), "/api/x", &big))
+            .await
+            .expect("rpc");
         let (_, body) = deny_body(response.get_ref()).expect("denied");
         assert_eq!(body["request_id"], "rid-1");
     });
@@ -143,7 +187,10 @@ fn invalid_utf8_on_the_wire_is_refused_and_the_server_lives_on() {
 
         // …and the server still decides the next request.
         let mut c = client(port).await;
-        let ok = c.check(request(url_encode(&admin_pem), "/api/x", &[])).await.expect("rpc");
+        let ok = c
+            .check(request(url_encode(&admin_pem), "/api/x", &[]))
+            .await
+            .expect("rpc");
         assert_eq!(ok.get_ref().status.as_ref().map(|s| s.code), Some(0));
     });
 }
@@ -153,14 +200,17 @@ fn grpc_health_reports_serving() {
     let s = setup();
     let port = s.world.grpc_port;
     super::world::run_async(async move {
-        let mut health = tonic_health::pb::health_client::HealthClient::connect(format!(
-            "http://127.0.0.1:{port}"
-        ))
-        .await
-        .expect("connect");
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         for service in ["", "envoy.service.auth.v3.Authorization"] {
             let response = health
-                .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
                 .await
                 .expect("health rpc");
             assert_eq!(
@@ -192,7 +242,11 @@ impl tonic::codec::Codec for RawCodec {
 impl tonic::codec::Encoder for RawCodec {
     type Item = Vec<u8>;
     type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         use bytes::BufMut;
         dst.put_slice(&item);
         Ok(())
@@ -202,7 +256,10 @@ impl tonic::codec::Encoder for RawCodec {
 impl tonic::codec::Decoder for RawCodec {
     type Item = Vec<u8>;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
         use bytes::Buf;
         let mut out = vec![0; src.remaining()];
         src.copy_to_slice(&mut out);

@@ -32,7 +32,9 @@ pub struct World {
 }
 
 pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc().replace_nanosecond(0).expect("valid")
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("valid")
 }
 
 /// The certgate configuration the end-to-end tests run with.
@@ -85,7 +87,10 @@ impl World {
         let config = p("certgate.yaml");
         std::fs::write(
             &config,
-            config_yaml(&format!("127.0.0.1:{grpc_port}"), &format!("127.0.0.1:{admin_port}")),
+            config_yaml(
+                &format!("127.0.0.1:{grpc_port}"),
+                &format!("127.0.0.1:{admin_port}"),
+            ),
         )
         .expect("write");
         World {
@@ -130,7 +135,12 @@ impl World {
                 x509_parser::certificate::X509Certificate::from_der(&identity).expect("parses");
             certgate::cert::serial_hex(parsed.raw_serial())
         };
-        Client { cert, key, principal: principal.to_owned(), serial }
+        Client {
+            cert,
+            key,
+            principal: principal.to_owned(),
+            serial,
+        }
     }
 
     /// Issue a client certificate from the trusted CA.
@@ -148,8 +158,10 @@ impl World {
     /// Enrol principals (id, type) and register the given clients' certificates.
     pub fn enrol(&self, principals: &[(&str, &str)], certs: &[&Client]) {
         let db = self.path("certgate.db");
-        let principals: Vec<(String, String)> =
-            principals.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+        let principals: Vec<(String, String)> = principals
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
         let certs: Vec<Client> = certs.iter().map(|c| (*c).clone()).collect();
         run_async(async move {
             let store = EmbeddedStore::open(&db).expect("store");
@@ -200,8 +212,7 @@ pub fn cli_with_config(config: &Path, args: &[&str]) -> (i32, String) {
         .expect("run certgate");
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 

