@@ -64,12 +64,12 @@ impl FetchError {
     }
 }
 
-/// An HTTP client for CRL fetches (rustls; no cookies; a few redirects at most).
+/// An HTTP client for CRL fetches (rustls; no cookies; a few redirects at most). The
+/// overall deadline is applied per fetch by [`fetch`].
 pub fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
     reqwest::Client::builder()
         .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
-        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::limited(3))
         .build()
         .map_err(|e| FetchError::Transport(e.to_string()))

@@ -3,5 +3,6 @@
 pub mod harness;
 pub mod world;
 
+mod crl;
 mod envoy;
 mod grpc;
