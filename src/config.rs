@@ -1049,7 +1049,24 @@ headers: {principal: "bad header"}
         let dir = dir_with_ca();
         let example = include_str!("../deploy/certgate.example.yaml");
         std::fs::write(dir.path().join("cn-allowlist.txt"), "admin.example.com\n").expect("write");
+        // The example's CRL issuer, added to the bundle.
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Example Client CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let example_ca = params.self_signed(&key).expect("CA");
+        let bundle = std::fs::read_to_string(dir.path().join("ca.pem")).expect("read");
+        std::fs::write(dir.path().join("ca.pem"), bundle + &example_ca.pem()).expect("write");
         let config = load(&dir, example).unwrap_or_else(|e| panic!("{e}"));
         assert!(config.policies.len() >= 2);
+        assert_eq!(config.crl.issuers.len(), 1);
+        assert_eq!(config.crl.issuers[0].sources.len(), 2);
+        assert!(config.crl_required(), "fail-secure by default");
     }
 }
