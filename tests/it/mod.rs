@@ -3,6 +3,7 @@
 pub mod harness;
 pub mod world;
 
+mod cli;
 mod crl;
 mod envoy;
 mod grpc;

@@ -1,0 +1,267 @@
+//! The CLI as operators use it: bootstrap → check, config validate, Day-2 store commands,
+//! `--output json` and the exit codes (0 ok/allow, 1 deny/failed, 2 usage/config error).
+
+use super::world::cli_with_config;
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn bootstrap() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+            .args(["bootstrap", "--out-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("run bootstrap");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String) {
+        cli_with_config(&self.dir.path().join("certgate.yaml"), args)
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let (code, out) = self.run(args);
+        let json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        (code, json)
+    }
+}
+
+#[test]
+fn bootstrap_then_check_works_without_edits() {
+    let pki = Pki::bootstrap();
+    let admin = pki.path("admin.pem");
+    let (code, json) = pki.json(&[
+        "check",
+        "--cert",
+        &admin,
+        "--path",
+        "/api/jobs",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["decision"], "allow");
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["reason"], serde_json::Value::Null);
+    assert_eq!(json["principal"], "admin@example.com");
+    assert_eq!(json["headers"]["x-client-principal"], "admin@example.com");
+    assert_eq!(json["headers"]["x-client-roles"], "admin");
+
+    let worker = pki.path("worker.pem");
+    let args = [
+        "check",
+        "--cert",
+        &worker,
+        "--path",
+        "/admin/users",
+        "--policy",
+        "admin",
+        "-o",
+        "json",
+    ];
+    let (code, json) = pki.json(&args);
+    assert_eq!(code, 1, "a deny exits 1: {json}");
+    assert_eq!(json["decision"], "deny");
+    assert_eq!(json["status"], 403);
+    assert_eq!(json["reason"], "lifetime_exceeds_policy");
+    assert_eq!(
+        json["message"],
+        "Certificate lifetime (30.0 days) exceeds maximum (7 days) of policy 'admin'"
+    );
+}
+
+#[test]
+fn config_validate_names_every_bad_key_and_exits_2() {
+    let pki = Pki::bootstrap();
+    let (code, out) = pki.run(&["config", "validate"]);
+    assert_eq!(code, 0, "{out}");
+    let config = pki.dir.path().join("certgate.yaml");
+    let good = std::fs::read_to_string(&config).expect("read");
+    let bad = good
+        .replace("max_lifetime: 7d", "max_lifetime: 7x")
+        .replace("ca_bundle: ca.pem", "ca_bundle: nowhere.pem")
+        .replace("cache_ttl: 2s", "cache_ttl: soon");
+    std::fs::write(&config, bad).expect("write");
+    let (code, out) = pki.run(&["config", "validate"]);
+    assert_eq!(code, 2, "{out}");
+    for key in [
+        "policies.admin.max_lifetime",
+        "trust.ca_bundle",
+        "store.cache_ttl",
+    ] {
+        assert!(out.contains(key), "{key} not named in:\n{out}");
+    }
+    let (code, json) = pki.json(&["config", "validate", "-o", "json"]);
+    assert_eq!(code, 2);
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(3), "{json}");
+    // serve refuses to start on it, with the same exit code.
+    let (code, out) = pki.run(&["serve"]);
+    assert_eq!(code, 2, "{out}");
+}
+
+#[test]
+fn day_two_commands() {
+    let pki = Pki::bootstrap();
+    let (code, json) = pki.json(&["principal", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+
+    let (code, json) = pki.json(&[
+        "principal",
+        "suspend",
+        "worker-1@example.com",
+        "--reason",
+        "Compromised credentials detected",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["status"], "suspended");
+    assert_eq!(json["suspended_reason"], "Compromised credentials detected");
+    assert!(
+        json["suspended_at"]
+            .as_i64()
+            .is_some_and(|t| t > 1_700_000_000_000),
+        "epoch ms"
+    );
+    let worker = pki.path("worker.pem");
+    let (code, json) = pki.json(&[
+        "check",
+        "--cert",
+        &worker,
+        "--path",
+        "/api/jobs",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("principal_suspended"))
+    );
+    let (code, json) = pki.json(&[
+        "principal",
+        "activate",
+        "worker-1@example.com",
+        "-o",
+        "json",
+    ]);
+    assert_eq!((code, json["status"].as_str()), (0, Some("active")));
+
+    let (code, out) = pki.run(&[
+        "principal",
+        "suspend",
+        "nobody@example.com",
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(code, 1, "suspending an unknown principal fails: {out}");
+    assert!(out.contains("not found"), "{out}");
+    let (code, _) = pki.run(&[
+        "principal",
+        "create",
+        "svc@example.com",
+        "--type",
+        "service",
+        "--roles",
+        "reader",
+    ]);
+    assert_eq!(code, 0);
+    let (code, out) = pki.run(&[
+        "principal",
+        "create",
+        "svc@example.com",
+        "--type",
+        "service",
+    ]);
+    assert_eq!(code, 1, "duplicate create fails: {out}");
+
+    // Expiry: the admin certificate lives 7 days, the worker's 30.
+    let (code, json) = pki.json(&["cert", "list", "--expiring-within", "10d", "-o", "json"]);
+    assert_eq!(code, 0);
+    let principals: Vec<&str> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["principal_id"].as_str())
+        .collect();
+    assert_eq!(principals, ["admin@example.com"]);
+    let (_, json) = pki.json(&[
+        "cert",
+        "list",
+        "--principal",
+        "worker-1@example.com",
+        "-o",
+        "json",
+    ]);
+    let serial = json[0]["serial_number"]
+        .as_str()
+        .expect("worker cert registered")
+        .to_owned();
+
+    let (code, out) = pki.run(&["cert", "revoke", &serial, "--reason", "stolen"]);
+    assert_eq!(
+        code, 2,
+        "an unknown RFC 5280 reason is a usage error: {out}"
+    );
+    let upper = serial.to_uppercase();
+    let (code, json) = pki.json(&[
+        "cert",
+        "revoke",
+        &upper,
+        "--reason",
+        "key_compromise",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(
+        (
+            json["revoked"].as_bool(),
+            json["revocation_reason"].as_str()
+        ),
+        (Some(true), Some("key_compromise"))
+    );
+    let (code, json) = pki.json(&[
+        "check",
+        "--cert",
+        &worker,
+        "--path",
+        "/api/jobs",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        (code, json["reason"].as_str()),
+        (1, Some("certificate_revoked"))
+    );
+
+    let (code, out) = pki.run(&["cert", "get", "ffff"]);
+    assert_eq!(code, 1, "{out}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _) = cli_with_config(
+        std::path::Path::new("/nonexistent.yaml"),
+        &["principal", "list"],
+    );
+    assert_eq!(code, 2, "a missing config file is a configuration error");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .args(["principal", "frobnicate"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
