@@ -199,11 +199,10 @@ impl RevocationIndexBuilder {
             }
         }
         directory.push(len as u32);
-        let (hashes, entries) = self.keyed.into_iter().unzip();
+        self.keyed.shrink_to_fit();
         self.serials.shrink_to_fit();
         RevocationIndex {
-            hashes,
-            entries,
+            entries: self.keyed,
             serials: self.serials,
             directory,
             shift,
@@ -214,8 +213,8 @@ impl RevocationIndexBuilder {
 /// Revoked serials of one CRL; see the module documentation for the layout.
 #[derive(Debug, Clone)]
 pub struct RevocationIndex {
-    hashes: Vec<u64>,
-    entries: Vec<Entry>,
+    /// (hash, entry) sorted by hash: a bucket scan reads hash and entry from one cache line.
+    entries: Vec<(u64, Entry)>,
     serials: Vec<u8>,
     directory: Vec<u32>,
     shift: u32,
@@ -240,8 +239,7 @@ impl RevocationIndex {
 
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.hashes.capacity() * 8
-            + self.entries.capacity() * std::mem::size_of::<Entry>()
+        self.entries.capacity() * std::mem::size_of::<(u64, Entry)>()
             + self.serials.capacity()
             + self.directory.capacity() * 4
     }
@@ -255,14 +253,11 @@ impl RevocationIndex {
         else {
             return None;
         };
-        let range = start as usize..end as usize;
-        let hashes = self.hashes.get(range.clone())?;
-        hashes
+        self.entries
+            .get(start as usize..end as usize)?
             .iter()
-            .zip(range)
-            .filter(|(candidate, _)| **candidate == h)
-            .find_map(|(_, i)| {
-                let e = self.entries.get(i)?;
+            .filter(|(candidate, _)| *candidate == h)
+            .find_map(|(_, e)| {
                 let at = e.serial_at as usize;
                 let stored = self.serials.get(at..at + e.serial_len as usize)?;
                 (stored == serial).then_some(Revoked {

@@ -154,7 +154,6 @@ pub struct VerifiedCrl {
 impl VerifiedCrl {
     /// Decode, parse, check the issuer is `expected_issuer` (DER Name), verify the signature
     /// against the trust bundle, check the times at `now` (± `skew` seconds) and index.
-    /// Returns the CRL and its DER (for persisting).
     pub fn load(
         input: &[u8],
         trust: &TrustBundle,
@@ -162,7 +161,7 @@ impl VerifiedCrl {
         now: i64,
         skew: i64,
         source: &str,
-    ) -> Result<(VerifiedCrl, Vec<u8>), CrlError> {
+    ) -> Result<VerifiedCrl, CrlError> {
         let der = decode_crl(input)?;
         let parsed = ParsedCrl::parse(&der)?;
         if parsed.issuer_der() != expected.subject_der.as_slice() {
@@ -189,7 +188,7 @@ impl VerifiedCrl {
             der_len: der.len(),
             index,
         };
-        Ok((crl, der))
+        Ok(crl)
     }
 
     /// Why this CRL cannot be used at `now`, if it cannot ("stale: …", to follow "is").

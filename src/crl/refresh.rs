@@ -192,24 +192,25 @@ pub async fn refresh_once(
             let job = {
                 let (config, issuer, label) = (config.clone(), issuer.clone(), label.clone());
                 tokio::task::spawn_blocking(move || {
-                    VerifiedCrl::load(
+                    let loaded = VerifiedCrl::load(
                         &bytes,
                         &config.trust,
                         &issuer,
                         clock::unix_now(),
                         config.certificate_rules.clock_skew_secs,
                         &label,
-                    )
+                    );
+                    loaded.map(|crl| (crl, bytes))
                 })
             };
             match job.await {
-                Ok(Ok((crl, der))) => {
+                Ok(Ok((crl, bytes))) => {
                     let offered = revocation.offer(crl, clock::unix_now());
                     if offered == Offered::Installed
                         && let (Some(dir), CrlLocation::Url(_)) =
                             (&settings.cache_dir, &source.location)
                     {
-                        persist(dir, issuer, &der).await;
+                        persist(dir, issuer, &bytes).await;
                     }
                     RoundOutcome::Verified(offered)
                 }
@@ -252,13 +253,14 @@ pub fn persisted_path(dir: &Path, issuer: &CrlIssuer) -> PathBuf {
     dir.join(format!("{}.crl", hex::encode(&digest[..12])))
 }
 
-/// Write atomically (temp file + rename) so a crash never leaves half a CRL.
-async fn persist(dir: &Path, issuer: &CrlIssuer, der: &[u8]) {
+/// Write atomically (temp file + rename) so a crash never leaves half a CRL. The bytes as
+/// served (DER or PEM); they are verified again when loaded.
+async fn persist(dir: &Path, issuer: &CrlIssuer, bytes: &[u8]) {
     let path = persisted_path(dir, issuer);
     let tmp = path.with_extension("crl.tmp");
     let result = async {
         tokio::fs::create_dir_all(dir).await?;
-        tokio::fs::write(&tmp, der).await?;
+        tokio::fs::write(&tmp, bytes).await?;
         tokio::fs::rename(&tmp, &path).await
     }
     .await;
@@ -301,7 +303,7 @@ async fn load_persisted(revocation: &Revocation, config: &Arc<Config>) {
             )
         });
         match job.await {
-            Ok(Ok((crl, _))) => {
+            Ok(Ok(crl)) => {
                 let outcome = revocation.offer(crl, clock::unix_now());
                 tracing::info!(path = %path.display(), outcome = outcome.as_str(), "persisted CRL");
             }

@@ -75,7 +75,7 @@ fn crl(ca: &CertAuthority, this_update: i64, serials: &[u64]) -> Vec<u8> {
 }
 
 fn load(f: &Fixture, cn: &str, der: &[u8], source: &str) -> Result<VerifiedCrl, CrlError> {
-    VerifiedCrl::load(der, &f.config.trust, issuer(f, cn), NOW, 60, source).map(|(c, _)| c)
+    VerifiedCrl::load(der, &f.config.trust, issuer(f, cn), NOW, 60, source)
 }
 
 fn revocation(f: &Fixture) -> Revocation {
