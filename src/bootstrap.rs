@@ -186,17 +186,10 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
         )
         .context("parsing a certificate just issued")?;
         store
-            .register_certificate(&CertificateRecord {
-                serial_number: id.serial.clone(),
-                principal_id: c.principal_id.clone(),
-                issuer: id.issuer.clone(),
-                sha256: id.sha256.clone(),
-                not_before: id.not_before * 1000,
-                expires_at: id.not_after * 1000,
-                revoked: false,
-                revoked_at: None,
-                revocation_reason: None,
-            })
+            .register_certificate(&CertificateRecord::for_identity(
+                &id,
+                c.principal_id.clone(),
+            ))
             .await?;
     }
 

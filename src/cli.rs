@@ -639,17 +639,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                     "the certificate yields no principal id; pass --principal"
                 )));
             };
-            let record = CertificateRecord {
-                serial_number: id.serial.clone(),
-                principal_id,
-                issuer: id.issuer.clone(),
-                sha256: id.sha256.clone(),
-                not_before: id.not_before * 1000,
-                expires_at: id.not_after * 1000,
-                revoked: false,
-                revoked_at: None,
-                revocation_reason: None,
-            };
+            let record = CertificateRecord::for_identity(&id, principal_id);
             store.register_certificate(&record).await?;
             (record, output.output)
         }

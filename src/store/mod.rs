@@ -91,6 +91,23 @@ pub struct CertificateRecord {
     pub revocation_reason: Option<String>,
 }
 
+impl CertificateRecord {
+    /// A fresh, unrevoked record for a parsed certificate, owned by `principal_id`.
+    pub fn for_identity(id: &crate::cert::Identity, principal_id: String) -> Self {
+        CertificateRecord {
+            serial_number: id.serial.clone(),
+            principal_id,
+            issuer: id.issuer.clone(),
+            sha256: id.sha256.clone(),
+            not_before: id.not_before * 1000,
+            expires_at: id.not_after * 1000,
+            revoked: false,
+            revoked_at: None,
+            revocation_reason: None,
+        }
+    }
+}
+
 /// Something went wrong talking to a backend. Not a decision: the caller turns it into
 /// `store_unavailable` (fail closed) or a CLI error.
 #[derive(Debug, thiserror::Error)]
