@@ -219,6 +219,24 @@ impl VerifiedCrl {
     }
 }
 
+/// SHA-256 of each CA certificate of the bundle.
+fn anchors(config: &Config) -> Vec<[u8; 32]> {
+    config
+        .trust
+        .ca_certificates()
+        .iter()
+        .map(|c| Sha256::digest(c.as_ref()).into())
+        .collect()
+}
+
+/// Whether two configurations load and verify CRLs identically (same sources, limits,
+/// trust bundle and clock skew), so the refresher and the loaded CRLs can stay as they are.
+pub fn same_crl_inputs(a: &Config, b: &Config) -> bool {
+    a.crl == b.crl
+        && a.trust.ca_certificates() == b.trust.ca_certificates()
+        && a.certificate_rules.clock_skew_secs == b.certificate_rules.clock_skew_secs
+}
+
 /// `3h05m`, `2d4h`, `45s`: short durations for messages.
 pub fn human(secs: i64) -> String {
     let s = secs.unsigned_abs();
@@ -384,19 +402,13 @@ impl Revocation {
     /// empty, and a loaded CRL is kept only if its issuer is still configured and the CA
     /// whose key verified it is still in the trust bundle.
     pub fn reconfigure(&self, config: Arc<Config>) {
-        let old = self.config();
-        if old.crl == config.crl
-            && old.trust.ca_certificates() == config.trust.ca_certificates()
-            && old.certificate_rules.clock_skew_secs == config.certificate_rules.clock_skew_secs
-        {
+        if same_crl_inputs(&self.config(), &config) {
+            // Policies may have changed (readiness depends on them); CRLs and the refresher
+            // need nothing.
+            self.config.send_replace(config);
             return;
         }
-        let anchors: Vec<[u8; 32]> = config
-            .trust
-            .ca_certificates()
-            .iter()
-            .map(|c| Sha256::digest(c.as_ref()).into())
-            .collect();
+        let anchors = anchors(&config);
         {
             let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
             let current = self.snapshot.load_full();
@@ -441,6 +453,11 @@ impl Revocation {
         let Some(state) = current.issuers.get(&crl.issuer) else {
             return Offered::Unconfigured;
         };
+        // A refresh that started under a previous configuration may finish after a reload
+        // that removed the CA whose key verified it: such a CRL is not for this bundle.
+        if !anchors(&self.config()).contains(&crl.verified_by) {
+            return Offered::Unconfigured;
+        }
         if let Some(why) = crl.unusable(&state.config.freshness, now) {
             let mut next = (*current).clone();
             if let Some(s) = next.issuers.get_mut(&crl.issuer) {

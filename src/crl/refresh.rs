@@ -81,8 +81,14 @@ pub async fn run(revocation: Arc<Revocation>) {
                 Err(e) => tracing::error!(error = %e, "cannot build the CRL HTTP client"),
             }
         }
-        if config_rx.changed().await.is_err() {
-            return;
+        // Reloads that change only policies keep the loops (and their conditional-GET state).
+        loop {
+            if config_rx.changed().await.is_err() {
+                return;
+            }
+            if !super::same_crl_inputs(&config, &config_rx.borrow()) {
+                break;
+            }
         }
         tasks.abort_all();
     }

@@ -405,3 +405,51 @@ fn bad_crl_config_names_every_key() {
         unknown.message
     );
 }
+
+#[test]
+fn a_policy_only_reload_keeps_crls_and_updates_readiness() {
+    let f = fixture();
+    let state = revocation(&f);
+    let good = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
+    state.offer(good, NOW);
+    assert!(state.readiness(NOW).is_err(), "the other issuer has no CRL");
+    // Same CRL settings; every policy now optional: nothing requires CRLs for readiness.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", f.root.cert_pem(), f.other.cert_pem()),
+    )
+    .expect("write");
+    let mut relaxed = Config::from_yaml(
+        "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {revocation: optional}\n",
+        &dir.path().join("certgate.yaml"),
+    )
+    .expect("valid");
+    relaxed.crl = f.config.crl.clone();
+    assert!(same_crl_inputs(&f.config, &relaxed));
+    state.reconfigure(Arc::new(relaxed));
+    assert_eq!(state.readiness(NOW), Ok(()));
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+}
+
+#[test]
+fn a_crl_verified_by_a_ca_no_longer_trusted_is_not_installed() {
+    let f = fixture();
+    let state = revocation(&f);
+    // Verified under the current bundle, offered after a reload that replaced the root CA.
+    let late = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lookalike = CertAuthority::new("root", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
+    std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
+    let yaml =
+        "crl:\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{file: r.crl}]\n";
+    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    assert_eq!(state.offer(late, NOW), Offered::Unconfigured);
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Unknown(_)
+    ));
+}
