@@ -749,7 +749,7 @@ async fn crl_inspect(
         .await
         {
             Ok(crl::fetch::Fetched::Body(bytes, _)) => bytes,
-            Ok(crl::fetch::Fetched::NotModified) => {
+            Ok(_) => {
                 return Err(Failure::Failed(anyhow::anyhow!(
                     "{source}: unexpected 304 Not Modified"
                 )));

@@ -238,6 +238,7 @@ pub fn check_certificate(
 /// What the CRLs say about one certificate (rows 7 and 7b), computed in memory from the
 /// loaded CRLs at `now` (see `crl::RevocationSnapshot::status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CrlStatus {
     /// No CRL source is configured for the certificate's issuer.
     NotConfigured,

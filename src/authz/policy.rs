@@ -25,6 +25,7 @@ pub struct Policy {
 /// How a policy applies CRLs (SPEC 3 rows 7 and 7b).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RevocationPolicy {
     /// Fail-secure default: where the certificate's issuer has CRL sources configured, a
     /// usable CRL is required (503 `revocation_status_unknown` without one). Issuers without

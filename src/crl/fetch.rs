@@ -20,6 +20,7 @@ pub struct Validators {
 
 /// The result of one read.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Fetched {
     /// 304 Not Modified, or the file is unchanged.
     NotModified,

@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 /// Whether `/readyz` waits for CRLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CrlReadiness {
     /// Not ready while a configured issuer has no usable CRL (the reason is in `/readyz`).
     #[default]
@@ -55,6 +56,7 @@ pub struct Freshness {
 
 /// Where a CRL is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CrlLocation {
     /// `http://` or `https://` URL.
     Url(String),
@@ -313,6 +315,7 @@ impl RevocationSnapshot {
 
 /// What happened to a CRL offered to the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Offered {
     /// It is now in force.
     Installed,

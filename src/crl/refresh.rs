@@ -17,6 +17,7 @@ use crate::config::Config;
 
 /// The outcome of one refresh round of one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RoundOutcome {
     /// Fetched and verified; what the state did with it.
     Verified(Offered),
