@@ -1,5 +1,5 @@
 //! Admin HTTP listener (SPEC 8): `/healthz` (the process is alive), `/readyz` (config, trust
-//! bundle and store usable; the reason when not), `/metrics` (Prometheus text format).
+//! bundle, CRLs and store usable; the reason when not), `/metrics` (Prometheus text format).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,12 @@ async fn readyz(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
             "not ready: trust bundle is empty\n".to_owned(),
         );
     }
+    if let Err(why) = checker.revocation().readiness(crate::clock::unix_now()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        );
+    }
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, checker.store().inner().ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
@@ -43,6 +49,7 @@ async fn readyz(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
+    checker.revocation().export_gauges(crate::clock::unix_now());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,5 +1,5 @@
-//! One authorization check, end to end and wire-agnostic: identity cache → rows 1–6 → store
-//! (cached) → rows 8–12 → metrics and logs. Shared by the gRPC server, the HTTP forward-auth
+//! One authorization check, end to end and wire-agnostic: identity cache → rows 1–6 → CRL
+//! snapshot (rows 7/7b, in memory) → store (cached) → rows 8–12 → metrics and logs. Shared by the gRPC server, the HTTP forward-auth
 //! endpoint and `certgate check`, so a dry run decides exactly as the server does.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
 use crate::cert::{self, CachedIdentity, Identity};
 use crate::config::{Config, DenyDetail, HeaderNames};
+use crate::crl::Revocation;
 use crate::metrics::Metrics;
 use crate::store::{CachedStore, StoreError};
 
@@ -131,15 +132,21 @@ fn generic_message(status: u16) -> &'static str {
 /// Runs checks against the current configuration generation and the cached store.
 pub struct Checker {
     generation: ArcSwap<Generation>,
+    revocation: Arc<Revocation>,
     store: CachedStore,
     metrics: Metrics,
 }
 
 impl Checker {
     /// A checker for `config`, reading state through `store`.
+    /// CRLs start unloaded: run [`crate::crl::refresh::spawn`] (or `load_once`) on
+    /// [`Self::revocation`] to load them.
     pub fn new(config: Config, store: CachedStore, metrics: Metrics) -> Self {
+        let generation = Generation::new(config);
+        let revocation = Arc::new(Revocation::new(generation.config.clone(), metrics.clone()));
         Checker {
-            generation: ArcSwap::from_pointee(Generation::new(config)),
+            generation: ArcSwap::from_pointee(generation),
+            revocation,
             store,
             metrics,
         }
@@ -152,7 +159,14 @@ impl Checker {
 
     /// Put a new configuration in force (parsed identities are dropped with the old one).
     pub fn replace_config(&self, config: Config) {
-        self.generation.store(Arc::new(Generation::new(config)));
+        let generation = Generation::new(config);
+        self.revocation.reconfigure(generation.config.clone());
+        self.generation.store(Arc::new(generation));
+    }
+
+    /// The CRL state (for the refresher, `/readyz` and `/metrics`).
+    pub fn revocation(&self) -> &Arc<Revocation> {
+        &self.revocation
     }
 
     /// The store cache (for the admin and CLI paths).
@@ -259,6 +273,16 @@ impl Checker {
         if let Err(deny) = authz::check_certificate(id, policy, &config.certificate_rules, now) {
             outcome.decision = Err(deny);
             return outcome;
+        }
+        let crl_status = self.revocation.status(&id.issuer, &id.serial, now);
+        if let Err(deny) = authz::check_revocation(id, policy, &crl_status) {
+            outcome.decision = Err(deny);
+            return outcome;
+        }
+        if let authz::CrlStatus::Unknown(why) = &crl_status
+            && policy.revocation == authz::RevocationPolicy::Optional
+        {
+            tracing::warn!(policy = %policy.name, serial = %id.serial, reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
         }
         outcome.decision = match self.store_facts(id).await {
             Ok(facts) => authz::check_principal(

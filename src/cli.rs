@@ -17,7 +17,7 @@ use certgate::store::{
     CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, REVOCATION_REASONS, Store,
     StoreError,
 };
-use certgate::{bootstrap, cert, clock, server};
+use certgate::{bootstrap, cert, clock, crl, server};
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +98,31 @@ enum Command {
     /// Manage registered certificates in the store.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Certificate revocation lists.
+    #[command(subcommand)]
+    Crl(CrlCommand),
+}
+
+#[derive(Subcommand)]
+enum CrlCommand {
+    /// Show a CRL: issuer, thisUpdate, nextUpdate, entries, and (with --config) whether its
+    /// signature verifies against the configured trust bundle and whether it is fresh.
+    /// The global --config (or CERTGATE_CONFIG) is optional here.
+    /// Exit 0 when it parses (and verifies, with --config) and --serial is not listed;
+    /// 1 when it does not parse, does not verify, or lists --serial.
+    ///
+    /// Examples:
+    ///   certgate crl inspect http://pki.example.com/root.crl --config certgate.yaml
+    ///   certgate crl inspect ./root.crl --serial 1A:2B:3C -o json
+    Inspect {
+        /// A file (DER or PEM) or an http(s):// URL.
+        source: String,
+        /// Whether this serial (hex, openssl's `1A:2B` form too) is listed.
+        #[arg(long)]
+        serial: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -322,6 +347,11 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
         }
         Command::Principal(cmd) => principal(cmd, &config).await,
         Command::Cert(cmd) => certificate(cmd, &config).await,
+        Command::Crl(CrlCommand::Inspect {
+            source,
+            serial,
+            output,
+        }) => crl_inspect(&source, config.as_deref(), serial.as_deref(), output.output).await,
     }
 }
 
@@ -359,6 +389,8 @@ async fn check(
     let store = server::open_store(&config, &metrics)?;
     let headers_config = config.headers.clone();
     let checker = Checker::new(config, store, metrics);
+    // The server keeps CRLs loaded in the background; a dry run loads them once, now.
+    crl::refresh::load_once(checker.revocation()).await;
     let outcome = checker
         .check(
             CheckInput {
@@ -436,6 +468,7 @@ fn validate(config_path: &Path, output: Output) -> Result<ExitCode, Failure> {
                 "policies": policies,
                 "default_policy": config.default_policy,
                 "trust_bundle_cas": config.trust.len(),
+                "crl_issuers": config.crl.issuers.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
             });
             print(output, &value, || {
                 format!(
@@ -688,4 +721,176 @@ fn normalize_serial(text: &str) -> String {
     } else {
         trimmed.to_owned()
     }
+}
+
+async fn crl_inspect(
+    source: &str,
+    config_path: Option<&Path>,
+    serial: Option<&str>,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    let config = config_path.map(Config::load).transpose()?;
+    let defaults = crl::CrlConfig::default();
+    let settings = config.as_ref().map_or(&defaults, |c| &c.crl);
+    let lower = source.to_ascii_lowercase();
+    let bytes = if lower.starts_with("http://") || lower.starts_with("https://") {
+        let location = crl::CrlSource {
+            location: crl::CrlLocation::Url(source.to_owned()),
+            refresh_interval: std::time::Duration::from_secs(3600),
+        };
+        let client = crl::fetch::client(settings.timeout).map_err(|e| Failure::Failed(e.into()))?;
+        match crl::fetch::fetch(
+            &client,
+            &location,
+            &Default::default(),
+            settings.max_size,
+            settings.timeout,
+        )
+        .await
+        {
+            Ok(crl::fetch::Fetched::Body(bytes, _)) => bytes,
+            Ok(_) => {
+                return Err(Failure::Failed(anyhow::anyhow!(
+                    "{source}: unexpected 304 Not Modified"
+                )));
+            }
+            Err(e) => return Err(Failure::Failed(anyhow::anyhow!("{source}: {e}"))),
+        }
+    } else {
+        std::fs::read(source)
+            .with_context(|| format!("reading {source}"))
+            .map_err(Failure::Usage)?
+    };
+    let der =
+        crl::decode_crl(&bytes).map_err(|e| Failure::Failed(anyhow::anyhow!("{source}: {e}")))?;
+    let parsed = crl::ParsedCrl::parse(&der)
+        .map_err(|e| Failure::Failed(anyhow::anyhow!("{source}: {e}")))?;
+    let now = clock::unix_now();
+    let mut failed = false;
+
+    let (signature, signature_text) = match &config {
+        None => (
+            json!({"checked": false}),
+            "not checked (pass --config to check against the trust bundle)".to_owned(),
+        ),
+        Some(config) => match parsed.verify_signature(config.trust.ca_certificates()) {
+            Ok(i) => (
+                json!({"checked": true, "valid": true, "ca_index": i + 1}),
+                format!("valid: signed by CA #{} of the trust bundle", i + 1),
+            ),
+            Err(e) => {
+                failed = true;
+                (
+                    json!({"checked": true, "valid": false, "error": e.to_string()}),
+                    format!("INVALID: {e}"),
+                )
+            }
+        },
+    };
+    let configured = config.as_ref().and_then(|c| {
+        c.crl
+            .issuers
+            .iter()
+            .find(|i| i.subject_der.as_slice() == parsed.issuer_der())
+    });
+    let freshness = configured.map_or(
+        crl::Freshness {
+            max_age_secs: 86_400,
+            next_update_grace_secs: 0,
+        },
+        |i| i.freshness,
+    );
+    let age = now - parsed.this_update;
+    let stale = if age > freshness.max_age_secs {
+        Some(format!(
+            "stale: issued {} ago, max_age {}",
+            crl::human(age),
+            crl::human(freshness.max_age_secs)
+        ))
+    } else if now > parsed.next_update + freshness.next_update_grace_secs {
+        Some(format!(
+            "stale: past nextUpdate by {}",
+            crl::human(now - parsed.next_update)
+        ))
+    } else {
+        None
+    };
+    let entries = parsed.count_entries();
+    let listed = match serial {
+        None => None,
+        Some(text) => {
+            let hex_serial = normalize_serial(text);
+            let bytes = hex::decode(&hex_serial).map_err(|_| {
+                Failure::Usage(anyhow::anyhow!("--serial {text:?} is not hexadecimal"))
+            })?;
+            let found = parsed
+                .find(&bytes)
+                .map_err(|e| Failure::Failed(anyhow::anyhow!("{source}: {e}")))?;
+            failed |= found.is_some();
+            Some((hex_serial, found))
+        }
+    };
+    let value = json!({
+        "source": source,
+        "issuer": parsed.issuer,
+        "this_update": certgate::authz::rfc3339(parsed.this_update),
+        "next_update": certgate::authz::rfc3339(parsed.next_update),
+        "age_seconds": age,
+        "seconds_to_next_update": parsed.next_update - now,
+        "entries": entries,
+        "sha256": parsed.sha256(),
+        "size_bytes": der.len(),
+        "signature": signature,
+        "configured_issuer": configured.is_some(),
+        "fresh": stale.is_none(),
+        "stale_reason": stale,
+        "serial": listed.as_ref().map(|(s, found)| json!({
+            "serial": s,
+            "listed": found.is_some(),
+            "reason": found.map(|r| r.reason.as_str()),
+            "revoked_at": found.map(|r| certgate::authz::rfc3339(r.revoked_at)),
+        })),
+    });
+    print(output, &value, || {
+        let mut s = format!(
+            "issuer        {}\nthis_update   {} ({} ago)\nnext_update   {} ({})\nentries       {entries}\nsha256        {}\nsize          {} bytes\nsignature     {signature_text}\n",
+            parsed.issuer,
+            certgate::authz::rfc3339(parsed.this_update),
+            crl::human(age),
+            certgate::authz::rfc3339(parsed.next_update),
+            if parsed.next_update >= now {
+                format!("in {}", crl::human(parsed.next_update - now))
+            } else {
+                format!("{} ago", crl::human(now - parsed.next_update))
+            },
+            parsed.sha256(),
+            der.len(),
+        );
+        s.push_str(&format!(
+            "freshness     {}{}\n",
+            stale.as_deref().unwrap_or("fresh"),
+            match (&config, configured) {
+                (Some(_), None) =>
+                    " (issuer not configured under crl.issuers; default max_age 24h)",
+                (None, _) => " (default max_age 24h)",
+                _ => "",
+            }
+        ));
+        if let Some((serial, found)) = &listed {
+            s.push_str(&match found {
+                Some(r) => format!(
+                    "serial        {serial}: REVOKED ({}) at {}\n",
+                    r.reason,
+                    certgate::authz::rfc3339(r.revoked_at)
+                ),
+                None => format!("serial        {serial}: not listed\n"),
+            });
+        }
+        s
+    });
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use x509_parser::der_parser::oid::Oid;
 
-use crate::authz::{CertificateRules, Permission, Policy, PrincipalRules};
+use crate::authz::{CertificateRules, Permission, Policy, PrincipalRules, RevocationPolicy};
 use crate::cert::{IdentityRules, PrincipalIdSource, PrincipalTypeSource, TrustBundle};
+use crate::crl::{CrlConfig, CrlIssuer, CrlLocation, CrlReadiness, CrlSource, Freshness};
 use crate::store::CacheSettings;
 
 /// Default OID of the principal id extension (a private arc; configurable).
@@ -45,6 +46,8 @@ struct Raw {
     response: RawResponse,
     #[serde(default)]
     reload: RawReload,
+    #[serde(default)]
+    crl: RawCrl,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +145,8 @@ struct RawPolicy {
     cn_allowlist_file: Option<String>,
     #[serde(default)]
     permissions: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    revocation: RevocationPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +193,65 @@ impl Default for RawReload {
             interval: "2s".into(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCrl {
+    readiness: CrlReadiness,
+    max_age: String,
+    next_update_grace: String,
+    refresh_interval: String,
+    file_refresh_interval: String,
+    timeout: String,
+    retry_backoff: String,
+    max_retry_backoff: String,
+    max_size: RawSize,
+    cache_dir: Option<String>,
+    issuers: Vec<RawCrlIssuer>,
+}
+
+impl Default for RawCrl {
+    fn default() -> Self {
+        RawCrl {
+            readiness: CrlReadiness::Wait,
+            max_age: "24h".into(),
+            next_update_grace: "0s".into(),
+            refresh_interval: "1h".into(),
+            file_refresh_interval: "1m".into(),
+            timeout: "10s".into(),
+            retry_backoff: "1s".into(),
+            max_retry_backoff: "5m".into(),
+            max_size: RawSize::Text("64MiB".into()),
+            cache_dir: None,
+            issuers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrlIssuer {
+    ca: String,
+    #[serde(default)]
+    sources: Vec<RawCrlSource>,
+    max_age: Option<String>,
+    next_update_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrlSource {
+    url: Option<String>,
+    file: Option<String>,
+    refresh_interval: Option<String>,
 }
 
 fn default_policy_name() -> String {
@@ -299,6 +363,21 @@ pub struct Config {
     pub reload_interval: Duration,
     /// Every file this config depends on (itself included), for reload.
     pub watched_files: Vec<PathBuf>,
+    /// CRL sources and freshness per issuing CA.
+    pub crl: CrlConfig,
+}
+
+impl Config {
+    /// Whether some policy requires a usable CRL (so `/readyz` waits for CRLs).
+    pub fn crl_required(&self) -> bool {
+        !self.crl.issuers.is_empty()
+            && self.policies.values().any(|p| {
+                matches!(
+                    p.revocation,
+                    RevocationPolicy::Required | RevocationPolicy::Strict
+                )
+            })
+    }
 }
 
 /// One problem, with its key path.
@@ -547,6 +626,8 @@ impl Validator<'_> {
             self.problem("reload.interval", "must be greater than zero");
         }
 
+        let crl = self.crl(raw.crl, trust.as_ref());
+
         match (trust, self.problems.is_empty()) {
             (Some(trust), true) => Ok(Config {
                 source: source.to_owned(),
@@ -566,8 +647,180 @@ impl Validator<'_> {
                 deny_detail: raw.response.deny_detail,
                 reload_interval,
                 watched_files: watched,
+                crl,
             }),
             _ => Err(self.problems),
+        }
+    }
+
+    fn size(&mut self, key: &str, raw: &RawSize) -> u64 {
+        let text = match raw {
+            RawSize::Bytes(n) => return *n,
+            RawSize::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let factor: Option<u64> = match unit.trim() {
+            "" | "B" => Some(1),
+            "KiB" | "K" | "KB" => Some(1 << 10),
+            "MiB" | "M" | "MB" => Some(1 << 20),
+            "GiB" | "G" | "GB" => Some(1 << 30),
+            _ => None,
+        };
+        match (digits.parse::<u64>(), factor) {
+            (Ok(n), Some(f)) if n.checked_mul(f).is_some() => n * f,
+            _ => {
+                self.problem(
+                    key,
+                    format!("\"{text}\" is not a size; use e.g. 64MiB, 512KiB or a byte count"),
+                );
+                0
+            }
+        }
+    }
+
+    fn crl(&mut self, raw: RawCrl, trust: Option<&TrustBundle>) -> CrlConfig {
+        let max_age = self.duration("crl.max_age", &raw.max_age);
+        if max_age.is_zero() {
+            self.problem("crl.max_age", "must be greater than zero");
+        }
+        let grace = self.duration("crl.next_update_grace", &raw.next_update_grace);
+        let url_interval = self.duration("crl.refresh_interval", &raw.refresh_interval);
+        let file_interval = self.duration("crl.file_refresh_interval", &raw.file_refresh_interval);
+        let timeout = self.duration("crl.timeout", &raw.timeout);
+        let retry_backoff = self.duration("crl.retry_backoff", &raw.retry_backoff);
+        let max_retry_backoff = self.duration("crl.max_retry_backoff", &raw.max_retry_backoff);
+        for (key, d) in [
+            ("crl.refresh_interval", url_interval),
+            ("crl.file_refresh_interval", file_interval),
+            ("crl.timeout", timeout),
+            ("crl.retry_backoff", retry_backoff),
+        ] {
+            if d.is_zero() {
+                self.problem(key, "must be greater than zero");
+            }
+        }
+        let max_size = self.size("crl.max_size", &raw.max_size);
+        // Subjects of the bundle's CAs, as text and DER, to resolve `ca:`.
+        let subjects: Vec<(String, Vec<u8>)> = trust
+            .map(|t| {
+                t.ca_certificates()
+                    .iter()
+                    .filter_map(|der| {
+                        use x509_parser::prelude::FromDer;
+                        let (_, c) =
+                            x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+                        Some((c.subject().to_string(), c.subject().as_raw().to_vec()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut issuers: Vec<CrlIssuer> = Vec::new();
+        for (i, ri) in raw.issuers.into_iter().enumerate() {
+            let key = format!("crl.issuers[{i}]");
+            let found = subjects.iter().find(|(text, _)| dn_matches(&ri.ca, text));
+            let (name, subject_der) = match (found, trust) {
+                (Some((text, der)), _) => (text.clone(), der.clone()),
+                (None, Some(_)) => {
+                    let known: Vec<String> =
+                        subjects.iter().map(|(t, _)| format!("'{t}'")).collect();
+                    self.problem(
+                        format!("{key}.ca"),
+                        format!(
+                            "no CA of the trust bundle has the subject '{}' (the bundle has: {})",
+                            ri.ca,
+                            known.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                // The bundle itself is broken; that problem is already reported.
+                (None, None) => continue,
+            };
+            if issuers.iter().any(|other| other.name == name) {
+                self.problem(
+                    format!("{key}.ca"),
+                    format!("'{name}' is configured twice; list all its sources under one entry"),
+                );
+                continue;
+            }
+            if ri.sources.is_empty() {
+                self.problem(
+                    format!("{key}.sources"),
+                    "must list at least one url or file",
+                );
+            }
+            let mut sources = Vec::new();
+            for (j, rs) in ri.sources.into_iter().enumerate() {
+                let skey = format!("{key}.sources[{j}]");
+                let (location, default_interval) = match (rs.url, rs.file) {
+                    (Some(url), None) => {
+                        let lower = url.to_ascii_lowercase();
+                        if !(lower.starts_with("http://") || lower.starts_with("https://"))
+                            || url.parse::<axum::http::Uri>().is_err()
+                        {
+                            self.problem(
+                                format!("{skey}.url"),
+                                format!("\"{url}\" is not an http:// or https:// URL"),
+                            );
+                        }
+                        (CrlLocation::Url(url), url_interval)
+                    }
+                    (None, Some(file)) => (CrlLocation::File(self.path(&file)), file_interval),
+                    _ => {
+                        self.problem(skey, "give exactly one of url or file");
+                        continue;
+                    }
+                };
+                let refresh_interval = match rs.refresh_interval {
+                    Some(text) => {
+                        let d = self.duration(&format!("{skey}.refresh_interval"), &text);
+                        if d.is_zero() {
+                            self.problem(
+                                format!("{skey}.refresh_interval"),
+                                "must be greater than zero",
+                            );
+                        }
+                        d
+                    }
+                    None => default_interval,
+                };
+                sources.push(CrlSource {
+                    location,
+                    refresh_interval,
+                });
+            }
+            let issuer_max_age = match &ri.max_age {
+                Some(t) => self.duration(&format!("{key}.max_age"), t),
+                None => max_age,
+            };
+            let issuer_grace = match &ri.next_update_grace {
+                Some(t) => self.duration(&format!("{key}.next_update_grace"), t),
+                None => grace,
+            };
+            issuers.push(CrlIssuer {
+                name,
+                subject_der,
+                freshness: Freshness {
+                    max_age_secs: issuer_max_age.as_secs() as i64,
+                    next_update_grace_secs: issuer_grace.as_secs() as i64,
+                },
+                sources,
+            });
+        }
+        CrlConfig {
+            readiness: raw.readiness,
+            timeout,
+            retry_backoff,
+            max_retry_backoff: max_retry_backoff.max(retry_backoff),
+            max_size,
+            cache_dir: raw
+                .cache_dir
+                .filter(|d| !d.is_empty())
+                .map(|d| self.path(&d)),
+            issuers,
         }
     }
 
@@ -611,8 +864,44 @@ impl Validator<'_> {
             allowed_principal_types: rp.allowed_principal_types.map(|t| t.into_iter().collect()),
             cn_allowlist: allowlist,
             permissions,
+            revocation: rp.revocation,
         }
     }
+}
+
+/// Whether a DN written in the configuration names the CA subject `ca` (as certgate prints
+/// it): the same attributes and values in either order (openssl and RFC 4514 list them in
+/// opposite orders), attribute types case-insensitive, spaces around `=` and `,` ignored.
+fn dn_matches(configured: &str, ca: &str) -> bool {
+    fn parts(dn: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut current = String::new();
+        let mut escaped = false;
+        for c in dn.chars() {
+            match c {
+                _ if escaped => {
+                    current.push(c);
+                    escaped = false;
+                }
+                '\\' => {
+                    current.push(c);
+                    escaped = true;
+                }
+                ',' | '/' => out.push(std::mem::take(&mut current)),
+                _ => current.push(c),
+            }
+        }
+        out.push(current);
+        out.into_iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => format!("{}={}", k.trim().to_ascii_uppercase(), v.trim()),
+                None => p.trim().to_owned(),
+            })
+            .collect()
+    }
+    let (a, b) = (parts(configured), parts(ca));
+    !a.is_empty() && (a == b || a.iter().eq(b.iter().rev()))
 }
 
 /// A cheap fingerprint of the contents of `files` (missing files count as empty), used to
@@ -767,7 +1056,24 @@ headers: {principal: "bad header"}
         let dir = dir_with_ca();
         let example = include_str!("../deploy/certgate.example.yaml");
         std::fs::write(dir.path().join("cn-allowlist.txt"), "admin.example.com\n").expect("write");
+        // The example's CRL issuer, added to the bundle.
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Example Client CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let example_ca = params.self_signed(&key).expect("CA");
+        let bundle = std::fs::read_to_string(dir.path().join("ca.pem")).expect("read");
+        std::fs::write(dir.path().join("ca.pem"), bundle + &example_ca.pem()).expect("write");
         let config = load(&dir, example).unwrap_or_else(|e| panic!("{e}"));
         assert!(config.policies.len() >= 2);
+        assert_eq!(config.crl.issuers.len(), 1);
+        assert_eq!(config.crl.issuers[0].sources.len(), 2);
+        assert!(config.crl_required(), "fail-secure by default");
     }
 }

@@ -1,7 +1,7 @@
 //! certgate: external authorization for mutual-TLS identities.
 //!
 //! The decision (`authz`) is pure and knows nothing of gRPC or HTTP; `server` translates the
-//! wire to it, `store` answers what the state says, `config` turns YAML into a policy set,
+//! wire to it, `store` answers what the state says, `config` turns YAML into a policy set, `crl` keeps verified CRLs fresh in the background,
 //! and `check` runs one request through all of them.
 
 pub mod admin;
@@ -11,6 +11,7 @@ pub mod cert;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod crl;
 pub mod metrics;
 pub mod pki;
 pub mod server;

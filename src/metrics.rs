@@ -2,8 +2,8 @@
 //! recording is lock-free on the hot path apart from the label lookup.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric certgate exports.
@@ -26,6 +26,20 @@ pub struct Metrics {
     pub config_last_reload_failed: IntGauge,
     /// Days to expiry of recently seen client certificates, bucketed (bounded cardinality).
     pub client_cert_days_to_expiry: HistogramVec,
+    /// CRL refresh rounds by `source` (URL or file) and `outcome` (updated, unchanged,
+    /// not_modified, older, stale, invalid, error).
+    pub crl_fetches: IntCounterVec,
+    /// CRLs refused by `issuer` and `reason` (bad_signature, wrong_issuer, unknown_issuer,
+    /// malformed, bad_times, too_large, not_crl_signer).
+    pub crl_verification_failures: IntCounterVec,
+    /// Seconds since thisUpdate of the CRL in force, by `issuer`.
+    pub crl_age_seconds: GaugeVec,
+    /// Seconds until nextUpdate of the CRL in force (negative when past), by `issuer`.
+    pub crl_next_update_seconds: GaugeVec,
+    /// Entries of the CRL in force, by `issuer`.
+    pub crl_entries: IntGaugeVec,
+    /// 1 when the issuer has a usable (verified, fresh) CRL, by `issuer`.
+    pub crl_usable: IntGaugeVec,
 }
 
 impl Metrics {
@@ -89,6 +103,51 @@ impl Metrics {
             &["policy"],
         )
         .expect("static metric definition is valid");
+        let crl_fetches = IntCounterVec::new(
+            Opts::new(
+                "certgate_crl_fetches_total",
+                "CRL refresh rounds by source and outcome",
+            ),
+            &["source", "outcome"],
+        )
+        .expect("static metric definition is valid");
+        let crl_verification_failures = IntCounterVec::new(
+            Opts::new(
+                "certgate_crl_verification_failures_total",
+                "Fetched CRLs refused, by issuer and reason",
+            ),
+            &["issuer", "reason"],
+        )
+        .expect("static metric definition is valid");
+        let crl_age_seconds = GaugeVec::new(
+            Opts::new(
+                "certgate_crl_age_seconds",
+                "Seconds since thisUpdate of the CRL in force",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition is valid");
+        let crl_next_update_seconds = GaugeVec::new(
+            Opts::new(
+                "certgate_crl_next_update_seconds",
+                "Seconds until nextUpdate of the CRL in force (negative when past)",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition is valid");
+        let crl_entries = IntGaugeVec::new(
+            Opts::new("certgate_crl_entries", "Entries of the CRL in force"),
+            &["issuer"],
+        )
+        .expect("static metric definition is valid");
+        let crl_usable = IntGaugeVec::new(
+            Opts::new(
+                "certgate_crl_usable",
+                "1 when the issuer has a verified, fresh CRL",
+            ),
+            &["issuer"],
+        )
+        .expect("static metric definition is valid");
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(check_seconds.clone()),
@@ -98,6 +157,12 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_last_reload_failed.clone()),
             Box::new(client_cert_days_to_expiry.clone()),
+            Box::new(crl_fetches.clone()),
+            Box::new(crl_verification_failures.clone()),
+            Box::new(crl_age_seconds.clone()),
+            Box::new(crl_next_update_seconds.clone()),
+            Box::new(crl_entries.clone()),
+            Box::new(crl_usable.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -111,6 +176,12 @@ impl Metrics {
             config_reloads,
             config_last_reload_failed,
             client_cert_days_to_expiry,
+            crl_fetches,
+            crl_verification_failures,
+            crl_age_seconds,
+            crl_next_update_seconds,
+            crl_entries,
+            crl_usable,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The decision of SPEC section 3: certificate facts, store facts and a policy in, allow or
 //! deny out. Pure and synchronous: no I/O, no clock (time is a parameter), no wire types.
-//! The check runs in two phases so the store is only consulted for certificates that pass
-//! rows 1–6.
+//! The check runs in phases so the store is only consulted for certificates that pass
+//! rows 1–7b: rows 3–6 from the certificate, rows 7/7b from a CRL status computed in memory
+//! (`crl`), rows 8–12 from what the store says.
 
 mod policy;
 
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-pub use policy::{Permission, PermissionError, Policy};
+pub use policy::{Permission, PermissionError, Policy, RevocationPolicy};
 
 use crate::cert::{ClientAuthUsage, Identity, PrincipalTypeSource};
 use crate::store::{CertificateRecord, Principal, PrincipalStatus, StoreError};
@@ -232,6 +233,62 @@ pub fn check_certificate(
         ));
     }
     Ok(())
+}
+
+/// What the CRLs say about one certificate (rows 7 and 7b), computed in memory from the
+/// loaded CRLs at `now` (see `crl::RevocationSnapshot::status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrlStatus {
+    /// No CRL source is configured for the certificate's issuer.
+    NotConfigured,
+    /// The issuer's CRL is usable and does not list the serial.
+    NotListed,
+    /// The issuer's usable CRL lists the serial.
+    Revoked {
+        /// RFC 5280 reason name (`key_compromise`, …).
+        reason: &'static str,
+        /// revocationDate, Unix seconds.
+        revoked_at: i64,
+    },
+    /// No usable CRL: never loaded, unverifiable, or stale. The text says which and why
+    /// (names the issuer and the age).
+    Unknown(String),
+}
+
+/// Rows 7 and 7b. Call after [`check_certificate`] passed.
+pub fn check_revocation(id: &Identity, policy: &Policy, status: &CrlStatus) -> Result<(), Deny> {
+    let required = match policy.revocation {
+        RevocationPolicy::Off => return Ok(()),
+        RevocationPolicy::Required | RevocationPolicy::Strict => true,
+        RevocationPolicy::Optional => false,
+    };
+    match status {
+        CrlStatus::NotListed => Ok(()),
+        CrlStatus::Revoked { reason, revoked_at } => Err(Deny::new(
+            ReasonCode::CertificateRevoked,
+            format!(
+                "certificate {} revoked by the CRL of '{}' ({reason}) at {}",
+                id.serial,
+                id.issuer,
+                rfc3339(*revoked_at)
+            ),
+        )),
+        CrlStatus::Unknown(why) if required => Err(Deny::new(
+            ReasonCode::RevocationStatusUnknown,
+            format!("revocation status unknown: {why}"),
+        )),
+        CrlStatus::NotConfigured if policy.revocation == RevocationPolicy::Strict => {
+            Err(Deny::new(
+                ReasonCode::RevocationStatusUnknown,
+                format!(
+                    "revocation status unknown: no CRL is configured for issuer '{}', and policy '{}' requires one (revocation: strict)",
+                    id.issuer, policy.name
+                ),
+            ))
+        }
+        CrlStatus::Unknown(_) | CrlStatus::NotConfigured => Ok(()),
+    }
 }
 
 /// Rows 8–12, given what the store says. Call only after [`check_certificate`] passed.

@@ -18,6 +18,39 @@ pub struct Policy {
     pub cn_allowlist: Option<HashSet<String>>,
     /// Role → what it grants.
     pub permissions: HashMap<String, Vec<Permission>>,
+    /// How CRLs are applied (rows 7 and 7b).
+    pub revocation: RevocationPolicy,
+}
+
+/// How a policy applies CRLs (SPEC 3 rows 7 and 7b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RevocationPolicy {
+    /// Fail-secure default: where the certificate's issuer has CRL sources configured, a
+    /// usable CRL is required (503 `revocation_status_unknown` without one). Issuers without
+    /// CRL sources are not checked.
+    #[default]
+    Required,
+    /// Like `required`, and a certificate whose issuer has no CRL sources configured at all
+    /// is denied too (503 `revocation_status_unknown`).
+    Strict,
+    /// A listed serial is denied; without a usable CRL the request goes on (logged).
+    Optional,
+    /// CRLs are not consulted.
+    Off,
+}
+
+impl RevocationPolicy {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationPolicy::Required => "required",
+            RevocationPolicy::Strict => "strict",
+            RevocationPolicy::Optional => "optional",
+            RevocationPolicy::Off => "off",
+        }
+    }
 }
 
 /// A permission: an optional HTTP method and a path pattern where `*` matches any run of

@@ -91,6 +91,7 @@ fn policy() -> Policy {
         allowed_principal_types: None,
         cn_allowlist: None,
         permissions,
+        revocation: RevocationPolicy::Required,
     }
 }
 
@@ -473,4 +474,73 @@ fn every_reason_has_a_status() {
     assert_eq!(ReasonCode::LifetimeExceedsPolicy.http_status(), 403);
     assert_eq!(ReasonCode::StoreUnavailable.http_status(), 503);
     assert_eq!(ReasonCode::PrincipalSuspended.http_status(), 401);
+}
+
+#[test]
+fn crl_rows_7_and_7b() {
+    let pki = pki();
+    let id = identity(&pki, &client("w@x", "worker"));
+    let revoked = CrlStatus::Revoked {
+        reason: "key_compromise",
+        revoked_at: NOW - 60,
+    };
+    let unknown = CrlStatus::Unknown("CRL of 'CN=test CA' is stale (age 30h, max_age 24h)".into());
+    let with = |revocation| Policy {
+        revocation,
+        ..policy()
+    };
+    use RevocationPolicy::*;
+    // (policy, status, expected deny reason, message fragment)
+    let cases: Vec<(RevocationPolicy, &CrlStatus, Option<ReasonCode>, &str)> = vec![
+        (Required, &CrlStatus::NotListed, None, ""),
+        (Required, &CrlStatus::NotConfigured, None, ""),
+        (
+            Required,
+            &revoked,
+            Some(ReasonCode::CertificateRevoked),
+            "(key_compromise) at",
+        ),
+        (
+            Required,
+            &unknown,
+            Some(ReasonCode::RevocationStatusUnknown),
+            "age 30h",
+        ),
+        (Strict, &CrlStatus::NotListed, None, ""),
+        (
+            Strict,
+            &CrlStatus::NotConfigured,
+            Some(ReasonCode::RevocationStatusUnknown),
+            "no CRL is configured",
+        ),
+        (
+            Strict,
+            &unknown,
+            Some(ReasonCode::RevocationStatusUnknown),
+            "stale",
+        ),
+        (
+            Optional,
+            &revoked,
+            Some(ReasonCode::CertificateRevoked),
+            "revoked by the CRL",
+        ),
+        (Optional, &unknown, None, ""),
+        (Optional, &CrlStatus::NotConfigured, None, ""),
+        (Off, &revoked, None, ""),
+        (Off, &unknown, None, ""),
+    ];
+    for (revocation, status, want, fragment) in cases {
+        let got = check_revocation(&id, &with(revocation), status);
+        assert_eq!(
+            got.as_ref().err().map(|d| d.reason),
+            want,
+            "{revocation:?} {status:?}"
+        );
+        if let Err(deny) = got {
+            assert!(deny.message.contains(fragment), "{}", deny.message);
+        }
+    }
+    assert_eq!(ReasonCode::RevocationStatusUnknown.http_status(), 503);
+    assert_eq!(ReasonCode::CertificateRevoked.http_status(), 401);
 }

@@ -90,6 +90,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
                 .context("admin server")
         });
     }
+    crate::crl::refresh::spawn(checker.revocation().clone());
     tokio::spawn(reload_loop(
         checker.clone(),
         config_path.to_owned(),

@@ -4,5 +4,6 @@ pub mod harness;
 pub mod world;
 
 mod cli;
+mod crl;
 mod envoy;
 mod grpc;

@@ -149,6 +149,11 @@ impl World {
         self.write_client(name, principal, &issued)
     }
 
+    /// Sign a CRL with the trusted CA.
+    pub fn crl(&self, spec: &certgate::pki::CrlSpec) -> certgate::pki::IssuedCrl {
+        self.ca.crl(spec).expect("sign CRL")
+    }
+
     /// Issue a client certificate from a CA outside the trust bundle.
     pub fn stranger(&self, name: &str, principal: &str, spec: &CertSpec) -> Client {
         let issued = self.stranger_ca.issue(spec).expect("issue");

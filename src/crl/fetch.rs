@@ -1,0 +1,189 @@
+//! Reading CRL bytes from a source: HTTP(S) with conditional GET, or a file. Bounded in time
+//! (one deadline from connect to last byte) and in size (checked while streaming, so a huge
+//! or endless body is cut off, never buffered). Only transports bytes; judging them is
+//! `parse`'s job.
+
+use std::time::{Duration, SystemTime};
+
+use super::{CrlLocation, CrlSource};
+
+/// What the previous successful read returned, to ask "changed since?".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// HTTP `ETag`.
+    pub etag: Option<String>,
+    /// HTTP `Last-Modified`.
+    pub last_modified: Option<String>,
+    /// File modification time and length.
+    pub file_stamp: Option<(SystemTime, u64)>,
+}
+
+/// The result of one read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Fetched {
+    /// 304 Not Modified, or the file is unchanged.
+    NotModified,
+    /// New bytes, with the validators to send next time.
+    Body(Vec<u8>, Validators),
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The server answered with a status other than 200 or 304.
+    #[error("HTTP status {0}")]
+    Status(u16),
+    /// No complete answer within the timeout.
+    #[error("no complete response within {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, DNS, TLS, reset, truncated body…
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The body or file is larger than `crl.max_size`.
+    #[error("CRL larger than the limit of {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// The file cannot be read.
+    #[error("cannot read: {0}")]
+    Io(String),
+}
+
+impl FetchError {
+    /// Metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Status(_) => "http_status",
+            FetchError::Timeout(_) => "timeout",
+            FetchError::Transport(_) => "transport",
+            FetchError::TooLarge { .. } => "too_large",
+            FetchError::Io(_) => "io",
+        }
+    }
+}
+
+/// An HTTP client for CRL fetches (rustls; no cookies; a few redirects at most). The
+/// overall deadline is applied per fetch by [`fetch`].
+pub fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .map_err(|e| FetchError::Transport(e.to_string()))
+}
+
+/// Read `source` once. `previous` makes the read conditional.
+pub async fn fetch(
+    client: &reqwest::Client,
+    source: &CrlSource,
+    previous: &Validators,
+    max_size: u64,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
+    match &source.location {
+        CrlLocation::Url(url) => {
+            tokio::time::timeout(timeout, fetch_url(client, url, previous, max_size))
+                .await
+                .unwrap_or(Err(FetchError::Timeout(timeout)))
+        }
+        CrlLocation::File(path) => fetch_file(path, previous, max_size).await,
+    }
+}
+
+async fn fetch_url(
+    client: &reqwest::Client,
+    url: &str,
+    previous: &Validators,
+    max_size: u64,
+) -> Result<Fetched, FetchError> {
+    use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+    let transport = |e: reqwest::Error| {
+        if e.is_timeout() {
+            FetchError::Transport(format!("timed out: {e}"))
+        } else {
+            // The chain says what failed (connect refused, DNS, TLS…); the top is generic.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            FetchError::Transport(text)
+        }
+    };
+    let mut request = client.get(url);
+    if let Some(etag) = &previous.etag {
+        request = request.header(IF_NONE_MATCH, etag);
+    }
+    if let Some(lm) = &previous.last_modified {
+        request = request.header(IF_MODIFIED_SINCE, lm);
+    }
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED
+        && (previous.etag.is_some() || previous.last_modified.is_some())
+    {
+        return Ok(Fetched::NotModified);
+    }
+    if status != reqwest::StatusCode::OK {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    if response.content_length().is_some_and(|n| n > max_size) {
+        return Err(FetchError::TooLarge { max: max_size });
+    }
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let validators = Validators {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+        file_stamp: None,
+    };
+    let mut body = Vec::with_capacity(
+        response
+            .content_length()
+            .map_or(64 * 1024, |n| n.min(max_size) as usize),
+    );
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if (body.len() + chunk.len()) as u64 > max_size {
+            return Err(FetchError::TooLarge { max: max_size });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched::Body(body, validators))
+}
+
+async fn fetch_file(
+    path: &std::path::Path,
+    previous: &Validators,
+    max_size: u64,
+) -> Result<Fetched, FetchError> {
+    let io = |e: std::io::Error| FetchError::Io(e.to_string());
+    let meta = tokio::fs::metadata(path).await.map_err(io)?;
+    if meta.len() > max_size {
+        return Err(FetchError::TooLarge { max: max_size });
+    }
+    let stamp = (meta.modified().map_err(io)?, meta.len());
+    if previous.file_stamp == Some(stamp) {
+        return Ok(Fetched::NotModified);
+    }
+    let bytes = tokio::fs::read(path).await.map_err(io)?;
+    if bytes.len() as u64 > max_size {
+        return Err(FetchError::TooLarge { max: max_size });
+    }
+    Ok(Fetched::Body(
+        bytes,
+        Validators {
+            file_stamp: Some(stamp),
+            ..Validators::default()
+        },
+    ))
+}

@@ -1,0 +1,347 @@
+//! The background refresher: one task per configured source, restarted when the
+//! configuration changes. Each round fetches (conditionally), verifies and indexes off the
+//! async workers (`spawn_blocking`), and offers the result to the shared state; failures back
+//! off exponentially up to a cap, successes wait the refresh interval, both with ±10% jitter
+//! so replicas do not fetch in step. This is the clock edge of the CRL code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::fetch::{self, FetchError, Fetched, Validators};
+use super::{CrlIssuer, CrlLocation, CrlSource, Offered, Revocation, VerifiedCrl};
+use crate::clock;
+use crate::config::Config;
+
+/// The outcome of one refresh round of one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoundOutcome {
+    /// Fetched and verified; what the state did with it.
+    Verified(Offered),
+    /// 304, or the file is unchanged.
+    NotModified,
+    /// Fetched, but unusable.
+    Invalid(String),
+    /// Not fetched.
+    Failed(String),
+}
+
+impl RoundOutcome {
+    /// Metric label of `certgate_crl_fetches_total{outcome}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RoundOutcome::Verified(o) => o.as_str(),
+            RoundOutcome::NotModified => "not_modified",
+            RoundOutcome::Invalid(_) => "invalid",
+            RoundOutcome::Failed(_) => "error",
+        }
+    }
+
+    /// Whether the next round should come after the failure back-off.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            RoundOutcome::Invalid(_)
+                | RoundOutcome::Failed(_)
+                | RoundOutcome::Verified(Offered::Stale)
+        )
+    }
+}
+
+/// Start the refresher for `revocation`; it runs until the runtime stops.
+pub fn spawn(revocation: Arc<Revocation>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(revocation))
+}
+
+/// Follow the configuration: (re)start one loop per source whenever it changes.
+pub async fn run(revocation: Arc<Revocation>) {
+    let mut config_rx = revocation.subscribe();
+    loop {
+        let config = config_rx.borrow_and_update().clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        if !config.crl.issuers.is_empty() {
+            load_persisted(&revocation, &config).await;
+            match fetch::client(config.crl.timeout) {
+                Ok(client) => {
+                    for issuer in &config.crl.issuers {
+                        let issuer = Arc::new(issuer.clone());
+                        for source in &issuer.sources {
+                            tasks.spawn(source_loop(
+                                revocation.clone(),
+                                config.clone(),
+                                issuer.clone(),
+                                source.clone(),
+                                client.clone(),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot build the CRL HTTP client"),
+            }
+        }
+        // Reloads that change only policies keep the loops (and their conditional-GET state).
+        loop {
+            if config_rx.changed().await.is_err() {
+                return;
+            }
+            if !super::same_crl_inputs(&config, &config_rx.borrow()) {
+                break;
+            }
+        }
+        tasks.abort_all();
+    }
+}
+
+/// Fetch every source once, concurrently (for `certgate check` and tests), after loading
+/// persisted CRLs.
+pub async fn load_once(revocation: &Arc<Revocation>) {
+    let config = revocation.config();
+    load_persisted(revocation, &config).await;
+    let Ok(client) = fetch::client(config.crl.timeout) else {
+        return;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for issuer in &config.crl.issuers {
+        let issuer = Arc::new(issuer.clone());
+        for source in &issuer.sources {
+            let (revocation, config, issuer, source, client) = (
+                revocation.clone(),
+                config.clone(),
+                issuer.clone(),
+                source.clone(),
+                client.clone(),
+            );
+            tasks.spawn(async move {
+                let mut validators = Validators::default();
+                refresh_once(
+                    &revocation,
+                    &config,
+                    &issuer,
+                    &source,
+                    &client,
+                    &mut validators,
+                )
+                .await
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn source_loop(
+    revocation: Arc<Revocation>,
+    config: Arc<Config>,
+    issuer: Arc<CrlIssuer>,
+    source: CrlSource,
+    client: reqwest::Client,
+) {
+    let mut validators = Validators::default();
+    let settings = &config.crl;
+    let mut backoff = settings.retry_backoff;
+    loop {
+        let outcome = refresh_once(
+            &revocation,
+            &config,
+            &issuer,
+            &source,
+            &client,
+            &mut validators,
+        )
+        .await;
+        let delay = if outcome.is_failure() {
+            let d = backoff.min(source.refresh_interval);
+            backoff = (backoff * 2).min(settings.max_retry_backoff);
+            d
+        } else {
+            backoff = settings.retry_backoff;
+            source.refresh_interval
+        };
+        tokio::time::sleep(jitter(delay)).await;
+    }
+}
+
+/// One round for one source: fetch, verify, offer, count, log.
+pub async fn refresh_once(
+    revocation: &Revocation,
+    config: &Arc<Config>,
+    issuer: &Arc<CrlIssuer>,
+    source: &CrlSource,
+    client: &reqwest::Client,
+    validators: &mut Validators,
+) -> RoundOutcome {
+    let label = source.label();
+    let settings = &config.crl;
+    let metrics = revocation.metrics();
+    let outcome = match fetch::fetch(
+        client,
+        source,
+        validators,
+        settings.max_size,
+        settings.timeout,
+    )
+    .await
+    {
+        Err(e) => {
+            if matches!(e, FetchError::TooLarge { .. }) {
+                metrics
+                    .crl_verification_failures
+                    .with_label_values(&[issuer.name.as_str(), "too_large"])
+                    .inc();
+            }
+            RoundOutcome::Failed(e.to_string())
+        }
+        Ok(Fetched::NotModified) => RoundOutcome::NotModified,
+        Ok(Fetched::Body(bytes, new_validators)) => {
+            *validators = new_validators;
+            let job = {
+                let (config, issuer, label) = (config.clone(), issuer.clone(), label.clone());
+                tokio::task::spawn_blocking(move || {
+                    let loaded = VerifiedCrl::load(
+                        &bytes,
+                        &config.trust,
+                        &issuer,
+                        clock::unix_now(),
+                        config.certificate_rules.clock_skew_secs,
+                        &label,
+                    );
+                    loaded.map(|crl| (crl, bytes))
+                })
+            };
+            match job.await {
+                Ok(Ok((crl, bytes))) => {
+                    let offered = revocation.offer(crl, clock::unix_now());
+                    if offered == Offered::Installed
+                        && let (Some(dir), CrlLocation::Url(_)) =
+                            (&settings.cache_dir, &source.location)
+                    {
+                        persist(dir, issuer, &bytes).await;
+                    }
+                    RoundOutcome::Verified(offered)
+                }
+                Ok(Err(e)) => {
+                    metrics
+                        .crl_verification_failures
+                        .with_label_values(&[issuer.name.as_str(), e.kind()])
+                        .inc();
+                    RoundOutcome::Invalid(e.to_string())
+                }
+                Err(e) => RoundOutcome::Failed(format!("verification task failed: {e}")),
+            }
+        }
+    };
+    metrics
+        .crl_fetches
+        .with_label_values(&[label.as_str(), outcome.label()])
+        .inc();
+    match &outcome {
+        RoundOutcome::Failed(e) | RoundOutcome::Invalid(e) => {
+            tracing::warn!(issuer = %issuer.name, source = %label, error = %e, "CRL refresh failed; the CRL in force (if any) stays");
+            revocation.record_failure(&issuer.name, format!("{label}: {e}"));
+        }
+        RoundOutcome::Verified(Offered::Stale) => {
+            tracing::warn!(issuer = %issuer.name, source = %label, "CRL source serves a stale CRL");
+        }
+        RoundOutcome::Verified(Offered::Older) => {
+            tracing::info!(issuer = %issuer.name, source = %label, "CRL source serves an older CRL than the one in force");
+        }
+        _ => {
+            tracing::debug!(issuer = %issuer.name, source = %label, outcome = outcome.label(), "CRL refreshed")
+        }
+    }
+    outcome
+}
+
+/// Where the last good CRL of `issuer` is kept.
+pub fn persisted_path(dir: &Path, issuer: &CrlIssuer) -> PathBuf {
+    let digest = Sha256::digest(&issuer.subject_der);
+    dir.join(format!("{}.crl", hex::encode(&digest[..12])))
+}
+
+/// Write atomically (temp file + rename) so a crash never leaves half a CRL. The bytes as
+/// served (DER or PEM); they are verified again when loaded.
+async fn persist(dir: &Path, issuer: &CrlIssuer, bytes: &[u8]) {
+    let path = persisted_path(dir, issuer);
+    let tmp = path.with_extension("crl.tmp");
+    let result = async {
+        tokio::fs::create_dir_all(dir).await?;
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, &path).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot persist the CRL");
+    }
+}
+
+/// Load persisted CRLs of issuers that have none in force yet. They are verified like any
+/// other, and a fresher fetched CRL replaces them.
+async fn load_persisted(revocation: &Revocation, config: &Arc<Config>) {
+    let Some(dir) = &config.crl.cache_dir else {
+        return;
+    };
+    for issuer in &config.crl.issuers {
+        let loaded = revocation
+            .snapshot()
+            .issuer(&issuer.name)
+            .is_some_and(|s| s.crl.is_some());
+        if loaded {
+            continue;
+        }
+        let path = persisted_path(dir, issuer);
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            continue;
+        };
+        let (config, issuer, label) = (
+            config.clone(),
+            Arc::new(issuer.clone()),
+            format!("{} (persisted)", path.display()),
+        );
+        let job = tokio::task::spawn_blocking(move || {
+            VerifiedCrl::load(
+                &bytes,
+                &config.trust,
+                &issuer,
+                clock::unix_now(),
+                config.certificate_rules.clock_skew_secs,
+                &label,
+            )
+        });
+        match job.await {
+            Ok(Ok(crl)) => {
+                let outcome = revocation.offer(crl, clock::unix_now());
+                tracing::info!(path = %path.display(), outcome = outcome.as_str(), "persisted CRL");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "persisted CRL not usable")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// `delay` ± 10%, from a per-call random seed (std's `RandomState` is randomly keyed).
+fn jitter(delay: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let r = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let factor = 0.9 + (r % 2001) as f64 / 10_000.0;
+    delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..200 {
+            let d = jitter(Duration::from_secs(100));
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The shared state: what a check sees as CRLs come, go stale, or fail to verify.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use super::*;
+use crate::pki::{CertAuthority, CrlSpec};
+
+const NOW: i64 = 1_790_000_000;
+
+fn at(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).expect("time")
+}
+
+struct Fixture {
+    root: CertAuthority,
+    other: CertAuthority,
+    config: Arc<Config>,
+    _dir: tempfile::TempDir,
+}
+
+fn config_with(
+    dir: &tempfile::TempDir,
+    crl_yaml: &str,
+) -> Result<Config, Vec<crate::config::Problem>> {
+    let yaml = format!(
+        "trust: {{ca_bundle: ca.pem}}\npolicies:\n  default: {{}}\n  lax: {{revocation: optional}}\n{crl_yaml}"
+    );
+    Config::from_yaml(&yaml, &dir.path().join("certgate.yaml"))
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = CertAuthority::new("root", at(NOW - 86_400), at(NOW + 365 * 86_400)).expect("CA");
+    let other = CertAuthority::new("other", at(NOW - 86_400), at(NOW + 365 * 86_400)).expect("CA");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", root.cert_pem(), other.cert_pem()),
+    )
+    .expect("write");
+    let config = config_with(
+        &dir,
+        "crl:\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{url: \"http://127.0.0.1:1/root.crl\"}]\n    - ca: \"O=certgate dev, CN=other\"\n      max_age: 2h\n      sources: [{file: other.crl}]\n",
+    )
+    .unwrap_or_else(|p| panic!("{p:?}"));
+    Fixture {
+        root,
+        other,
+        config: Arc::new(config),
+        _dir: dir,
+    }
+}
+
+fn issuer<'a>(f: &'a Fixture, cn: &str) -> &'a CrlIssuer {
+    f.config
+        .crl
+        .issuers
+        .iter()
+        .find(|i| i.name.contains(&format!("CN={cn}")))
+        .expect("configured issuer")
+}
+
+/// A CRL of `ca` issued at `this_update`, valid one day, listing `serials`.
+fn crl(ca: &CertAuthority, this_update: i64, serials: &[u64]) -> Vec<u8> {
+    ca.crl(&CrlSpec {
+        revoked: serials
+            .iter()
+            .map(|s| (*s, Some(rcgen::RevocationReason::KeyCompromise)))
+            .collect(),
+        ..CrlSpec::new(at(this_update), Duration::days(1))
+    })
+    .expect("crl")
+    .der
+}
+
+fn load(f: &Fixture, cn: &str, der: &[u8], source: &str) -> Result<VerifiedCrl, CrlError> {
+    VerifiedCrl::load(der, &f.config.trust, issuer(f, cn), NOW, 60, source)
+}
+
+fn revocation(f: &Fixture) -> Revocation {
+    Revocation::new(f.config.clone(), Metrics::new())
+}
+
+fn root_name(f: &Fixture) -> String {
+    issuer(f, "root").name.clone()
+}
+
+#[test]
+fn issuers_are_resolved_in_either_dn_order() {
+    let f = fixture();
+    assert_eq!(f.config.crl.issuers.len(), 2);
+    assert_eq!(issuer(&f, "other").freshness.max_age_secs, 7200);
+    assert_eq!(
+        issuer(&f, "root").freshness.max_age_secs,
+        86_400,
+        "default 24h"
+    );
+    assert_eq!(
+        issuer(&f, "root").sources[0].refresh_interval,
+        std::time::Duration::from_secs(3600),
+        "URLs refresh hourly by default"
+    );
+    assert!(f.config.crl_required(), "policy default requires CRLs");
+}
+
+#[test]
+fn nothing_loaded_means_unknown_for_configured_issuers_only() {
+    let f = fixture();
+    let state = revocation(&f);
+    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW) else {
+        panic!("expected unknown");
+    };
+    assert!(
+        why.contains("no CRL of issuer") && why.contains("CN=root"),
+        "{why}"
+    );
+    assert_eq!(
+        state.status("CN=someone else", "01", NOW),
+        CrlStatus::NotConfigured
+    );
+    let ready = state.readiness(NOW).expect_err("not ready without CRLs");
+    assert!(
+        ready.contains("CN=root") && ready.contains("CN=other"),
+        "{ready}"
+    );
+}
+
+#[test]
+fn a_loaded_crl_answers_revoked_or_not_listed() {
+    let f = fixture();
+    let state = revocation(&f);
+    let loaded = load(&f, "root", &crl(&f.root, NOW - 60, &[0x42]), "test").expect("valid");
+    assert_eq!(state.offer(loaded, NOW), Offered::Installed);
+    let name = root_name(&f);
+    assert_eq!(
+        state.status(&name, "42", NOW),
+        CrlStatus::Revoked {
+            reason: "key_compromise",
+            revoked_at: NOW - 60 - 3600
+        }
+    );
+    assert_eq!(state.status(&name, "43", NOW), CrlStatus::NotListed);
+    let still = state.readiness(NOW).expect_err("other issuer missing");
+    assert!(!still.contains("CN=root"), "{still}");
+}
+
+#[test]
+fn freshness_is_judged_at_check_time() {
+    let f = fixture();
+    let state = revocation(&f);
+    let loaded = load(&f, "other", &crl(&f.other, NOW - 60, &[]), "test").expect("valid");
+    assert_eq!(state.offer(loaded, NOW), Offered::Installed);
+    let name = issuer(&f, "other").name.clone();
+    assert_eq!(state.status(&name, "01", NOW), CrlStatus::NotListed);
+    // max_age of this issuer is 2h: three hours later the same CRL is stale.
+    let later = NOW + 3 * 3600;
+    let CrlStatus::Unknown(why) = state.status(&name, "01", later) else {
+        panic!("expected stale");
+    };
+    assert!(
+        why.contains("stale") && why.contains("3h01m ago") && why.contains("max_age is 2h"),
+        "{why}"
+    );
+}
+
+#[test]
+fn past_next_update_is_stale_even_when_young() {
+    let f = fixture();
+    let state = revocation(&f);
+    let short = f
+        .root
+        .crl(&CrlSpec::new(at(NOW - 60), Duration::minutes(10)))
+        .expect("crl")
+        .der;
+    let loaded = load(&f, "root", &short, "test").expect("valid");
+    assert_eq!(state.offer(loaded, NOW), Offered::Installed);
+    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW + 3600) else {
+        panic!("expected past nextUpdate");
+    };
+    assert!(why.contains("past its nextUpdate"), "{why}");
+}
+
+#[test]
+fn a_stale_crl_is_never_installed() {
+    let f = fixture();
+    let state = revocation(&f);
+    let old = crl(&f.root, NOW - 3 * 86_400, &[]);
+    let loaded = load(&f, "root", &old, "http://x/stale.crl").expect("verifies");
+    assert_eq!(state.offer(loaded, NOW), Offered::Stale);
+    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW) else {
+        panic!("expected unknown");
+    };
+    assert!(
+        why.contains("http://x/stale.crl served a CRL that is stale"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_older_crl_never_replaces_a_newer_one() {
+    let f = fixture();
+    let state = revocation(&f);
+    let new = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "a").expect("valid");
+    let old = load(&f, "root", &crl(&f.root, NOW - 600, &[]), "b").expect("valid");
+    let same = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "b").expect("valid");
+    assert_eq!(state.offer(new, NOW), Offered::Installed);
+    assert_eq!(state.offer(old, NOW), Offered::Older);
+    assert_eq!(
+        state.offer(same, NOW),
+        Offered::Unchanged,
+        "a mirror, same second"
+    );
+    assert!(matches!(
+        state.status(&root_name(&f), "07", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+}
+
+#[test]
+fn unverifiable_crls_are_refused_with_the_reason() {
+    let f = fixture();
+    let lookalike = CertAuthority::new("root", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "garbage",
+            b"<html>502 Bad Gateway</html>".to_vec(),
+            "malformed",
+        ),
+        (
+            "truncated",
+            crl(&f.root, NOW - 60, &[1, 2])[..40].to_vec(),
+            "malformed",
+        ),
+        (
+            "another issuer",
+            crl(&f.other, NOW - 60, &[]),
+            "wrong_issuer",
+        ),
+        (
+            "same name, other key",
+            crl(&lookalike, NOW - 60, &[]),
+            "bad_signature",
+        ),
+        (
+            "from the future",
+            crl(&f.root, NOW + 3600, &[]),
+            "bad_times",
+        ),
+    ];
+    for (what, bytes, kind) in cases {
+        let err = load(&f, "root", &bytes, "test").expect_err(what);
+        assert_eq!(err.kind(), kind, "{what}: {err}");
+    }
+}
+
+#[test]
+fn a_refused_crl_leaves_the_good_one_in_force() {
+    let f = fixture();
+    let state = revocation(&f);
+    let good = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
+    assert_eq!(state.offer(good, NOW), Offered::Installed);
+    state.record_failure(&root_name(&f), "a: HTTP status 500".into());
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+    // Once stale, the message carries the last failure too.
+    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "09", NOW + 2 * 86_400) else {
+        panic!("expected stale");
+    };
+    assert!(why.contains("HTTP status 500"), "{why}");
+}
+
+#[test]
+fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
+    let f = fixture();
+    let state = revocation(&f);
+    let good = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
+    state.offer(good, NOW);
+    // Same config with a longer grace: the CRL stays.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", f.root.cert_pem(), f.other.cert_pem()),
+    )
+    .expect("write");
+    let yaml = "crl:\n  next_update_grace: 1h\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{url: \"http://127.0.0.1:1/root.crl\"}]\n";
+    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+    // The root CA replaced by a look-alike with another key: the CRL goes.
+    let lookalike = CertAuthority::new("root", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
+    std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
+    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Unknown(_)
+    ));
+}
+
+#[test]
+fn readiness_can_be_waived() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
+    let serve = "crl:\n  readiness: serve\n  issuers:\n    - ca: \"CN=root,O=certgate dev\"\n      sources: [{file: r.crl}]\n";
+    let state = Revocation::new(
+        Arc::new(config_with(&dir, serve).expect("valid")),
+        Metrics::new(),
+    );
+    assert_eq!(state.readiness(NOW), Ok(()));
+    assert!(matches!(
+        state.status(&root_name(&f), "01", NOW),
+        CrlStatus::Unknown(_)
+    ));
+}
+
+#[test]
+fn gauges_follow_the_crl_in_force() {
+    let f = fixture();
+    let metrics = Metrics::new();
+    let state = Revocation::new(f.config.clone(), metrics.clone());
+    let good = load(&f, "root", &crl(&f.root, NOW - 60, &[1, 2, 3]), "a").expect("valid");
+    state.offer(good, NOW);
+    state.export_gauges(NOW);
+    let name = root_name(&f);
+    assert_eq!(metrics.crl_entries.with_label_values(&[&name]).get(), 3);
+    assert_eq!(
+        metrics.crl_age_seconds.with_label_values(&[&name]).get(),
+        60.0
+    );
+    assert_eq!(
+        metrics
+            .crl_next_update_seconds
+            .with_label_values(&[&name])
+            .get(),
+        86_400.0 - 60.0
+    );
+    assert_eq!(metrics.crl_usable.with_label_values(&[&name]).get(), 1);
+    let other = issuer(&f, "other").name.clone();
+    assert_eq!(metrics.crl_usable.with_label_values(&[&other]).get(), 0);
+}
+
+#[test]
+fn a_large_crl_loads_and_indexes() {
+    let f = fixture();
+    let serials: Vec<u64> = (0..20_000u64).map(|i| i * 7 + 1).collect();
+    let loaded = load(&f, "root", &crl(&f.root, NOW - 60, &serials), "big").expect("valid");
+    assert_eq!(loaded.index.len(), 20_000);
+    assert!(loaded.index.get(&8u64.to_be_bytes()).is_some());
+    assert!(loaded.index.get(&9u64.to_be_bytes()).is_none());
+}
+
+#[test]
+fn human_durations() {
+    assert_eq!(human(45), "45s");
+    assert_eq!(human(125), "2m05s");
+    assert_eq!(human(3 * 3600 + 60), "3h01m");
+    assert_eq!(human(2 * 86_400 + 4 * 3600), "2d4h");
+    assert_eq!(human(-30), "-30s");
+}
+
+#[test]
+fn bad_crl_config_names_every_key() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
+    let yaml = r#"crl:
+  max_age: "soon"
+  max_size: "lots"
+  issuers:
+    - ca: "CN=nobody"
+      sources: [{url: "http://x/a.crl"}]
+    - ca: "CN=root, O=certgate dev"
+      sources:
+        - {url: "ftp://x/a.crl"}
+        - {url: "http://x/a.crl", file: "a.crl"}
+        - {file: "a.crl", refresh_interval: "0s"}
+    - ca: "CN=root, O=certgate dev"
+      sources: []
+"#;
+    let problems = config_with(&dir, yaml).expect_err("invalid");
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "crl.max_age",
+        "crl.max_size",
+        "crl.issuers[0].ca",
+        "crl.issuers[1].sources[0].url",
+        "crl.issuers[1].sources[1]",
+        "crl.issuers[1].sources[2].refresh_interval",
+        "crl.issuers[2].ca",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {problems:?}");
+    }
+    let unknown = problems
+        .iter()
+        .find(|p| p.key == "crl.issuers[0].ca")
+        .expect("reported");
+    assert!(
+        unknown.message.contains("CN=root"),
+        "lists the bundle's subjects: {}",
+        unknown.message
+    );
+}
+
+#[test]
+fn a_policy_only_reload_keeps_crls_and_updates_readiness() {
+    let f = fixture();
+    let state = revocation(&f);
+    let good = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
+    state.offer(good, NOW);
+    assert!(state.readiness(NOW).is_err(), "the other issuer has no CRL");
+    // Same CRL settings; every policy now optional: nothing requires CRLs for readiness.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", f.root.cert_pem(), f.other.cert_pem()),
+    )
+    .expect("write");
+    let mut relaxed = Config::from_yaml(
+        "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {revocation: optional}\n",
+        &dir.path().join("certgate.yaml"),
+    )
+    .expect("valid");
+    relaxed.crl = f.config.crl.clone();
+    assert!(same_crl_inputs(&f.config, &relaxed));
+    state.reconfigure(Arc::new(relaxed));
+    assert_eq!(state.readiness(NOW), Ok(()));
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+}
+
+#[test]
+fn a_crl_verified_by_a_ca_no_longer_trusted_is_not_installed() {
+    let f = fixture();
+    let state = revocation(&f);
+    // Verified under the current bundle, offered after a reload that replaced the root CA.
+    let late = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lookalike = CertAuthority::new("root", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
+    std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
+    let yaml =
+        "crl:\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{file: r.crl}]\n";
+    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    assert_eq!(state.offer(late, NOW), Offered::Unconfigured);
+    assert!(matches!(
+        state.status(&root_name(&f), "09", NOW),
+        CrlStatus::Unknown(_)
+    ));
+}

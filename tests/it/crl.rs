@@ -1,0 +1,815 @@
+//! CRLs end to end: a real HTTP server on loopback (raw HTTP/1.1, so every fault can be
+//! produced: down, 404, 500, slow, truncated, garbage, wrong signer, stale, huge) serving CRLs
+//! signed in code. Decisions are asserted through `certgate::check::Checker` with the real
+//! background refresher, and once through Envoy.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use certgate::check::{CheckInput, Checker};
+use certgate::config::Config;
+use certgate::metrics::Metrics;
+use certgate::pki::{CertAuthority, CertSpec, CrlSpec};
+use rcgen::RevocationReason::KeyCompromise;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, EnvoyOptions};
+use super::world::{World, now};
+
+// ---------------------------------------------------------------------------------------
+// The CRL server.
+
+/// How the server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    /// 200 with the body (304 when If-None-Match matches).
+    Serve,
+    /// This status, no CRL.
+    Status(u16),
+    /// Wait this long, then serve.
+    Slow(Duration),
+    /// Promise the whole body in Content-Length, send half, close.
+    Truncate,
+}
+
+#[derive(Debug)]
+struct Serving {
+    mode: Mode,
+    body: Vec<u8>,
+    requests: usize,
+    not_modified: usize,
+}
+
+/// A CRL server on a fixed loopback port that can be stopped and started again.
+struct CrlServer {
+    port: u16,
+    state: Arc<Mutex<Serving>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CrlServer {
+    fn new(body: Vec<u8>) -> CrlServer {
+        let port = super::harness::free_port();
+        let state = Arc::new(Mutex::new(Serving {
+            mode: Mode::Serve,
+            body,
+            requests: 0,
+            not_modified: 0,
+        }));
+        let mut server = CrlServer {
+            port,
+            state,
+            stop: None,
+            thread: None,
+        };
+        server.start();
+        server
+    }
+
+    /// A server that is down: its port is chosen but nothing listens.
+    fn down(body: Vec<u8>) -> CrlServer {
+        let mut server = CrlServer::new(body);
+        server.stop();
+        server
+    }
+
+    fn start(&mut self) {
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("bind CRL server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let state = self.state.clone();
+        self.thread = Some(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => return,
+                        accepted = listener.accept() => {
+                            if let Ok((stream, _)) = accepted {
+                                tokio::spawn(answer(stream, state.clone()));
+                            }
+                        }
+                    }
+                }
+            });
+        }));
+        self.stop = Some(tx);
+    }
+
+    fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/root.crl", self.port)
+    }
+
+    fn set(&self, mode: Mode, body: Option<Vec<u8>>) {
+        let mut s = self.state.lock().expect("lock");
+        s.mode = mode;
+        if let Some(body) = body {
+            s.body = body;
+        }
+    }
+
+    fn requests(&self) -> (usize, usize) {
+        let s = self.state.lock().expect("lock");
+        (s.requests, s.not_modified)
+    }
+}
+
+impl Drop for CrlServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn etag(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", hex::encode(&sha2::Sha256::digest(body)[..8]))
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, state: Arc<Mutex<Serving>>) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+    let if_none_match = text
+        .lines()
+        .find_map(|l| l.strip_prefix("if-none-match:"))
+        .map(|v| v.trim().to_owned());
+    let (mode, body) = {
+        let mut s = state.lock().expect("lock");
+        s.requests += 1;
+        (s.mode.clone(), s.body.clone())
+    };
+    let tag = etag(&body);
+    let head = |status: &str, len: usize| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/pkix-crl\r\nETag: {tag}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    match mode {
+        Mode::Status(code) => {
+            let reply = format!(
+                "HTTP/1.1 {code} Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops"
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+        Mode::Truncate => {
+            let _ = stream
+                .write_all(head("200 OK", body.len()).as_bytes())
+                .await;
+            let _ = stream.write_all(&body[..body.len() / 2]).await;
+        }
+        Mode::Serve | Mode::Slow(_) => {
+            if let Mode::Slow(d) = mode {
+                tokio::time::sleep(d).await;
+            }
+            if if_none_match.as_deref() == Some(tag.to_ascii_lowercase().as_str()) {
+                state.lock().expect("lock").not_modified += 1;
+                let _ = stream
+                    .write_all(head("304 Not Modified", 0).as_bytes())
+                    .await;
+            } else {
+                let _ = stream
+                    .write_all(head("200 OK", body.len()).as_bytes())
+                    .await;
+                let _ = stream.write_all(&body).await;
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// PKI, configuration and a Checker with the real refresher.
+
+struct Pki {
+    root: CertAuthority,
+    second: CertAuthority,
+    /// `good` is never listed; `revoked` is listed in every CRL of `listing_revoked`.
+    good: String,
+    revoked: String,
+    revoked_serial: u64,
+    /// A client of the second CA.
+    second_client: String,
+}
+
+fn at(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).expect("valid")
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let start = at(now()) - time::Duration::days(1);
+        let root =
+            CertAuthority::new("root", start, start + time::Duration::days(365)).expect("CA");
+        let second =
+            CertAuthority::new("second", start, start + time::Duration::days(365)).expect("CA");
+        let spec = CertSpec {
+            organizational_unit: Some("worker".into()),
+            ..CertSpec::client(
+                "w1",
+                at(now()) - time::Duration::hours(1),
+                time::Duration::days(5),
+            )
+        };
+        let good = root.issue(&spec).expect("leaf");
+        let revoked = root.issue(&spec).expect("leaf");
+        let second_client = second.issue(&spec).expect("leaf");
+        Pki {
+            root,
+            second,
+            good: good.cert_pem,
+            revoked: revoked.cert_pem,
+            revoked_serial: revoked.serial,
+            second_client: second_client.cert_pem,
+        }
+    }
+
+    /// A CRL of `ca` issued `age` ago, valid `validity` from then, listing `serials`.
+    fn crl(
+        ca: &CertAuthority,
+        age: time::Duration,
+        validity: time::Duration,
+        serials: &[u64],
+    ) -> Vec<u8> {
+        ca.crl(&CrlSpec {
+            revoked: serials.iter().map(|s| (*s, Some(KeyCompromise))).collect(),
+            ..CrlSpec::new(at(now()) - age, validity)
+        })
+        .expect("sign CRL")
+        .der
+    }
+
+    /// A current CRL of the root listing the `revoked` certificate.
+    fn listing_revoked(&self) -> Vec<u8> {
+        Self::crl(
+            &self.root,
+            time::Duration::seconds(30),
+            time::Duration::days(1),
+            &[self.revoked_serial],
+        )
+    }
+}
+
+struct Gate {
+    checker: Arc<Checker>,
+    refresher: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gate {
+    /// Stop the refresher and hand back the directory (for a "restart" over it).
+    fn stop(mut self) -> tempfile::TempDir {
+        self.refresher.abort();
+        std::mem::replace(&mut self._dir, tempfile::tempdir().expect("tempdir"))
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+const ROOT_DN: &str = "CN=root, O=certgate dev";
+const SECOND_DN: &str = "O=certgate dev, CN=second";
+
+/// A checker whose CRL section is `crl_yaml` (indented two spaces, under `crl:`), with both
+/// CAs in the bundle and the refresher running. `dir` lets a test reuse a directory.
+fn gate_in(pki: &Pki, dir: tempfile::TempDir, crl_yaml: &str) -> Gate {
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", pki.root.cert_pem(), pki.second.cert_pem()),
+    )
+    .expect("write");
+    let yaml = format!(
+        "trust: {{ca_bundle: ca.pem}}\nstore: {{path: certgate.db}}\nroles_by_type: {{worker: [worker]}}\n\
+         policies:\n  default:\n    require_enrolment: false\n    permissions: {{worker: [\"GET /api/*\"]}}\n\
+         crl:\n  timeout: 400ms\n  retry_backoff: 100ms\n  max_retry_backoff: 200ms\n{crl_yaml}"
+    );
+    let config = Config::from_yaml(&yaml, &dir.path().join("certgate.yaml"))
+        .unwrap_or_else(|p| panic!("{p:?}\n{yaml}"));
+    let metrics = Metrics::new();
+    let store = certgate::server::open_store(&config, &metrics).expect("store");
+    let checker = Arc::new(Checker::new(config, store, metrics));
+    let refresher = certgate::crl::refresh::spawn(checker.revocation().clone());
+    Gate {
+        checker,
+        refresher,
+        _dir: dir,
+    }
+}
+
+/// One root issuer with one URL source refreshed every 200ms.
+fn gate(pki: &Pki, url: &str) -> Gate {
+    gate_in(
+        pki,
+        tempfile::tempdir().expect("tempdir"),
+        &root_source(url),
+    )
+}
+
+fn root_source(url: &str) -> String {
+    format!(
+        "  issuers:\n    - ca: \"{ROOT_DN}\"\n      sources: [{{url: \"{url}\", refresh_interval: 200ms}}]\n"
+    )
+}
+
+/// (reason code or "allow", message) of a GET /api/x with `cert`.
+async fn decide(gate: &Gate, cert: &str) -> (String, String) {
+    let outcome = gate
+        .checker
+        .check(
+            CheckInput {
+                certificate: Some(cert.as_bytes()),
+                policy: None,
+                method: "GET",
+                path: "/api/x",
+            },
+            certgate::clock::unix_now(),
+        )
+        .await;
+    match outcome.decision {
+        Ok(_) => ("allow".into(), String::new()),
+        Err(d) => (d.reason.as_str().into(), d.message),
+    }
+}
+
+/// Wait (up to 10s) until `cert` gets `want`; returns the message.
+#[track_caller]
+fn eventually<'a>(
+    gate: &'a Gate,
+    cert: &'a str,
+    want: &'a str,
+) -> impl std::future::Future<Output = String> + 'a {
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (got, message) = decide(gate, cert).await;
+            if got == want {
+                return message;
+            }
+            if Instant::now() > deadline {
+                panic!("{caller}: wanted {want}, still {got}: {message}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Wait until the refresher has counted `n` more rounds with `outcome` than `before`.
+async fn rounds(gate: &Gate, url: &str, outcome: &str, more_than: u64) {
+    let counter = gate
+        .checker
+        .metrics()
+        .crl_fetches
+        .with_label_values(&[url, outcome]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter.get() <= more_than {
+        assert!(
+            Instant::now() < deadline,
+            "no '{outcome}' round of {url} (metrics:\n{})",
+            gate.checker.metrics().render()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn fetches(gate: &Gate, url: &str, outcome: &str) -> u64 {
+    gate.checker
+        .metrics()
+        .crl_fetches
+        .with_label_values(&[url, outcome])
+        .get()
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the Checker.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_serial_and_bumping_the_crl_denies_at_the_next_refresh() {
+    let pki = Pki::new();
+    let empty = Pki::crl(
+        &pki.root,
+        time::Duration::minutes(2),
+        time::Duration::days(1),
+        &[],
+    );
+    let server = CrlServer::new(empty);
+    let gate = gate(&pki, &server.url());
+    eventually(&gate, &pki.revoked, "allow").await;
+    assert_eq!(
+        gate.checker
+            .revocation()
+            .readiness(certgate::clock::unix_now()),
+        Ok(())
+    );
+    // Unchanged CRL: the refresher asks conditionally and gets 304.
+    rounds(&gate, &server.url(), "not_modified", 0).await;
+    assert!(server.requests().1 >= 1);
+
+    server.set(Mode::Serve, Some(pki.listing_revoked()));
+    let message = eventually(&gate, &pki.revoked, "certificate_revoked").await;
+    assert!(
+        message.contains("(key_compromise) at") && message.contains("CN=root"),
+        "{message}"
+    );
+    assert_eq!(decide(&gate, &pki.good).await.0, "allow");
+    gate.checker
+        .revocation()
+        .export_gauges(certgate::clock::unix_now());
+    let metrics = gate.checker.metrics().render();
+    assert!(
+        metrics.contains("certgate_crl_entries{issuer=\"O=certgate dev, CN=root\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("outcome=\"updated\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crl_server_down_at_start_then_up_then_down_again() {
+    let pki = Pki::new();
+    let mut server = CrlServer::down(pki.listing_revoked());
+    let gate = gate(&pki, &server.url());
+    let message = eventually(&gate, &pki.good, "revocation_status_unknown").await;
+    assert!(
+        message.contains("no CRL of issuer 'O=certgate dev, CN=root' has been loaded"),
+        "{message}"
+    );
+    rounds(&gate, &server.url(), "error", 0).await;
+    let (_, message) = decide(&gate, &pki.good).await;
+    assert!(message.contains("transport error"), "{message}");
+    let not_ready = gate
+        .checker
+        .revocation()
+        .readiness(certgate::clock::unix_now())
+        .expect_err("not ready while no CRL is loaded");
+    assert!(not_ready.contains("CN=root"), "{not_ready}");
+
+    server.start();
+    eventually(&gate, &pki.good, "allow").await;
+    eventually(&gate, &pki.revoked, "certificate_revoked").await;
+
+    // Down again: the last good CRL stays in force while it is fresh.
+    server.stop();
+    let errors = fetches(&gate, &server.url(), "error");
+    rounds(&gate, &server.url(), "error", errors).await;
+    assert_eq!(decide(&gate, &pki.good).await.0, "allow");
+    assert_eq!(decide(&gate, &pki.revoked).await.0, "certificate_revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_denies_at_start_and_never_replaces_a_good_crl() {
+    let pki = Pki::new();
+    let start = at(now()) - time::Duration::days(1);
+    let lookalike = CertAuthority::new("root", start, start + time::Duration::days(9)).expect("CA");
+    let good_crl = pki.listing_revoked();
+    let day = time::Duration::days(1);
+    // (what, how the server answers, body, refresh outcome, message fragment)
+    type Fault<'a> = (&'a str, Mode, Option<Vec<u8>>, &'a str, &'a str);
+    let cases: Vec<Fault<'_>> = vec![
+        ("404", Mode::Status(404), None, "error", "HTTP status 404"),
+        ("500", Mode::Status(500), None, "error", "HTTP status 500"),
+        (
+            "slow past the timeout",
+            Mode::Slow(Duration::from_secs(2)),
+            None,
+            "error",
+            "no complete response within",
+        ),
+        (
+            "truncated in transit",
+            Mode::Truncate,
+            None,
+            "error",
+            "transport error",
+        ),
+        (
+            "truncated file",
+            Mode::Serve,
+            Some(good_crl[..good_crl.len() / 2].to_vec()),
+            "invalid",
+            "malformed CRL",
+        ),
+        (
+            "garbage",
+            Mode::Serve,
+            Some(b"<html><body>502 Bad Gateway</body></html>".to_vec()),
+            "invalid",
+            "not a DER or PEM CRL",
+        ),
+        (
+            "signed by another CA of the bundle",
+            Mode::Serve,
+            Some(Pki::crl(&pki.second, time::Duration::seconds(10), day, &[])),
+            "invalid",
+            "configured for 'O=certgate dev, CN=root'",
+        ),
+        (
+            "same name, another key",
+            Mode::Serve,
+            Some(Pki::crl(&lookalike, time::Duration::seconds(10), day, &[])),
+            "invalid",
+            "signature does not verify",
+        ),
+        (
+            "nextUpdate in the past",
+            Mode::Serve,
+            Some(Pki::crl(
+                &pki.root,
+                time::Duration::hours(3),
+                time::Duration::hours(2),
+                &[],
+            )),
+            "stale",
+            "past its nextUpdate",
+        ),
+        (
+            "older than max_age",
+            Mode::Serve,
+            Some(Pki::crl(&pki.root, time::Duration::hours(25), day * 7, &[])),
+            "stale",
+            "max_age is 1d0h",
+        ),
+    ];
+    for (what, mode, body, outcome, fragment) in cases {
+        // At start: nothing usable, so the fail-secure 503 with the reason.
+        let server = CrlServer::new(body.clone().unwrap_or_else(|| good_crl.clone()));
+        server.set(mode.clone(), None);
+        let gate = gate(&pki, &server.url());
+        rounds(&gate, &server.url(), outcome, 0).await;
+        let (reason, message) = decide(&gate, &pki.good).await;
+        assert_eq!(reason, "revocation_status_unknown", "{what}: {message}");
+        assert!(message.contains(fragment), "{what}: {message}");
+        drop(gate);
+
+        // After a good CRL: the fault is counted and the good CRL stays in force.
+        server.set(Mode::Serve, Some(good_crl.clone()));
+        let gate = self::gate(&pki, &server.url());
+        eventually(&gate, &pki.revoked, "certificate_revoked").await;
+        let before = fetches(&gate, &server.url(), outcome);
+        server.set(mode, body);
+        rounds(&gate, &server.url(), outcome, before).await;
+        assert_eq!(decide(&gate, &pki.good).await.0, "allow", "{what}");
+        assert_eq!(
+            decide(&gate, &pki.revoked).await.0,
+            "certificate_revoked",
+            "{what}"
+        );
+        if outcome == "invalid" {
+            let failures: u64 = gate
+                .checker
+                .metrics()
+                .render()
+                .lines()
+                .filter(|l| l.starts_with("certgate_crl_verification_failures_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            assert!(failures >= 1, "{what}: verification failures are counted");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_crls_are_cut_off_at_the_limit_and_large_ones_load() {
+    let pki = Pki::new();
+    let mut serials: Vec<u64> = (1..50_000u64).map(|i| i * 7919).collect();
+    serials.push(pki.revoked_serial);
+    let big = Pki::crl(
+        &pki.root,
+        time::Duration::seconds(30),
+        time::Duration::days(1),
+        &serials,
+    );
+    assert!(big.len() > 1 << 20, "{} bytes", big.len());
+    let server = CrlServer::new(big);
+
+    let limited = gate_in(
+        &pki,
+        tempfile::tempdir().expect("tempdir"),
+        &format!("  max_size: 512KiB\n{}", root_source(&server.url())),
+    );
+    rounds(&limited, &server.url(), "error", 0).await;
+    let (reason, message) = decide(&limited, &pki.good).await;
+    assert_eq!(reason, "revocation_status_unknown");
+    assert!(
+        message.contains("larger than the limit of 524288 bytes"),
+        "{message}"
+    );
+    drop(limited);
+
+    let gate = gate(&pki, &server.url());
+    eventually(&gate, &pki.revoked, "certificate_revoked").await;
+    assert_eq!(decide(&gate, &pki.good).await.0, "allow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cas_each_with_its_own_crl_are_fresh_independently() {
+    let pki = Pki::new();
+    let root = CrlServer::new(pki.listing_revoked());
+    let second = CrlServer::new(Pki::crl(
+        &pki.second,
+        time::Duration::seconds(30),
+        time::Duration::days(1),
+        &[],
+    ));
+    let yaml = format!(
+        "  issuers:\n    - ca: \"{ROOT_DN}\"\n      sources: [{{url: \"{}\", refresh_interval: 200ms}}]\n    - ca: \"{SECOND_DN}\"\n      sources: [{{url: \"{}\", refresh_interval: 200ms}}]\n",
+        root.url(),
+        second.url().replace("root.crl", "second.crl")
+    );
+    let gate = gate_in(&pki, tempfile::tempdir().expect("tempdir"), &yaml);
+    eventually(&gate, &pki.second_client, "allow").await;
+    eventually(&gate, &pki.revoked, "certificate_revoked").await;
+
+    // The second CA's CRL server starts serving a stale CRL: only its certificates are
+    // affected, with a message naming that issuer.
+    second.set(
+        Mode::Serve,
+        Some(Pki::crl(
+            &pki.second,
+            time::Duration::hours(30),
+            time::Duration::days(7),
+            &[],
+        )),
+    );
+    // A fresh CRL in force is not replaced by the stale one…
+    let stale_url = second.url().replace("root.crl", "second.crl");
+    rounds(&gate, &stale_url, "stale", 0).await;
+    assert_eq!(decide(&gate, &pki.second_client).await.0, "allow");
+    // …but as time passes the one in force ages out: judged at check time, per issuer.
+    let later = certgate::clock::unix_now() + 2 * 86_400;
+    let status = gate
+        .checker
+        .revocation()
+        .status("O=certgate dev, CN=second", "01", later);
+    assert!(
+        matches!(status, certgate::authz::CrlStatus::Unknown(ref m) if m.contains("CN=second") && m.contains("stale")),
+        "{status:?}"
+    );
+    assert_eq!(decide(&gate, &pki.good).await.0, "allow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_good_crl_is_persisted_and_survives_a_restart_without_the_server() {
+    let pki = Pki::new();
+    let mut server = CrlServer::new(pki.listing_revoked());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!("  cache_dir: crl-cache\n{}", root_source(&server.url()));
+    let first = gate_in(&pki, dir, &yaml);
+    eventually(&first, &pki.revoked, "certificate_revoked").await;
+    let cache = first._dir.path().join("crl-cache");
+    assert_eq!(
+        std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0),
+        1,
+        "one persisted CRL in {}",
+        cache.display()
+    );
+    server.stop();
+    // "Restart": a new checker over the same directory, CRL server down.
+    let dir = first.stop();
+    let second = gate_in(&pki, dir, &yaml);
+    eventually(&second, &pki.good, "allow").await;
+    assert_eq!(decide(&second, &pki.revoked).await.0, "certificate_revoked");
+    assert_eq!(
+        second
+            .checker
+            .revocation()
+            .readiness(certgate::clock::unix_now()),
+        Ok(())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sources_and_the_readiness_choice() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let crl_path = dir.path().join("root.crl.pem");
+    let yaml = format!(
+        "  readiness: serve\n  issuers:\n    - ca: \"{ROOT_DN}\"\n      sources: [{{file: root.crl.pem, refresh_interval: 100ms}}]\n"
+    );
+    let gate = gate_in(&pki, dir, &yaml);
+    // readiness: serve — ready at once, and denying until the CRL is there.
+    assert_eq!(
+        gate.checker
+            .revocation()
+            .readiness(certgate::clock::unix_now()),
+        Ok(())
+    );
+    rounds(&gate, &crl_path.display().to_string(), "error", 0).await;
+    let message = eventually(&gate, &pki.good, "revocation_status_unknown").await;
+    assert!(message.contains("cannot read"), "{message}");
+    let pem = pki
+        .root
+        .crl(&CrlSpec {
+            revoked: vec![(pki.revoked_serial, None)],
+            ..CrlSpec::new(
+                at(now()) - time::Duration::seconds(20),
+                time::Duration::days(1),
+            )
+        })
+        .expect("crl")
+        .pem;
+    std::fs::write(&crl_path, pem).expect("write");
+    eventually(&gate, &pki.good, "allow").await;
+    let message = eventually(&gate, &pki.revoked, "certificate_revoked").await;
+    assert!(message.contains("(unspecified)"), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Through Envoy.
+
+#[test]
+fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
+    let world = World::new();
+    let worker = world.client(
+        "worker",
+        "worker-1@example.com",
+        &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+    );
+    world.enrol(&[("worker-1@example.com", "worker")], &[&worker]);
+    let crl = |age_secs: i64, serials: &[u64]| {
+        world
+            .crl(&CrlSpec {
+                revoked: serials.iter().map(|s| (*s, Some(KeyCompromise))).collect(),
+                ..CrlSpec::new(
+                    at(now()) - time::Duration::seconds(age_secs),
+                    time::Duration::days(1),
+                )
+            })
+            .der
+    };
+    let server = CrlServer::new(crl(60, &[]));
+    let mut config = std::fs::read_to_string(&world.config).expect("config");
+    config.push_str(&format!(
+        "crl:\n  retry_backoff: 100ms\n  issuers:\n    - ca: \"CN=e2e CA, O=certgate dev\"\n      sources: [{{url: \"{}\", refresh_interval: 300ms}}]\n",
+        server.url()
+    ));
+    std::fs::write(&world.config, config).expect("write config");
+    // Ready only once the CRL is loaded (readiness: wait, the default).
+    let certgate = Certgate::start(&world.config, world.admin_port);
+    let upstream = EchoUpstream::start();
+    let envoy = Envoy::start(&EnvoyOptions {
+        server_cert: &world.server_cert,
+        server_key: &world.server_key,
+        ca_bundle: &world.ca_pem,
+        certgate: CertgateAddress::Tcp(world.grpc_port),
+        upstream_port: upstream.port,
+        trust_chain_verification: "ACCEPT_UNTRUSTED",
+    });
+    let get = || {
+        Curl {
+            port: envoy.port,
+            ca: &world.ca_pem,
+            client: Some((worker.cert.as_path(), worker.key.as_path())),
+            method: "GET",
+            path: "/api/jobs",
+            headers: vec![],
+        }
+        .send()
+    };
+    let logs = || format!("{}\n{}", certgate.proc.logs(), envoy.proc.logs());
+    let reply = get();
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, logs());
+
+    let serial = u64::from_str_radix(&worker.serial, 16).expect("hex serial");
+    server.set(Mode::Serve, Some(crl(30, &[serial])));
+    let denied = super::harness::wait_until(Duration::from_secs(10), || get().status == 401);
+    assert!(denied, "still allowed after the CRL bump\n{}", logs());
+    let reply = get();
+    let body = reply.json();
+    assert_eq!(body["error"], "certificate_revoked", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("key_compromise")),
+        "{body}"
+    );
+    let metrics = certgate.metrics();
+    assert!(
+        metrics.contains("certgate_crl_entries{issuer=\"O=certgate dev, CN=e2e CA\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("certgate_crl_usable{issuer=\"O=certgate dev, CN=e2e CA\"} 1"));
+}
