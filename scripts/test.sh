@@ -13,5 +13,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
+echo "== quick benchmark (runs the load generator for 2s; asserts nothing about speed)"
+QUICK=1 bash scripts/bench.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh

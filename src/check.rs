@@ -239,12 +239,6 @@ impl Checker {
             policy: policy_name.to_owned(),
             identity: None,
         };
-        let Some(policy) = config.policies.get(policy_name) else {
-            return deny(
-                ReasonCode::UnknownPolicy,
-                format!("policy '{policy_name}' is not defined in the configuration"),
-            );
-        };
         let raw = match input.certificate {
             Some(raw) if !raw.trim_ascii().is_empty() => raw,
             _ => {
@@ -253,6 +247,12 @@ impl Checker {
                     "no client certificate was presented".into(),
                 );
             }
+        };
+        let Some(policy) = config.policies.get(policy_name) else {
+            return deny(
+                ReasonCode::UnknownPolicy,
+                format!("policy '{policy_name}' is not defined in the configuration"),
+            );
         };
         let identity = self.identity(generation, raw, now);
         let mut outcome = Outcome {

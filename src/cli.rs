@@ -215,7 +215,8 @@ enum CertCommand {
         /// Only this principal's certificates.
         #[arg(long)]
         principal: Option<String>,
-        /// Only certificates expiring within this duration (e.g. 30d).
+        /// Only certificates that are still valid and expire within this duration (e.g. 30d);
+        /// already expired ones are left out.
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring_within: Option<std::time::Duration>,
         #[command(flatten)]
@@ -342,7 +343,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             let summary = bootstrap::run(&args, clock::unix_now())
                 .await
                 .map_err(Failure::Failed)?;
-            print!("{summary}");
+            emit(&summary);
             Ok(ExitCode::SUCCESS)
         }
         Command::Principal(cmd) => principal(cmd, &config).await,
@@ -361,15 +362,25 @@ fn open(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
     Ok((config, Arc::new(store)))
 }
 
+/// Write to stdout; a closed pipe (`certgate principal list | head`) ends the program quietly
+/// instead of panicking.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
 fn print(output: Output, value: &Value, table: impl FnOnce() -> String) {
     match output {
-        Output::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-            )
-        }
-        Output::Table => print!("{}", table()),
+        Output::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        )),
+        Output::Table => emit(&table()),
     }
 }
 
@@ -558,8 +569,8 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
                     String::new,
                 );
             } else {
-                print!("{PRINCIPAL_HEADER}");
-                all.iter().for_each(|p| print!("{}", principal_row(p)));
+                emit(PRINCIPAL_HEADER);
+                all.iter().for_each(|p| emit(&principal_row(p)));
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -613,6 +624,8 @@ fn cert_row(c: &CertificateRecord) -> String {
                 "revoked ({})",
                 c.revocation_reason.as_deref().unwrap_or("unspecified")
             )
+        } else if c.expires_at < clock::unix_millis() {
+            "expired".to_owned()
         } else {
             "valid".to_owned()
         }
@@ -665,9 +678,13 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
             let (_, store) = open(config_path(config)?)?;
             let before =
                 expiring_within.map(|d| clock::unix_millis().saturating_add(d.as_millis() as i64));
-            let all = store
+            let now = clock::unix_millis();
+            let mut all = store
                 .list_certificates(principal.as_deref(), before)
                 .await?;
+            if before.is_some() {
+                all.retain(|c| c.expires_at >= now);
+            }
             if output.output == Output::Json {
                 print(
                     output.output,
@@ -675,8 +692,8 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                     String::new,
                 );
             } else {
-                print!("{CERT_HEADER}");
-                all.iter().for_each(|c| print!("{}", cert_row(c)));
+                emit(CERT_HEADER);
+                all.iter().for_each(|c| emit(&cert_row(c)));
             }
             return Ok(ExitCode::SUCCESS);
         }

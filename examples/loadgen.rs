@@ -1,0 +1,293 @@
+//! Load generator for certgate's ext_authz gRPC `Check`, on loopback: sends the requests
+//! Envoy would send (client certificate as URL-encoded PEM in `source.certificate`) from
+//! `--connections` HTTP/2 connections with `--concurrency` requests in flight on each, for
+//! `--duration`, then prints throughput, latency percentiles and the allow/deny/error counts.
+//!
+//! Example: `cargo run --release --example loadgen -- --cert pki/admin.pem --duration 2s`
+//!
+//! Exits 1 on a usage or connection problem, or when any request failed (a deny is an
+//! answer, not a failure).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use tonic::transport::{Channel, Endpoint};
+
+/// Everything but RFC 3986 unreserved characters is escaped, as Envoy does for
+/// `source.certificate`.
+const URL_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A request that takes longer than this counts as an error (and cannot hold the run open).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Load generator for certgate's ext_authz gRPC Check, bounded by --duration",
+    after_help = "Example:\n  loadgen --target http://127.0.0.1:9001 --cert pki/admin.pem --duration 2s"
+)]
+struct Args {
+    /// certgate's ext_authz gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:9001")]
+    target: String,
+    /// Client certificate to present (PEM file); sent URL-encoded, as Envoy does.
+    #[arg(long)]
+    cert: PathBuf,
+    /// HTTP/2 connections to open.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    connections: u32,
+    /// Requests in flight on each connection.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// How long to send requests (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Request path.
+    #[arg(long, default_value = "/api/hello")]
+    path: String,
+    /// Request method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Policy to ask for (`context_extensions["policy"]`); the default policy when absent.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Worker threads of the client runtime (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct Tally {
+    /// Latency of each answered request, nanoseconds.
+    latencies_ns: Vec<u64>,
+    allowed: u64,
+    denied: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.latencies_ns.extend(other.latencies_ns);
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Returns whether every request was answered.
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let pem = std::fs::read_to_string(&args.cert)
+        .with_context(|| format!("reading certificate {}", args.cert.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        bail!("{} is not a PEM certificate", args.cert.display());
+    }
+    let request = check_request(&args, &pem);
+    let endpoint = Endpoint::from_shared(args.target.clone())
+        .with_context(|| format!("bad --target {}", args.target))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true);
+
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        // One `connect` is one HTTP/2 connection; clones of a channel share it.
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", args.target))?;
+        channels.push(channel);
+    }
+    preflight(channels[0].clone(), &request).await?;
+
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut workers = tokio::task::JoinSet::new();
+    for channel in &channels {
+        for _ in 0..args.concurrency {
+            workers.spawn(worker(channel.clone(), request.clone(), deadline));
+        }
+    }
+    let mut total = Tally::default();
+    while let Some(tally) = workers.join_next().await {
+        total.merge(tally.context("worker task panicked")?);
+    }
+    let elapsed = started.elapsed();
+    report(&args, &mut total, elapsed);
+    Ok(total.errors == 0 && total.allowed + total.denied > 0)
+}
+
+/// The `CheckRequest` Envoy sends for a request on an mTLS listener.
+fn check_request(args: &Args, pem: &str) -> CheckRequest {
+    let mut context_extensions = HashMap::new();
+    if let Some(policy) = &args.policy {
+        context_extensions.insert("policy".to_owned(), policy.clone());
+    }
+    let headers = HashMap::from([
+        (":method".to_owned(), args.method.clone()),
+        (":path".to_owned(), args.path.clone()),
+        (":authority".to_owned(), "api.example.com".to_owned()),
+        ("x-request-id".to_owned(), "loadgen".to_owned()),
+    ]);
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                certificate: utf8_percent_encode(pem, URL_ENCODE).to_string(),
+                ..Default::default()
+            }),
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    id: "loadgen".to_owned(),
+                    method: args.method.clone(),
+                    path: args.path.clone(),
+                    host: "api.example.com".to_owned(),
+                    scheme: "https".to_owned(),
+                    protocol: "HTTP/1.1".to_owned(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions,
+            ..Default::default()
+        }),
+    }
+}
+
+/// One request before the run: fail fast on a server that does not answer, and say so when
+/// the certificate is denied (the run still measures denies).
+async fn preflight(channel: Channel, request: &CheckRequest) -> anyhow::Result<()> {
+    let mut client = AuthorizationClient::new(channel);
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, client.check(request.clone()))
+        .await
+        .context("first Check timed out")?
+        .context("first Check failed")?
+        .into_inner();
+    let code = response.status.as_ref().map_or(0, |s| s.code);
+    if code != 0 {
+        use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+        let body = match &response.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d.body.as_str(),
+            _ => "",
+        };
+        eprintln!("warning: the certificate is denied (gRPC code {code}): {body}");
+    }
+    Ok(())
+}
+
+async fn worker(channel: Channel, request: CheckRequest, deadline: Instant) -> Tally {
+    let mut client = AuthorizationClient::new(channel);
+    let mut tally = Tally::default();
+    while Instant::now() < deadline {
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.check(request.clone())).await;
+        let latency = sent.elapsed();
+        match answer {
+            Ok(Ok(response)) => {
+                let code = response.get_ref().status.as_ref().map_or(0, |s| s.code);
+                if code == 0 {
+                    tally.allowed += 1;
+                } else {
+                    tally.denied += 1;
+                }
+                tally
+                    .latencies_ns
+                    .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+            }
+            Ok(Err(status)) => {
+                tally.errors += 1;
+                tally
+                    .first_error
+                    .get_or_insert_with(|| format!("gRPC status: {status}"));
+            }
+            Err(_) => {
+                tally.errors += 1;
+                tally
+                    .first_error
+                    .get_or_insert_with(|| format!("no answer within {REQUEST_TIMEOUT:?}"));
+            }
+        }
+    }
+    tally
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn micros(ns: u64) -> String {
+    format!("{:.1}", ns as f64 / 1_000.0)
+}
+
+/// Plain `key value` lines, so scripts can read them with awk.
+fn report(args: &Args, total: &mut Tally, elapsed: Duration) {
+    total.latencies_ns.sort_unstable();
+    let lat = &total.latencies_ns;
+    let answered = total.allowed + total.denied;
+    let secs = elapsed.as_secs_f64();
+    println!("target          {}", args.target);
+    println!(
+        "load            {} connections x {} in flight, {:.2}s",
+        args.connections, args.concurrency, secs
+    );
+    println!("requests        {}", answered + total.errors);
+    println!("allowed         {}", total.allowed);
+    println!("denied          {}", total.denied);
+    println!("errors          {}", total.errors);
+    println!("rps             {:.0}", answered as f64 / secs.max(1e-9));
+    println!("p50_us          {}", micros(percentile(lat, 50.0)));
+    println!("p90_us          {}", micros(percentile(lat, 90.0)));
+    println!("p99_us          {}", micros(percentile(lat, 99.0)));
+    println!("p99.9_us        {}", micros(percentile(lat, 99.9)));
+    println!(
+        "max_us          {}",
+        micros(lat.last().copied().unwrap_or(0))
+    );
+    if let Some(e) = &total.first_error {
+        println!("first_error     {e}");
+    }
+}

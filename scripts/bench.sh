@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Measure certgate: gRPC Check load over loopback (examples/loadgen.rs against a real
+# `certgate serve` on a bootstrapped dev PKI), the server's CPU time and peak RSS, then the
+# criterion benches of the decision (benches/decision.rs). Writes BENCHMARKS.md.
+#
+#   scripts/bench.sh                 full run: 10s of load, criterion, BENCHMARKS.md
+#   QUICK=1 scripts/bench.sh         2s of load, no criterion; report to target/ (for CI:
+#                                    checks that it all runs, asserts nothing about speed)
+#
+# Environment: DURATION (10s), CONNECTIONS (4), CONCURRENCY (16 per connection),
+# SKIP_CRITERION=1, PIN=1 (certgate on CPU 0, loadgen on CPU 1, via taskset),
+# OUT (report path; BENCHMARKS.md, or target/BENCHMARKS.quick.md when QUICK=1),
+# PROFILE (release; debug when QUICK=1, which reuses the test build).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    DURATION=${DURATION:-2s}
+    SKIP_CRITERION=1
+    OUT=${OUT:-target/BENCHMARKS.quick.md}
+    PROFILE=${PROFILE:-debug}
+fi
+PROFILE=${PROFILE:-release}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-4}
+CONCURRENCY=${CONCURRENCY:-16}
+SKIP_CRITERION=${SKIP_CRITERION:-0}
+PIN=${PIN:-0}
+OUT=${OUT:-BENCHMARKS.md}
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/certgate-bench.XXXXXX")
+server_pid=""
+# The original stderr, for the cleanup message: a trap can run inside a block whose stderr is
+# redirected to a file.
+exec 9>&2
+cleanup() {
+    local status=$?
+    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$server_pid" 2>/dev/null || true
+    fi
+    if [[ $status != 0 && -f $work/certgate.log ]]; then
+        printf -- '--- last lines of the certgate log ---\n' >&9
+        tail -n 20 "$work/certgate.log" >&9 || true
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Two distinct free loopback ports (held together so they differ; a race with another process
+# binding them before certgate does is possible but harmless: startup then fails loudly).
+free_ports() {
+    python3 - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# HTTP status of GET http://127.0.0.1:$1$2, with bash's /dev/tcp (no curl needed).
+http_status() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    IFS=' ' read -r -t 2 _ line _ <&3 || line=""
+    exec 3<&- 3>&-
+    printf '%s' "$line"
+}
+
+# utime + stime of a process, in clock ticks (the comm field may hold spaces: cut after ')').
+cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+
+# "taskset -c CPU " when PIN=1 (trailing space included), else nothing.
+pin() { if [[ $PIN == 1 ]]; then printf 'taskset -c %s ' "$1"; fi; }
+
+if [[ $PROFILE == release ]]; then
+    build_cmd=(cargo build --release --examples --bin certgate)
+else
+    build_cmd=(cargo build --examples --bin certgate)
+fi
+log "${build_cmd[*]}"
+"${build_cmd[@]}"
+certgate=target/$PROFILE/certgate
+loadgen=target/$PROFILE/examples/loadgen
+
+read -r grpc_port admin_port < <(free_ports) || die "cannot pick free ports (needs python3)"
+pki=$work/pki
+bootstrap_cmd=("$certgate" bootstrap --out-dir "$pki" --grpc-listen "127.0.0.1:$grpc_port"
+    --admin-listen "127.0.0.1:$admin_port")
+log "${bootstrap_cmd[*]}"
+"${bootstrap_cmd[@]}" >/dev/null
+
+serve_cmd=("$certgate" serve --config "$pki/certgate.yaml")
+log "$(pin 0)${serve_cmd[*]}"
+# shellcheck disable=SC2046
+$(pin 0) "${serve_cmd[@]}" 2>"$work/certgate.log" &
+server_pid=$!
+
+ready=0
+for _ in $(seq 100); do
+    kill -0 "$server_pid" 2>/dev/null || die "certgate serve exited during startup"
+    if [[ $(http_status "$admin_port" /readyz 2>/dev/null || true) == 200 ]]; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+[[ $ready == 1 ]] || die "certgate not ready on 127.0.0.1:$admin_port/readyz within 10s"
+
+loadgen_cmd=("$loadgen" --target "http://127.0.0.1:$grpc_port" --cert "$pki/admin.pem"
+    --connections "$CONNECTIONS" --concurrency "$CONCURRENCY" --duration "$DURATION"
+    --path /api/hello)
+log "$(pin 1)${loadgen_cmd[*]}"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+ticks_before=$(cpu_ticks "$server_pid")
+# Bash's `time` gives the load generator's own CPU: on a small machine it competes with
+# certgate for the same cores.
+TIMEFORMAT='%U %S'
+# shellcheck disable=SC2046
+if ! { time $(pin 1) "${loadgen_cmd[@]}" >"$work/loadgen.txt" 2>"$work/loadgen.err"; } \
+    2>"$work/loadgen.time"; then
+    cat "$work/loadgen.txt" "$work/loadgen.err" >&2
+    die "loadgen failed"
+fi
+cat "$work/loadgen.txt" "$work/loadgen.err"
+ticks_after=$(cpu_ticks "$server_pid")
+hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
+
+log "stopping certgate (SIGTERM)"
+kill -TERM "$server_pid"
+for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$server_pid" 2>/dev/null; then die "certgate did not stop within 10s of SIGTERM"; fi
+wait "$server_pid" || die "certgate exited with status $? after SIGTERM"
+server_pid=""
+
+field() { awk -v k="$1" '$1 == k {print $2}' "$work/loadgen.txt"; }
+requests=$(field requests)
+allowed=$(field allowed)
+denied=$(field denied)
+errors=$(field errors)
+rps=$(field rps)
+[[ ${allowed:-0} -gt 0 ]] || die "no request was allowed"
+hz=$(getconf CLK_TCK)
+load_secs=$(awk -v d="$DURATION" 'BEGIN {
+    n = d + 0
+    if (d ~ /ms$/) n /= 1000; else if (d ~ /m$/) n *= 60; else if (d ~ /h$/) n *= 3600
+    print n }')
+cpu_secs=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')
+checks_per_cpu_sec=$(awk -v n=$((allowed + denied)) -v c="$cpu_secs" \
+    'BEGIN {if (c > 0) printf "%.0f", n / c; else print "n/a"}')
+cores_busy=$(awk -v c="$cpu_secs" -v s="$load_secs" \
+    'BEGIN {if (s > 0) printf "%.2f", c / s; else print "n/a"}')
+loadgen_cpu_secs=$(awk '{printf "%.2f", $1 + $2}' "$work/loadgen.time")
+# Latency in µs as printed by loadgen, shown in ms from 1 ms up.
+lat() { awk -v v="$(field "$1")" 'BEGIN {
+    if (v >= 1000) printf "%.2f ms", v / 1000; else printf "%.0f µs", v }'; }
+rss_mib=$(awk -v k="$hwm_kb" 'BEGIN {printf "%.1f", k / 1024}')
+
+bench_cmd=(cargo bench --bench decision -- --warm-up-time 1 --measurement-time 3)
+criterion_rows=""
+if [[ $SKIP_CRITERION != 1 ]]; then
+    log "${bench_cmd[*]}"
+    "${bench_cmd[@]}" | tee "$work/criterion.txt"
+    criterion_rows=$(python3 - <<'EOF'
+import json, pathlib
+rows = []
+for est in sorted(pathlib.Path("target/criterion").glob("*/*/new/estimates.json")):
+    bench = json.loads((est.parent / "benchmark.json").read_text())
+    e = json.loads(est.read_text())
+    med, lo, hi = (e["median"]["point_estimate"],
+                   e["median"]["confidence_interval"]["lower_bound"],
+                   e["median"]["confidence_interval"]["upper_bound"])
+    def fmt(ns):
+        return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
+    rows.append(f"| `{bench['full_id']}` | {fmt(med)} | {fmt(lo)} – {fmt(hi)} |")
+print("\n".join(rows))
+EOF
+)
+fi
+
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain 2>/dev/null) ]]; then commit="$commit (with uncommitted changes)"; fi
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+mem_gib=$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
+rustc_version=$(rustc --version)
+
+mkdir -p "$(dirname "$OUT")"
+block=$(mktemp)
+{
+    echo "<!-- scripts/bench.sh: begin (generated; other sections of this file are kept) -->"
+    echo "## ext_authz decision and gRPC load (scripts/bench.sh)"
+    echo
+    echo "Written by \`scripts/bench.sh\`$([[ $QUICK == 1 ]] && echo " (QUICK=1)"). Numbers from one run on one"
+    echo "machine: compare runs on the same machine only. Timings are never asserted."
+    echo
+    echo "### Machine"
+    echo
+    echo "| | |"
+    echo "| --- | --- |"
+    echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
+    echo "| commit | $commit |"
+    echo "| CPU | $cpu_model |"
+    echo "| cores (nproc) | $(nproc) |"
+    echo "| memory | $mem_gib GiB |"
+    echo "| kernel | $(uname -sr) |"
+    echo "| load average before the load run (1/5/15 min) | $load_before |"
+    echo "| toolchain | $rustc_version |"
+    echo
+    echo "### Commands"
+    echo
+    echo '```'
+    echo "${build_cmd[*]}"
+    echo "${bootstrap_cmd[*]}" | sed "s#$work#\$TMP#g"
+    echo "$(pin 0)${serve_cmd[*]}" | sed "s#$work#\$TMP#g"
+    echo "$(pin 1)${loadgen_cmd[*]}" | sed "s#$work#\$TMP#g"
+    [[ $SKIP_CRITERION == 1 ]] || echo "${bench_cmd[*]}"
+    echo '```'
+    echo
+    echo "### ext_authz gRPC \`Check\` over loopback"
+    echo
+    echo "$CONNECTIONS HTTP/2 connections × $CONCURRENCY requests in flight, $DURATION, one"
+    echo "enrolled admin certificate (identity and store cache hits after the first request),"
+    echo "\`GET /api/hello\`. Load generator and certgate share the machine's $(nproc) cores$(
+        [[ $PIN == 1 ]] && echo " (pinned: certgate CPU 0, loadgen CPU 1)")."
+    echo
+    echo "| checks/s | p50 | p90 | p99 | p99.9 | max | certgate CPU | checks per certgate CPU-second | certgate peak RSS | loadgen CPU |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    echo "| $rps | $(lat p50_us) | $(lat p90_us) | $(lat p99_us) | $(lat p99.9_us) |" \
+        "$(lat max_us) | ${cpu_secs} s (${cores_busy} cores) | $checks_per_cpu_sec |" \
+        "$rss_mib MiB | $loadgen_cpu_secs s |"
+    echo
+    echo "Requests $requests: allowed $allowed, denied $denied, errors $errors. certgate CPU is"
+    echo "utime+stime of its process during the load (/proc/PID/stat), peak RSS its VmHWM;"
+    echo "loadgen CPU is user+sys of the load generator."
+    if [[ $SKIP_CRITERION != 1 ]]; then
+        echo
+        echo "### Decision, in process (criterion)"
+        echo
+        echo "Median time per iteration, with criterion's 95% confidence interval of the median."
+        echo "See \`benches/decision.rs\` for what each bench covers."
+        echo
+        echo "| bench | median | 95% CI |"
+        echo "| --- | --- | --- |"
+        echo "$criterion_rows"
+    fi
+    echo "<!-- scripts/bench.sh: end -->"
+} >"$block"
+# Replace our section in place (or add it after the title); other sections stay as they are.
+python3 - "$OUT" "$block" <<'PY'
+import pathlib, re, sys
+out, block = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
+text = out.read_text() if out.exists() else "# Benchmarks\n"
+pattern = re.compile(r"<!-- scripts/bench.sh: begin.*?<!-- scripts/bench.sh: end -->\n", re.S)
+if pattern.search(text):
+    text = pattern.sub(lambda _: block, text)
+else:
+    title, _, rest = text.partition("\n")
+    text = f"{title}\n\n{block}{rest}"
+out.write_text(text)
+PY
+rm -f "$block"
+log "wrote $OUT"
