@@ -78,8 +78,8 @@ impl Fixture {
         let args = BootstrapArgs {
             out_dir: dir.path().to_owned(),
             domain: "example.com".into(),
-            grpc_listen: "127.0.0.1:0".into(),
-            admin_listen: "127.0.0.1:0".into(),
+            grpc_listen: ([127, 0, 0, 1], 0).into(),
+            admin_listen: ([127, 0, 0, 1], 0).into(),
             force: false,
         };
         rt.block_on(bootstrap::run(&args, now))?;

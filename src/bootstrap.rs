@@ -24,10 +24,10 @@ pub struct BootstrapArgs {
     pub domain: String,
     /// ext_authz gRPC listen address written into the configuration.
     #[arg(long, default_value = "127.0.0.1:9001")]
-    pub grpc_listen: String,
+    pub grpc_listen: std::net::SocketAddr,
     /// Admin listen address written into the configuration.
     #[arg(long, default_value = "127.0.0.1:9901")]
-    pub admin_listen: String,
+    pub admin_listen: std::net::SocketAddr,
     /// Overwrite an existing bootstrap in the directory.
     #[arg(long)]
     pub force: bool,

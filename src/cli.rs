@@ -198,6 +198,10 @@ enum CertCommand {
         /// Principal id (default: from the certificate, per the identity rules).
         #[arg(long)]
         principal: Option<String>,
+        /// Register even if the certificate does not chain to the trust bundle or its
+        /// principal is not enrolled.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -356,10 +360,33 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
     }
 }
 
-fn open(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+/// Load the configuration and open its existing store. Commands that only read or change
+/// records refuse a store file that does not exist: a typo in `store.path` must not look
+/// like "every principal vanished".
+fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+    let config = Config::load(config_path)?;
+    require_store_file(&config)?;
+    let store = EmbeddedStore::open(&config.store.path)?;
+    Ok((config, Arc::new(store)))
+}
+
+fn open_or_create(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
     let config = Config::load(config_path)?;
     let store = EmbeddedStore::open(&config.store.path)?;
     Ok((config, Arc::new(store)))
+}
+
+fn require_store_file(config: &Config) -> Result<(), Failure> {
+    let path = &config.store.path;
+    if path.exists() {
+        return Ok(());
+    }
+    Err(Failure::Usage(anyhow::anyhow!(
+        "store file {} does not exist (check store.path in {}); `certgate serve`, \
+         `certgate bootstrap` or `principal create` create it",
+        path.display(),
+        config.source.display()
+    )))
 }
 
 /// Write to stdout; a closed pipe (`certgate principal list | head`) ends the program quietly
@@ -397,6 +424,7 @@ async fn check(
         .with_context(|| format!("reading {}", cert_path.display()))
         .map_err(Failure::Usage)?;
     let metrics = Metrics::new();
+    require_store_file(&config)?;
     let store = server::open_store(&config, &metrics)?;
     let headers_config = config.headers.clone();
     let checker = Checker::new(config, store, metrics);
@@ -533,7 +561,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             roles,
             output,
         } => {
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_or_create(config_path(config)?)?;
             let principal = Principal {
                 principal_id: id,
                 principal_type,
@@ -547,7 +575,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             (vec![principal], output.output)
         }
         PrincipalCommand::Get { id, output } => {
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             let found = store.get_principal(&id).await?.ok_or_else(|| {
                 Failure::Failed(
                     StoreError::NotFound {
@@ -560,7 +588,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             (vec![found], output.output)
         }
         PrincipalCommand::List { output } => {
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             let all = store.list_principals().await?;
             if output.output == Output::Json {
                 print(
@@ -580,7 +608,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
                     "--reason must not be empty"
                 )));
             }
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             (
                 vec![
                     store
@@ -591,7 +619,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             )
         }
         PrincipalCommand::Activate { id, output } => {
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             (vec![store.activate_principal(&id).await?], output.output)
         }
     };
@@ -639,9 +667,10 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
         CertCommand::Register {
             cert: path,
             principal,
+            force,
             output,
         } => {
-            let (config, store) = open(config_path(config)?)?;
+            let (config, store) = open_or_create(config_path(config)?)?;
             let raw = std::fs::read(&path)
                 .with_context(|| format!("reading {}", path.display()))
                 .map_err(Failure::Usage)?;
@@ -652,12 +681,26 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                     "the certificate yields no principal id; pass --principal"
                 )));
             };
+            if !force {
+                if let Err(failure) = &id.chain {
+                    return Err(Failure::Failed(anyhow::anyhow!(
+                        "{}: {failure}; pass --force to register it anyway",
+                        path.display()
+                    )));
+                }
+                if store.get_principal(&principal_id).await?.is_none() {
+                    return Err(Failure::Failed(anyhow::anyhow!(
+                        "principal '{principal_id}' is not enrolled (certgate principal create \
+                         {principal_id} --type TYPE); pass --force to register anyway"
+                    )));
+                }
+            }
             let record = CertificateRecord::for_identity(&id, principal_id);
             store.register_certificate(&record).await?;
             (record, output.output)
         }
         CertCommand::Get { serial, output } => {
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             let serial = normalize_serial(&serial);
             let found = store.get_certificate(&serial).await?.ok_or_else(|| {
                 Failure::Failed(
@@ -675,7 +718,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
             expiring_within,
             output,
         } => {
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             let before =
                 expiring_within.map(|d| clock::unix_millis().saturating_add(d.as_millis() as i64));
             let now = clock::unix_millis();
@@ -708,7 +751,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                     REVOCATION_REASONS.join(", ")
                 )));
             }
-            let (_, store) = open(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?)?;
             let serial = normalize_serial(&serial);
             (
                 store

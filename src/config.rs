@@ -17,6 +17,9 @@ use crate::cert::{IdentityRules, PrincipalIdSource, PrincipalTypeSource, TrustBu
 use crate::crl::{CrlConfig, CrlIssuer, CrlLocation, CrlReadiness, CrlSource, Freshness};
 use crate::store::CacheSettings;
 
+/// Largest accepted `trust.clock_skew`.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
 /// Default OID of the principal id extension (a private arc; configurable).
 pub const DEFAULT_PRINCIPAL_ID_OID: &str = "1.3.6.1.4.1.59999.1.1";
 /// Default OID of the principal type extension.
@@ -406,6 +409,8 @@ pub struct ConfigError {
     pub file: PathBuf,
     /// Every problem, in key order of discovery.
     pub problems: Vec<Problem>,
+    /// The files this version names (itself included), so a reload loop can notice the fix.
+    pub watched_files: Vec<PathBuf>,
 }
 
 impl fmt::Display for ConfigError {
@@ -421,36 +426,126 @@ impl fmt::Display for ConfigError {
 impl Config {
     /// Read, parse and validate `path` and every file it names.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError {
+        let mut watched = Vec::new();
+        let result = std::fs::read_to_string(path)
+            .map_err(|e| {
+                vec![Problem {
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                }]
+            })
+            .and_then(|text| Self::validate_yaml(&text, path, &mut watched));
+        result.map_err(|problems| ConfigError {
             file: path.to_owned(),
             problems,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            fail(vec![Problem {
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        Self::from_yaml(&text, path).map_err(fail)
+            watched_files: if watched.is_empty() {
+                vec![path.to_owned()]
+            } else {
+                watched
+            },
+        })
     }
 
     /// Parse and validate YAML text; relative paths are resolved against `path`'s directory.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
-        let deserializer = serde_norway::Deserializer::from_str(text);
-        let raw: Raw = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." { String::new() } else { key };
-            vec![Problem {
-                key,
-                message: e.into_inner().to_string(),
-            }]
-        })?;
+        Self::validate_yaml(text, path, &mut Vec::new())
+    }
+
+    fn validate_yaml(
+        text: &str,
+        path: &Path,
+        watched: &mut Vec<PathBuf>,
+    ) -> Result<Config, Vec<Problem>> {
+        let raw = parse_raw(text)?;
         Validator {
             base: path.parent().unwrap_or(Path::new(".")),
             problems: Vec::new(),
         }
-        .validate(raw, path)
+        .validate(raw, path, watched)
     }
+}
+
+/// Deserialize one section, recording a problem with its key path on failure.
+fn section<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: serde_norway::Value,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| {
+            let inner = e.path().to_string();
+            let key = match (prefix, inner.as_str()) {
+                (p, ".") => p.to_owned(),
+                ("", i) => i.to_owned(),
+                (p, i) => format!("{p}.{i}"),
+            };
+            let message = e.into_inner().to_string();
+            let message = message
+                .strip_prefix(&format!("{key}: "))
+                .unwrap_or(&message)
+                .to_owned();
+            problems.push(Problem { key, message });
+        })
+        .ok()
+}
+
+/// [`section`] for its problems only.
+fn check<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    value: serde_norway::Value,
+    problems: &mut Vec<Problem>,
+) {
+    let _ = section::<T>(prefix, value, problems);
+}
+
+/// YAML → `Raw`, checking each section (and each policy) on its own first so that one typo
+/// does not hide the others: every problem is reported at once.
+fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
+    use serde_norway::Value;
+    let value: Value = serde_norway::from_str(text).map_err(|e| {
+        vec![Problem {
+            key: String::new(),
+            message: format!("not valid YAML: {e}"),
+        }]
+    })?;
+    let mut problems = Vec::new();
+    if let Value::Mapping(map) = &value {
+        for (key, v) in map {
+            let name = key.as_str().unwrap_or("?");
+            let v = v.clone();
+            let p = &mut problems;
+            match name {
+                "listen" => check::<RawListen>(name, v, p),
+                "trust" => check::<RawTrust>(name, v, p),
+                "identity" => check::<RawIdentity>(name, v, p),
+                "store" => check::<RawStore>(name, v, p),
+                "roles_by_type" => check::<HashMap<String, Vec<String>>>(name, v, p),
+                "default_policy" => check::<String>(name, v, p),
+                "headers" => check::<RawHeaders>(name, v, p),
+                "response" => check::<RawResponse>(name, v, p),
+                "reload" => check::<RawReload>(name, v, p),
+                "crl" => check::<RawCrl>(name, v, p),
+                "policies" => match v {
+                    Value::Mapping(policies) => {
+                        for (policy, pv) in policies {
+                            let key = format!("policies.{}", policy.as_str().unwrap_or("?"));
+                            check::<RawPolicy>(&key, pv, p);
+                        }
+                    }
+                    other => check::<HashMap<String, RawPolicy>>(name, other, p),
+                },
+                other => p.push(Problem {
+                    key: other.to_owned(),
+                    message: "unknown key".into(),
+                }),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // Every section parsed on its own: what is left is the whole (e.g. a missing section).
+    section::<Raw>("", value, &mut problems).ok_or(problems)
 }
 
 struct Validator<'a> {
@@ -524,8 +619,13 @@ impl Validator<'_> {
         name.to_ascii_lowercase()
     }
 
-    fn validate(mut self, raw: Raw, source: &Path) -> Result<Config, Vec<Problem>> {
-        let mut watched = vec![source.to_owned()];
+    fn validate(
+        mut self,
+        raw: Raw,
+        source: &Path,
+        watched: &mut Vec<PathBuf>,
+    ) -> Result<Config, Vec<Problem>> {
+        watched.push(source.to_owned());
 
         let listen = Listen {
             grpc: self.addr("listen.grpc", raw.listen.grpc.as_deref()),
@@ -541,16 +641,27 @@ impl Validator<'_> {
         }
 
         let trust = self
-            .read_file("trust.ca_bundle", &raw.trust.ca_bundle, &mut watched)
+            .read_file("trust.ca_bundle", &raw.trust.ca_bundle, watched)
             .and_then(|pem| {
                 TrustBundle::from_pem(&pem)
                     .map_err(|e| self.problem("trust.ca_bundle", e.to_string()))
                     .ok()
             });
         let certificate_rules = CertificateRules {
-            clock_skew_secs: self
-                .duration("trust.clock_skew", &raw.trust.clock_skew)
-                .as_secs() as i64,
+            clock_skew_secs: {
+                let skew = self.duration("trust.clock_skew", &raw.trust.clock_skew);
+                // A huge skew would silently switch off the validity check (row 4).
+                if skew > MAX_CLOCK_SKEW {
+                    self.problem(
+                        "trust.clock_skew",
+                        format!(
+                            "\"{}\" is more than the maximum of 1h",
+                            raw.trust.clock_skew
+                        ),
+                    );
+                }
+                skew.min(MAX_CLOCK_SKEW).as_secs() as i64
+            },
             require_client_auth_eku: raw.trust.require_client_auth_eku,
         };
 
@@ -599,7 +710,7 @@ impl Validator<'_> {
             let Some(rp) = raw_policies.remove(&name) else {
                 continue;
             };
-            let policy = self.policy(&name, rp, &mut watched);
+            let policy = self.policy(&name, rp, watched);
             policies.insert(name, Arc::new(policy));
         }
         if policies.is_empty() {
@@ -646,7 +757,7 @@ impl Validator<'_> {
                 headers,
                 deny_detail: raw.response.deny_detail,
                 reload_interval,
-                watched_files: watched,
+                watched_files: watched.clone(),
                 crl,
             }),
             _ => Err(self.problems),
@@ -827,8 +938,12 @@ impl Validator<'_> {
     fn policy(&mut self, name: &str, rp: RawPolicy, watched: &mut Vec<PathBuf>) -> Policy {
         let key = format!("policies.{name}");
         let max_lifetime_secs = rp.max_lifetime.map(|text| {
-            self.duration(&format!("{key}.max_lifetime"), &text)
-                .as_secs() as i64
+            let lifetime = self.duration(&format!("{key}.max_lifetime"), &text);
+            // (A value that did not parse is already reported, as ZERO.)
+            if lifetime.is_zero() && humantime::parse_duration(&text).is_ok() {
+                self.problem(format!("{key}.max_lifetime"), "must be greater than zero");
+            }
+            i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)
         });
         let mut allowlist: Option<HashSet<String>> =
             rp.cn_allowlist.map(|l| l.into_iter().collect());
@@ -1041,6 +1156,33 @@ headers: {principal: "bad header"}
         )
         .expect_err("wrong type");
         assert_eq!(err.problems[0].key, "policies.default.require_enrolment");
+    }
+
+    #[test]
+    fn structural_problems_in_several_sections_are_all_reported() {
+        let dir = dir_with_ca();
+        let yaml = "trust: {ca_bundle: ca.pem, clock_skew: 2h}\nstore: {cache_tl: 5s}\n\
+                    policies:\n  a: {require_enrolment: maybe}\n  b: {max_lifetime: 0s}\n  \
+                    c: {permissions: 3}\nlisten: {grpc: 1}\nlisen: {}\n";
+        let err = load(&dir, yaml).expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "store.cache_tl",
+            "policies.a.require_enrolment",
+            "policies.c.permissions",
+            "lisen",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        for p in &err.problems {
+            assert!(!p.message.starts_with(&p.key), "path repeated in {p}");
+        }
+        // Structurally fine, semantically wrong: reported in the second pass.
+        let yaml =
+            "trust: {ca_bundle: ca.pem, clock_skew: 2h}\npolicies:\n  b: {max_lifetime: 0s}\n";
+        let err = load(&dir, yaml).expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"trust.clock_skew") && keys.contains(&"policies.b.max_lifetime"));
     }
 
     #[test]

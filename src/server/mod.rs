@@ -206,13 +206,24 @@ async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
             }
             Ok(Err(err)) => {
                 // Keep watching the files of the last good config plus the ones the bad
-                // version names, so fixing either is noticed.
+                // version names (an allowlist file that does not exist yet, say), so that
+                // fixing either is noticed.
                 watched = files;
+                for file in err.watched_files.iter() {
+                    if !watched.contains(file) {
+                        watched.push(file.clone());
+                    }
+                }
+                last = config::fingerprint(&watched);
                 metrics.config_reloads.with_label_values(&["failure"]).inc();
                 metrics.config_last_reload_failed.set(1);
                 tracing::error!(error = %err, "configuration reload refused; previous configuration stays in force");
             }
-            Err(_) => {}
+            Err(join_error) => {
+                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                metrics.config_last_reload_failed.set(1);
+                tracing::error!(error = %join_error, "configuration reload failed; previous configuration stays in force");
+            }
         }
     }
 }

@@ -265,3 +265,68 @@ fn usage_errors_exit_2() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_wrong_store_path_is_an_error_not_an_empty_store() {
+    let pki = Pki::bootstrap();
+    let config = pki.dir.path().join("certgate.yaml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(
+        &config,
+        text.replace("path: certgate.db", "path: certgte.db"),
+    )
+    .expect("write");
+    for args in [
+        &["principal", "list"][..],
+        &["principal", "suspend", "admin@example.com", "--reason", "x"],
+        &["check", "--cert", &pki.path("admin.pem")],
+    ] {
+        let (code, out) = pki.run(args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(
+            out.contains("certgte.db") && out.contains("does not exist"),
+            "{out}"
+        );
+    }
+    assert!(
+        !pki.dir.path().join("certgte.db").exists(),
+        "no empty store was created"
+    );
+}
+
+#[test]
+fn register_refuses_untrusted_certificates_and_unknown_principals() {
+    let pki = Pki::bootstrap();
+    let now = time::OffsetDateTime::now_utc();
+    let stranger =
+        certgate::pki::CertAuthority::new("other", now, now + time::Duration::days(1)).expect("CA");
+    let leaf = stranger
+        .issue(&certgate::pki::CertSpec::client(
+            "x",
+            now,
+            time::Duration::days(1),
+        ))
+        .expect("leaf");
+    let path = pki.dir.path().join("stranger.pem");
+    std::fs::write(&path, &leaf.cert_pem).expect("write");
+    let path = path.display().to_string();
+    let (code, out) = pki.run(&["cert", "register", "--cert", &path]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("trust bundle") && out.contains("--force"),
+        "{out}"
+    );
+
+    let (code, out) = pki.run(&[
+        "cert",
+        "register",
+        "--cert",
+        &pki.path("admin.pem"),
+        "--principal",
+        "ghost@example.com",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not enrolled"), "{out}");
+    let (code, out) = pki.run(&["cert", "register", "--cert", &path, "--force"]);
+    assert_eq!(code, 0, "--force registers anyway: {out}");
+}

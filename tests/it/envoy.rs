@@ -542,6 +542,36 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
     );
     assert_eq!(stack.get(Some(&admin2), "/admin/x").status, 200);
     assert_eq!(stack.get(Some(&stack.admin), "/api/x").status, 200);
+
+    // A version naming an allowlist file that does not exist yet is refused too; creating
+    // the file is noticed, and the new list (without admin2) takes effect.
+    let pointed = good.replace("admin-allowlist.txt", "admin-allowlist-v2.txt");
+    std::fs::write(&stack.world.config, pointed).expect("write config");
+    let refused = wait_until(Duration::from_secs(10), || {
+        stack
+            .certgate
+            .metrics()
+            .contains("certgate_config_reloads_total{outcome=\"failure\"} 2")
+    });
+    assert!(
+        refused,
+        "missing allowlist not refused:\n{}",
+        stack.certgate.metrics()
+    );
+    std::fs::write(
+        stack.world.path("admin-allowlist-v2.txt"),
+        "admin.example.com\n",
+    )
+    .expect("write allowlist");
+    let denied = wait_until(Duration::from_secs(10), || {
+        stack.get(Some(&admin2), "/admin/x").status == 403
+    });
+    assert!(
+        denied,
+        "creating the missing file was not noticed\n{}",
+        stack.logs()
+    );
+    assert_eq!(stack.get(Some(&stack.admin), "/admin/x").status, 200);
 }
 
 #[test]
