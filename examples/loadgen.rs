@@ -3,7 +3,14 @@
 //! `--connections` HTTP/2 connections with `--concurrency` requests in flight on each, for
 //! `--duration`, then prints throughput, latency percentiles and the allow/deny/error counts.
 //!
+//! With an `https://` target it drives Envoy instead: mutual TLS with `--cert`/`--key`,
+//! `--connections` HTTP/1.1 keep-alive connections with one request in flight on each (2xx
+//! counts as allowed, 401/403 as denied, anything else as an error).
+//!
 //! Example: `cargo run --release --example loadgen -- --cert pki/admin.pem --duration 2s`
+//!
+//! Example (through Envoy): `loadgen --target https://localhost:8443/admin/x --cert
+//! pki/admin.pem --key pki/admin-key.pem --ca pki/ca.pem --connections 16`
 //!
 //! Exits 1 on a usage or connection problem, or when any request failed (a deny is an
 //! answer, not a failure).
@@ -46,6 +53,12 @@ struct Args {
     /// Client certificate to present (PEM file); sent URL-encoded, as Envoy does.
     #[arg(long)]
     cert: PathBuf,
+    /// The client certificate's private key (PEM file); HTTPS targets only.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// CA to verify an HTTPS target's server certificate against (PEM file).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// HTTP/2 connections to open.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     connections: u32,
@@ -122,6 +135,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if !pem.contains("-----BEGIN CERTIFICATE-----") {
         bail!("{} is not a PEM certificate", args.cert.display());
     }
+    if args.target.starts_with("https://") {
+        return https::run(&args, &pem).await;
+    }
     let request = check_request(&args, &pem);
     let endpoint = Endpoint::from_shared(args.target.clone())
         .with_context(|| format!("bad --target {}", args.target))?
@@ -154,6 +170,118 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let elapsed = started.elapsed();
     report(&args, &mut total, elapsed);
     Ok(total.errors == 0 && total.allowed + total.denied > 0)
+}
+
+/// Drive an HTTPS endpoint (Envoy's mTLS listener) with HTTP/1.1 keep-alive connections.
+mod https {
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context as _;
+    use reqwest::{Certificate, Client, Identity, StatusCode, Url};
+
+    use super::{Args, REQUEST_TIMEOUT, Tally};
+
+    pub async fn run(args: &Args, pem: &str) -> anyhow::Result<bool> {
+        let key_path = args
+            .key
+            .as_ref()
+            .context("an https:// target needs --key")?;
+        let key = std::fs::read_to_string(key_path)
+            .with_context(|| format!("reading key {}", key_path.display()))?;
+        let identity = Identity::from_pem(format!("{pem}\n{key}").as_bytes())
+            .context("client certificate and key")?;
+        let url =
+            Url::parse(&args.target).with_context(|| format!("bad --target {}", args.target))?;
+        let ca = match &args.ca {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading CA {}", path.display()))?;
+                Some(Certificate::from_pem(&pem).context("--ca")?)
+            }
+            None => None,
+        };
+        // One client per connection: each worker sends one request at a time on its own
+        // keep-alive connection, as a 16-connection HTTP/1.1 load does.
+        let mut clients = Vec::new();
+        for _ in 0..args.connections {
+            let mut builder = Client::builder()
+                .use_rustls_tls()
+                .identity(identity.clone())
+                .http1_only()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(1)
+                .timeout(REQUEST_TIMEOUT)
+                .connect_timeout(Duration::from_secs(3));
+            if let Some(ca) = &ca {
+                builder = builder
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(ca.clone());
+            }
+            // `localhost` may resolve to ::1 first; the listeners here are IPv4 loopback.
+            if let (Some("localhost"), Some(port)) = (url.host_str(), url.port_or_known_default()) {
+                builder = builder.resolve("localhost", ([127, 0, 0, 1], port).into());
+            }
+            let client = builder.build().context("building the HTTPS client")?;
+            let status = client
+                .get(url.clone())
+                .send()
+                .await
+                .with_context(|| format!("first request to {url}"))?
+                .status();
+            if !status.is_success() {
+                eprintln!("warning: the first request was answered {status}");
+            }
+            clients.push(client);
+        }
+        let started = Instant::now();
+        let deadline = started + args.duration;
+        let mut workers = tokio::task::JoinSet::new();
+        for client in clients {
+            workers.spawn(worker(client, url.clone(), deadline));
+        }
+        let mut total = Tally::default();
+        while let Some(tally) = workers.join_next().await {
+            total.merge(tally.context("worker task panicked")?);
+        }
+        super::report(args, &mut total, started.elapsed());
+        Ok(total.errors == 0 && total.allowed + total.denied > 0)
+    }
+
+    async fn worker(client: Client, url: Url, deadline: Instant) -> Tally {
+        let mut tally = Tally::default();
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            let answer = match client.get(url.clone()).send().await {
+                // The body is read so that the connection is reused.
+                Ok(response) => {
+                    let status = response.status();
+                    response.bytes().await.map(|_| status)
+                }
+                Err(e) => Err(e),
+            };
+            let latency = sent.elapsed();
+            match answer {
+                Ok(status) if status.is_success() => tally.allowed += 1,
+                Ok(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => tally.denied += 1,
+                Ok(status) => {
+                    tally.errors += 1;
+                    tally
+                        .first_error
+                        .get_or_insert_with(|| format!("HTTP {status}"));
+                    continue;
+                }
+                Err(e) => {
+                    tally.errors += 1;
+                    tally.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    continue;
+                }
+            }
+            tally
+                .latencies_ns
+                .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        }
+        tally
+    }
 }
 
 /// The `CheckRequest` Envoy sends for a request on an mTLS listener.
@@ -270,9 +398,14 @@ fn report(args: &Args, total: &mut Tally, elapsed: Duration) {
     let answered = total.allowed + total.denied;
     let secs = elapsed.as_secs_f64();
     println!("target          {}", args.target);
+    let in_flight = if args.target.starts_with("https://") {
+        1
+    } else {
+        args.concurrency
+    };
     println!(
         "load            {} connections x {} in flight, {:.2}s",
-        args.connections, args.concurrency, secs
+        args.connections, in_flight, secs
     );
     println!("requests        {}", answered + total.errors);
     println!("allowed         {}", total.allowed);
