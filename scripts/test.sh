@@ -15,5 +15,7 @@ echo "== cargo test"
 cargo test --all-targets
 echo "== quick benchmark (runs the load generator for 2s; asserts nothing about speed)"
 QUICK=1 bash scripts/bench.sh
+echo "== quick Envoy side-by-side benchmark (2s per configuration; asserts nothing about speed)"
+QUICK=1 bash scripts/bench-envoy.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh
