@@ -342,6 +342,7 @@ async fn decide(gate: &Gate, cert: &str) -> (String, String) {
         .check(
             CheckInput {
                 certificate: Some(cert.as_bytes()),
+                encoding: Default::default(),
                 policy: None,
                 method: "GET",
                 path: "/api/x",
