@@ -12,8 +12,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+mkdir -p target
+cargo test --all-targets 2>&1 | tee target/test-output.log
 echo "== quick benchmark (runs the load generator for 2s; asserts nothing about speed)"
 QUICK=1 bash scripts/bench.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh
+
+# One closing line for the whole suite (cargo prints one summary per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+  target/test-output.log
