@@ -28,23 +28,7 @@ impl Stack {
 
     /// `prepare` runs after the standard clients exist and before certgate starts.
     fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
-        let admin = world.client(
-            "admin",
-            "admin@example.com",
-            &World::spec("admin@example.com", "admin", "admin.example.com"),
-        );
-        let worker = world.client(
-            "worker",
-            "worker-1@example.com",
-            &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
-        );
-        world.enrol(
-            &[
-                ("admin@example.com", "admin"),
-                ("worker-1@example.com", "worker"),
-            ],
-            &[&admin, &worker],
-        );
+        let (admin, worker) = world.admin_and_worker();
         prepare(&world);
         let certgate = Certgate::start(&world.config, world.admin_port);
         let upstream = EchoUpstream::start();

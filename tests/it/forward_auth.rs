@@ -40,23 +40,7 @@ fn setup(extra: &str) -> Setup {
         1,
     );
     std::fs::write(&world.config, format!("{config}{extra}")).expect("write");
-    let admin = world.client(
-        "admin",
-        "admin@example.com",
-        &World::spec("admin@example.com", "admin", "admin.example.com"),
-    );
-    let worker = world.client(
-        "worker",
-        "worker-1@example.com",
-        &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
-    );
-    world.enrol(
-        &[
-            ("admin@example.com", "admin"),
-            ("worker-1@example.com", "worker"),
-        ],
-        &[&admin, &worker],
-    );
+    let (admin, worker) = world.admin_and_worker();
     let certgate = Certgate::start(&world.config, world.admin_port);
     Setup {
         world,

@@ -203,6 +203,29 @@ impl World {
         });
     }
 
+    /// The usual pair, issued and enrolled: admin@example.com (type admin, CN on the admin
+    /// allowlist) and worker-1@example.com (type worker).
+    pub fn admin_and_worker(&self) -> (Client, Client) {
+        let admin = self.client(
+            "admin",
+            "admin@example.com",
+            &World::spec("admin@example.com", "admin", "admin.example.com"),
+        );
+        let worker = self.client(
+            "worker",
+            "worker-1@example.com",
+            &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+        );
+        self.enrol(
+            &[
+                ("admin@example.com", "admin"),
+                ("worker-1@example.com", "worker"),
+            ],
+            &[&admin, &worker],
+        );
+        (admin, worker)
+    }
+
     /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
         cli_with_config(&self.config, args)
