@@ -16,6 +16,8 @@ mkdir -p target
 cargo test --all-targets 2>&1 | tee target/test-output.log
 echo "== quick benchmark (runs the load generator for 2s; asserts nothing about speed)"
 QUICK=1 bash scripts/bench.sh
+echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
+bash scripts/check-helm.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh
 
