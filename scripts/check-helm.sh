@@ -80,6 +80,30 @@ for name in default sidecar dynamodb istio ingress-nginx traefik; do
   rendered+=("$out/$name.yaml")
 done
 
+# The certgate.yaml each values set renders must be a configuration certgate accepts (paths
+# inside the pod are pointed at a scratch CA and directory). Needs the built binary, which
+# scripts/test.sh has by now; skipped when it is absent.
+CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
+if [ -x "$CERTGATE" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=check-helm \
+    -keyout "$out/ca-key.pem" -out "$out/ca.pem" -days 1 2>/dev/null
+  for name in default sidecar istio ingress-nginx traefik; do  # dynamodb: backend not built yet
+    "$PY" - "$out/$name.yaml" "$out" >"$out/$name-certgate.yaml" <<'PY' || fail "no certgate.yaml rendered ($name)"
+import re, sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap" and "certgate.yaml" in doc.get("data", {}):
+        text = doc["data"]["certgate.yaml"]
+        text = re.sub(r"ca_bundle: .*", f"ca_bundle: {sys.argv[2]}/ca.pem", text)
+        text = re.sub(r"(path|grpc_unix|cache_dir): /\S*/", rf"\1: {sys.argv[2]}/", text)
+        print(text)
+        sys.exit(0)
+sys.exit(1)
+PY
+    "$CERTGATE" config validate --config "$out/$name-certgate.yaml" >"$out/validate-config" 2>&1 \
+      || { cat "$out/validate-config" >&2; fail "certgate rejects the config the chart renders ($name)"; }
+  done
+fi
+
 # Plain Kubernetes manifests shipped in deploy/ (Ingress, IngressRoute, Istio policies, …).
 mapfile -t manifests < <(find deploy -name '*.yaml' ! -name 'values-*.yaml' \
   ! -name 'certgate.example.yaml' ! -path 'deploy/prometheus/*' ! -path 'deploy/nginx/*' | sort)

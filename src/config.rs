@@ -688,8 +688,11 @@ impl Validator<'_> {
             admin: self.addr("listen.admin", raw.listen.admin.as_deref()),
             http: self.addr("listen.http", raw.listen.http.as_deref()),
         };
-        if listen.grpc.is_none() && listen.grpc_unix.is_none() {
-            self.problem("listen", "neither listen.grpc nor listen.grpc_unix is set");
+        if listen.grpc.is_none() && listen.grpc_unix.is_none() && listen.http.is_none() {
+            self.problem(
+                "listen",
+                "none of listen.grpc, listen.grpc_unix and listen.http is set: nothing to serve",
+            );
         }
 
         let trust = self
