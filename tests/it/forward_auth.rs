@@ -138,6 +138,34 @@ fn forward_auth_endpoint_reads_configured_headers_only() {
         "{head}"
     );
 
+    // A certificate from outside the trust bundle is verified like any other, and bad
+    // percent-escapes or quoting in XFCC are a clean deny.
+    let stranger = s.world.stranger(
+        "stranger",
+        "admin@example.com",
+        &World::spec("admin@example.com", "admin", "admin.example.com"),
+    );
+    let h = vec![("ssl-client-cert", escaped(&stranger.cert))];
+    let (status, _, body) = auth(s.http_port, "/auth", &h);
+    assert_eq!(
+        (status, body.contains("untrusted_issuer")),
+        (401, true),
+        "{body}"
+    );
+    for xfcc in [
+        "Cert=\"%ZZ%GG-----BEGIN\"",
+        "By=x;Cert=\"unterminated",
+        "Cert",
+    ] {
+        let h = vec![("x-forwarded-client-cert", xfcc.to_owned())];
+        let (status, _, body) = auth(s.http_port, "/auth", &h);
+        assert_eq!(
+            (status, body.contains("malformed_certificate")),
+            (401, true),
+            "{xfcc}: {body}"
+        );
+    }
+
     // No certificate, garbage, a header nobody configured.
     let (status, _, body) = auth(s.http_port, "/auth", &original("GET", "/"));
     assert_eq!(
