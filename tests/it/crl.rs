@@ -814,3 +814,53 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
     );
     assert!(metrics.contains("certgate_crl_usable{issuer=\"O=certgate dev, CN=e2e CA\"} 1"));
 }
+
+#[test]
+fn crl_inspect_on_a_file_and_a_url() {
+    let pki = Pki::new();
+    let der = pki.listing_revoked();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("root.crl");
+    std::fs::write(&file, &der).expect("write");
+    std::fs::write(dir.path().join("ca.pem"), pki.root.cert_pem()).expect("write");
+    std::fs::write(
+        dir.path().join("certgate.yaml"),
+        "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\n",
+    )
+    .expect("write");
+    let server = CrlServer::new(der);
+    let serial = format!("{:x}", pki.revoked_serial);
+    for source in [file.display().to_string(), server.url()] {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+                .args(["crl", "inspect", &source, "-o", "json"])
+                .args(args)
+                .output()
+                .expect("run certgate");
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+            (out.status.code(), json)
+        };
+        let (code, json) = run(&[]);
+        assert_eq!(code, Some(0), "{source}: {json}");
+        assert_eq!(json["entries"], 1, "{json}");
+        assert_eq!(json["fresh"], true, "{json}");
+        assert!(
+            json["issuer"].as_str().is_some_and(|i| i.contains("root")),
+            "{json}"
+        );
+
+        let config = dir.path().join("certgate.yaml").display().to_string();
+        let (code, json) = run(&["--config", &config, "--serial", &serial]);
+        assert_eq!(code, Some(1), "a listed serial exits 1: {json}");
+        assert_eq!(json["signature"]["valid"], true, "{json}");
+        assert_eq!(json["serial"]["listed"], true, "{json}");
+        assert_eq!(json["serial"]["reason"], "key_compromise", "{json}");
+        let (code, json) = run(&["--serial", "0badc0de"]);
+        assert_eq!(
+            (code, json["serial"]["listed"].as_bool()),
+            (Some(0), Some(false)),
+            "{json}"
+        );
+    }
+}
