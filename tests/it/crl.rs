@@ -14,7 +14,7 @@ use rcgen::RevocationReason::KeyCompromise;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, EnvoyOptions};
+use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy};
 use super::world::{World, now};
 
 // ---------------------------------------------------------------------------------------
@@ -771,14 +771,11 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
     // Ready only once the CRL is loaded (readiness: wait, the default).
     let certgate = Certgate::start(&world.config, world.admin_port);
     let upstream = EchoUpstream::start();
-    let envoy = Envoy::start(&EnvoyOptions {
-        server_cert: &world.server_cert,
-        server_key: &world.server_key,
-        ca_bundle: &world.ca_pem,
-        certgate: CertgateAddress::Tcp(world.grpc_port),
-        upstream_port: upstream.port,
-        trust_chain_verification: "ACCEPT_UNTRUSTED",
-    });
+    let envoy = Envoy::start(&world.envoy_options(
+        CertgateAddress::Tcp(world.grpc_port),
+        upstream.port,
+        "ACCEPT_UNTRUSTED",
+    ));
     let get = || {
         Curl {
             port: envoy.port,

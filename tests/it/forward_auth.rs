@@ -6,8 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::harness::{
-    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, EnvoyOptions, Proc, free_port, http_get,
-    wait_until,
+    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Proc, free_port, http_get, wait_until,
 };
 use super::world::{Client, World};
 
@@ -351,14 +350,11 @@ fn envoy_xfcc_forwarding_to_ext_authz() {
     let certgate = Certgate::start(&world.config, world.admin_port);
     let upstream = EchoUpstream::start();
     let envoy = Envoy::start_with(
-        &EnvoyOptions {
-            server_cert: &world.server_cert,
-            server_key: &world.server_key,
-            ca_bundle: &world.ca_pem,
-            certgate: CertgateAddress::Tcp(world.grpc_port),
-            upstream_port: upstream.port,
-            trust_chain_verification: "VERIFY_TRUST_CHAIN",
-        },
+        &world.envoy_options(
+            CertgateAddress::Tcp(world.grpc_port),
+            upstream.port,
+            "VERIFY_TRUST_CHAIN",
+        ),
         // Like an Istio gateway: no peer certificate in the check, the client certificate in
         // XFCC, which Envoy sets itself (SANITIZE_SET drops whatever the client sent).
         &[

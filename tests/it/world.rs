@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
+
+use super::harness::{CertgateAddress, EnvoyOptions};
 use certgate::store::{CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Store};
 use time::{Duration, OffsetDateTime};
 
@@ -224,6 +226,23 @@ impl World {
             &[&admin, &worker],
         );
         (admin, worker)
+    }
+
+    /// Envoy in front of this world's certgate, with its server certificate and CA bundle.
+    pub fn envoy_options<'a>(
+        &'a self,
+        certgate: CertgateAddress,
+        upstream_port: u16,
+        trust_chain_verification: &'a str,
+    ) -> EnvoyOptions<'a> {
+        EnvoyOptions {
+            server_cert: &self.server_cert,
+            server_key: &self.server_key,
+            ca_bundle: &self.ca_pem,
+            certgate,
+            upstream_port,
+            trust_chain_verification,
+        }
     }
 
     /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).
