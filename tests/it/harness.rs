@@ -284,6 +284,18 @@ impl Envoy {
             "envoy did not become ready\n{}",
             proc.logs()
         );
+        // Envoy connects to certgate lazily: let one request (no client certificate) go
+        // through first, so a cold first check on a busy machine cannot hit the ext_authz
+        // timeout in a test's first assertion.
+        let warm = Curl {
+            port,
+            ca: o.ca_bundle,
+            client: None,
+            method: "GET",
+            path: "/healthz",
+            headers: vec![],
+        };
+        wait_until(Duration::from_secs(10), || warm.send().status != 503);
         Envoy {
             proc,
             port,
