@@ -192,6 +192,7 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
         }
         let input = CheckInput {
             certificate: Some(leaf.as_bytes()),
+            encoding: Default::default(),
             policy: None,
             method: "GET",
             path: "/api/jobs",

@@ -109,6 +109,7 @@ impl Fixture {
     fn input<'a>(&self, certificate: &'a [u8]) -> CheckInput<'a> {
         CheckInput {
             certificate: Some(certificate),
+            encoding: Default::default(),
             policy: None,
             method: METHOD,
             path: PATH,

@@ -16,7 +16,8 @@ PKI=demo-pki
 
 bash scripts/setup.sh >/dev/null
 if [ "$SMOKE" = 1 ]; then
-  profile=debug; cargo build --quiet
+  # --all-targets: the same feature set as the test build, so nothing is rebuilt.
+  profile=debug; cargo build --quiet --all-targets
 else
   profile=release; echo "building certgate (release)…"; cargo build --release --quiet
 fi
@@ -35,7 +36,8 @@ sed -e "s|{{LISTEN_PORT}}|$DEMO_PORT|; s|{{ENVOY_ADMIN_PORT}}|$ENVOY_ADMIN_PORT|
     -e "s|{{SERVER_CERT}}|$PWD/$PKI/server.pem|; s|{{SERVER_KEY}}|$PWD/$PKI/server-key.pem|" \
     -e "s|{{CA_BUNDLE}}|$PWD/$PKI/ca.pem|; s|{{TRUST_CHAIN_VERIFICATION}}|VERIFY_TRUST_CHAIN|" \
     -e "s|{{CERTGATE_ADDRESS}}|socket_address: {address: 127.0.0.1, port_value: $GRPC_PORT}|" \
-    -e "s|{{UPSTREAM_PORT}}|$UPSTREAM_PORT|" envoy/front-proxy.yaml >"$PKI/envoy.yaml"
+    -e "s|{{UPSTREAM_PORT}}|$UPSTREAM_PORT|; s|{{INCLUDE_PEER_CERTIFICATE}}|true|" \
+    -e "s|{{FORWARD_CLIENT_CERT_DETAILS}}|SANITIZE|" envoy/front-proxy.yaml >"$PKI/envoy.yaml"
 .venv/bin/envoy -c "$PKI/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart \
   2>"$PKI/envoy.log" & pids+=($!)
 
@@ -50,6 +52,13 @@ fi
 
 C="curl -s --cacert $PKI/ca.pem"
 ADMIN="--cert $PKI/admin.pem --key $PKI/admin-key.pem"
+
+# Envoy connects to certgate on the first request; wait until a request goes all the way
+# through (a cold first check on a busy machine can exceed Envoy's 0.5s ext_authz timeout).
+for _ in $(seq 1 50); do
+  [ "$($C $ADMIN -o /dev/null -w '%{http_code}' "https://localhost:$DEMO_PORT/healthz")" != 503 ] && break
+  sleep 0.2
+done
 WORKER="--cert $PKI/worker.pem --key $PKI/worker-key.pem"
 URL="https://localhost:$DEMO_PORT"
 CG="$CERTGATE principal --config $PKI/certgate.yaml"

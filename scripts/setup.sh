@@ -9,6 +9,11 @@ ENVOY_VERSION=1.40.0
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# nginx for the forward-auth end-to-end tests (auth_request; scripts/test.sh sets
+# SETUP_NGINX=1); the demo does not need it.
+if [ "${SETUP_NGINX:-0}" = 1 ]; then
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_apt+=(nginx-light)
+fi
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+SETUP_NGINX=1 bash scripts/setup.sh
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 
 echo "== cargo fmt --check"
@@ -12,10 +12,17 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+mkdir -p target
+cargo test --all-targets 2>&1 | tee target/test-output.log
 echo "== quick benchmark (runs the load generator for 2s; asserts nothing about speed)"
 QUICK=1 bash scripts/bench.sh
 echo "== quick Envoy side-by-side benchmark (2s per configuration; asserts nothing about speed)"
 QUICK=1 bash scripts/bench-envoy.sh
+echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
+bash scripts/check-helm.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh
+
+# One closing line for the whole suite (cargo prints one summary per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+  target/test-output.log

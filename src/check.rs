@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
-use crate::cert::{self, CachedIdentity, Identity};
+use crate::cert::{self, CachedIdentity, CertEncoding, Identity};
 use crate::config::{Config, DenyDetail, HeaderNames};
 use crate::crl::Revocation;
 use crate::metrics::Metrics;
@@ -40,8 +40,11 @@ impl Generation {
 /// What the proxy told us about the request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckInput<'a> {
-    /// The client certificate as forwarded (URL-encoded PEM, PEM or DER), if any.
+    /// The client certificate as forwarded (see `encoding`), if any.
     pub certificate: Option<&'a [u8]>,
+    /// How `certificate` is carried: `Auto` for Envoy's `source.certificate` and files, or
+    /// the format of a trusted forwarded-certificate header.
+    pub encoding: CertEncoding,
     /// Policy named by the route (`context_extensions["policy"]`), if any.
     pub policy: Option<&'a str>,
     /// HTTP method (`POST` for gRPC).
@@ -254,7 +257,12 @@ impl Checker {
                 format!("policy '{policy_name}' is not defined in the configuration"),
             );
         };
-        let identity = self.identity(generation, raw, now);
+        let Some(identity) = self.identity(generation, raw, input.encoding, now) else {
+            return deny(
+                ReasonCode::NoClientCertificate,
+                "the forwarded-certificate header carries no certificate".into(),
+            );
+        };
         let mut outcome = Outcome {
             decision: Ok(Grant::default()),
             policy: policy_name.to_owned(),
@@ -304,21 +312,39 @@ impl Checker {
     }
 
     /// The parsed identity for a forwarded certificate, parsed at most once per generation.
-    fn identity(&self, generation: &Generation, raw: &[u8], now: i64) -> CachedIdentity {
-        let key: [u8; 32] = Sha256::digest(raw).into();
+    /// `None` when a forwarded header says no certificate was presented.
+    fn identity(
+        &self,
+        generation: &Generation,
+        raw: &[u8],
+        encoding: CertEncoding,
+        now: i64,
+    ) -> Option<CachedIdentity> {
+        // The encoding is part of the key: the same bytes mean different things in
+        // different headers.
+        let key: [u8; 32] = Sha256::new()
+            .chain_update([encoding as u8])
+            .chain_update(raw)
+            .finalize()
+            .into();
         if let Some(hit) = generation.identities.get(&key) {
             self.metrics
                 .cache_lookups
                 .with_label_values(&["identity", "hit"])
                 .inc();
-            return hit;
+            return Some(hit);
         }
         self.metrics
             .cache_lookups
             .with_label_values(&["identity", "miss"])
             .inc();
         let config = &generation.config;
-        let parsed = Arc::new(cert::identify(raw, &config.identity, &config.trust, now));
+        let parsed = match cert::extract(encoding, raw) {
+            Ok(None) => return None,
+            Ok(Some(bytes)) => cert::identify(&bytes, &config.identity, &config.trust, now),
+            Err(malformed) => Err(malformed),
+        };
+        let parsed = Arc::new(parsed);
         if let Ok(id) = parsed.as_ref() {
             let days_left = (id.not_after - now) as f64 / 86_400.0;
             self.metrics
@@ -335,7 +361,7 @@ impl Checker {
             }
         }
         generation.identities.insert(key, parsed.clone());
-        parsed
+        Some(parsed)
     }
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
@@ -482,6 +508,7 @@ mod tests {
     fn input(cert: &str) -> CheckInput<'_> {
         CheckInput {
             certificate: Some(cert.as_bytes()),
+            encoding: Default::default(),
             policy: None,
             method: "GET",
             path: "/api/x",

@@ -434,6 +434,7 @@ async fn check(
         .check(
             CheckInput {
                 certificate: Some(&raw),
+                encoding: certgate::cert::CertEncoding::Auto,
                 policy,
                 method,
                 path,

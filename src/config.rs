@@ -13,7 +13,9 @@ use serde::Deserialize;
 use x509_parser::der_parser::oid::Oid;
 
 use crate::authz::{CertificateRules, Permission, Policy, PrincipalRules, RevocationPolicy};
-use crate::cert::{IdentityRules, PrincipalIdSource, PrincipalTypeSource, TrustBundle};
+use crate::cert::{
+    CertEncoding, IdentityRules, PrincipalIdSource, PrincipalTypeSource, TrustBundle,
+};
 use crate::crl::{CrlConfig, CrlIssuer, CrlLocation, CrlReadiness, CrlSource, Freshness};
 use crate::store::CacheSettings;
 
@@ -51,6 +53,16 @@ struct Raw {
     reload: RawReload,
     #[serde(default)]
     crl: RawCrl,
+    #[serde(default)]
+    forwarded_certificates: Vec<RawForwarded>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarded {
+    header: String,
+    format: CertEncoding,
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +71,7 @@ struct RawListen {
     grpc: Option<String>,
     grpc_unix: Option<String>,
     admin: Option<String>,
+    http: Option<String>,
 }
 
 impl Default for RawListen {
@@ -67,6 +80,7 @@ impl Default for RawListen {
             grpc: Some("127.0.0.1:9001".into()),
             grpc_unix: None,
             admin: Some("127.0.0.1:9901".into()),
+            http: None,
         }
     }
 }
@@ -290,6 +304,39 @@ pub struct Listen {
     pub grpc_unix: Option<PathBuf>,
     /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`).
     pub admin: Option<SocketAddr>,
+    /// HTTP forward-auth (nginx `auth_request`, ingress-nginx `auth-url`, Traefik, Caddy).
+    pub http: Option<SocketAddr>,
+}
+
+/// Who may hand certgate a forwarded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxy {
+    /// Callers from this network (the ext_authz gRPC peer, or the forward-auth HTTP peer).
+    Net(ipnet::IpNet),
+    /// Callers on the unix socket (a sidecar proxy).
+    Unix,
+}
+
+/// A header that carries a client certificate, and the proxies trusted to set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedSource {
+    /// Lowercase header name.
+    pub header: String,
+    /// How the certificate is encoded in it.
+    pub encoding: CertEncoding,
+    /// Callers whose header is believed; from anyone else it is ignored.
+    pub trusted: Vec<TrustedProxy>,
+}
+
+impl ForwardedSource {
+    /// Whether a caller at `peer` (`None`: the unix socket) may set this header.
+    pub fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
+        self.trusted.iter().any(|t| match (t, peer) {
+            (TrustedProxy::Unix, None) => true,
+            (TrustedProxy::Net(net), Some(ip)) => net.contains(&ip),
+            _ => false,
+        })
+    }
 }
 
 /// Which store backend and how it is cached.
@@ -368,6 +415,9 @@ pub struct Config {
     pub watched_files: Vec<PathBuf>,
     /// CRL sources and freshness per issuing CA.
     pub crl: CrlConfig,
+    /// Headers that may carry a client certificate, each with the proxies trusted to set it
+    /// (none by default: a forwarded certificate is never trusted unless configured).
+    pub forwarded_certificates: Vec<ForwardedSource>,
 }
 
 impl Config {
@@ -525,6 +575,7 @@ fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "response" => check::<RawResponse>(name, v, p),
                 "reload" => check::<RawReload>(name, v, p),
                 "crl" => check::<RawCrl>(name, v, p),
+                "forwarded_certificates" => check::<Vec<RawForwarded>>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {
@@ -635,9 +686,13 @@ impl Validator<'_> {
                 .filter(|p| !p.is_empty())
                 .map(|p| self.path(&p)),
             admin: self.addr("listen.admin", raw.listen.admin.as_deref()),
+            http: self.addr("listen.http", raw.listen.http.as_deref()),
         };
-        if listen.grpc.is_none() && listen.grpc_unix.is_none() {
-            self.problem("listen", "neither listen.grpc nor listen.grpc_unix is set");
+        if listen.grpc.is_none() && listen.grpc_unix.is_none() && listen.http.is_none() {
+            self.problem(
+                "listen",
+                "none of listen.grpc, listen.grpc_unix and listen.http is set: nothing to serve",
+            );
         }
 
         let trust = self
@@ -738,6 +793,12 @@ impl Validator<'_> {
         }
 
         let crl = self.crl(raw.crl, trust.as_ref());
+        let forwarded_certificates = raw
+            .forwarded_certificates
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| self.forwarded(i, f))
+            .collect();
 
         match (trust, self.problems.is_empty()) {
             (Some(trust), true) => Ok(Config {
@@ -759,8 +820,46 @@ impl Validator<'_> {
                 reload_interval,
                 watched_files: watched.clone(),
                 crl,
+                forwarded_certificates,
             }),
             _ => Err(self.problems),
+        }
+    }
+
+    fn forwarded(&mut self, i: usize, raw: RawForwarded) -> ForwardedSource {
+        let key = format!("forwarded_certificates[{i}]");
+        let header = self.header(&format!("{key}.header"), raw.header);
+        if raw.trusted_proxies.is_empty() {
+            self.problem(
+                format!("{key}.trusted_proxies"),
+                "name the proxies allowed to set this header (CIDRs, or \"unix\")",
+            );
+        }
+        let trusted = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(j, text)| {
+                if text == "unix" {
+                    return Some(TrustedProxy::Unix);
+                }
+                let net = text
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                net.map(TrustedProxy::Net)
+                    .map_err(|_| {
+                        self.problem(
+                            format!("{key}.trusted_proxies[{j}]"),
+                            format!("\"{text}\" is not a CIDR, an IP address or \"unix\""),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        ForwardedSource {
+            header,
+            encoding: raw.format,
+            trusted,
         }
     }
 
@@ -1183,6 +1282,38 @@ headers: {principal: "bad header"}
         let err = load(&dir, yaml).expect_err("invalid");
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert!(keys.contains(&"trust.clock_skew") && keys.contains(&"policies.b.max_lifetime"));
+    }
+
+    #[test]
+    fn forwarded_sources_name_their_proxies() {
+        let dir = dir_with_ca();
+        let yaml = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nforwarded_certificates:\n  \
+                    - {header: x-forwarded-client-cert, format: xfcc, trusted_proxies: []}\n  \
+                    - {header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/33]}\n";
+        let err = load(&dir, yaml).expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "forwarded_certificates[0].trusted_proxies",
+                "forwarded_certificates[1].trusted_proxies[0]"
+            ]
+        );
+        let yaml = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nforwarded_certificates:\n  \
+                    - {header: X-Forwarded-Client-Cert, format: xfcc, trusted_proxies: [10.0.0.0/8, 127.0.0.1, unix]}\n";
+        let config = load(&dir, yaml).expect("valid");
+        let source = &config.forwarded_certificates[0];
+        assert_eq!(source.header, "x-forwarded-client-cert");
+        assert!(source.trusts(Some("10.1.2.3".parse().expect("ip"))));
+        assert!(source.trusts(None), "unix socket callers");
+        assert!(!source.trusts(Some("192.168.0.1".parse().expect("ip"))));
+        assert!(
+            load(&dir, MINIMAL)
+                .expect("valid")
+                .forwarded_certificates
+                .is_empty(),
+            "none by default"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Never decides anything: the outcome of each check is data for `authz` to judge.
 
 mod decode;
+mod forwarded;
 mod verify;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use decode::decode_certificate;
+pub use forwarded::{CertEncoding, extract};
 pub use verify::{ChainFailure, TrustBundle, TrustBundleError};
 
 /// Where the principal id is taken from, tried in the configured order.

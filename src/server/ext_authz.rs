@@ -11,6 +11,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
+use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
 use crate::config::Config;
 
@@ -32,17 +33,29 @@ impl Authorization for ExtAuthz {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let request = request.into_inner();
         let attributes = request.attributes.as_ref();
         let http = attributes
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        let certificate = attributes
+        let config = self.checker.config();
+        // Envoy's own view of the TLS peer first; a forwarded header only from a trusted
+        // caller (an Istio gateway, say) and only when no peer certificate was sent.
+        let (certificate, encoding) = match attributes
             .and_then(|a| a.source.as_ref())
             .map(|peer| peer.certificate.as_bytes())
-            .filter(|c| !c.is_empty());
+            .filter(|c| !c.is_empty())
+        {
+            Some(cert) => (Some(cert), CertEncoding::Auto),
+            None => super::forwarded_certificate(&config.forwarded_certificates, peer, |name| {
+                http.and_then(|h| h.headers.get(name)).map(String::as_str)
+            })
+            .map_or((None, CertEncoding::Auto), |(c, e)| (Some(c), e)),
+        };
         let input = CheckInput {
             certificate,
+            encoding,
             policy: attributes
                 .and_then(|a| a.context_extensions.get("policy"))
                 .map(String::as_str),
@@ -53,11 +66,7 @@ impl Authorization for ExtAuthz {
             .and_then(|h| h.headers.get("x-request-id"))
             .map_or("", String::as_str);
         let outcome = self.checker.check(input, crate::clock::unix_now()).await;
-        Ok(Response::new(to_response(
-            &outcome,
-            &self.checker.config(),
-            request_id,
-        )))
+        Ok(Response::new(to_response(&outcome, &config, request_id)))
     }
 }
 

