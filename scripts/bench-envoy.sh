@@ -10,11 +10,16 @@
 #   certgate-unix   the same over a unix socket (Envoy `pipe:` address)
 # Prints one table and writes its own section of BENCHMARKS.md (between its markers).
 #
-#   scripts/bench-envoy.sh           release build, 10s per configuration
-#   QUICK=1 scripts/bench-envoy.sh   debug build, 2s per configuration, report to target/
-#                                    (CI: checks that it all runs; asserts nothing on speed)
+#   scripts/bench-envoy.sh           release build, 3 rounds of 5s per configuration
+#   QUICK=1 scripts/bench-envoy.sh   debug build, 1 round of 2s per configuration, report to
+#                                    target/ (CI: checks that it all runs; asserts nothing
+#                                    about speed)
 #
-# Environment: DURATION (10s), CONNECTIONS (16), CONFIGS (all five, space-separated),
+# The configurations run interleaved, round after round, and the table shows each
+# configuration's median round by req/s: on a shared machine, load from elsewhere then
+# spreads over all of them instead of sinking one.
+#
+# Environment: DURATION (5s), ROUNDS (3), CONNECTIONS (16), CONFIGS (all five, space-separated),
 # PROFILE (release; debug when QUICK=1), OUT (BENCHMARKS.md; target/BENCHMARKS.envoy.quick.md
 # when QUICK=1), ENVOY_BIN (.venv/bin/envoy, installed by scripts/setup.sh).
 set -euo pipefail
@@ -24,11 +29,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then
     DURATION=${DURATION:-2s}
+    ROUNDS=${ROUNDS:-1}
     OUT=${OUT:-target/BENCHMARKS.envoy.quick.md}
     PROFILE=${PROFILE:-debug}
 fi
 PROFILE=${PROFILE:-release}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-16}
 CONFIGS=${CONFIGS:-none rbac trivial certgate certgate-unix}
 OUT=${OUT:-BENCHMARKS.md}
@@ -190,8 +197,8 @@ loadgen_cmd=("$bin/examples/loadgen" --target "https://localhost:$listen_port$LO
     --cert "$pki/admin.pem" --key "$pki/admin-key.pem" --ca "$pki/ca.pem"
     --connections "$CONNECTIONS" --duration "$DURATION")
 envoy_cmd=("$ENVOY_BIN" --concurrency 1 --log-level warn --disable-hot-restart)
-rows=()
-declare -A rps p99
+declare -A runs
+for round in $(seq "$ROUNDS"); do
 for config in $CONFIGS; do
     render "$config"
     authz_pid=""
@@ -212,7 +219,7 @@ for config in $CONFIGS; do
     pids+=("$envoy_pid")
     wait_for "$envoy_pid" envoy http_ok "$envoy_admin_port" /ready
 
-    log "$config: ${loadgen_cmd[*]}"
+    log "round $round/$ROUNDS, $config: ${loadgen_cmd[*]}"
     load=$(cut -d' ' -f1 /proc/loadavg)
     envoy_before=$(cpu_ticks "$envoy_pid")
     authz_before=0
@@ -238,15 +245,25 @@ for config in $CONFIGS; do
     fi
     envoy_cpu=$(awk -v t="$envoy_cpu" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.2f cores", t / hz / s}')
     loadgen_cpu=$(awk -v s="$secs" '{printf "%.2f cores", ($1 + $2) / s}' "$work/loadgen.time")
-    rps[$config]=$(field rps)
-    p99[$config]=$(field p99_us)
-    row="| $config | ${rps[$config]} | $(lat "$(field p50_us)") | $(lat "${p99[$config]}") |"
+    row="| $config | $(field rps) | $(lat "$(field p50_us)") | $(lat "$(field p99_us)") |"
     row+=" $(lat "$(field p99.9_us)") | $authz_cpu | $authz_us | $authz_rss | $envoy_cpu |"
     row+=" $loadgen_cpu | $load |"
-    rows+=("$row")
+    # rps, p99 (µs) and the row, one run per line.
+    runs[$config]+="$(field rps) $(field p99_us) $row"$'\n'
     printf '%s\n' "$row"
     stop "$envoy_pid"
     [[ -z $authz_pid ]] || stop "$authz_pid"
+done
+done
+
+# Each configuration's median run by req/s.
+rows=()
+declare -A rps p99
+for config in $CONFIGS; do
+    median=$(printf '%s' "${runs[$config]}" | sort -n -k1,1 |
+        awk '{ line[NR] = $0 } END { print line[int((NR + 1) / 2)] }')
+    read -r rps[$config] p99[$config] row <<<"$median"
+    rows+=("$row")
 done
 
 ratio() {
@@ -284,7 +301,8 @@ block=$(mktemp)
     echo '```'
     echo
     echo "$CONNECTIONS mTLS HTTP/1.1 keep-alive connections, one request in flight on each, $DURATION per"
-    echo "configuration, \`GET $LOAD_PATH\` with the bootstrapped admin certificate (every request"
+    echo "configuration and round, $ROUNDS round(s) interleaved, each row the median round by req/s;"
+    echo "\`GET $LOAD_PATH\` with the bootstrapped admin certificate (every request"
     echo "allowed). Authorizer CPU is utime+stime during the load, also per request; RSS is its"
     echo "peak (VmHWM); load is the 1-minute load average when the configuration started."
     echo
