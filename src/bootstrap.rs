@@ -161,7 +161,9 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
     write(dir, "certgate.yaml", &config_yaml(args))?;
 
     let config = Config::load(&config_path)?;
-    let db = &config.store.path;
+    let crate::config::StoreBackend::Embedded { path: db } = &config.store.backend else {
+        anyhow::bail!("bootstrap writes an embedded-store configuration");
+    };
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }

@@ -11,11 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use certgate::check::{CheckInput, Checker};
-use certgate::config::{Config, ConfigError};
+use certgate::config::{Config, ConfigError, StoreBackend};
 use certgate::metrics::Metrics;
 use certgate::store::{
-    CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, REVOCATION_REASONS, Store,
-    StoreError,
+    self, CertificateRecord, DynamoStore, Principal, PrincipalStatus, Purpose, REVOCATION_REASONS,
+    Store, StoreError,
 };
 use certgate::{bootstrap, cert, clock, crl, server};
 
@@ -101,6 +101,35 @@ enum Command {
     /// Certificate revocation lists.
     #[command(subcommand)]
     Crl(CrlCommand),
+    /// Store backend set-up: create tables, copy records between backends.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Create what the configured backend needs: the DynamoDB tables with their indexes
+    /// and TTL setting (waits until they are active), or the embedded file and schema.
+    /// Idempotent: existing tables are checked and left alone.
+    ///
+    /// Example: certgate store init --config certgate.yaml
+    Init {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Copy every principal and certificate from this configuration's store into the
+    /// store of another configuration (e.g. embedded → DynamoDB). Records that already
+    /// exist in the target are left as they are and counted. Run `store init` on the
+    /// target first.
+    ///
+    /// Example: certgate store migrate --config embedded.yaml --to dynamodb.yaml
+    Migrate {
+        /// Configuration whose store receives the records.
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        output: OutputArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,6 +381,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
         }
         Command::Principal(cmd) => principal(cmd, &config).await,
         Command::Cert(cmd) => certificate(cmd, &config).await,
+        Command::Store(cmd) => store_command(cmd, config_path(&config)?).await,
         Command::Crl(CrlCommand::Inspect {
             source,
             serial,
@@ -363,21 +393,23 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
 /// Load the configuration and open its existing store. Commands that only read or change
 /// records refuse a store file that does not exist: a typo in `store.path` must not look
 /// like "every principal vanished".
-fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+async fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
     let config = Config::load(config_path)?;
     require_store_file(&config)?;
-    let store = EmbeddedStore::open(&config.store.path)?;
-    Ok((config, Arc::new(store)))
+    let store = store::open(&config.store.backend, Purpose::Admin).await?;
+    Ok((config, store))
 }
 
-fn open_or_create(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+async fn open_or_create(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
     let config = Config::load(config_path)?;
-    let store = EmbeddedStore::open(&config.store.path)?;
-    Ok((config, Arc::new(store)))
+    let store = store::open(&config.store.backend, Purpose::Admin).await?;
+    Ok((config, store))
 }
 
 fn require_store_file(config: &Config) -> Result<(), Failure> {
-    let path = &config.store.path;
+    let StoreBackend::Embedded { path } = &config.store.backend else {
+        return Ok(());
+    };
     if path.exists() {
         return Ok(());
     }
@@ -387,6 +419,62 @@ fn require_store_file(config: &Config) -> Result<(), Failure> {
         path.display(),
         config.source.display()
     )))
+}
+
+async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode, Failure> {
+    match cmd {
+        StoreCommand::Init { output } => {
+            let config = Config::load(config_path)?;
+            let report = match &config.store.backend {
+                StoreBackend::Embedded { path } => {
+                    store::EmbeddedStore::open(path)?;
+                    vec![format!("embedded store {} ready", path.display())]
+                }
+                StoreBackend::DynamoDb(settings) => {
+                    DynamoStore::connect(settings.clone(), Purpose::Admin)
+                        .await?
+                        .init_tables()
+                        .await?
+                }
+            };
+            print(output.output, &json!({ "result": report }), || {
+                report.iter().map(|line| format!("{line}\n")).collect()
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Migrate { to, output } => {
+            let (_, from) = open_existing(config_path).await?;
+            let (target_config, target) = open_or_create(&to).await?;
+            let mut counts = [[0u64; 2]; 2];
+            for p in from.list_principals().await? {
+                match target.create_principal(&p).await {
+                    Ok(()) => counts[0][0] += 1,
+                    Err(StoreError::AlreadyExists { .. }) => counts[0][1] += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for c in from.list_certificates(None, None).await? {
+                match target.register_certificate(&c).await {
+                    Ok(()) => counts[1][0] += 1,
+                    Err(StoreError::AlreadyExists { .. }) => counts[1][1] += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let value = json!({
+                "target": server::describe_backend(&target_config.store.backend),
+                "principals": { "copied": counts[0][0], "already_present": counts[0][1] },
+                "certificates": { "copied": counts[1][0], "already_present": counts[1][1] },
+            });
+            print(output.output, &value, || {
+                format!(
+                    "principals: {} copied, {} already present\n\
+                     certificates: {} copied, {} already present\n",
+                    counts[0][0], counts[0][1], counts[1][0], counts[1][1]
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// Write to stdout; a closed pipe (`certgate principal list | head`) ends the program quietly
@@ -425,7 +513,7 @@ async fn check(
         .map_err(Failure::Usage)?;
     let metrics = Metrics::new();
     require_store_file(&config)?;
-    let store = server::open_store(&config, &metrics)?;
+    let store = server::open_store(&config, &metrics).await?;
     let headers_config = config.headers.clone();
     let checker = Checker::new(config, store, metrics);
     // The server keeps CRLs loaded in the background; a dry run loads them once, now.
@@ -562,7 +650,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             roles,
             output,
         } => {
-            let (_, store) = open_or_create(config_path(config)?)?;
+            let (_, store) = open_or_create(config_path(config)?).await?;
             let principal = Principal {
                 principal_id: id,
                 principal_type,
@@ -576,7 +664,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             (vec![principal], output.output)
         }
         PrincipalCommand::Get { id, output } => {
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             let found = store.get_principal(&id).await?.ok_or_else(|| {
                 Failure::Failed(
                     StoreError::NotFound {
@@ -589,7 +677,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             (vec![found], output.output)
         }
         PrincipalCommand::List { output } => {
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             let all = store.list_principals().await?;
             if output.output == Output::Json {
                 print(
@@ -609,7 +697,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
                     "--reason must not be empty"
                 )));
             }
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             (
                 vec![
                     store
@@ -620,7 +708,7 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             )
         }
         PrincipalCommand::Activate { id, output } => {
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             (vec![store.activate_principal(&id).await?], output.output)
         }
     };
@@ -671,7 +759,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
             force,
             output,
         } => {
-            let (config, store) = open_or_create(config_path(config)?)?;
+            let (config, store) = open_or_create(config_path(config)?).await?;
             let raw = std::fs::read(&path)
                 .with_context(|| format!("reading {}", path.display()))
                 .map_err(Failure::Usage)?;
@@ -701,7 +789,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
             (record, output.output)
         }
         CertCommand::Get { serial, output } => {
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             let serial = normalize_serial(&serial);
             let found = store.get_certificate(&serial).await?.ok_or_else(|| {
                 Failure::Failed(
@@ -719,7 +807,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
             expiring_within,
             output,
         } => {
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             let before =
                 expiring_within.map(|d| clock::unix_millis().saturating_add(d.as_millis() as i64));
             let now = clock::unix_millis();
@@ -752,7 +840,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                     REVOCATION_REASONS.join(", ")
                 )));
             }
-            let (_, store) = open_existing(config_path(config)?)?;
+            let (_, store) = open_existing(config_path(config)?).await?;
             let serial = normalize_serial(&serial);
             (
                 store

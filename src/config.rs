@@ -18,6 +18,7 @@ use crate::cert::{
 };
 use crate::crl::{CrlConfig, CrlIssuer, CrlLocation, CrlReadiness, CrlSource, Freshness};
 use crate::store::CacheSettings;
+use crate::store::dynamodb::DynamoSettings;
 
 /// Largest accepted `trust.clock_skew`.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
@@ -136,7 +137,39 @@ struct RawStore {
     path: String,
     cache_ttl: String,
     cache_max_entries: u64,
-    stale_if_error: String,
+    stale_if_error: Option<String>,
+    dynamodb: Option<RawDynamo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDynamo {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    principals_table: String,
+    certificates_table: String,
+    timeout: String,
+    attempt_timeout: String,
+    max_attempts: u32,
+    admin_timeout: String,
+    purge_expired_after: Option<String>,
+}
+
+impl Default for RawDynamo {
+    fn default() -> Self {
+        let d = DynamoSettings::default();
+        RawDynamo {
+            region: None,
+            endpoint_url: None,
+            principals_table: d.principals_table,
+            certificates_table: d.certificates_table,
+            timeout: humantime::format_duration(d.timeout).to_string(),
+            attempt_timeout: humantime::format_duration(d.attempt_timeout).to_string(),
+            max_attempts: d.max_attempts,
+            admin_timeout: humantime::format_duration(d.admin_timeout).to_string(),
+            purge_expired_after: None,
+        }
+    }
 }
 
 impl Default for RawStore {
@@ -146,7 +179,8 @@ impl Default for RawStore {
             path: "certgate.db".into(),
             cache_ttl: "5s".into(),
             cache_max_entries: 100_000,
-            stale_if_error: "0s".into(),
+            stale_if_error: None,
+            dynamodb: None,
         }
     }
 }
@@ -342,10 +376,22 @@ impl ForwardedSource {
 /// Which store backend and how it is cached.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Path of the embedded SQLite file.
-    pub path: PathBuf,
+    /// The backend.
+    pub backend: StoreBackend,
     /// Cache in front of it.
     pub cache: CacheSettings,
+}
+
+/// `store.backend` and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// One SQLite file (`store.path`).
+    Embedded {
+        /// Path of the SQLite file.
+        path: PathBuf,
+    },
+    /// Amazon DynamoDB tables (`store.dynamodb`).
+    DynamoDb(DynamoSettings),
 }
 
 /// Names of the identity headers set on allow and removed from every request.
@@ -634,6 +680,78 @@ impl Validator<'_> {
             .ok()
     }
 
+    fn dynamodb(&mut self, raw: RawDynamo) -> DynamoSettings {
+        let key = |k: &str| format!("store.dynamodb.{k}");
+        for (name, table) in [
+            ("principals_table", &raw.principals_table),
+            ("certificates_table", &raw.certificates_table),
+        ] {
+            // DynamoDB's own rule for table names.
+            let valid = (3..=255).contains(&table.len())
+                && table
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                self.problem(
+                    key(name),
+                    format!(
+                        "\"{table}\" is not a DynamoDB table name (3-255 of a-z A-Z 0-9 _ - .)"
+                    ),
+                );
+            }
+        }
+        if raw.principals_table == raw.certificates_table {
+            self.problem(
+                key("certificates_table"),
+                "must differ from store.dynamodb.principals_table",
+            );
+        }
+        if let Some(url) = &raw.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            self.problem(
+                key("endpoint_url"),
+                format!("\"{url}\" is not an http:// or https:// URL"),
+            );
+        }
+        if raw.max_attempts == 0 {
+            self.problem(key("max_attempts"), "must be at least 1");
+        }
+        let timeout = self.duration(&key("timeout"), &raw.timeout);
+        let attempt_timeout = self.duration(&key("attempt_timeout"), &raw.attempt_timeout);
+        let admin_timeout = self.duration(&key("admin_timeout"), &raw.admin_timeout);
+        for (name, d) in [
+            ("timeout", timeout),
+            ("attempt_timeout", attempt_timeout),
+            ("admin_timeout", admin_timeout),
+        ] {
+            if d.is_zero() {
+                self.problem(key(name), "must be more than 0");
+            }
+        }
+        if attempt_timeout > timeout {
+            self.problem(
+                key("attempt_timeout"),
+                "is longer than store.dynamodb.timeout (the deadline of all attempts)",
+            );
+        }
+        let purge_expired_after = raw
+            .purge_expired_after
+            .as_deref()
+            .map(|t| self.duration(&key("purge_expired_after"), t));
+        DynamoSettings {
+            region: raw.region.filter(|r| !r.is_empty()),
+            endpoint_url: raw.endpoint_url.filter(|u| !u.is_empty()),
+            principals_table: raw.principals_table,
+            certificates_table: raw.certificates_table,
+            timeout,
+            attempt_timeout,
+            max_attempts: raw.max_attempts,
+            admin_timeout,
+            purge_expired_after,
+        }
+    }
+
     fn path(&self, text: &str) -> PathBuf {
         self.base.join(text)
     }
@@ -739,22 +857,44 @@ impl Validator<'_> {
             stale_if_error: Duration::ZERO,
         };
 
-        if raw.store.backend != "embedded" {
-            self.problem(
-                "store.backend",
-                format!(
-                    "unknown backend \"{}\" (supported: embedded)",
-                    raw.store.backend
-                ),
-            );
-        }
+        let backend = match raw.store.backend.as_str() {
+            "embedded" => {
+                if raw.store.dynamodb.is_some() {
+                    self.problem(
+                        "store.dynamodb",
+                        "set, but store.backend is embedded (set store.backend: dynamodb)",
+                    );
+                }
+                StoreBackend::Embedded {
+                    path: self.path(&raw.store.path),
+                }
+            }
+            "dynamodb" => {
+                StoreBackend::DynamoDb(self.dynamodb(raw.store.dynamodb.unwrap_or_default()))
+            }
+            other => {
+                self.problem(
+                    "store.backend",
+                    format!("unknown backend \"{other}\" (supported: embedded, dynamodb)"),
+                );
+                StoreBackend::Embedded {
+                    path: self.path(&raw.store.path),
+                }
+            }
+        };
         let store = StoreConfig {
-            path: self.path(&raw.store.path),
             cache: CacheSettings {
                 ttl: self.duration("store.cache_ttl", &raw.store.cache_ttl),
                 max_entries: raw.store.cache_max_entries,
-                stale_if_error: self.duration("store.stale_if_error", &raw.store.stale_if_error),
+                stale_if_error: match &raw.store.stale_if_error {
+                    Some(text) => self.duration("store.stale_if_error", text),
+                    // A shared network store has outages a local file does not: by default
+                    // a replica keeps answering for principals it has seen for one minute.
+                    None if matches!(backend, StoreBackend::DynamoDb(_)) => Duration::from_secs(60),
+                    None => Duration::ZERO,
+                },
             },
+            backend,
         };
 
         let mut policy_names: Vec<_> = raw.policies.keys().cloned().collect();
@@ -1167,7 +1307,12 @@ mod tests {
         );
         assert_eq!(config.headers.principal, "x-client-principal");
         assert_eq!(config.certificate_rules.clock_skew_secs, 60);
-        assert_eq!(config.store.path, dir.path().join("certgate.db"));
+        assert_eq!(
+            config.store.backend,
+            StoreBackend::Embedded {
+                path: dir.path().join("certgate.db")
+            }
+        );
         assert_eq!(config.store.cache.ttl, Duration::from_secs(5));
         assert!(config.watched_files.contains(&dir.path().join("ca.pem")));
         assert_eq!(

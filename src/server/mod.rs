@@ -17,9 +17,10 @@ use std::net::IpAddr;
 use crate::cert::CertEncoding;
 use crate::check::Checker;
 use crate::config::ForwardedSource;
+use crate::config::StoreBackend;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::store::{CachedStore, EmbeddedStore, Store};
+use crate::store::{self, CachedStore, Purpose};
 
 /// The gRPC service name Envoy health-checks.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -38,19 +39,39 @@ pub fn forwarded_certificate<'a>(
 }
 
 /// Open the store a configuration names, with the cache in front.
-pub fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<CachedStore> {
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&config.store.path)
-            .with_context(|| format!("opening store {}", config.store.path.display()))?,
-    );
+pub async fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<CachedStore> {
+    let store = store::open(&config.store.backend, Purpose::Serve)
+        .await
+        .with_context(|| {
+            format!(
+                "opening store ({})",
+                describe_backend(&config.store.backend)
+            )
+        })?;
     Ok(CachedStore::new(store, config.store.cache, metrics.clone()))
+}
+
+/// One line naming the backend, for logs and errors.
+pub fn describe_backend(backend: &StoreBackend) -> String {
+    match backend {
+        StoreBackend::Embedded { path } => format!("embedded {}", path.display()),
+        StoreBackend::DynamoDb(d) => format!(
+            "dynamodb tables {} and {}{}",
+            d.principals_table,
+            d.certificates_table,
+            d.endpoint_url
+                .as_deref()
+                .map(|u| format!(" at {u}"))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// Run the server until SIGTERM or SIGINT, then drain and return.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let metrics = Metrics::new();
-    let store = open_store(&config, &metrics)?;
+    let store = open_store(&config, &metrics).await?;
     let listen = config.listen.clone();
     let reload_interval = config.reload_interval;
     let checker = Arc::new(Checker::new(config, store, metrics));
@@ -231,8 +252,10 @@ async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
         match loaded {
             Ok(Ok(new)) => {
                 let old = checker.config();
-                if new.listen != old.listen || new.store.path != old.store.path {
-                    tracing::warn!("listen addresses or store path changed: restart to apply them");
+                if new.listen != old.listen || new.store.backend != old.store.backend {
+                    tracing::warn!(
+                        "listen addresses or store backend changed: restart to apply them"
+                    );
                 }
                 watched = new.watched_files.clone();
                 last = config::fingerprint(&watched);

@@ -84,8 +84,11 @@ impl<T: Send + Sync + 'static> Lookup<T> {
                     }
                     Err(e) => {
                         self.error.inc();
+                        // A corrupt record is an answer, not an outage: the table says
+                        // something certgate cannot read, so the old answer must not stand.
+                        let outage = !matches!(e, StoreError::Corrupt { .. });
                         match previous {
-                            Some(p) if age(&p) < self.stale_limit => {
+                            Some(p) if outage && age(&p) < self.stale_limit => {
                                 self.stale_served.inc();
                                 Ok(Op::Nop)
                             }
@@ -167,6 +170,7 @@ mod tests {
         principals: Mutex<HashMap<String, Principal>>,
         calls: AtomicUsize,
         failing: AtomicBool,
+        corrupt: AtomicBool,
         delay: Duration,
     }
 
@@ -207,6 +211,12 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             if self.failing.load(Ordering::SeqCst) {
                 return Err(StoreError::Unavailable("backend down".to_owned()));
+            }
+            if self.corrupt.load(Ordering::SeqCst) {
+                return Err(StoreError::Corrupt {
+                    key: id.to_owned(),
+                    detail: "unknown status \"paused\"".to_owned(),
+                });
             }
             Ok(self.principals.lock().unwrap().get(id).cloned())
         }
@@ -353,6 +363,19 @@ mod tests {
             Some("admin"),
             "recovers when the backend does"
         );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_never_answered_from_the_stale_window() {
+        let backend = Arc::new(FakeStore::default());
+        backend.put("alice", "user");
+        let (cache, metrics) = cached(&backend, 20, 60_000);
+        cache.principal("alice").await.unwrap();
+        backend.corrupt.store(true, Ordering::SeqCst);
+        sleep_ms(50).await;
+        let err = cache.principal("alice").await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert_eq!(metrics.store_stale_served.get(), 0);
     }
 
     #[tokio::test]

@@ -3,15 +3,31 @@
 //! Nothing here decides anything: it only answers "what does the store say".
 
 pub mod cache;
+pub mod dynamodb;
 pub mod embedded;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use cache::CachedStore;
+pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
+
+use crate::config::StoreBackend;
+
+/// Open the backend `store.backend` names. The embedded file is created when missing;
+/// DynamoDB tables are not (`certgate store init` does that).
+pub async fn open(backend: &StoreBackend, purpose: Purpose) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match backend {
+        StoreBackend::Embedded { path } => Arc::new(EmbeddedStore::open(path)?),
+        StoreBackend::DynamoDb(settings) => {
+            Arc::new(DynamoStore::connect(settings.clone(), purpose).await?)
+        }
+    })
+}
 
 /// Milliseconds since the Unix epoch, the unit of every stored time (as in the runbooks).
 pub type EpochMillis = i64;
@@ -142,8 +158,8 @@ pub enum StoreError {
     },
 }
 
-/// The operations a backend provides. Implemented by [`EmbeddedStore`] here and by the
-/// DynamoDB backend later; the decision path only ever calls the two `get_` methods,
+/// The operations a backend provides, implemented by [`EmbeddedStore`] and
+/// [`DynamoStore`] (one conformance suite runs against both); the decision path only ever calls the two `get_` methods,
 /// through [`CachedStore`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -310,7 +310,12 @@ fn gate_in(pki: &Pki, dir: tempfile::TempDir, crl_yaml: &str) -> Gate {
     let config = Config::from_yaml(&yaml, &dir.path().join("certgate.yaml"))
         .unwrap_or_else(|p| panic!("{p:?}\n{yaml}"));
     let metrics = Metrics::new();
-    let store = certgate::server::open_store(&config, &metrics).expect("store");
+    let certgate::config::StoreBackend::Embedded { path } = &config.store.backend else {
+        panic!("embedded store expected");
+    };
+    let backend = certgate::store::EmbeddedStore::open(path).expect("store");
+    let store =
+        certgate::store::CachedStore::new(Arc::new(backend), config.store.cache, metrics.clone());
     let checker = Arc::new(Checker::new(config, store, metrics));
     let refresher = certgate::crl::refresh::spawn(checker.revocation().clone());
     Gate {

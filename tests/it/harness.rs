@@ -104,6 +104,11 @@ impl Proc {
         None
     }
 
+    /// Process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -152,12 +157,18 @@ pub struct Certgate {
 impl Certgate {
     /// Start and wait until `/readyz` answers 200.
     pub fn start(config: &Path, admin_port: u16) -> Certgate {
+        Certgate::start_with_env(config, admin_port, &[])
+    }
+
+    /// [`Certgate::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, admin_port: u16, env: &[(&str, &str)]) -> Certgate {
         let mut proc = Proc::spawn(
             "certgate",
             Command::new(env!("CARGO_BIN_EXE_certgate"))
                 .args(["serve", "--config"])
                 .arg(config)
-                .env("CERTGATE_LOG", "info"),
+                .env("CERTGATE_LOG", "info")
+                .envs(env.iter().copied()),
         );
         let ready = wait_until(Duration::from_secs(20), || {
             if !proc.is_running() {
@@ -424,5 +435,79 @@ impl Curl<'_> {
             }),
             body: std::fs::read_to_string(&body).unwrap_or_default(),
         }
+    }
+}
+
+/// Environment for certgate processes that talk to [`Moto`]: static credentials (moto
+/// accepts any) and a region, the way an operator's shell would have them.
+pub const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "eu-west-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A DynamoDB-compatible server: moto's `moto_server` from `.venv` (scripts/setup.sh with
+/// SETUP_MOTO=1), on a free loopback port. State lives in its memory.
+pub struct Moto {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Moto {
+    fn binary() -> PathBuf {
+        let bin = repo().join(".venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "no moto_server: run SETUP_MOTO=1 scripts/setup.sh (installs moto[server] into .venv)"
+        );
+        bin
+    }
+
+    /// Start on a free port and wait until it answers.
+    pub fn start() -> Moto {
+        Moto::start_on(free_port())
+    }
+
+    /// Start on `port` (a restart after [`Moto::kill`] comes back where clients look).
+    pub fn start_on(port: u16) -> Moto {
+        let mut proc = Proc::spawn(
+            "moto_server",
+            Command::new(Moto::binary()).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+        );
+        let up = wait_until(Duration::from_secs(30), || {
+            !proc.is_running() || http_get(port, "/moto-api/").is_some()
+        });
+        assert!(
+            up && proc.is_running(),
+            "moto_server did not start\n{}",
+            proc.logs()
+        );
+        Moto { proc, port }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Freeze the server (SIGSTOP): connections open but nothing answers, the way an
+    /// overloaded or partitioned DynamoDB looks. State is kept.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undo [`Moto::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.proc.pid().expect("moto running");
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
     }
 }

@@ -5,6 +5,8 @@ pub mod world;
 
 mod cli;
 mod crl;
+mod dynamodb;
 mod envoy;
 mod forward_auth;
 mod grpc;
+mod store_conformance;

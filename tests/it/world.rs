@@ -252,9 +252,15 @@ impl World {
 }
 
 pub fn cli_with_config(config: &Path, args: &[&str]) -> (i32, String) {
+    cli_with_env(config, args, &[])
+}
+
+/// The certgate CLI with `CERTGATE_CONFIG=config` and extra environment variables.
+pub fn cli_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
         .args(args)
         .env("CERTGATE_CONFIG", config)
+        .envs(env.iter().copied())
         .output()
         .expect("run certgate");
     (

@@ -1,0 +1,431 @@
+//! Many replicas, one truth: two certgate replicas, each behind its own Envoy 1.40, share
+//! DynamoDB tables on a real DynamoDB-compatible server (moto). Suspensions made with the
+//! CLI and with a raw runbook-style `UpdateItem` reach both; bad data denies; an outage is
+//! served from cache for the stale window, then 503, and recovers without a restart.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use certgate::store::Purpose;
+
+use super::harness::{
+    AWS_ENV, Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Moto, Reply, free_port,
+    wait_until,
+};
+use super::store_conformance::{moto_settings, moto_store};
+use super::world::{Client, World, cli_with_env, config_yaml, run_async};
+
+const PRINCIPALS: &str = "e2e_principals";
+
+/// A replica: its configuration, certgate, and an Envoy in front of it.
+struct Replica {
+    config: PathBuf,
+    certgate: Certgate,
+    envoy: Envoy,
+}
+
+struct Fleet {
+    world: World,
+    moto: Moto,
+    worker: Client,
+    replicas: Vec<Replica>,
+    _upstream: EchoUpstream,
+}
+
+fn store_yaml(moto: &Moto) -> String {
+    format!(
+        "store:\n  backend: dynamodb\n  cache_ttl: 1s\n  stale_if_error: 4s\n  dynamodb:\n    \
+         region: eu-west-1\n    endpoint_url: \"{}\"\n    principals_table: {PRINCIPALS}\n    \
+         certificates_table: e2e_certificates\n",
+        moto.endpoint()
+    )
+}
+
+fn replica_config(world: &World, moto: &Moto, name: &str, grpc: u16, admin: u16) -> PathBuf {
+    let yaml = config_yaml(&format!("127.0.0.1:{grpc}"), &format!("127.0.0.1:{admin}")).replace(
+        "store: {path: certgate.db, cache_ttl: 1s}\n",
+        &store_yaml(moto),
+    );
+    assert!(
+        yaml.contains("backend: dynamodb"),
+        "template changed: {yaml}"
+    );
+    let path = world.path(name);
+    std::fs::write(&path, yaml).expect("write");
+    path
+}
+
+impl Fleet {
+    fn start() -> Fleet {
+        let world = World::new();
+        let moto = Moto::start();
+        let worker = world.client(
+            "worker",
+            "worker-1@example.com",
+            &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+        );
+        let a = replica_config(&world, &moto, "a.yaml", world.grpc_port, world.admin_port);
+        let b = replica_config(&world, &moto, "b.yaml", free_port(), free_port());
+        let cli = |args: &[&str]| {
+            let (code, out) = cli_with_env(&a, args, AWS_ENV);
+            assert_eq!(code, 0, "certgate {args:?}: {out}");
+            out
+        };
+        let init = cli(&["store", "init"]);
+        assert!(init.contains("e2e_principals: created"), "{init}");
+        assert!(init.contains("TTL enabled on purge_at"), "{init}");
+        let again = cli(&["store", "init"]);
+        assert!(
+            again.contains("e2e_principals: exists"),
+            "idempotent: {again}"
+        );
+        cli(&[
+            "principal",
+            "create",
+            "worker-1@example.com",
+            "--type",
+            "worker",
+        ]);
+        cli(&[
+            "cert",
+            "register",
+            "--cert",
+            worker.cert.to_str().expect("utf-8"),
+        ]);
+
+        let upstream = EchoUpstream::start();
+        let replicas = [a, b]
+            .into_iter()
+            .map(|config| {
+                let text = std::fs::read_to_string(&config).expect("read");
+                let port = |key: &str| -> u16 {
+                    let line = text.lines().find(|l| l.trim_start().starts_with(key));
+                    let addr = line.and_then(|l| l.split('"').nth(1)).expect("listen line");
+                    addr.rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .expect("port")
+                };
+                let (grpc, admin) = (port("grpc:"), port("admin:"));
+                let certgate = Certgate::start_with_env(&config, admin, AWS_ENV);
+                let envoy = Envoy::start(&world.envoy_options(
+                    CertgateAddress::Tcp(grpc),
+                    upstream.port,
+                    "ACCEPT_UNTRUSTED",
+                ));
+                Replica {
+                    config,
+                    certgate,
+                    envoy,
+                }
+            })
+            .collect();
+        Fleet {
+            world,
+            moto,
+            worker,
+            replicas,
+            _upstream: upstream,
+        }
+    }
+
+    fn get(&self, replica: &Replica, client: &Client) -> Reply {
+        Curl {
+            port: replica.envoy.port,
+            ca: &self.world.ca_pem,
+            client: Some((client.cert.as_path(), client.key.as_path())),
+            method: "GET",
+            path: "/api/jobs",
+            headers: vec![],
+        }
+        .send()
+    }
+
+    fn statuses(&self, client: &Client) -> Vec<u16> {
+        self.replicas
+            .iter()
+            .map(|r| self.get(r, client).status)
+            .collect()
+    }
+
+    /// Wait (up to `within`) until every replica answers `status`; then return the replies.
+    fn all_answer(&self, client: &Client, status: u16, within: Duration) -> Vec<Reply> {
+        let ok = wait_until(within, || {
+            self.statuses(client).iter().all(|s| *s == status)
+        });
+        let replies: Vec<Reply> = self.replicas.iter().map(|r| self.get(r, client)).collect();
+        assert!(
+            ok && replies.iter().all(|r| r.status == status),
+            "expected {status} from every replica within {within:?}, got {:?}\n{}",
+            replies
+                .iter()
+                .map(|r| (r.status, &r.body))
+                .collect::<Vec<_>>(),
+            self.logs()
+        );
+        replies
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String) {
+        cli_with_env(&self.replicas[0].config, args, AWS_ENV)
+    }
+
+    /// A raw `UpdateItem` on the principals table, as an operator without the CLI would send
+    /// it (`aws dynamodb update-item`, deploy/dynamodb/README.md).
+    fn update_principal(&self, id: &str, expression: &str, values: Vec<(&str, AttributeValue)>) {
+        let settings = moto_settings(&self.moto, "e2e");
+        let (id, expression) = (id.to_owned(), expression.to_owned());
+        let values: Vec<(String, AttributeValue)> =
+            values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        run_async(async move {
+            let store = moto_store(settings, Purpose::Admin).await;
+            let mut req = store
+                .client()
+                .update_item()
+                .table_name(PRINCIPALS)
+                .key("principal_id", AttributeValue::S(id))
+                .update_expression(expression)
+                .condition_expression("attribute_exists(principal_id)")
+                .expression_attribute_names("#s", "status");
+            for (k, v) in values {
+                req = req.expression_attribute_values(k, v);
+            }
+            req.send().await.expect("update-item");
+        });
+    }
+
+    /// A raw `PutItem` replacing a principal record with `item`.
+    fn put_principal(&self, item: Vec<(&str, AttributeValue)>) {
+        let settings = moto_settings(&self.moto, "e2e");
+        let item = item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        run_async(async move {
+            let store = moto_store(settings, Purpose::Admin).await;
+            store
+                .client()
+                .put_item()
+                .table_name(PRINCIPALS)
+                .set_item(Some(item))
+                .send()
+                .await
+                .expect("put-item");
+        });
+    }
+
+    fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| format!("{}\n{}", r.certgate.proc.logs(), r.envoy.proc.logs()))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + &self.moto.proc.logs()
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn assert_reason(replies: &[Reply], error: &str, message: &str) {
+    for r in replies {
+        let body = r.json();
+        assert_eq!(body["error"], error, "{body}");
+        let text = body["message"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{message:?} not in {body}");
+    }
+}
+
+const TTL_AND_SLACK: Duration = Duration::from_secs(6);
+
+#[test]
+fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+
+    let (code, out) = fleet.cli(&[
+        "principal",
+        "suspend",
+        "worker-1@example.com",
+        "--reason",
+        "INC-7: laptop stolen",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "principal_suspended", "INC-7: laptop stolen");
+    let (code, out) = fleet.cli(&["principal", "activate", "worker-1@example.com"]);
+    assert_eq!(code, 0, "{out}");
+    fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+
+    // The runbook's fallback: aws dynamodb update-item ... --update-expression
+    // "SET #s = :s, suspended_reason = :r, suspended_at = :t"
+    let now_ms = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .expect("clock")
+        .as_millis()
+        .to_string();
+    fleet.update_principal(
+        "worker-1@example.com",
+        "SET #s = :s, suspended_reason = :r, suspended_at = :t",
+        vec![
+            (":s", s("suspended")),
+            (":r", s("RB-12 emergency: key exfiltrated")),
+            (":t", AttributeValue::N(now_ms)),
+        ],
+    );
+    let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
+    assert_reason(
+        &replies,
+        "principal_suspended",
+        "RB-12 emergency: key exfiltrated",
+    );
+    let (code, out) = fleet.cli(&["principal", "get", "worker-1@example.com", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("RB-12 emergency"),
+        "the CLI reads the runbook's write: {out}"
+    );
+    fleet.update_principal(
+        "worker-1@example.com",
+        "SET #s = :s REMOVE suspended_at, suspended_reason",
+        vec![(":s", s("active"))],
+    );
+    fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+
+    // Bad data in the table: a clear deny naming the record, never an allow or a panic.
+    let good = |status: AttributeValue| {
+        vec![
+            ("principal_id", s("worker-1@example.com")),
+            ("principal_type", s("worker")),
+            ("status", status),
+            ("created_at", AttributeValue::N("1".into())),
+        ]
+    };
+    let bad: Vec<(Vec<(&str, AttributeValue)>, &str)> = vec![
+        (good(s("paused")), "unknown status \"paused\""),
+        (
+            good(AttributeValue::Bool(true)),
+            "attribute status is not of type S",
+        ),
+        (
+            good(s("active"))
+                .into_iter()
+                .filter(|(k, _)| *k != "principal_type")
+                .collect(),
+            "attribute principal_type is missing",
+        ),
+    ];
+    for (item, why) in bad {
+        fleet.put_principal(item);
+        let replies = fleet.all_answer(&worker, 503, TTL_AND_SLACK);
+        assert_reason(&replies, "store_unavailable", why);
+        assert_reason(&replies, "store_unavailable", "worker-1@example.com");
+    }
+    for r in &fleet.replicas {
+        assert!(
+            r.certgate
+                .proc
+                .logs()
+                .contains("corrupt record worker-1@example.com"),
+            "the bad record is logged\n{}",
+            r.certgate.proc.logs()
+        );
+    }
+    fleet.put_principal(good(s("active")));
+    fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+}
+
+#[test]
+fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
+    let mut fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    // Enrolled, never seen by the replicas: nothing of it is cached.
+    let newcomer = fleet.world.client(
+        "newcomer",
+        "newcomer@example.com",
+        &World::spec("newcomer@example.com", "worker", "newcomer.example.com"),
+    );
+    for args in [
+        vec![
+            "principal",
+            "create",
+            "newcomer@example.com",
+            "--type",
+            "worker",
+        ],
+        vec![
+            "cert",
+            "register",
+            "--cert",
+            newcomer.cert.to_str().expect("utf-8"),
+        ],
+    ] {
+        let (code, out) = fleet.cli(&args);
+        assert_eq!(code, 0, "{out}");
+    }
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+
+    // Frozen DynamoDB: requests hang until certgate's own deadline.
+    fleet.moto.pause();
+    std::thread::sleep(Duration::from_millis(1500)); // past the 1s cache TTL
+    assert_eq!(fleet.statuses(&worker), [200, 200], "{}", fleet.logs());
+    for r in &fleet.replicas {
+        let metrics = r.certgate.metrics();
+        let stale = metric(&metrics, "certgate_store_stale_served_total");
+        assert!(stale > 0.0, "stale answers are counted\n{metrics}");
+    }
+    let replies: Vec<Reply> = fleet
+        .replicas
+        .iter()
+        .map(|r| fleet.get(r, &newcomer))
+        .collect();
+    assert!(
+        replies.iter().all(|r| r.status == 503),
+        "nothing cached → 503, never an allow: {:?}",
+        replies
+            .iter()
+            .map(|r| (r.status, &r.body))
+            .collect::<Vec<_>>()
+    );
+    assert_reason(&replies, "store_unavailable", "DynamoDB");
+    // 1s TTL + 4s stale window: then the cached principal is refused too.
+    let replies = fleet.all_answer(&worker, 503, Duration::from_secs(10));
+    assert_reason(&replies, "store_unavailable", "e2e_");
+    fleet.moto.resume();
+    fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+    fleet.all_answer(&newcomer, 200, TTL_AND_SLACK);
+
+    // Killed outright (connection refused), then back: in-memory moto comes back empty, so
+    // the operator re-creates the tables and records; the replicas pick them up unrestarted.
+    let port = fleet.moto.port;
+    fleet.moto.proc.terminate(Duration::from_secs(2));
+    fleet.all_answer(&worker, 503, Duration::from_secs(10));
+    fleet.moto = Moto::start_on(port);
+    for args in [
+        vec!["store", "init"],
+        vec![
+            "principal",
+            "create",
+            "worker-1@example.com",
+            "--type",
+            "worker",
+        ],
+        vec![
+            "cert",
+            "register",
+            "--cert",
+            worker.cert.to_str().expect("utf-8"),
+        ],
+    ] {
+        let (code, out) = fleet.cli(&args);
+        assert_eq!(code, 0, "{out}");
+    }
+    fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
