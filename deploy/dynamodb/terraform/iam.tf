@@ -1,0 +1,104 @@
+# Three least-privilege policies, the same as ../iam/*.json and the CloudFormation template:
+#   server   — the serving replicas (IRSA role of the pods): GetItem on both tables;
+#   operator — the CLI for Day-2 work: GetItem, PutItem, UpdateItem, Scan; Query on the indexes;
+#   admin    — store init / migrate: operator + CreateTable, DescribeTable, UpdateTimeToLive,
+#              DescribeTimeToLive, BatchWriteItem.
+
+data "aws_iam_policy_document" "server" {
+  statement {
+    sid     = "ReadRecords"
+    effect  = "Allow"
+    actions = ["dynamodb:GetItem"]
+    resources = [
+      aws_dynamodb_table.principals.arn,
+      aws_dynamodb_table.certificates.arn,
+    ]
+  }
+}
+
+data "aws_iam_policy_document" "operator" {
+  statement {
+    sid    = "ReadWriteRecords"
+    effect = "Allow"
+    actions = [
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:Scan",
+    ]
+    resources = [
+      aws_dynamodb_table.principals.arn,
+      aws_dynamodb_table.certificates.arn,
+    ]
+  }
+
+  statement {
+    sid     = "QueryIndexes"
+    effect  = "Allow"
+    actions = ["dynamodb:Query"]
+    resources = [
+      "${aws_dynamodb_table.principals.arn}/index/*",
+      "${aws_dynamodb_table.certificates.arn}/index/*",
+    ]
+  }
+}
+
+data "aws_iam_policy_document" "admin" {
+  # Everything the operator may do.
+  source_policy_documents = [data.aws_iam_policy_document.operator.json]
+
+  statement {
+    sid    = "ManageTables"
+    effect = "Allow"
+    actions = [
+      "dynamodb:CreateTable",
+      "dynamodb:DescribeTable",
+      "dynamodb:UpdateTimeToLive",
+      "dynamodb:DescribeTimeToLive",
+      "dynamodb:BatchWriteItem",
+    ]
+    resources = [
+      aws_dynamodb_table.principals.arn,
+      aws_dynamodb_table.certificates.arn,
+    ]
+  }
+}
+
+resource "aws_iam_policy" "server" {
+  name        = "${var.policy_name_prefix}-server"
+  description = "certgate serving replicas - GetItem on the principals and certificates tables."
+  policy      = data.aws_iam_policy_document.server.json
+  tags        = local.tags
+}
+
+resource "aws_iam_policy" "operator" {
+  name        = "${var.policy_name_prefix}-operator"
+  description = "certgate CLI Day-2 - read, create, update and list principals and certificates."
+  policy      = data.aws_iam_policy_document.operator.json
+  tags        = local.tags
+}
+
+resource "aws_iam_policy" "admin" {
+  name        = "${var.policy_name_prefix}-admin"
+  description = "certgate store init / migrate - operator rights plus table creation, TTL and batch writes."
+  policy      = data.aws_iam_policy_document.admin.json
+  tags        = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "server" {
+  count      = var.server_role_name != "" ? 1 : 0
+  role       = var.server_role_name
+  policy_arn = aws_iam_policy.server.arn
+}
+
+resource "aws_iam_role_policy_attachment" "operator" {
+  count      = var.operator_role_name != "" ? 1 : 0
+  role       = var.operator_role_name
+  policy_arn = aws_iam_policy.operator.arn
+}
+
+resource "aws_iam_role_policy_attachment" "admin" {
+  count      = var.admin_role_name != "" ? 1 : 0
+  role       = var.admin_role_name
+  policy_arn = aws_iam_policy.admin.arn
+}
