@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 D=deploy/dynamodb
-REQS=("cfn-lint==1.*" "python-hcl2==8.*" "moto[server]==5.*" "boto3==1.*" "awscli==1.*")
+REQS=("cfn-lint==1.*" "python-hcl2==8.*" "moto[server]==5.2.5" "boto3==1.*" "awscli==1.*")
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 PY=.venv/bin/python

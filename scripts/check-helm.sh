@@ -85,9 +85,9 @@ done
 # scripts/test.sh has by now; skipped when it is absent.
 CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
 if [ -x "$CERTGATE" ]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=check-helm \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=Example/CN=Example Client CA" \
     -keyout "$out/ca-key.pem" -out "$out/ca.pem" -days 1 2>/dev/null
-  for name in default sidecar istio ingress-nginx traefik; do  # dynamodb: backend not built yet
+  for name in default sidecar dynamodb istio ingress-nginx traefik; do
     "$PY" - "$out/$name.yaml" "$out" >"$out/$name-certgate.yaml" <<'PY' || fail "no certgate.yaml rendered ($name)"
 import re, sys, yaml
 for doc in yaml.safe_load_all(open(sys.argv[1])):
@@ -106,7 +106,8 @@ fi
 
 # Plain Kubernetes manifests shipped in deploy/ (Ingress, IngressRoute, Istio policies, …).
 mapfile -t manifests < <(find deploy -name '*.yaml' ! -name 'values-*.yaml' \
-  ! -name 'certgate.example.yaml' ! -path 'deploy/prometheus/*' ! -path 'deploy/nginx/*' | sort)
+  ! -name 'certgate.example.yaml' ! -path 'deploy/prometheus/*' ! -path 'deploy/nginx/*' \
+  ! -path 'deploy/dynamodb/*' | sort)  # dynamodb: CloudFormation, checked by check-deploy-dynamodb.sh
 
 # The validator must itself catch a bad object, or the checks below prove nothing.
 printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: "two", selector: {}, template: {}}\n' >"$out/bad-object.yaml"

@@ -20,6 +20,8 @@ echo "== quick Envoy side-by-side benchmark (2s per configuration; asserts nothi
 QUICK=1 bash scripts/bench-envoy.sh
 echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
 bash scripts/check-helm.sh
+echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"
+bash scripts/check-deploy-dynamodb.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh
 

@@ -1403,6 +1403,75 @@ headers: {principal: "bad header"}
     }
 
     #[test]
+    fn dynamodb_store_settings_and_defaults() {
+        let dir = dir_with_ca();
+        let config = load(
+            &dir,
+            "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore:\n  backend: dynamodb\n  \
+             dynamodb: {principals_table: prod_principals, endpoint_url: 'http://127.0.0.1:8000'}\n",
+        )
+        .expect("valid");
+        let StoreBackend::DynamoDb(d) = &config.store.backend else {
+            panic!("dynamodb expected: {:?}", config.store.backend);
+        };
+        assert_eq!(d.principals_table, "prod_principals");
+        assert_eq!(d.certificates_table, "certgate_certificates");
+        assert_eq!(d.endpoint_url.as_deref(), Some("http://127.0.0.1:8000"));
+        assert_eq!(d.timeout, Duration::from_millis(250));
+        assert_eq!(d.max_attempts, 3);
+        assert_eq!(
+            config.store.cache.stale_if_error,
+            Duration::from_secs(60),
+            "a network store rides out short outages by default"
+        );
+        // No `dynamodb:` section at all: every default.
+        let config = load(
+            &dir,
+            "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore: {backend: dynamodb}\n",
+        )
+        .expect("valid");
+        assert!(matches!(config.store.backend, StoreBackend::DynamoDb(_)));
+    }
+
+    #[test]
+    fn bad_dynamodb_settings_are_all_reported() {
+        let dir = dir_with_ca();
+        let yaml = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore:\n  backend: dynamodb\n  \
+                    dynamodb:\n    principals_table: 'no spaces'\n    certificates_table: 'no spaces'\n    \
+                    endpoint_url: localhost:8000\n    timeout: 100ms\n    attempt_timeout: 200ms\n    \
+                    max_attempts: 0\n    admin_timeout: soon\n";
+        let err = load(&dir, yaml).expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "store.dynamodb.principals_table",
+            "store.dynamodb.certificates_table",
+            "store.dynamodb.endpoint_url",
+            "store.dynamodb.attempt_timeout",
+            "store.dynamodb.max_attempts",
+            "store.dynamodb.admin_timeout",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        let err = load(
+            &dir,
+            "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore: {backend: redis}\n",
+        )
+        .expect_err("invalid");
+        assert_eq!(err.problems[0].key, "store.backend");
+        assert!(
+            err.problems[0].message.contains("embedded, dynamodb"),
+            "{}",
+            err.problems[0]
+        );
+        let err = load(
+            &dir,
+            "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore: {dynamodb: {region: eu-west-1}}\n",
+        )
+        .expect_err("dynamodb settings without the backend");
+        assert_eq!(err.problems[0].key, "store.dynamodb");
+    }
+
+    #[test]
     fn structural_problems_in_several_sections_are_all_reported() {
         let dir = dir_with_ca();
         let yaml = "trust: {ca_bundle: ca.pem, clock_skew: 2h}\nstore: {cache_tl: 5s}\n\
