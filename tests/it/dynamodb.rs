@@ -429,3 +429,86 @@ fn metric(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+#[test]
+fn cli_migrates_the_embedded_store_into_dynamodb_and_works_on_it() {
+    let world = World::new();
+    let (admin, worker) = world.admin_and_worker(); // enrolled in the embedded store
+    let moto = Moto::start();
+    let dynamo = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
+    let cli = |args: &[&str]| cli_with_env(&dynamo, args, AWS_ENV);
+
+    let (code, out) = cli(&["store", "init"]);
+    assert_eq!(code, 0, "{out}");
+    let embedded = world.config.to_str().expect("utf-8");
+    let migrate = [
+        "store",
+        "migrate",
+        "--config",
+        embedded,
+        "--to",
+        dynamo.to_str().expect("utf-8"),
+    ];
+    let (code, out) = cli_with_env(&world.config, &migrate, AWS_ENV);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("principals: 2 copied, 0 already present"),
+        "{out}"
+    );
+    assert!(
+        out.contains("certificates: 2 copied, 0 already present"),
+        "{out}"
+    );
+    let (code, out) = cli_with_env(&world.config, &migrate, AWS_ENV);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("principals: 0 copied, 2 already present"),
+        "re-run: {out}"
+    );
+
+    // Day-2 commands against DynamoDB.
+    let (code, out) = cli(&["principal", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|p| p["principal_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["admin@example.com", "worker-1@example.com"]);
+    let (code, out) = cli(&["cert", "list", "--expiring-within", "30d", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    for c in [&admin, &worker] {
+        assert!(out.contains(&c.serial), "{} in {out}", c.serial);
+    }
+    let (code, out) = cli(&["cert", "list", "--expiring-within", "1h"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&worker.serial), "expires in 5 days: {out}");
+    let (code, out) = cli(&["principal", "suspend", "ghost@example.com", "--reason", "x"]);
+    assert_eq!(code, 1, "suspending an unknown principal fails: {out}");
+    assert!(out.contains("not found"), "{out}");
+    let (code, out) = cli(&["principal", "get", "ghost@example.com"]);
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = cli(&["cert", "revoke", &worker.serial, "--reason", "superseded"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&[
+        "check",
+        "--cert",
+        worker.cert.to_str().expect("utf-8"),
+        "--path",
+        "/api/jobs",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1, "revoked in DynamoDB → deny: {out}");
+    assert!(out.contains("certificate_revoked"), "{out}");
+    let (code, out) = cli(&[
+        "check",
+        "--cert",
+        admin.cert.to_str().expect("utf-8"),
+        "--path",
+        "/api/jobs",
+    ]);
+    assert_eq!(code, 0, "{out}");
+}
