@@ -512,3 +512,51 @@ fn cli_migrates_the_embedded_store_into_dynamodb_and_works_on_it() {
     ]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// EKS IRSA: no keys in the environment, only a role ARN and a projected token file; the
+/// SDK's web identity provider exchanges them at STS (here moto's) for credentials.
+#[test]
+fn web_identity_credentials_irsa_style() {
+    let world = World::new();
+    let moto = Moto::start();
+    let dynamo = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
+    let (code, out) = cli_with_env(&dynamo, &["store", "init"], AWS_ENV);
+    assert_eq!(code, 0, "{out}");
+    let token = world.path("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6Y2VydGdhdGU6Y2VydGdhdGUifQ.c2ln")
+        .expect("write");
+    let sts = moto.endpoint();
+    let irsa = [
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/certgate"),
+        (
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token.to_str().expect("utf-8"),
+        ),
+        ("AWS_ENDPOINT_URL_STS", sts.as_str()),
+    ];
+    let (code, out) = cli_with_env(
+        &dynamo,
+        &[
+            "principal",
+            "create",
+            "svc@example.com",
+            "--type",
+            "service",
+        ],
+        &irsa,
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli_with_env(&dynamo, &["principal", "get", "svc@example.com"], &irsa);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("svc@example.com"), "{out}");
+    // Without any credentials the store is unavailable (exit 1), with the SDK's reason.
+    let none = [
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let (code, out) = cli_with_env(&dynamo, &["principal", "get", "svc@example.com"], &none);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("store unavailable"), "{out}");
+}
