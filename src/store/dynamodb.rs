@@ -351,6 +351,20 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// Every item of `table` (admin commands only: a `Scan` reads the whole table).
+    async fn scan_all(&self, table: &str) -> Result<Vec<Item>, StoreError> {
+        self.client
+            .scan()
+            .table_name(table)
+            .consistent_read(self.consistent_read)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(|e| sdk_error(table, e))
+    }
+
     /// `UpdateItem` on an existing record (`attribute_exists`), returning the new record.
     async fn update_existing(
         &self,
@@ -651,18 +665,7 @@ impl Store for DynamoStore {
     }
 
     async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
-        let table = &self.settings.principals_table;
-        let items: Vec<Item> = self
-            .client
-            .scan()
-            .table_name(table)
-            .consistent_read(self.consistent_read)
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(|e| sdk_error(table, e))?;
+        let items = self.scan_all(&self.settings.principals_table).await?;
         let mut principals = items
             .iter()
             .map(read_principal)
@@ -746,17 +749,7 @@ impl Store for DynamoStore {
                     .await
                     .map_err(|e| sdk_error(table, e))?
             }
-            None => self
-                .client
-                .scan()
-                .table_name(table)
-                .consistent_read(self.consistent_read)
-                .into_paginator()
-                .items()
-                .send()
-                .collect::<Result<_, _>>()
-                .await
-                .map_err(|e| sdk_error(table, e))?,
+            None => self.scan_all(table).await?,
         };
         let mut certs = items
             .iter()

@@ -3,7 +3,7 @@
 //! CLI and with a raw runbook-style `UpdateItem` reach both; bad data denies; an outage is
 //! served from cache for the stale window, then 503, and recovers without a restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -345,24 +345,12 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
         "newcomer@example.com",
         &World::spec("newcomer@example.com", "worker", "newcomer.example.com"),
     );
-    for args in [
-        vec![
-            "principal",
-            "create",
-            "newcomer@example.com",
-            "--type",
-            "worker",
-        ],
-        vec![
-            "cert",
-            "register",
-            "--cert",
-            newcomer.cert.to_str().expect("utf-8"),
-        ],
-    ] {
-        let (code, out) = fleet.cli(&args);
-        assert_eq!(code, 0, "{out}");
-    }
+    enrol(
+        &fleet.replicas[0].config,
+        "newcomer@example.com",
+        "worker",
+        &newcomer,
+    );
     fleet.all_answer(&worker, 200, Duration::from_secs(10));
 
     // Frozen DynamoDB: requests hang until certgate's own deadline.
@@ -401,26 +389,27 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
     fleet.moto.proc.terminate(Duration::from_secs(2));
     fleet.all_answer(&worker, 503, Duration::from_secs(10));
     fleet.moto = Moto::start_on(port);
-    for args in [
-        vec!["store", "init"],
-        vec![
-            "principal",
-            "create",
-            "worker-1@example.com",
-            "--type",
-            "worker",
-        ],
-        vec![
-            "cert",
-            "register",
-            "--cert",
-            worker.cert.to_str().expect("utf-8"),
-        ],
-    ] {
-        let (code, out) = fleet.cli(&args);
-        assert_eq!(code, 0, "{out}");
-    }
+    let (code, out) = fleet.cli(&["store", "init"]);
+    assert_eq!(code, 0, "{out}");
+    enrol(
+        &fleet.replicas[0].config,
+        "worker-1@example.com",
+        "worker",
+        &worker,
+    );
     fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+}
+
+/// Create the principal and register the client's certificate with the CLI.
+fn enrol(config: &Path, id: &str, kind: &str, client: &Client) {
+    let cert = client.cert.to_str().expect("utf-8");
+    for args in [
+        &["principal", "create", id, "--type", kind][..],
+        &["cert", "register", "--cert", cert],
+    ] {
+        let (code, out) = cli_with_env(config, args, AWS_ENV);
+        assert_eq!(code, 0, "certgate {args:?}: {out}");
+    }
 }
 
 fn metric(text: &str, name: &str) -> f64 {
