@@ -18,6 +18,8 @@ echo "== quick benchmark (runs the load generator for 2s; asserts nothing about 
 QUICK=1 bash scripts/bench.sh
 echo "== quick Envoy side-by-side benchmark (2s per configuration; asserts nothing about speed)"
 QUICK=1 bash scripts/bench-envoy.sh
+echo "== quick DynamoDB store benchmark (moto; 2s per configuration; asserts nothing about speed)"
+QUICK=1 bash scripts/bench-dynamodb.sh
 echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
 bash scripts/check-helm.sh
 echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"
