@@ -80,6 +80,10 @@ struct Args {
     /// Worker threads of the client runtime (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Write the gRPC-framed `CheckRequest` to this file and exit, for other load
+    /// generators (`h2load --data FILE -H 'content-type: application/grpc' …`).
+    #[arg(long)]
+    write_request: Option<PathBuf>,
 }
 
 /// What one worker saw.
@@ -139,6 +143,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         return https::run(&args, &pem).await;
     }
     let request = check_request(&args, &pem);
+    if let Some(path) = &args.write_request {
+        // gRPC length-prefixed message: compression flag 0, big-endian length, protobuf.
+        let body = prost::Message::encode_to_vec(&request);
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(body.len())?.to_be_bytes());
+        framed.extend_from_slice(&body);
+        std::fs::write(path, framed).with_context(|| format!("writing {}", path.display()))?;
+        return Ok(true);
+    }
     let endpoint = Endpoint::from_shared(args.target.clone())
         .with_context(|| format!("bad --target {}", args.target))?
         .connect_timeout(Duration::from_secs(3))

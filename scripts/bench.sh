@@ -144,6 +144,33 @@ cat "$work/loadgen.txt" "$work/loadgen.err"
 ticks_after=$(cpu_ticks "$server_pid")
 hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")
 
+# The same request from h2load (nghttp2, C, one thread): a much cheaper client, so more of
+# the 2 cores are left to certgate. The gRPC-framed CheckRequest comes from loadgen.
+h2load_cmd=()
+if command -v h2load >/dev/null; then
+    "$loadgen" --target "http://127.0.0.1:$grpc_port" --cert "$pki/admin.pem" --path /api/hello \
+        --write-request "$work/check-request.bin"
+    decisions() {
+        { exec 3<>"/dev/tcp/127.0.0.1/$admin_port" &&
+            printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 &&
+            cat <&3; } | awk '/^certgate_decisions_total/ {n += $NF} END {printf "%d", n}'
+    }
+    h2load_cmd=(h2load -c "$CONNECTIONS" -m "$CONCURRENCY" -D "${DURATION%s}"
+        -d "$work/check-request.bin" -H "content-type: application/grpc" -H "te: trailers"
+        "http://127.0.0.1:$grpc_port/envoy.service.auth.v3.Authorization/Check")
+    log "$(pin 1)${h2load_cmd[*]}"
+    h2_decisions_before=$(decisions)
+    h2_ticks_before=$(cpu_ticks "$server_pid")
+    # shellcheck disable=SC2046
+    { time $(pin 1) "${h2load_cmd[@]}" >"$work/h2load.txt" 2>&1; } 2>"$work/h2load.time" \
+        || { cat "$work/h2load.txt" >&2; die "h2load failed"; }
+    h2_ticks_after=$(cpu_ticks "$server_pid")
+    h2_decisions=$(($(decisions) - h2_decisions_before))
+    grep -E "finished in|requests:|status codes|time for request" "$work/h2load.txt"
+else
+    log "h2load not installed (Debian: nghttp2-client): skipping the h2load row"
+fi
+
 log "stopping certgate (SIGTERM)"
 kill -TERM "$server_pid"
 for _ in $(seq 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
@@ -231,6 +258,10 @@ block=$(mktemp)
     echo "${bootstrap_cmd[*]}" | sed "s#$work#\$TMP#g"
     echo "$(pin 0)${serve_cmd[*]}" | sed "s#$work#\$TMP#g"
     echo "$(pin 1)${loadgen_cmd[*]}" | sed "s#$work#\$TMP#g"
+    if ((${#h2load_cmd[@]})); then
+        echo "$loadgen --target http://127.0.0.1:$grpc_port --cert \$TMP/pki/admin.pem --path /api/hello --write-request \$TMP/check-request.bin"
+        echo "$(pin 1)$(printf '%q ' "${h2load_cmd[@]}")" | sed "s#$work#\$TMP#g"
+    fi
     [[ $SKIP_CRITERION == 1 ]] || echo "${bench_cmd[*]}"
     echo '```'
     echo
@@ -246,10 +277,27 @@ block=$(mktemp)
     echo "| $rps | $(lat p50_us) | $(lat p90_us) | $(lat p99_us) | $(lat p99.9_us) |" \
         "$(lat max_us) | ${cpu_secs} s (${cores_busy} cores) | $checks_per_cpu_sec |" \
         "$rss_mib MiB | $loadgen_cpu_secs s |"
+    if ((${#h2load_cmd[@]})); then
+        h2_rps=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' "$work/h2load.txt")
+        h2_ok=$(awk '/^requests:/ {print $8}' "$work/h2load.txt")
+        # h2load's "time for request" line: min max mean sd (no percentiles).
+        h2_mean=$(awk '/^time for request:/ {print $6}' "$work/h2load.txt")
+        h2_max=$(awk '/^time for request:/ {print $5}' "$work/h2load.txt")
+        h2_cpu=$(awk -v t=$((h2_ticks_after - h2_ticks_before)) -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}')
+        h2_per_cpu=$(awk -v n="$h2_decisions" -v c="$h2_cpu" 'BEGIN {if (c > 0) printf "%.0f", n / c; else print "n/a"}')
+        h2_client_cpu=$(awk '{printf "%.2f", $1 + $2}' "$work/h2load.time")
+        echo "| $h2_rps (h2load) | mean $h2_mean | | | | $h2_max | ${h2_cpu} s |" \
+            "$h2_per_cpu | | $h2_client_cpu s |"
+    fi
     echo
     echo "Requests $requests: allowed $allowed, denied $denied, errors $errors. certgate CPU is"
     echo "utime+stime of its process during the load (/proc/PID/stat), peak RSS its VmHWM;"
     echo "loadgen CPU is user+sys of the load generator."
+    if ((${#h2load_cmd[@]})); then
+        echo "Second row: the same gRPC request body sent by h2load (nghttp2's C load generator,"
+        echo "one thread, same connections and streams): $h2_ok requests answered, $h2_decisions"
+        echo "decisions counted by certgate; h2load reports min/max/mean/sd, not percentiles."
+    fi
     if [[ $SKIP_CRITERION != 1 ]]; then
         echo
         echo "### Decision, in process (criterion)"

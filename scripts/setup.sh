@@ -14,6 +14,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 if [ "${SETUP_NGINX:-0}" = 1 ]; then
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_apt+=(nginx-light)
 fi
+# h2load (nghttp2) for the direct gRPC load row of scripts/bench.sh (SETUP_BENCH=1).
+if [ "${SETUP_BENCH:-0}" = 1 ]; then
+  command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+fi
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null

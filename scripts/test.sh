@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SETUP_NGINX=1 SETUP_MOTO=1 bash scripts/setup.sh
+SETUP_NGINX=1 SETUP_MOTO=1 SETUP_BENCH=1 bash scripts/setup.sh
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 
 echo "== cargo fmt --check"
