@@ -120,11 +120,11 @@ impl Fixture {
     fn admin_facts(&self, rt: &Runtime) -> anyhow::Result<(Identity, StoreFacts)> {
         let config = self.checker.config();
         let id = cert::identify(&self.admin, &config.identity, &config.trust, self.now)?;
-        let principal_id = id.principal_id.clone().unwrap_or_default();
+        let principal_id = id.principal_id().unwrap_or_default().to_owned();
         let store = self.checker.store();
         let facts = rt.block_on(async {
             anyhow::Ok(StoreFacts {
-                certificate: store.certificate(&id.serial).await?,
+                certificate: store.certificate(id.serial()).await?,
                 principal: store.principal(&principal_id).await?,
             })
         })?;
@@ -146,11 +146,12 @@ fn issue_first_seen(dir: &Path, admin_pem: &str, now_unix: i64) -> anyhow::Resul
         &trust.trust,
         now_unix,
     )?;
-    let serial = u64::from_str_radix(&admin.serial, 16)
-        .with_context(|| format!("admin serial {} does not fit in 64 bits", admin.serial))?;
+    let serial = u64::from_str_radix(admin.serial(), 16)
+        .with_context(|| format!("admin serial {} does not fit in 64 bits", admin.serial()))?;
     let principal_id = admin
-        .principal_id
-        .context("bootstrap admin certificate has no principal id")?;
+        .principal_id()
+        .context("bootstrap admin certificate has no principal id")?
+        .to_owned();
 
     let now = time::OffsetDateTime::from_unix_timestamp(now_unix)?;
     let ca = CertAuthority::new(

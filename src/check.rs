@@ -72,7 +72,7 @@ impl Outcome {
 
     /// The principal id, when the certificate yielded one.
     pub fn principal(&self) -> Option<&str> {
-        self.identity().and_then(|i| i.principal_id.as_deref())
+        self.identity().and_then(Identity::principal_id)
     }
 
     /// HTTP status of the answer (200 on allow).
@@ -91,17 +91,17 @@ impl Outcome {
         let mut headers = Vec::with_capacity(7);
         headers.push((
             names.principal.as_str(),
-            id.principal_id.clone().unwrap_or_default(),
+            id.principal_id().unwrap_or_default().to_owned(),
         ));
         headers.push((names.principal_type.as_str(), grant.principal_type.clone()));
         headers.push((names.roles.as_str(), grant.roles.join(",")));
-        if let Some(cn) = &id.common_name {
-            headers.push((names.cn.as_str(), cn.clone()));
+        if let Some(cn) = id.common_name() {
+            headers.push((names.cn.as_str(), cn.to_owned()));
         }
-        headers.push((names.serial.as_str(), id.serial.clone()));
-        headers.push((names.sha256.as_str(), id.sha256.clone()));
-        if let Some(spiffe) = &id.spiffe_id {
-            headers.push((names.spiffe_id.as_str(), spiffe.clone()));
+        headers.push((names.serial.as_str(), id.serial().to_owned()));
+        headers.push((names.sha256.as_str(), id.sha256_hex()));
+        if let Some(spiffe) = id.spiffe_id() {
+            headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));
         }
         headers
     }
@@ -222,7 +222,7 @@ impl Checker {
                 message = %deny.message,
                 policy = %outcome.policy,
                 principal = outcome.principal().unwrap_or(""),
-                serial = outcome.identity().map_or("", |i| i.serial.as_str()),
+                serial = outcome.identity().map_or("", Identity::serial),
                 method = input.method,
                 path = input.path,
                 "request denied"
@@ -282,7 +282,7 @@ impl Checker {
             outcome.decision = Err(deny);
             return outcome;
         }
-        let crl_status = self.revocation.status(&id.issuer, &id.serial, now);
+        let crl_status = self.revocation.status(id.issuer(), id.serial(), now);
         if let Err(deny) = authz::check_revocation(id, policy, &crl_status) {
             outcome.decision = Err(deny);
             return outcome;
@@ -290,7 +290,7 @@ impl Checker {
         if let authz::CrlStatus::Unknown(why) = &crl_status
             && policy.revocation == authz::RevocationPolicy::Optional
         {
-            tracing::warn!(policy = %policy.name, serial = %id.serial, reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
+            tracing::warn!(policy = %policy.name, serial = id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
         }
         outcome.decision = match self.store_facts(id).await {
             Ok(facts) => authz::check_principal(
@@ -346,15 +346,15 @@ impl Checker {
         };
         let parsed = Arc::new(parsed);
         if let Ok(id) = parsed.as_ref() {
-            let days_left = (id.not_after - now) as f64 / 86_400.0;
+            let days_left = (id.not_after() - now) as f64 / 86_400.0;
             self.metrics
                 .client_cert_days_to_expiry
                 .with_label_values(&["all"])
                 .observe(days_left);
             if (0.0..7.0).contains(&days_left) {
                 tracing::warn!(
-                    principal = id.principal_id.as_deref().unwrap_or(""),
-                    serial = %id.serial,
+                    principal = id.principal_id().unwrap_or(""),
+                    serial = id.serial(),
                     days_left = format!("{days_left:.1}"),
                     "client certificate expires soon"
                 );
@@ -365,9 +365,9 @@ impl Checker {
     }
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
-        let principal_id = id.principal_id.as_deref().unwrap_or_default();
+        let principal_id = id.principal_id().unwrap_or_default();
         let (certificate, principal) = tokio::join!(
-            self.store.certificate(&id.serial),
+            self.store.certificate(id.serial()),
             self.store.principal(principal_id)
         );
         Ok(StoreFacts {
