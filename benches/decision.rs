@@ -14,8 +14,8 @@
 //!   certificate serial (so the store answers from its cache and the decision is an allow).
 //!   Each round walks the pool once; between rounds the identity cache is emptied by putting a
 //!   copy of the configuration in force, outside the timed region (`iter_custom`), so every
-//!   timed check is a miss. Chosen over a tiny identity cache because moka evicts
-//!   asynchronously, which would let some iterations hit.
+//!   timed check is a miss. Chosen over a tiny identity cache, whose CLOCK eviction spares
+//!   recently read entries, which would let some iterations hit.
 //! - `identify/parse_and_verify`: `cert::identify` alone on the admin certificate.
 //! - `authz/check_certificate+check_principal`: the pure decision functions alone, with the
 //!   store facts looked up once beforehand.

@@ -215,7 +215,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     println!("\nchecks: {allowed} allowed, {denied} denied (principal not enrolled)");
     println!(
-        "identity cache: {hits} of {} sampled second checks were hits",
+        "identity cache: {} entries; {hits} of {} sampled second checks were hits",
+        checker.cached_identities(),
         sample.len()
     );
     if args.identities > 0 {

@@ -2,8 +2,10 @@
 //! snapshot (rows 7/7b, in memory) → store (cached) → rows 8–12 → metrics and logs. Shared by the gRPC server, the HTTP forward-auth
 //! endpoint and `certgate check`, so a dry run decides exactly as the server does.
 
+mod identity_cache;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -20,16 +22,15 @@ use crate::store::{CachedStore, StoreError};
 pub struct Generation {
     /// The validated configuration.
     pub config: Arc<Config>,
-    identities: moka::sync::Cache<[u8; 32], CachedIdentity>,
+    identities: identity_cache::IdentityCache,
 }
 
 impl Generation {
     /// A generation for `config`, with an empty identity cache.
     pub fn new(config: Config) -> Self {
-        let identities = moka::sync::Cache::builder()
-            .max_capacity(config.identity_cache.max_entries)
-            .time_to_live(config.identity_cache.ttl.max(Duration::from_secs(1)))
-            .build();
+        let ttl_secs = i64::try_from(config.identity_cache.ttl.as_secs()).unwrap_or(i64::MAX);
+        let identities =
+            identity_cache::IdentityCache::new(config.identity_cache.max_entries, ttl_secs);
         Generation {
             config: Arc::new(config),
             identities,
@@ -175,6 +176,12 @@ impl Checker {
     /// The store cache (for the admin and CLI paths).
     pub fn store(&self) -> &CachedStore {
         &self.store
+    }
+
+    /// Parsed certificates held by the identity cache (expired ones included until they
+    /// are evicted).
+    pub fn cached_identities(&self) -> usize {
+        self.generation.load().identities.len()
     }
 
     /// The metrics this checker records into.
@@ -327,7 +334,7 @@ impl Checker {
             .chain_update(raw)
             .finalize()
             .into();
-        if let Some(hit) = generation.identities.get(&key) {
+        if let Some(hit) = generation.identities.get(&key, now) {
             self.metrics
                 .cache_lookups
                 .with_label_values(&["identity", "hit"])
@@ -360,7 +367,7 @@ impl Checker {
                 );
             }
         }
-        generation.identities.insert(key, parsed.clone());
+        generation.identities.insert(key, parsed.clone(), now);
         Some(parsed)
     }
 
@@ -380,6 +387,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use async_trait::async_trait;
 
