@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use prometheus::{Histogram, IntCounter};
 use sha2::{Digest, Sha256};
 
 use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
@@ -139,6 +140,30 @@ pub struct Checker {
     revocation: Arc<Revocation>,
     store: CachedStore,
     metrics: Metrics,
+    /// Handles resolved once, so a check does no label lookup for them.
+    hot: HotMetrics,
+}
+
+struct HotMetrics {
+    identity_hit: IntCounter,
+    identity_miss: IntCounter,
+    check_seconds_allow: Histogram,
+    check_seconds_deny: Histogram,
+}
+
+impl HotMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        HotMetrics {
+            identity_hit: metrics
+                .cache_lookups
+                .with_label_values(&["identity", "hit"]),
+            identity_miss: metrics
+                .cache_lookups
+                .with_label_values(&["identity", "miss"]),
+            check_seconds_allow: metrics.check_seconds.with_label_values(&["allow"]),
+            check_seconds_deny: metrics.check_seconds.with_label_values(&["deny"]),
+        }
+    }
 }
 
 impl Checker {
@@ -152,6 +177,7 @@ impl Checker {
             generation: ArcSwap::from_pointee(generation),
             revocation,
             store,
+            hot: HotMetrics::new(&metrics),
             metrics,
         }
     }
@@ -195,10 +221,10 @@ impl Checker {
         let generation = self.generation.load_full();
         let outcome = self.decide(&generation, input, now).await;
         let config = &generation.config;
-        let result = if outcome.decision.is_ok() {
-            "allow"
+        let (result, check_seconds) = if outcome.decision.is_ok() {
+            ("allow", &self.hot.check_seconds_allow)
         } else {
-            "deny"
+            ("deny", &self.hot.check_seconds_deny)
         };
         let reason = outcome
             .decision
@@ -218,10 +244,7 @@ impl Checker {
             .decisions
             .with_label_values(&[result, reason, policy_label, principal_type])
             .inc();
-        self.metrics
-            .check_seconds
-            .with_label_values(&[result])
-            .observe(started.elapsed().as_secs_f64());
+        check_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(deny) = &outcome.decision {
             tracing::info!(
                 decision = "deny",
@@ -335,16 +358,10 @@ impl Checker {
             .finalize()
             .into();
         if let Some(hit) = generation.identities.get(&key, now) {
-            self.metrics
-                .cache_lookups
-                .with_label_values(&["identity", "hit"])
-                .inc();
+            self.hot.identity_hit.inc();
             return Some(hit);
         }
-        self.metrics
-            .cache_lookups
-            .with_label_values(&["identity", "miss"])
-            .inc();
+        self.hot.identity_miss.inc();
         let config = &generation.config;
         let parsed = match cert::extract(encoding, raw) {
             Ok(None) => return None,
