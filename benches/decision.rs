@@ -14,8 +14,8 @@
 //!   certificate serial (so the store answers from its cache and the decision is an allow).
 //!   Each round walks the pool once; between rounds the identity cache is emptied by putting a
 //!   copy of the configuration in force, outside the timed region (`iter_custom`), so every
-//!   timed check is a miss. Chosen over a tiny identity cache because moka evicts
-//!   asynchronously, which would let some iterations hit.
+//!   timed check is a miss. Chosen over a tiny identity cache, whose CLOCK eviction spares
+//!   recently read entries, which would let some iterations hit.
 //! - `identify/parse_and_verify`: `cert::identify` alone on the admin certificate.
 //! - `authz/check_certificate+check_principal`: the pure decision functions alone, with the
 //!   store facts looked up once beforehand.
@@ -120,11 +120,11 @@ impl Fixture {
     fn admin_facts(&self, rt: &Runtime) -> anyhow::Result<(Identity, StoreFacts)> {
         let config = self.checker.config();
         let id = cert::identify(&self.admin, &config.identity, &config.trust, self.now)?;
-        let principal_id = id.principal_id.clone().unwrap_or_default();
+        let principal_id = id.principal_id().unwrap_or_default().to_owned();
         let store = self.checker.store();
         let facts = rt.block_on(async {
             anyhow::Ok(StoreFacts {
-                certificate: store.certificate(&id.serial).await?,
+                certificate: store.certificate(id.serial()).await?,
                 principal: store.principal(&principal_id).await?,
             })
         })?;
@@ -146,11 +146,12 @@ fn issue_first_seen(dir: &Path, admin_pem: &str, now_unix: i64) -> anyhow::Resul
         &trust.trust,
         now_unix,
     )?;
-    let serial = u64::from_str_radix(&admin.serial, 16)
-        .with_context(|| format!("admin serial {} does not fit in 64 bits", admin.serial))?;
+    let serial = u64::from_str_radix(admin.serial(), 16)
+        .with_context(|| format!("admin serial {} does not fit in 64 bits", admin.serial()))?;
     let principal_id = admin
-        .principal_id
-        .context("bootstrap admin certificate has no principal id")?;
+        .principal_id()
+        .context("bootstrap admin certificate has no principal id")?
+        .to_owned();
 
     let now = time::OffsetDateTime::from_unix_timestamp(now_unix)?;
     let ca = CertAuthority::new(

@@ -2,10 +2,13 @@
 //! snapshot (rows 7/7b, in memory) → store (cached) → rows 8–12 → metrics and logs. Shared by the gRPC server, the HTTP forward-auth
 //! endpoint and `certgate check`, so a dry run decides exactly as the server does.
 
+mod identity_cache;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use prometheus::{Histogram, IntCounter};
 use sha2::{Digest, Sha256};
 
 use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
@@ -20,16 +23,15 @@ use crate::store::{CachedStore, StoreError};
 pub struct Generation {
     /// The validated configuration.
     pub config: Arc<Config>,
-    identities: moka::sync::Cache<[u8; 32], CachedIdentity>,
+    identities: identity_cache::IdentityCache,
 }
 
 impl Generation {
     /// A generation for `config`, with an empty identity cache.
     pub fn new(config: Config) -> Self {
-        let identities = moka::sync::Cache::builder()
-            .max_capacity(config.identity_cache.max_entries)
-            .time_to_live(config.identity_cache.ttl.max(Duration::from_secs(1)))
-            .build();
+        let ttl_secs = i64::try_from(config.identity_cache.ttl.as_secs()).unwrap_or(i64::MAX);
+        let identities =
+            identity_cache::IdentityCache::new(config.identity_cache.max_entries, ttl_secs);
         Generation {
             config: Arc::new(config),
             identities,
@@ -72,7 +74,7 @@ impl Outcome {
 
     /// The principal id, when the certificate yielded one.
     pub fn principal(&self) -> Option<&str> {
-        self.identity().and_then(|i| i.principal_id.as_deref())
+        self.identity().and_then(Identity::principal_id)
     }
 
     /// HTTP status of the answer (200 on allow).
@@ -91,17 +93,17 @@ impl Outcome {
         let mut headers = Vec::with_capacity(7);
         headers.push((
             names.principal.as_str(),
-            id.principal_id.clone().unwrap_or_default(),
+            id.principal_id().unwrap_or_default().to_owned(),
         ));
         headers.push((names.principal_type.as_str(), grant.principal_type.clone()));
         headers.push((names.roles.as_str(), grant.roles.join(",")));
-        if let Some(cn) = &id.common_name {
-            headers.push((names.cn.as_str(), cn.clone()));
+        if let Some(cn) = id.common_name() {
+            headers.push((names.cn.as_str(), cn.to_owned()));
         }
-        headers.push((names.serial.as_str(), id.serial.clone()));
-        headers.push((names.sha256.as_str(), id.sha256.clone()));
-        if let Some(spiffe) = &id.spiffe_id {
-            headers.push((names.spiffe_id.as_str(), spiffe.clone()));
+        headers.push((names.serial.as_str(), id.serial().to_owned()));
+        headers.push((names.sha256.as_str(), id.sha256_hex()));
+        if let Some(spiffe) = id.spiffe_id() {
+            headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));
         }
         headers
     }
@@ -138,6 +140,30 @@ pub struct Checker {
     revocation: Arc<Revocation>,
     store: CachedStore,
     metrics: Metrics,
+    /// Handles resolved once, so a check does no label lookup for them.
+    hot: HotMetrics,
+}
+
+struct HotMetrics {
+    identity_hit: IntCounter,
+    identity_miss: IntCounter,
+    check_seconds_allow: Histogram,
+    check_seconds_deny: Histogram,
+}
+
+impl HotMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        HotMetrics {
+            identity_hit: metrics
+                .cache_lookups
+                .with_label_values(&["identity", "hit"]),
+            identity_miss: metrics
+                .cache_lookups
+                .with_label_values(&["identity", "miss"]),
+            check_seconds_allow: metrics.check_seconds.with_label_values(&["allow"]),
+            check_seconds_deny: metrics.check_seconds.with_label_values(&["deny"]),
+        }
+    }
 }
 
 impl Checker {
@@ -151,6 +177,7 @@ impl Checker {
             generation: ArcSwap::from_pointee(generation),
             revocation,
             store,
+            hot: HotMetrics::new(&metrics),
             metrics,
         }
     }
@@ -177,6 +204,12 @@ impl Checker {
         &self.store
     }
 
+    /// Parsed certificates held by the identity cache (expired ones included until they
+    /// are evicted).
+    pub fn cached_identities(&self) -> usize {
+        self.generation.load().identities.len()
+    }
+
     /// The metrics this checker records into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -188,10 +221,10 @@ impl Checker {
         let generation = self.generation.load_full();
         let outcome = self.decide(&generation, input, now).await;
         let config = &generation.config;
-        let result = if outcome.decision.is_ok() {
-            "allow"
+        let (result, check_seconds) = if outcome.decision.is_ok() {
+            ("allow", &self.hot.check_seconds_allow)
         } else {
-            "deny"
+            ("deny", &self.hot.check_seconds_deny)
         };
         let reason = outcome
             .decision
@@ -211,10 +244,7 @@ impl Checker {
             .decisions
             .with_label_values(&[result, reason, policy_label, principal_type])
             .inc();
-        self.metrics
-            .check_seconds
-            .with_label_values(&[result])
-            .observe(started.elapsed().as_secs_f64());
+        check_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(deny) = &outcome.decision {
             tracing::info!(
                 decision = "deny",
@@ -222,7 +252,7 @@ impl Checker {
                 message = %deny.message,
                 policy = %outcome.policy,
                 principal = outcome.principal().unwrap_or(""),
-                serial = outcome.identity().map_or("", |i| i.serial.as_str()),
+                serial = outcome.identity().map_or("", Identity::serial),
                 method = input.method,
                 path = input.path,
                 "request denied"
@@ -282,7 +312,7 @@ impl Checker {
             outcome.decision = Err(deny);
             return outcome;
         }
-        let crl_status = self.revocation.status(&id.issuer, &id.serial, now);
+        let crl_status = self.revocation.status(id.issuer(), id.serial(), now);
         if let Err(deny) = authz::check_revocation(id, policy, &crl_status) {
             outcome.decision = Err(deny);
             return outcome;
@@ -290,7 +320,7 @@ impl Checker {
         if let authz::CrlStatus::Unknown(why) = &crl_status
             && policy.revocation == authz::RevocationPolicy::Optional
         {
-            tracing::warn!(policy = %policy.name, serial = %id.serial, reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
+            tracing::warn!(policy = %policy.name, serial = id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
         }
         outcome.decision = match self.store_facts(id).await {
             Ok(facts) => authz::check_principal(
@@ -327,17 +357,11 @@ impl Checker {
             .chain_update(raw)
             .finalize()
             .into();
-        if let Some(hit) = generation.identities.get(&key) {
-            self.metrics
-                .cache_lookups
-                .with_label_values(&["identity", "hit"])
-                .inc();
+        if let Some(hit) = generation.identities.get(&key, now) {
+            self.hot.identity_hit.inc();
             return Some(hit);
         }
-        self.metrics
-            .cache_lookups
-            .with_label_values(&["identity", "miss"])
-            .inc();
+        self.hot.identity_miss.inc();
         let config = &generation.config;
         let parsed = match cert::extract(encoding, raw) {
             Ok(None) => return None,
@@ -346,28 +370,28 @@ impl Checker {
         };
         let parsed = Arc::new(parsed);
         if let Ok(id) = parsed.as_ref() {
-            let days_left = (id.not_after - now) as f64 / 86_400.0;
+            let days_left = (id.not_after() - now) as f64 / 86_400.0;
             self.metrics
                 .client_cert_days_to_expiry
                 .with_label_values(&["all"])
                 .observe(days_left);
             if (0.0..7.0).contains(&days_left) {
                 tracing::warn!(
-                    principal = id.principal_id.as_deref().unwrap_or(""),
-                    serial = %id.serial,
+                    principal = id.principal_id().unwrap_or(""),
+                    serial = id.serial(),
                     days_left = format!("{days_left:.1}"),
                     "client certificate expires soon"
                 );
             }
         }
-        generation.identities.insert(key, parsed.clone());
+        generation.identities.insert(key, parsed.clone(), now);
         Some(parsed)
     }
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
-        let principal_id = id.principal_id.as_deref().unwrap_or_default();
+        let principal_id = id.principal_id().unwrap_or_default();
         let (certificate, principal) = tokio::join!(
-            self.store.certificate(&id.serial),
+            self.store.certificate(id.serial()),
             self.store.principal(principal_id)
         );
         Ok(StoreFacts {
@@ -380,6 +404,7 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use async_trait::async_trait;
 

@@ -551,12 +551,12 @@ async fn check(
         "roles": grant.map(|g| g.roles.clone()),
         "headers": headers,
         "certificate": outcome.identity().map(|id| json!({
-            "subject": id.subject,
-            "issuer": id.issuer,
-            "serial": id.serial,
-            "sha256": id.sha256,
-            "not_before": certgate::authz::rfc3339(id.not_before),
-            "not_after": certgate::authz::rfc3339(id.not_after),
+            "subject": id.subject(),
+            "issuer": id.issuer(),
+            "serial": id.serial(),
+            "sha256": id.sha256_hex(),
+            "not_before": certgate::authz::rfc3339(id.not_before()),
+            "not_after": certgate::authz::rfc3339(id.not_after()),
         })),
     });
     print(output, &value, || {
@@ -765,13 +765,13 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                 .map_err(Failure::Usage)?;
             let id = cert::identify(&raw, &config.identity, &config.trust, clock::unix_now())
                 .map_err(|e| Failure::Failed(anyhow::anyhow!("{}: {e}", path.display())))?;
-            let Some(principal_id) = principal.or(id.principal_id.clone()) else {
+            let Some(principal_id) = principal.or(id.principal_id().map(str::to_owned)) else {
                 return Err(Failure::Usage(anyhow::anyhow!(
                     "the certificate yields no principal id; pass --principal"
                 )));
             };
             if !force {
-                if let Err(failure) = &id.chain {
+                if let Err(failure) = id.chain() {
                     return Err(Failure::Failed(anyhow::anyhow!(
                         "{}: {failure}; pass --force to register it anyway",
                         path.display()

@@ -183,8 +183,19 @@ impl CertAuthority {
 
     /// Issue a leaf (basicConstraints CA:false, keyUsage digitalSignature) described by `spec`.
     pub fn issue(&self, spec: &CertSpec) -> Result<IssuedCert, PkiError> {
-        let key = new_key()?;
-        let serial = spec.serial.unwrap_or_else(|| random_serial(&key));
+        self.issue_with_key(spec, &new_key()?)
+    }
+
+    /// A fresh ECDSA P-256 key pair, for [`Self::issue_with_key`].
+    pub fn new_leaf_key() -> Result<KeyPair, PkiError> {
+        new_key()
+    }
+
+    /// Like [`Self::issue`], with a key pair the caller supplies: generating many test
+    /// certificates is about twice as fast when they share one key. Give each a
+    /// `spec.serial`: without one, the serial is derived from the key, so it repeats.
+    pub fn issue_with_key(&self, spec: &CertSpec, key: &KeyPair) -> Result<IssuedCert, PkiError> {
+        let serial = spec.serial.unwrap_or_else(|| random_serial(key));
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         if let Some(ou) = &spec.organizational_unit {
@@ -222,7 +233,7 @@ impl CertAuthority {
                 .custom_extensions
                 .push(CustomExtension::from_oid_content(oid, content));
         }
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = params.signed_by(key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),

@@ -192,22 +192,25 @@ pub fn check_certificate(
     rules: &CertificateRules,
     now: i64,
 ) -> Result<(), Deny> {
-    if let Err(failure) = &id.chain {
+    if let Err(failure) = id.chain() {
         return Err(Deny::new(ReasonCode::UntrustedIssuer, failure.to_string()));
     }
-    if now.saturating_add(rules.clock_skew_secs) < id.not_before {
+    if now.saturating_add(rules.clock_skew_secs) < id.not_before() {
         return Err(Deny::new(
             ReasonCode::CertificateNotYetValid,
-            format!("certificate is not valid before {}", rfc3339(id.not_before)),
+            format!(
+                "certificate is not valid before {}",
+                rfc3339(id.not_before())
+            ),
         ));
     }
-    if now.saturating_sub(rules.clock_skew_secs) > id.not_after {
+    if now.saturating_sub(rules.clock_skew_secs) > id.not_after() {
         return Err(Deny::new(
             ReasonCode::CertificateExpired,
-            format!("certificate expired at {}", rfc3339(id.not_after)),
+            format!("certificate expired at {}", rfc3339(id.not_after())),
         ));
     }
-    if rules.require_client_auth_eku && id.client_auth == ClientAuthUsage::NotAllowed {
+    if rules.require_client_auth_eku && id.client_auth() == ClientAuthUsage::NotAllowed {
         return Err(Deny::new(
             ReasonCode::WrongKeyUsage,
             "extended key usage does not include TLS client authentication",
@@ -226,7 +229,7 @@ pub fn check_certificate(
             ),
         ));
     }
-    if id.principal_id.is_none() {
+    if id.principal_id().is_none() {
         return Err(Deny::new(
             ReasonCode::MalformedCertificate,
             "certificate carries no principal id (no identity extension, SPIFFE URI SAN or CN)",
@@ -269,8 +272,8 @@ pub fn check_revocation(id: &Identity, policy: &Policy, status: &CrlStatus) -> R
             ReasonCode::CertificateRevoked,
             format!(
                 "certificate {} revoked by the CRL of '{}' ({reason}) at {}",
-                id.serial,
-                id.issuer,
+                id.serial(),
+                id.issuer(),
                 rfc3339(*revoked_at)
             ),
         )),
@@ -283,7 +286,8 @@ pub fn check_revocation(id: &Identity, policy: &Policy, status: &CrlStatus) -> R
                 ReasonCode::RevocationStatusUnknown,
                 format!(
                     "revocation status unknown: no CRL is configured for issuer '{}', and policy '{}' requires one (revocation: strict)",
-                    id.issuer, policy.name
+                    id.issuer(),
+                    policy.name
                 ),
             ))
         }
@@ -299,11 +303,11 @@ pub fn check_principal(
     facts: &StoreFacts,
     request: RequestInfo<'_>,
 ) -> Result<Grant, Deny> {
-    let principal_id = id.principal_id.as_deref().unwrap_or_default();
+    let principal_id = id.principal_id().unwrap_or_default();
     if let Some(cert) = &facts.certificate
         && cert.revoked
     {
-        let mut message = format!("certificate {} revoked", id.serial);
+        let mut message = format!("certificate {} revoked", id.serial());
         if let Some(reason) = &cert.revocation_reason {
             let _ = write!(message, " ({reason})");
         }
@@ -335,7 +339,7 @@ pub fn check_principal(
         ));
     }
     if let Some(allowlist) = &policy.cn_allowlist {
-        let cn = id.common_name.as_deref().unwrap_or_default();
+        let cn = id.common_name().unwrap_or_default();
         if !allowlist.contains(cn) {
             return Err(Deny::new(
                 ReasonCode::CnNotAllowed,
@@ -417,8 +421,8 @@ pub fn resolve_type<'a>(
     sources: &[PrincipalTypeSource],
 ) -> Option<&'a str> {
     sources.iter().find_map(|source| match source {
-        PrincipalTypeSource::Oid => id.type_from_oid.as_deref(),
-        PrincipalTypeSource::Ou => id.organizational_unit.as_deref(),
+        PrincipalTypeSource::Oid => id.type_from_oid(),
+        PrincipalTypeSource::Ou => id.organizational_unit(),
         PrincipalTypeSource::Store => record.map(|p| p.principal_type.as_str()),
     })
 }

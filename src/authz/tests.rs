@@ -301,10 +301,10 @@ fn principal_rows() {
     let pki = pki();
     let id = identity(&pki, &client("w@x", "worker"));
     let revoked = Arc::new(CertificateRecord {
-        serial_number: id.serial.clone(),
+        serial_number: id.serial().to_owned(),
         principal_id: "w@x".into(),
-        issuer: id.issuer.clone(),
-        sha256: id.sha256.clone(),
+        issuer: id.issuer().to_owned(),
+        sha256: id.sha256_hex(),
         not_before: 0,
         expires_at: 0,
         revoked: true,

@@ -64,40 +64,220 @@ pub enum ClientAuthUsage {
 }
 
 /// Everything the decision needs from one certificate, built once per distinct certificate.
-#[derive(Debug, Clone)]
+///
+/// Kept compact because the identity cache holds one per distinct client certificate
+/// (100,000 by default): the text fields share one heap block (`text`, each field ending
+/// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
+/// one of them, the SHA-256 is kept as bytes and the rare chain failure is boxed. See
+/// "Memory at scale" in BENCHMARKS.md for what an entry costs.
+#[derive(Clone)]
 pub struct Identity {
-    /// Principal id per the identity rules; `None` if no source yields one.
-    pub principal_id: Option<String>,
-    /// Principal type from the custom extension, if present.
-    pub type_from_oid: Option<String>,
-    /// Subject OU (a principal type source).
-    pub organizational_unit: Option<String>,
-    /// Subject CN.
-    pub common_name: Option<String>,
-    /// First `spiffe://` URI SAN.
-    pub spiffe_id: Option<String>,
-    /// Serial, lowercase hex without colons or sign padding.
-    pub serial: String,
-    /// Lowercase hex SHA-256 of the DER encoding.
-    pub sha256: String,
-    /// Issuer DN (RFC 4514 text).
-    pub issuer: String,
-    /// Subject DN (RFC 4514 text).
-    pub subject: String,
-    /// notBefore, Unix seconds.
-    pub not_before: i64,
-    /// notAfter, Unix seconds.
-    pub not_after: i64,
-    /// Extended key usage, as far as client authentication goes.
-    pub client_auth: ClientAuthUsage,
-    /// Outcome of the chain verification against the trust bundle.
-    pub chain: Result<(), ChainFailure>,
+    text: Box<str>,
+    ends: [u32; TEXT_FIELDS],
+    principal_id: PrincipalIdField,
+    sha256: [u8; 32],
+    not_before: i64,
+    not_after: i64,
+    client_auth: ClientAuthUsage,
+    chain: Result<(), Box<ChainFailure>>,
+}
+
+/// Position of each text field in [`Identity::text`]. An optional field is absent when
+/// empty: `identify` never keeps an empty CN, OU, extension or SPIFFE id.
+#[derive(Clone, Copy)]
+enum TextField {
+    /// The principal id when it came from the extension (else it is another field).
+    PrincipalId,
+    TypeFromOid,
+    OrganizationalUnit,
+    CommonName,
+    SpiffeId,
+    Serial,
+    Issuer,
+    Subject,
+}
+
+const TEXT_FIELDS: usize = TextField::Subject as usize + 1;
+
+/// Which text field holds the principal id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrincipalIdField {
+    None,
+    Own,
+    SpiffeId,
+    CommonName,
+}
+
+/// The fields of an [`Identity`] before packing.
+struct IdentityParts {
+    principal_id: Option<(PrincipalIdSource, String)>,
+    type_from_oid: Option<String>,
+    organizational_unit: Option<String>,
+    common_name: Option<String>,
+    spiffe_id: Option<String>,
+    serial: String,
+    issuer: String,
+    subject: String,
+    sha256: [u8; 32],
+    not_before: i64,
+    not_after: i64,
+    client_auth: ClientAuthUsage,
+    chain: Result<(), ChainFailure>,
 }
 
 impl Identity {
+    fn pack(parts: IdentityParts) -> Result<Self, MalformedCertificate> {
+        let principal_id = match &parts.principal_id {
+            None => PrincipalIdField::None,
+            Some((PrincipalIdSource::Spiffe, _)) => PrincipalIdField::SpiffeId,
+            Some((PrincipalIdSource::Cn, _)) => PrincipalIdField::CommonName,
+            Some((PrincipalIdSource::Oid, _)) => PrincipalIdField::Own,
+        };
+        let own_principal = match (&parts.principal_id, principal_id) {
+            (Some((_, id)), PrincipalIdField::Own) => id.as_str(),
+            _ => "",
+        };
+        let fields: [&str; TEXT_FIELDS] = [
+            own_principal,
+            parts.type_from_oid.as_deref().unwrap_or_default(),
+            parts.organizational_unit.as_deref().unwrap_or_default(),
+            parts.common_name.as_deref().unwrap_or_default(),
+            parts.spiffe_id.as_deref().unwrap_or_default(),
+            &parts.serial,
+            &parts.issuer,
+            &parts.subject,
+        ];
+        let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
+        let mut ends = [0u32; TEXT_FIELDS];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            text.push_str(field);
+            // The input is at most 64 KiB of DER; its text fields cannot reach 4 GiB.
+            *end = u32::try_from(text.len())
+                .map_err(|_| MalformedCertificate::TooLarge(text.len()))?;
+        }
+        Ok(Identity {
+            text: text.into_boxed_str(),
+            ends,
+            principal_id,
+            sha256: parts.sha256,
+            not_before: parts.not_before,
+            not_after: parts.not_after,
+            client_auth: parts.client_auth,
+            chain: parts.chain.map_err(Box::new),
+        })
+    }
+
+    fn text(&self, field: TextField) -> &str {
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn optional(&self, field: TextField) -> Option<&str> {
+        Some(self.text(field)).filter(|v| !v.is_empty())
+    }
+
+    /// Principal id per the identity rules; `None` if no source yields one.
+    pub fn principal_id(&self) -> Option<&str> {
+        match self.principal_id {
+            PrincipalIdField::None => None,
+            PrincipalIdField::Own => Some(self.text(TextField::PrincipalId)),
+            PrincipalIdField::SpiffeId => self.spiffe_id(),
+            PrincipalIdField::CommonName => self.common_name(),
+        }
+    }
+
+    /// Principal type from the custom extension, if present.
+    pub fn type_from_oid(&self) -> Option<&str> {
+        self.optional(TextField::TypeFromOid)
+    }
+
+    /// Subject OU (a principal type source).
+    pub fn organizational_unit(&self) -> Option<&str> {
+        self.optional(TextField::OrganizationalUnit)
+    }
+
+    /// Subject CN.
+    pub fn common_name(&self) -> Option<&str> {
+        self.optional(TextField::CommonName)
+    }
+
+    /// First `spiffe://` URI SAN.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.optional(TextField::SpiffeId)
+    }
+
+    /// Serial, lowercase hex without colons or sign padding.
+    pub fn serial(&self) -> &str {
+        self.text(TextField::Serial)
+    }
+
+    /// Issuer DN (RFC 4514 text).
+    pub fn issuer(&self) -> &str {
+        self.text(TextField::Issuer)
+    }
+
+    /// Subject DN (RFC 4514 text).
+    pub fn subject(&self) -> &str {
+        self.text(TextField::Subject)
+    }
+
+    /// SHA-256 of the DER encoding.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
+    /// Lowercase hex SHA-256 of the DER encoding (the `x-client-cert-sha256` value).
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// notBefore, Unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.not_before
+    }
+
+    /// notAfter, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// Extended key usage, as far as client authentication goes.
+    pub fn client_auth(&self) -> ClientAuthUsage {
+        self.client_auth
+    }
+
+    /// Outcome of the chain verification against the trust bundle.
+    pub fn chain(&self) -> Result<(), &ChainFailure> {
+        match &self.chain {
+            Ok(()) => Ok(()),
+            Err(failure) => Err(failure),
+        }
+    }
+
     /// Certificate lifetime (notAfter − notBefore) in seconds.
     pub fn lifetime_secs(&self) -> i64 {
         self.not_after - self.not_before
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("principal_id", &self.principal_id())
+            .field("type_from_oid", &self.type_from_oid())
+            .field("organizational_unit", &self.organizational_unit())
+            .field("common_name", &self.common_name())
+            .field("spiffe_id", &self.spiffe_id())
+            .field("serial", &self.serial())
+            .field("sha256", &self.sha256_hex())
+            .field("issuer", &self.issuer())
+            .field("subject", &self.subject())
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("client_auth", &self.client_auth)
+            .field("chain", &self.chain())
+            .finish()
     }
 }
 
@@ -149,14 +329,14 @@ pub fn identify(
     let spiffe_id = uri_sans(&cert)
         .into_iter()
         .find(|u| u.starts_with("spiffe://"));
-    let principal_id = rules
-        .principal_id_sources
-        .iter()
-        .find_map(|source| match source {
+    let principal_id = rules.principal_id_sources.iter().find_map(|source| {
+        let id = match source {
             PrincipalIdSource::Oid => extension_string(&cert, &rules.principal_id_oid),
             PrincipalIdSource::Spiffe => spiffe_id.clone(),
             PrincipalIdSource::Cn => common_name.clone(),
-        });
+        };
+        id.map(|id| (*source, id))
+    });
     let client_auth = match cert.extended_key_usage() {
         Ok(None) => ClientAuthUsage::Unrestricted,
         Ok(Some(eku)) if eku.value.client_auth || eku.value.any => ClientAuthUsage::Allowed,
@@ -168,27 +348,27 @@ pub fn identify(
     // These values become upstream headers and log fields: a CA that copies user input into
     // a certificate must not be able to smuggle a CR/LF (header injection) through us.
     for (field, value) in [
-        ("principal id", &principal_id),
-        ("principal type extension", &type_from_oid),
-        ("subject OU", &organizational_unit),
-        ("subject CN", &common_name),
-        ("SPIFFE id", &spiffe_id),
+        (
+            "principal id",
+            principal_id.as_ref().map(|(_, id)| id.as_str()),
+        ),
+        ("principal type extension", type_from_oid.as_deref()),
+        ("subject OU", organizational_unit.as_deref()),
+        ("subject CN", common_name.as_deref()),
+        ("SPIFFE id", spiffe_id.as_deref()),
     ] {
-        if value
-            .as_deref()
-            .is_some_and(|v| v.chars().any(char::is_control))
-        {
+        if value.is_some_and(|v| v.chars().any(char::is_control)) {
             return Err(MalformedCertificate::ControlCharacters(field));
         }
     }
-    Ok(Identity {
+    Identity::pack(IdentityParts {
         principal_id,
         type_from_oid,
         organizational_unit,
         common_name,
         spiffe_id,
         serial: serial_hex(cert.raw_serial()),
-        sha256: hex::encode(Sha256::digest(&der)),
+        sha256: Sha256::digest(&der).into(),
         issuer: cert.issuer().to_string(),
         subject: cert.subject().to_string(),
         not_before,
@@ -303,20 +483,73 @@ mod tests {
         let (trust, pem) = fixture();
         let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
         assert_eq!(
-            id.principal_id.as_deref(),
+            id.principal_id(),
             Some("spiffe://example.com/w/1"),
             "no OID: SPIFFE"
         );
-        assert_eq!(id.spiffe_id.as_deref(), Some("spiffe://example.com/w/1"));
-        assert_eq!(id.organizational_unit.as_deref(), Some("worker"));
+        assert_eq!(id.spiffe_id(), Some("spiffe://example.com/w/1"));
+        assert_eq!(id.organizational_unit(), Some("worker"));
         let cn_first = IdentityRules {
             principal_id_sources: vec![PrincipalIdSource::Cn],
             ..rules()
         };
         let id = identify(pem.as_bytes(), &cn_first, &trust, NOW).expect("parses");
-        assert_eq!(id.principal_id.as_deref(), Some("w1"));
-        assert_eq!(id.serial.len() % 2, 0);
-        assert_eq!(id.sha256.len(), 64);
+        assert_eq!(id.principal_id(), Some("w1"));
+        assert_eq!(id.common_name(), Some("w1"));
+        assert_eq!(id.serial().len() % 2, 0);
+        assert_eq!(id.sha256_hex().len(), 64);
+    }
+
+    #[test]
+    fn packed_fields_read_back() {
+        let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let trust = TrustBundle::from_pem(ca.cert_pem().as_bytes()).expect("bundle");
+        let spec = CertSpec {
+            organizational_unit: Some("worker".into()),
+            uri_sans: vec!["spiffe://example.com/w/1".into()],
+            serial: Some(0xdead_beef),
+            custom_extensions: vec![
+                (vec![1, 3, 6, 1, 4, 1, 59999, 1, 1], "w1@example.com".into()),
+                (vec![1, 3, 6, 1, 4, 1, 59999, 1, 2], "service".into()),
+            ],
+            ..CertSpec::client("w1.example.com", now, time::Duration::days(1))
+        };
+        let pem = ca.issue(&spec).expect("leaf").cert_pem;
+        let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+        assert_eq!(id.principal_id(), Some("w1@example.com"), "OID first");
+        assert_eq!(id.type_from_oid(), Some("service"));
+        assert_eq!(id.organizational_unit(), Some("worker"));
+        assert_eq!(id.common_name(), Some("w1.example.com"));
+        assert_eq!(id.spiffe_id(), Some("spiffe://example.com/w/1"));
+        assert_eq!(id.serial(), "deadbeef");
+        assert_eq!(id.issuer(), "O=certgate dev, CN=ca");
+        assert_eq!(id.subject(), "OU=worker, CN=w1.example.com");
+        assert_eq!(id.lifetime_secs(), 86_400);
+        assert_eq!(id.chain(), Ok(()));
+        let der = decode_certificate(pem.as_bytes()).expect("decodes");
+        assert_eq!(id.sha256_hex(), hex::encode(Sha256::digest(&der)));
+
+        let bare = CertSpec {
+            common_name: None,
+            ..CertSpec::client("", now, time::Duration::days(1))
+        };
+        let pem = ca.issue(&bare).expect("leaf").cert_pem;
+        let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+        let absent = [
+            id.principal_id(),
+            id.type_from_oid(),
+            id.organizational_unit(),
+            id.common_name(),
+            id.spiffe_id(),
+        ];
+        assert_eq!(absent, [None; 5]);
+        assert_eq!(id.subject(), "");
+        let other = CertAuthority::new("other", now, now + time::Duration::days(10)).expect("CA");
+        let pem = other.issue(&spec).expect("leaf").cert_pem;
+        let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+        assert!(id.chain().is_err());
+        assert_eq!(id.principal_id(), Some("w1@example.com"));
     }
 
     #[test]
@@ -329,8 +562,8 @@ mod tests {
         let a = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("pem");
         let b = identify(encoded.as_bytes(), &rules(), &trust, NOW).expect("url-encoded");
         let c = identify(&der, &rules(), &trust, NOW).expect("der");
-        assert_eq!((a.sha256.clone(), a.serial.clone()), (b.sha256, b.serial));
-        assert_eq!(a.sha256, c.sha256);
+        assert_eq!((a.sha256(), a.serial()), (b.sha256(), b.serial()));
+        assert_eq!(a.sha256(), c.sha256());
     }
 
     #[test]

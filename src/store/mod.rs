@@ -111,12 +111,12 @@ impl CertificateRecord {
     /// A fresh, unrevoked record for a parsed certificate, owned by `principal_id`.
     pub fn for_identity(id: &crate::cert::Identity, principal_id: String) -> Self {
         CertificateRecord {
-            serial_number: id.serial.clone(),
+            serial_number: id.serial().to_owned(),
             principal_id,
-            issuer: id.issuer.clone(),
-            sha256: id.sha256.clone(),
-            not_before: id.not_before * 1000,
-            expires_at: id.not_after * 1000,
+            issuer: id.issuer().to_owned(),
+            sha256: id.sha256_hex(),
+            not_before: id.not_before() * 1000,
+            expires_at: id.not_after() * 1000,
             revoked: false,
             revoked_at: None,
             revocation_reason: None,
