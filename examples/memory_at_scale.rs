@@ -101,11 +101,14 @@ fn serial(i: usize) -> u64 {
 
 fn config_yaml(identities: usize) -> String {
     let entries = identities.max(1);
+    // The identity cache's bound is an estimate (quick_cache may evict a fraction of a
+    // percent early): 2% headroom so that (nearly) all N identities stay cached.
+    let identity_entries = entries + entries / 50 + 1;
     format!(
         r#"trust: {{ca_bundle: ca.pem}}
 identity:
   cache_ttl: 1h
-  cache_max_entries: {entries}
+  cache_max_entries: {identity_entries}
 store:
   path: certgate.db
   cache_ttl: 1h                   # phase 3 must find phase 2's answers
@@ -205,12 +208,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     report("4 hits", started, after_identities)?;
     let hits = lookups(&checker, "identity", "hit") - hits_before;
-    if hits != sample.len() as u64 {
-        bail!(
-            "{} of {} sampled identities were evicted",
-            sample.len() as u64 - hits,
-            sample.len()
-        );
+    // The bound is an estimate (quick_cache shards it and admits new keys as "cold"): a
+    // few early evictions are expected, many would mean the phase measured too little.
+    let evicted = sample.len() as u64 - hits;
+    println!("sampled identities still cached: {hits} of {}", sample.len());
+    if evicted * 100 > sample.len() as u64 {
+        bail!("{evicted} of {} sampled identities were evicted", sample.len());
     }
 
     println!("\nchecks: {allowed} allowed, {denied} denied (principal not enrolled)");
