@@ -211,9 +211,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // The bound is an estimate (quick_cache shards it and admits new keys as "cold"): a
     // few early evictions are expected, many would mean the phase measured too little.
     let evicted = sample.len() as u64 - hits;
-    println!("sampled identities still cached: {hits} of {}", sample.len());
+    println!(
+        "sampled identities still cached: {hits} of {}",
+        sample.len()
+    );
     if evicted * 100 > sample.len() as u64 {
-        bail!("{evicted} of {} sampled identities were evicted", sample.len());
+        bail!(
+            "{evicted} of {} sampled identities were evicted",
+            sample.len()
+        );
     }
 
     println!("\nchecks: {allowed} allowed, {denied} denied (principal not enrolled)");
