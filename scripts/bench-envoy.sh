@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Side by side through Envoy: the same mTLS HTTP/1.1 load (examples/loadgen.rs, HTTPS mode)
-# against Envoy 1.40 `--concurrency 1` in front of a trivial upstream (examples/upstream.rs),
+# against Envoy 1.40 `--concurrency 1` (ENVOY_CONCURRENCY) in front of a trivial upstream (examples/upstream.rs),
 # with, in turn,
 #   none            no authorization filter
 #   rbac            Envoy's RBAC filter admitting the client's principal (no extra hop)
 #   trivial         ext_authz gRPC to examples/trivial_authz.rs (allows everything)
+#   trivial-headers the same server answering with certgate's shape of identity headers (six
+#                   set, one removed): what Envoy itself spends applying them
 #   certgate        ext_authz gRPC to `certgate serve` over TCP (bootstrapped config: roles,
 #                   store enrolment with a cached store, the `admin` policy's CN allowlist)
 #   certgate-unix   the same over a unix socket (Envoy `pipe:` address)
@@ -37,7 +39,8 @@ PROFILE=${PROFILE:-release}
 DURATION=${DURATION:-5s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-16}
-CONFIGS=${CONFIGS:-none rbac trivial certgate certgate-unix}
+CONFIGS=${CONFIGS:-none rbac trivial trivial-headers certgate certgate-unix}
+ENVOY_CONCURRENCY=${ENVOY_CONCURRENCY:-1}
 OUT=${OUT:-BENCHMARKS.md}
 ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
 # The request path: /admin routes ask certgate for its `admin` policy (CN allowlist, admin
@@ -158,11 +161,11 @@ render() {
     case $1 in
         none) ;;
         rbac) filter=envoy/bench/rbac.yaml ;;
-        trivial) filter=envoy/bench/ext_authz.yaml ;;
+        trivial | trivial-headers) filter=envoy/bench/ext_authz.yaml ;;
         certgate) filter=envoy/bench/ext_authz.yaml
             address="socket_address: {address: 127.0.0.1, port_value: $grpc_port}" ;;
         certgate-unix) filter=envoy/bench/ext_authz.yaml; address="pipe: {path: $socket}" ;;
-        *) die "unknown configuration $1 (CONFIGS: none rbac trivial certgate certgate-unix)" ;;
+        *) die "unknown configuration $1 (CONFIGS: none rbac trivial trivial-headers certgate certgate-unix)" ;;
     esac
     python3 - envoy/bench/front-proxy.yaml "$filter" "$work/envoy-$1.yaml" <<PY
 import re, sys
@@ -196,15 +199,17 @@ secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0
 loadgen_cmd=("$bin/examples/loadgen" --target "https://localhost:$listen_port$LOAD_PATH"
     --cert "$pki/admin.pem" --key "$pki/admin-key.pem" --ca "$pki/ca.pem"
     --connections "$CONNECTIONS" --duration "$DURATION")
-envoy_cmd=("$ENVOY_BIN" --concurrency 1 --log-level warn --disable-hot-restart)
+envoy_cmd=("$ENVOY_BIN" --concurrency "$ENVOY_CONCURRENCY" --log-level warn --disable-hot-restart)
 declare -A runs
 for round in $(seq "$ROUNDS"); do
 for config in $CONFIGS; do
     render "$config"
     authz_pid=""
     case $config in
-        trivial)
-            "$bin/examples/trivial_authz" "127.0.0.1:$authz_port" 2>"$work/trivial.log" &
+        trivial | trivial-headers)
+            flags=()
+            [[ $config == trivial-headers ]] && flags=(--identity-headers)
+            "$bin/examples/trivial_authz" "127.0.0.1:$authz_port" "${flags[@]}" 2>"$work/trivial.log" &
             authz_pid=$!
             pids+=("$authz_pid")
             wait_for "$authz_pid" trivial_authz port_open "$authz_port" ;;
@@ -272,7 +277,13 @@ ratio() {
     awk -v c="$c" -v r="${rps[$c]}" -v rt="${rps[trivial]}" -v p="${p99[$c]}" -v pt="${p99[trivial]}" \
         'BEGIN { printf "| %s / trivial | %.1f%% | %.1f%% |\n", c, 100 * r / rt, 100 * p / pt }'
 }
-ratios=$(ratio certgate; ratio certgate-unix)
+ratios=$(ratio certgate; ratio certgate-unix; ratio trivial-headers)
+ratio_headers=""
+if [[ -n ${rps[certgate]:-} && -n ${rps[trivial-headers]:-} ]]; then
+    ratio_headers=$(awk -v r="${rps[certgate]}" -v rt="${rps[trivial-headers]}" -v p="${p99[certgate]}" \
+        -v pt="${p99[trivial-headers]}" \
+        'BEGIN { printf "| certgate / trivial-headers | %.1f%% | %.1f%% |\n", 100 * r / rt, 100 * p / pt }')
+fi
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git status --porcelain 2>/dev/null) ]]; then commit="$commit (with uncommitted changes)"; fi
@@ -314,6 +325,14 @@ block=$(mktemp)
         echo "| ratio | req/s | p99 |"
         echo "| --- | --- | --- |"
         echo "$ratios"
+        [[ -z $ratio_headers ]] || echo "$ratio_headers"
+        if [[ -n $ratio_headers ]]; then
+            echo
+            echo "\`trivial-headers\` answers every check with the header mutations of a certgate allow"
+            echo "(six identity headers set, one removed) without deciding anything: the gap between"
+            echo "it and \`trivial\` is what Envoy spends applying identity headers, and"
+            echo "\`certgate / trivial-headers\` is what certgate's decision costs on top of that."
+        fi
     fi
     echo "<!-- scripts/bench-envoy.sh: end -->"
 } >"$block"
