@@ -24,6 +24,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+/// The allocator the `certgate` binary uses (src/main.rs), so the numbers are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};

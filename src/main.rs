@@ -2,6 +2,11 @@
 
 mod cli;
 
+/// mimalloc instead of glibc's malloc: a check allocates and frees many small buffers
+/// (prost, h2), where glibc's allocator showed up as ~14% of the CPU profile under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }
