@@ -41,8 +41,8 @@ COLD_ATTEMPT_TIMEOUT=${COLD_ATTEMPT_TIMEOUT:-1s}
 OUT=${OUT:-BENCHMARKS.md}
 MOTO_BIN=${MOTO_BIN:-.venv/bin/moto_server}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 [[ -x $MOTO_BIN ]] || die "no $MOTO_BIN: run SETUP_MOTO=1 bash scripts/setup.sh"
 command -v python3 >/dev/null || die "python3 is needed (free ports, /metrics, configuration)"
@@ -53,13 +53,6 @@ moto_pid=""
 # The original stderr, for the cleanup message: a trap can run inside a block whose stderr is
 # redirected to a file.
 exec 9>&2
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local status=$?
     [[ -z $server_pid ]] || stop "$server_pid"
@@ -77,51 +70,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# N distinct free loopback ports (held together so they differ; a race with another process
-# binding one first is possible but harmless: startup then fails loudly).
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-# HTTP status of GET http://127.0.0.1:$1$2, with bash's /dev/tcp (no curl needed).
-http_status() {
-    local line
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
-    IFS=' ' read -r -t 2 _ line _ <&3 || line=""
-    exec 3<&- 3>&-
-    printf '%s' "$line"
-}
-http_ok() { [[ $(http_status "$1" "$2" 2>/dev/null || true) == 200 ]]; }
-
-# Wait up to $2 tenths of a second for "$4…" (a command) to succeed while process $1 lives.
-wait_for() {
-    local pid=$1 tenths=$2 what=$3
-    shift 3
-    for _ in $(seq "$tenths"); do
-        kill -0 "$pid" 2>/dev/null || die "$what exited during startup"
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    die "$what not ready within $((tenths / 10))s"
-}
-
-# utime + stime of a process, in clock ticks (the comm field may hold spaces: cut after ')').
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $stat
-    echo $((${12} + ${13}))
-}
 
 # "CALLS ERRORS STALE": the sums of certgate_store_calls_total (all, outcome="error") and
 # certgate_store_stale_served_total on the admin listener at port $1.
@@ -225,7 +173,6 @@ load_secs=$(awk -v d="$DURATION" 'BEGIN {
     print n }')
 secs() { awk -v t="$1" -v hz="$hz" 'BEGIN {printf "%.2f", t / hz}'; }
 # Latency in µs as printed by loadgen, shown in ms from 1 ms up.
-lat() { awk -v v="$1" 'BEGIN { if (v >= 1000) printf "%.2f ms", v / 1000; else printf "%.0f µs", v }'; }
 
 rows=()
 commands=()
@@ -310,7 +257,6 @@ tmp() { sed "s#$work#\$TMP#g"; }
 cold_rps=$(awk '$1 == "rps" {print $2}' "$work/loadgen-dynamodb-cold.txt")
 cold_round_ms=$(awk -v r="$cold_rps" 'BEGIN {if (r > 0) printf "%.0f", 1000 / r; else print "n/a"}')
 
-mkdir -p "$(dirname "$OUT")"
 block=$(mktemp)
 {
     echo "<!-- scripts/bench-dynamodb.sh: begin (generated; other sections of this file are kept) -->"
@@ -396,17 +342,6 @@ block=$(mktemp)
     for n in "${notes[@]}"; do echo "- $n"; done
     echo "<!-- scripts/bench-dynamodb.sh: end -->"
 } >"$block"
-# Replace our section in place (or append it); other sections stay as they are.
-python3 - "$OUT" "$block" <<'PY'
-import pathlib, re, sys
-out, block = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
-text = out.read_text() if out.exists() else "# Benchmarks\n"
-pattern = re.compile(r"<!-- scripts/bench-dynamodb.sh: begin.*?<!-- scripts/bench-dynamodb.sh: end -->\n", re.S)
-if pattern.search(text):
-    text = pattern.sub(lambda _: block, text)
-else:
-    text = text.rstrip("\n") + "\n\n" + block
-out.write_text(text)
-PY
+write_section scripts/bench-dynamodb.sh "$OUT" "$block"
 rm -f "$block"
 log "wrote $OUT"

@@ -47,19 +47,12 @@ ENVOY_BIN=${ENVOY_BIN:-.venv/bin/envoy}
 # type only, 7-day certificates), the strictest of the bootstrapped configuration.
 LOAD_PATH=/admin/bench
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/certgate-bench-envoy.XXXXXX")
 pids=()
 exec 9>&2
-stop() {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local status=$?
     for pid in "${pids[@]}"; do stop "$pid"; done
@@ -77,48 +70,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
 
-# HTTP status of GET http://127.0.0.1:$1$2, with bash's /dev/tcp (no curl needed).
-http_status() {
-    local line
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
-    IFS=' ' read -r -t 2 _ line _ <&3 || line=""
-    exec 3<&- 3>&-
-    printf '%s' "$line"
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Wait up to 10s for "$2" (a command) to succeed while process $1 lives.
-wait_for() {
-    local pid=$1 what=$2
-    shift 2
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || die "$what exited during startup"
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    die "$what not ready within 10s"
-}
-http_ok() { [[ $(http_status "$1" "$2" 2>/dev/null || true) == 200 ]]; }
-
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $stat
-    echo $((${12} + ${13}))
-}
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 [[ -x $ENVOY_BIN ]] || bash scripts/setup.sh >/dev/null
@@ -152,7 +104,7 @@ principal=$(openssl x509 -in "$pki/admin.pem" -noout -ext subjectAltName |
 "$bin/examples/upstream" "127.0.0.1:$upstream_port" 2>"$work/upstream.log" &
 upstream_pid=$!
 pids+=("$upstream_pid")
-wait_for "$upstream_pid" upstream port_open "$upstream_port"
+wait_for "$upstream_pid" 100 upstream port_open "$upstream_port"
 
 # Render envoy/bench/front-proxy.yaml for one configuration into $work/envoy-$1.yaml.
 render() {
@@ -191,7 +143,6 @@ open(out, "w").write(fill("\n".join(lines) + "\n"))
 PY
 }
 
-lat() { awk -v v="$1" 'BEGIN { if (v >= 1000) printf "%.2f ms", v / 1000; else printf "%.0f µs", v }'; }
 hz=$(getconf CLK_TCK)
 secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0
     if (d ~ /ms$/) n /= 1000; else if (d ~ /m$/) n *= 60; else if (d ~ /h$/) n *= 3600
@@ -212,17 +163,17 @@ for config in $CONFIGS; do
             "$bin/examples/trivial_authz" "127.0.0.1:$authz_port" "${flags[@]}" 2>"$work/trivial.log" &
             authz_pid=$!
             pids+=("$authz_pid")
-            wait_for "$authz_pid" trivial_authz port_open "$authz_port" ;;
+            wait_for "$authz_pid" 100 trivial_authz port_open "$authz_port" ;;
         certgate*)
             "$certgate" serve --config "$pki/certgate.yaml" 2>"$work/certgate.log" &
             authz_pid=$!
             pids+=("$authz_pid")
-            wait_for "$authz_pid" certgate http_ok "$admin_port" /readyz ;;
+            wait_for "$authz_pid" 100 certgate http_ok "$admin_port" /readyz ;;
     esac
     "${envoy_cmd[@]}" -c "$work/envoy-$config.yaml" 2>"$work/envoy.log" &
     envoy_pid=$!
     pids+=("$envoy_pid")
-    wait_for "$envoy_pid" envoy http_ok "$envoy_admin_port" /ready
+    wait_for "$envoy_pid" 100 envoy http_ok "$envoy_admin_port" /ready
 
     log "round $round/$ROUNDS, $config: ${loadgen_cmd[*]}"
     load=$(cut -d' ' -f1 /proc/loadavg)
@@ -337,17 +288,6 @@ block=$(mktemp)
     echo "<!-- scripts/bench-envoy.sh: end -->"
 } >"$block"
 cat "$block"
-mkdir -p "$(dirname "$OUT")"
-python3 - "$OUT" "$block" <<'PY'
-import pathlib, re, sys
-out, block = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
-text = out.read_text() if out.exists() else "# Benchmarks\n"
-pattern = re.compile(r"<!-- scripts/bench-envoy.sh: begin.*?<!-- scripts/bench-envoy.sh: end -->\n", re.S)
-if pattern.search(text):
-    text = pattern.sub(lambda _: block, text)
-else:
-    text = text.rstrip("\n") + "\n\n" + block
-out.write_text(text)
-PY
+write_section scripts/bench-envoy.sh "$OUT" "$block"
 rm -f "$block"
 log "wrote $OUT"

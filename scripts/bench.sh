@@ -34,8 +34,8 @@ SKIP_CRITERION=${SKIP_CRITERION:-0}
 PIN=${PIN:-0}
 OUT=${OUT:-BENCHMARKS.md}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/certgate-bench.XXXXXX")
 server_pid=""
@@ -44,11 +44,7 @@ server_pid=""
 exec 9>&2
 cleanup() {
     local status=$?
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server_pid" 2>/dev/null || true
-    fi
+    [[ -z $server_pid ]] || stop "$server_pid"
     if [[ $status != 0 && -f $work/certgate.log ]]; then
         printf -- '--- last lines of the certgate log ---\n' >&9
         tail -n 20 "$work/certgate.log" >&9 || true
@@ -59,38 +55,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Two distinct free loopback ports (held together so they differ; a race with another process
-# binding them before certgate does is possible but harmless: startup then fails loudly).
-free_ports() {
-    python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-# HTTP status of GET http://127.0.0.1:$1$2, with bash's /dev/tcp (no curl needed).
-http_status() {
-    local line
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-    IFS=' ' read -r -t 2 _ line _ <&3 || line=""
-    exec 3<&- 3>&-
-    printf '%s' "$line"
-}
-
-# utime + stime of a process, in clock ticks (the comm field may hold spaces: cut after ')').
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $stat
-    echo $((${12} + ${13}))
-}
 
 # "taskset -c CPU " when PIN=1 (trailing space included), else nothing.
 pin() { if [[ $PIN == 1 ]]; then printf 'taskset -c %s ' "$1"; fi; }
@@ -105,7 +69,7 @@ log "${build_cmd[*]}"
 certgate=target/$PROFILE/certgate
 loadgen=target/$PROFILE/examples/loadgen
 
-read -r grpc_port admin_port < <(free_ports) || die "cannot pick free ports (needs python3)"
+read -r grpc_port admin_port < <(free_ports 2) || die "cannot pick free ports (needs python3)"
 pki=$work/pki
 bootstrap_cmd=("$certgate" bootstrap --out-dir "$pki" --grpc-listen "127.0.0.1:$grpc_port"
     --admin-listen "127.0.0.1:$admin_port")
@@ -200,9 +164,6 @@ checks_per_cpu_sec=$(awk -v n=$((allowed + denied)) -v c="$cpu_secs" \
 cores_busy=$(awk -v c="$cpu_secs" -v s="$load_secs" \
     'BEGIN {if (s > 0) printf "%.2f", c / s; else print "n/a"}')
 loadgen_cpu_secs=$(awk '{printf "%.2f", $1 + $2}' "$work/loadgen.time")
-# Latency in µs as printed by loadgen, shown in ms from 1 ms up.
-lat() { awk -v v="$(field "$1")" 'BEGIN {
-    if (v >= 1000) printf "%.2f ms", v / 1000; else printf "%.0f µs", v }'; }
 rss_mib=$(awk -v k="$hwm_kb" 'BEGIN {printf "%.1f", k / 1024}')
 
 bench_cmd=(cargo bench --bench decision -- --warm-up-time 1 --measurement-time 3)
@@ -233,7 +194,6 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/^MemTotal:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
 rustc_version=$(rustc --version)
 
-mkdir -p "$(dirname "$OUT")"
 block=$(mktemp)
 {
     echo "<!-- scripts/bench.sh: begin (generated; other sections of this file are kept) -->"
@@ -278,8 +238,8 @@ block=$(mktemp)
     echo
     echo "| checks/s | p50 | p90 | p99 | p99.9 | max | certgate CPU | checks per certgate CPU-second | certgate peak RSS | loadgen CPU |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    echo "| $rps | $(lat p50_us) | $(lat p90_us) | $(lat p99_us) | $(lat p99.9_us) |" \
-        "$(lat max_us) | ${cpu_secs} s (${cores_busy} cores) | $checks_per_cpu_sec |" \
+    echo "| $rps | $(lat "$(field p50_us)") | $(lat "$(field p90_us)") | $(lat "$(field p99_us)") | $(lat "$(field p99.9_us)") |" \
+        "$(lat "$(field max_us)") | ${cpu_secs} s (${cores_busy} cores) | $checks_per_cpu_sec |" \
         "$rss_mib MiB | $loadgen_cpu_secs s |"
     if ((${#h2load_cmd[@]})); then
         h2_rps=$(awk '/^finished in/ {gsub(",", "", $4); printf "%.0f", $4}' "$work/h2load.txt")
@@ -316,18 +276,6 @@ block=$(mktemp)
     fi
     echo "<!-- scripts/bench.sh: end -->"
 } >"$block"
-# Replace our section in place (or add it after the title); other sections stay as they are.
-python3 - "$OUT" "$block" <<'PY'
-import pathlib, re, sys
-out, block = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
-text = out.read_text() if out.exists() else "# Benchmarks\n"
-pattern = re.compile(r"<!-- scripts/bench.sh: begin.*?<!-- scripts/bench.sh: end -->\n", re.S)
-if pattern.search(text):
-    text = pattern.sub(lambda _: block, text)
-else:
-    title, _, rest = text.partition("\n")
-    text = f"{title}\n\n{block}{rest}"
-out.write_text(text)
-PY
+write_section scripts/bench.sh "$OUT" "$block" top
 rm -f "$block"
 log "wrote $OUT"
