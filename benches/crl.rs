@@ -196,6 +196,7 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
             policy: None,
             method: "GET",
             path: "/api/jobs",
+            malformed: None,
         };
         let first = runtime.block_on(checker.check(input, f.now));
         assert!(first.decision.is_ok(), "{:?}", first.decision);

@@ -113,6 +113,7 @@ impl Fixture {
             policy: None,
             method: METHOD,
             path: PATH,
+            malformed: None,
         }
     }
 

@@ -261,6 +261,7 @@ fn input(certificate: &[u8]) -> CheckInput<'_> {
         policy: None,
         method: "GET",
         path: "/api/hello",
+        malformed: None,
     }
 }
 

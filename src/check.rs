@@ -51,8 +51,33 @@ pub struct CheckInput<'a> {
     pub policy: Option<&'a str>,
     /// HTTP method (`POST` for gRPC).
     pub method: &'a str,
-    /// Request path.
+    /// Request path as the proxy saw it (query string included or not); normalised here,
+    /// with the policy's path mode, before anything is matched against it.
     pub path: &'a str,
+    /// Why the adapter could not read the original request, if it could not (a forward-auth
+    /// header missing, repeated or not UTF-8): the check denies `malformed_request` first.
+    pub malformed: Option<RequestProblem<'a>>,
+}
+
+/// A request header the adapter needed but could not read unambiguously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestProblem<'a> {
+    /// The header is absent.
+    Missing(&'a str),
+    /// The header appears more than once.
+    Repeated(&'a str),
+    /// The header's value is not UTF-8 (or not visible ASCII where that is required).
+    NotText(&'a str),
+}
+
+impl std::fmt::Display for RequestProblem<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestProblem::Missing(h) => write!(f, "header {h} is missing"),
+            RequestProblem::Repeated(h) => write!(f, "header {h} appears more than once"),
+            RequestProblem::NotText(h) => write!(f, "header {h} is not valid text"),
+        }
+    }
 }
 
 /// The result of a check, with everything needed to answer and to explain it.
@@ -126,8 +151,14 @@ impl Outcome {
     }
 }
 
+/// An HTTP method token as proxies send it: letters only (`GET`, `PROPFIND`), at most 32.
+fn is_method(method: &str) -> bool {
+    (1..=32).contains(&method.len()) && method.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
 fn generic_message(status: u16) -> &'static str {
     match status {
+        400 => "request cannot be judged",
         401 => "client certificate not accepted",
         403 => "access denied",
         _ => "authorization temporarily unavailable",
@@ -272,6 +303,12 @@ impl Checker {
             policy: policy_name.to_owned(),
             identity: None,
         };
+        if let Some(problem) = input.malformed {
+            return deny(
+                ReasonCode::MalformedRequest,
+                format!("the proxy's description of the request cannot be used: {problem}"),
+            );
+        }
         let raw = match input.certificate {
             Some(raw) if !raw.trim_ascii().is_empty() => raw,
             _ => {
@@ -286,6 +323,29 @@ impl Checker {
                 ReasonCode::UnknownPolicy,
                 format!("policy '{policy_name}' is not defined in the configuration"),
             );
+        };
+        if !is_method(input.method) {
+            return deny(
+                ReasonCode::MalformedRequest,
+                format!(
+                    "method '{}' is not an HTTP method",
+                    input.method.escape_debug()
+                ),
+            );
+        }
+        let path = match authz::path::normalize(input.path, policy.paths) {
+            Ok(path) => path,
+            Err(why) => {
+                return deny(
+                    ReasonCode::MalformedRequest,
+                    format!(
+                        "request path '{}' refused ({} paths of policy '{}'): {why}",
+                        input.path.escape_debug(),
+                        policy.paths.as_str(),
+                        policy.name
+                    ),
+                );
+            }
         };
         let Some(identity) = self.identity(generation, raw, input.encoding, now) else {
             return deny(
@@ -330,7 +390,7 @@ impl Checker {
                 &facts,
                 RequestInfo {
                     method: input.method,
-                    path: input.path,
+                    path: &path,
                 },
             ),
             Err(err) => {
@@ -537,6 +597,7 @@ mod tests {
             policy: None,
             method: "GET",
             path: "/api/x",
+            malformed: None,
         }
     }
 

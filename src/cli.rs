@@ -526,6 +526,7 @@ async fn check(
                 policy,
                 method,
                 path,
+                malformed: None,
             },
             clock::unix_now(),
         )

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use x509_parser::der_parser::oid::Oid;
 
+use crate::authz::path::PathMode;
 use crate::authz::{CertificateRules, Permission, Policy, PrincipalRules, RevocationPolicy};
 use crate::cert::{
     CertEncoding, IdentityRules, PrincipalIdSource, PrincipalTypeSource, TrustBundle,
@@ -56,14 +57,24 @@ struct Raw {
     crl: RawCrl,
     #[serde(default)]
     forwarded_certificates: Vec<RawForwarded>,
+    #[serde(default)]
+    forward_auth: RawForwardAuth,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawForwarded {
+    via: Option<Via>,
     header: String,
     format: CertEncoding,
     trusted_proxies: Vec<String>,
+    envoy_forward_client_cert: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwardAuth {
+    request_headers: Option<RequestHeaders>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +209,8 @@ struct RawPolicy {
     permissions: HashMap<String, Vec<String>>,
     #[serde(default)]
     revocation: RevocationPolicy,
+    #[serde(default)]
+    paths: PathMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,18 +355,43 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
 }
 
+/// The way in a forwarded-certificate header is believed on (`forwarded_certificates[].via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The ext_authz gRPC listener. Envoy passes client headers through, so only XFCC from an
+    /// Envoy that replaces any client-sent copy (`forward_client_cert_details: SANITIZE_SET`)
+    /// is acceptable here.
+    ExtAuthz,
+    /// The HTTP forward-auth listener: the ingress that calls certgate sets the header itself.
+    ForwardAuth,
+}
+
+impl Via {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::ExtAuthz => "ext_authz",
+            Via::ForwardAuth => "forward_auth",
+        }
+    }
+}
+
 /// Who may hand certgate a forwarded certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustedProxy {
     /// Callers from this network (the ext_authz gRPC peer, or the forward-auth HTTP peer).
     Net(ipnet::IpNet),
-    /// Callers on the unix socket (a sidecar proxy).
+    /// Callers on the unix socket (a sidecar Envoy; ext_authz only).
     Unix,
 }
 
-/// A header that carries a client certificate, and the proxies trusted to set it.
+/// A header that carries a client certificate, the way in it is read on, and the proxies
+/// trusted to set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardedSource {
+    /// The listener this header is read on; it is ignored on the other.
+    pub via: Via,
     /// Lowercase header name.
     pub header: String,
     /// How the certificate is encoded in it.
@@ -364,12 +402,37 @@ pub struct ForwardedSource {
 
 impl ForwardedSource {
     /// Whether a caller at `peer` (`None`: the unix socket) may set this header.
+    /// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`, what a dual-stack listener reports) are
+    /// judged as the IPv4 address they are.
     pub fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
+        let peer = peer.map(|ip| ip.to_canonical());
         self.trusted.iter().any(|t| match (t, peer) {
             (TrustedProxy::Unix, None) => true,
             (TrustedProxy::Net(net), Some(ip)) => net.contains(&ip),
             _ => false,
         })
+    }
+}
+
+/// Which pair of headers an ingress sends the original request's method and URI in
+/// (`forward_auth.request_headers`). Only that pair is read: a client can add the other
+/// pair, and most ingresses pass it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestHeaders {
+    /// `X-Original-Method` / `X-Original-URI`: nginx `auth_request`, ingress-nginx.
+    Original,
+    /// `X-Forwarded-Method` / `X-Forwarded-Uri`: Traefik `forwardAuth`, Caddy `forward_auth`.
+    Forwarded,
+}
+
+impl RequestHeaders {
+    /// The (method, URI) header names, lowercase.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            RequestHeaders::Original => ("x-original-method", "x-original-uri"),
+            RequestHeaders::Forwarded => ("x-forwarded-method", "x-forwarded-uri"),
+        }
     }
 }
 
@@ -464,6 +527,9 @@ pub struct Config {
     /// Headers that may carry a client certificate, each with the proxies trusted to set it
     /// (none by default: a forwarded certificate is never trusted unless configured).
     pub forwarded_certificates: Vec<ForwardedSource>,
+    /// The headers the forward-auth listener reads the original method and URI from
+    /// (required when `listen.http` is set).
+    pub forward_auth_request_headers: Option<RequestHeaders>,
 }
 
 impl Config {
@@ -622,6 +688,7 @@ fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "reload" => check::<RawReload>(name, v, p),
                 "crl" => check::<RawCrl>(name, v, p),
                 "forwarded_certificates" => check::<Vec<RawForwarded>>(name, v, p),
+                "forward_auth" => check::<RawForwardAuth>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {
@@ -939,6 +1006,15 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, f)| self.forwarded(i, f))
             .collect();
+        let forward_auth_request_headers = raw.forward_auth.request_headers;
+        if listen.http.is_some() && forward_auth_request_headers.is_none() {
+            self.problem(
+                "forward_auth.request_headers",
+                "listen.http is set: name the headers your ingress sends the original request \
+                 in, `original` (X-Original-Method/X-Original-URI: nginx, ingress-nginx) or \
+                 `forwarded` (X-Forwarded-Method/X-Forwarded-Uri: Traefik, Caddy)",
+            );
+        }
 
         match (trust, self.problems.is_empty()) {
             (Some(trust), true) => Ok(Config {
@@ -961,6 +1037,7 @@ impl Validator<'_> {
                 watched_files: watched.clone(),
                 crl,
                 forwarded_certificates,
+                forward_auth_request_headers,
             }),
             _ => Err(self.problems),
         }
@@ -969,10 +1046,56 @@ impl Validator<'_> {
     fn forwarded(&mut self, i: usize, raw: RawForwarded) -> ForwardedSource {
         let key = format!("forwarded_certificates[{i}]");
         let header = self.header(&format!("{key}.header"), raw.header);
+        let via = raw.via.unwrap_or_else(|| {
+            self.problem(
+                format!("{key}.via"),
+                "name the way in this header is believed on: `forward_auth` (the ingress that \
+                 calls the HTTP listener sets it) or `ext_authz` (only x-forwarded-client-cert \
+                 from an Envoy with forward_client_cert_details: SANITIZE_SET)",
+            );
+            Via::ForwardAuth
+        });
+        match via {
+            Via::ExtAuthz => {
+                // Envoy copies every client header into the CheckRequest; the only header it
+                // rewrites itself is XFCC, and only under SANITIZE_SET (SANITIZE drops it).
+                if header != "x-forwarded-client-cert" || raw.format != CertEncoding::Xfcc {
+                    self.problem(
+                        format!("{key}.header"),
+                        format!(
+                            "\"{header}\" (format {}) cannot be trusted via ext_authz: Envoy \
+                             passes client-sent headers through to certgate, so a client without \
+                             a certificate could send any enrolled certificate in it; via \
+                             ext_authz only `x-forwarded-client-cert` with `format: xfcc` is \
+                             accepted",
+                            raw.format.as_str()
+                        ),
+                    );
+                }
+                if raw.envoy_forward_client_cert.as_deref() != Some("sanitize_set") {
+                    self.problem(
+                        format!("{key}.envoy_forward_client_cert"),
+                        "via ext_authz, XFCC is trusted only from an Envoy that replaces any \
+                         client-sent copy: configure its HTTP connection manager with \
+                         forward_client_cert_details: SANITIZE_SET (Istio: gatewayTopology \
+                         forwardClientCertDetails: SANITIZE_SET) and say so here with \
+                         `envoy_forward_client_cert: sanitize_set`",
+                    );
+                }
+            }
+            Via::ForwardAuth => {
+                if raw.envoy_forward_client_cert.is_some() {
+                    self.problem(
+                        format!("{key}.envoy_forward_client_cert"),
+                        "only meaningful with via: ext_authz",
+                    );
+                }
+            }
+        }
         if raw.trusted_proxies.is_empty() {
             self.problem(
                 format!("{key}.trusted_proxies"),
-                "name the proxies allowed to set this header (CIDRs, or \"unix\")",
+                "name the proxies allowed to set this header (CIDRs, or \"unix\" for ext_authz)",
             );
         }
         let trusted = raw
@@ -980,16 +1103,25 @@ impl Validator<'_> {
             .iter()
             .enumerate()
             .filter_map(|(j, text)| {
+                let at = format!("{key}.trusted_proxies[{j}]");
                 if text == "unix" {
+                    if via == Via::ForwardAuth {
+                        self.problem(
+                            at,
+                            "\"unix\" names callers of the gRPC unix socket; the forward-auth \
+                             listener is TCP only",
+                        );
+                        return None;
+                    }
                     return Some(TrustedProxy::Unix);
                 }
                 let net = text
                     .parse::<ipnet::IpNet>()
                     .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-                net.map(TrustedProxy::Net)
+                net.map(|n| TrustedProxy::Net(canonical_net(n)))
                     .map_err(|_| {
                         self.problem(
-                            format!("{key}.trusted_proxies[{j}]"),
+                            at,
                             format!("\"{text}\" is not a CIDR, an IP address or \"unix\""),
                         )
                     })
@@ -997,6 +1129,7 @@ impl Validator<'_> {
             })
             .collect();
         ForwardedSource {
+            via,
             header,
             encoding: raw.format,
             trusted,
@@ -1219,7 +1352,22 @@ impl Validator<'_> {
             cn_allowlist: allowlist,
             permissions,
             revocation: rp.revocation,
+            paths: rp.paths,
         }
+    }
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it is, so it
+/// matches peers the way [`ForwardedSource::trusts`] sees them.
+fn canonical_net(net: ipnet::IpNet) -> ipnet::IpNet {
+    match net {
+        ipnet::IpNet::V6(v6) => match (v6.addr().to_ipv4_mapped(), v6.prefix_len()) {
+            (Some(v4), len) if len >= 96 => {
+                ipnet::Ipv4Net::new(v4, len - 96).map_or(net, ipnet::IpNet::V4)
+            }
+            _ => net,
+        },
+        v4 => v4,
     }
 }
 
@@ -1499,34 +1647,83 @@ headers: {principal: "bad header"}
     }
 
     #[test]
-    fn forwarded_sources_name_their_proxies() {
+    fn forwarded_sources_name_their_way_in_and_proxies() {
         let dir = dir_with_ca();
         let yaml = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nforwarded_certificates:\n  \
-                    - {header: x-forwarded-client-cert, format: xfcc, trusted_proxies: []}\n  \
-                    - {header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/33]}\n";
+                    - {via: forward_auth, header: x-forwarded-client-cert, format: xfcc, trusted_proxies: []}\n  \
+                    - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/33, unix]}\n  \
+                    - {header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.1]}\n  \
+                    - {via: ext_authz, header: ssl-client-cert, format: url_encoded_pem, envoy_forward_client_cert: sanitize_set, trusted_proxies: [unix]}\n  \
+                    - {via: ext_authz, header: x-forwarded-client-cert, format: xfcc, envoy_forward_client_cert: append_forward, trusted_proxies: [unix]}\n  \
+                    - {via: forward_auth, header: x-forwarded-client-cert, format: xfcc, envoy_forward_client_cert: sanitize_set, trusted_proxies: [10.0.0.1]}\n";
         let err = load(&dir, yaml).expect_err("invalid");
         let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [
                 "forwarded_certificates[0].trusted_proxies",
-                "forwarded_certificates[1].trusted_proxies[0]"
+                "forwarded_certificates[1].trusted_proxies[0]",
+                "forwarded_certificates[1].trusted_proxies[1]",
+                "forwarded_certificates[2].via",
+                "forwarded_certificates[3].header",
+                "forwarded_certificates[4].envoy_forward_client_cert",
+                "forwarded_certificates[5].envoy_forward_client_cert",
             ]
         );
         let yaml = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nforwarded_certificates:\n  \
-                    - {header: X-Forwarded-Client-Cert, format: xfcc, trusted_proxies: [10.0.0.0/8, 127.0.0.1, unix]}\n";
+                    - {via: ext_authz, header: X-Forwarded-Client-Cert, format: xfcc, envoy_forward_client_cert: sanitize_set, trusted_proxies: [10.0.0.0/8, 127.0.0.1, unix]}\n  \
+                    - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [\"::ffff:192.168.0.0/120\"]}\n";
         let config = load(&dir, yaml).expect("valid");
         let source = &config.forwarded_certificates[0];
-        assert_eq!(source.header, "x-forwarded-client-cert");
+        assert_eq!(
+            (source.via, source.header.as_str()),
+            (Via::ExtAuthz, "x-forwarded-client-cert")
+        );
         assert!(source.trusts(Some("10.1.2.3".parse().expect("ip"))));
         assert!(source.trusts(None), "unix socket callers");
         assert!(!source.trusts(Some("192.168.0.1".parse().expect("ip"))));
+        // A dual-stack listener reports IPv4 callers as IPv4-mapped IPv6 addresses.
+        assert!(source.trusts(Some("::ffff:127.0.0.1".parse().expect("ip"))));
+        assert!(source.trusts(Some("::ffff:10.9.9.9".parse().expect("ip"))));
+        assert!(!source.trusts(Some("::ffff:192.168.0.1".parse().expect("ip"))));
+        let mapped = &config.forwarded_certificates[1];
+        assert!(mapped.trusts(Some("192.168.0.7".parse().expect("ip"))));
+        assert!(mapped.trusts(Some("::ffff:192.168.0.7".parse().expect("ip"))));
+        assert!(!mapped.trusts(Some("192.168.1.7".parse().expect("ip"))));
+        assert!(!mapped.trusts(None));
         assert!(
             load(&dir, MINIMAL)
                 .expect("valid")
                 .forwarded_certificates
                 .is_empty(),
             "none by default"
+        );
+    }
+
+    #[test]
+    fn forward_auth_names_its_request_headers() {
+        let dir = dir_with_ca();
+        let yaml =
+            "listen: {http: 127.0.0.1:9002}\ntrust: {ca_bundle: ca.pem}\npolicies: {default: {}}\n";
+        let err = load(&dir, yaml).expect_err("invalid");
+        assert_eq!(err.problems[0].key, "forward_auth.request_headers");
+        let config = load(
+            &dir,
+            &format!("{yaml}forward_auth: {{request_headers: forwarded}}\n"),
+        )
+        .expect("valid");
+        assert_eq!(
+            config
+                .forward_auth_request_headers
+                .map(RequestHeaders::names),
+            Some(("x-forwarded-method", "x-forwarded-uri"))
+        );
+        assert!(
+            load(
+                &dir,
+                &format!("{yaml}forward_auth: {{request_headers: both}}\n")
+            )
+            .is_err()
         );
     }
 

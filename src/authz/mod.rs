@@ -4,6 +4,7 @@
 //! rows 1–7b: rows 3–6 from the certificate, rows 7/7b from a CRL status computed in memory
 //! (`crl`), rows 8–12 from what the store says.
 
+pub mod path;
 mod policy;
 
 use std::collections::HashMap;
@@ -49,11 +50,14 @@ pub enum ReasonCode {
     StoreUnavailable,
     /// The proxy asked for a policy the configuration does not define.
     UnknownPolicy,
+    /// The request's method or path cannot be judged unambiguously (a missing, repeated or
+    /// non-UTF-8 forward-auth header, or a path an upstream could read differently).
+    MalformedRequest,
 }
 
 impl ReasonCode {
     /// Every reason code, in table order.
-    pub const ALL: [ReasonCode; 15] = [
+    pub const ALL: [ReasonCode; 16] = [
         ReasonCode::NoClientCertificate,
         ReasonCode::MalformedCertificate,
         ReasonCode::UntrustedIssuer,
@@ -69,6 +73,7 @@ impl ReasonCode {
         ReasonCode::PermissionDenied,
         ReasonCode::StoreUnavailable,
         ReasonCode::UnknownPolicy,
+        ReasonCode::MalformedRequest,
     ];
 
     /// The snake_case code.
@@ -89,6 +94,7 @@ impl ReasonCode {
             ReasonCode::PermissionDenied => "permission_denied",
             ReasonCode::StoreUnavailable => "store_unavailable",
             ReasonCode::UnknownPolicy => "unknown_policy",
+            ReasonCode::MalformedRequest => "malformed_request",
         }
     }
 
@@ -101,6 +107,7 @@ impl ReasonCode {
             | ReasonCode::PermissionDenied
             | ReasonCode::UnknownPolicy => 403,
             ReasonCode::RevocationStatusUnknown | ReasonCode::StoreUnavailable => 503,
+            ReasonCode::MalformedRequest => 400,
             _ => 401,
         }
     }
@@ -162,7 +169,7 @@ pub struct CertificateRules {
 pub struct RequestInfo<'a> {
     /// HTTP method (`POST` for gRPC).
     pub method: &'a str,
-    /// Path, query string included or not (it is ignored).
+    /// Path as [`path::normalize`] returned it for the policy's mode (no query string).
     pub path: &'a str,
 }
 
@@ -366,18 +373,8 @@ pub fn check_principal(
             .get(principal_type)
             .map_or(&[], Vec::as_slice),
     };
-    let path = request
-        .path
-        .split_once('?')
-        .map_or(request.path, |(p, _)| p);
-    if has_dot_segment(path) {
-        // `GET /api/../admin` must not match "GET /api/*": proxies should normalize paths
-        // (Envoy: normalize_path), and certgate refuses what was not normalized.
-        return Err(Deny::new(
-            ReasonCode::PermissionDenied,
-            format!("path '{path}' has dot segments; the proxy must normalize paths"),
-        ));
-    }
+    // Already normalised (no query string, no dot segments): see `path::normalize`.
+    let path = request.path;
     let granted = roles.iter().any(|role| {
         policy
             .permissions
@@ -403,15 +400,6 @@ pub fn check_principal(
         principal_type: principal_type.to_owned(),
         roles: roles.to_vec(),
     })
-}
-
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded, or a backslash.
-fn has_dot_segment(path: &str) -> bool {
-    const DOTS: [&str; 6] = [".", "..", "%2e", ".%2e", "%2e.", "%2e%2e"];
-    path.contains('\\')
-        || path
-            .split('/')
-            .any(|segment| DOTS.iter().any(|d| segment.eq_ignore_ascii_case(d)))
 }
 
 /// The principal type from the first source, in the configured order, that has one.

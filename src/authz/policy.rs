@@ -20,6 +20,8 @@ pub struct Policy {
     pub permissions: HashMap<String, Vec<Permission>>,
     /// How CRLs are applied (rows 7 and 7b).
     pub revocation: RevocationPolicy,
+    /// How strictly request paths are judged before permissions are matched.
+    pub paths: super::path::PathMode,
 }
 
 /// How a policy applies CRLs (SPEC 3 rows 7 and 7b).

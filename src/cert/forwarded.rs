@@ -33,6 +33,20 @@ pub enum CertEncoding {
     AwsAlb,
 }
 
+impl CertEncoding {
+    /// The configuration spelling (`format:`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertEncoding::Auto => "auto",
+            CertEncoding::Xfcc => "xfcc",
+            CertEncoding::UrlEncodedPem => "url_encoded_pem",
+            CertEncoding::Base64Der => "base64_der",
+            CertEncoding::Rfc9440 => "rfc9440",
+            CertEncoding::AwsAlb => "aws_alb",
+        }
+    }
+}
+
 /// The certificate bytes (PEM or DER, for [`super::decode_certificate`]) carried in `value`,
 /// or `None` when the header says no certificate was presented.
 pub fn extract(

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
-use crate::config::Config;
+use crate::config::{Config, Via};
 
 /// The ext_authz gRPC service.
 pub struct ExtAuthz {
@@ -40,18 +40,22 @@ impl Authorization for ExtAuthz {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let config = self.checker.config();
-        // Envoy's own view of the TLS peer first; a forwarded header only from a trusted
-        // caller (an Istio gateway, say) and only when no peer certificate was sent.
+        // Envoy's own view of the TLS peer first. Without one, only a `via: ext_authz` source
+        // (XFCC from an Envoy that runs SANITIZE_SET, so a client-sent copy never gets here)
+        // and only from a trusted caller: Envoy copies every other client header verbatim.
         let (certificate, encoding) = match attributes
             .and_then(|a| a.source.as_ref())
             .map(|peer| peer.certificate.as_bytes())
             .filter(|c| !c.is_empty())
         {
             Some(cert) => (Some(cert), CertEncoding::Auto),
-            None => super::forwarded_certificate(&config.forwarded_certificates, peer, |name| {
-                http.and_then(|h| h.headers.get(name)).map(String::as_str)
-            })
-            .map_or((None, CertEncoding::Auto), |(c, e)| (Some(c), e)),
+            None => super::forwarded_certificate(
+                &config.forwarded_certificates,
+                Via::ExtAuthz,
+                peer,
+                |name| http.and_then(|h| h.headers.get(name)).map(String::as_bytes),
+            )
+            .map_or((None, CertEncoding::Auto), |(s, c)| (Some(c), s.encoding)),
         };
         let input = CheckInput {
             certificate,
@@ -61,6 +65,7 @@ impl Authorization for ExtAuthz {
                 .map(String::as_str),
             method: http.map_or("", |h| h.method.as_str()),
             path: http.map_or("", |h| h.path.as_str()),
+            malformed: None,
         };
         let request_id = http
             .and_then(|h| h.headers.get("x-request-id"))

@@ -12,17 +12,23 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::cert::CertEncoding;
-use crate::check::{CheckInput, Checker};
+use crate::check::{CheckInput, Checker, RequestProblem};
+use crate::config::{RequestHeaders, Via};
 
 /// Every path and method is an auth request; the policy comes from `?policy=NAME`.
 pub fn router(checker: Arc<Checker>) -> Router {
     Router::new().fallback(auth).with_state(checker)
 }
 
-fn first<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()))
+/// The one value of header `name`: absent, repeated and non-UTF-8 values are problems, never
+/// a reason to look elsewhere.
+fn single<'a>(headers: &'a HeaderMap, name: &'a str) -> Result<&'a str, RequestProblem<'a>> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or(RequestProblem::Missing(name))?;
+    if values.next().is_some() {
+        return Err(RequestProblem::Repeated(name));
+    }
+    std::str::from_utf8(value.as_bytes()).map_err(|_| RequestProblem::NotText(name))
 }
 
 async fn auth(
@@ -32,19 +38,45 @@ async fn auth(
     headers: HeaderMap,
 ) -> Response {
     let config = checker.config();
-    let certificate =
-        super::forwarded_certificate(&config.forwarded_certificates, Some(peer.ip()), |name| {
-            headers.get(name).and_then(|v| v.to_str().ok())
-        });
+    let mut malformed = None;
+    // A trusted ingress sets the certificate header itself (replacing any client copy); two
+    // copies mean something upstream appended instead of replacing.
+    let certificate = super::forwarded_certificate(
+        &config.forwarded_certificates,
+        Via::ForwardAuth,
+        Some(peer.ip()),
+        |name| headers.contains_key(name).then(|| single(&headers, name)),
+    )
+    .and_then(|(source, value)| match value {
+        Ok(value) => Some((value.as_bytes(), source.encoding)),
+        Err(problem) => {
+            malformed = Some(problem);
+            None
+        }
+    });
+    // Only the pair this deployment names (config requires it with listen.http): a client
+    // can add the other pair, and ingresses pass unknown headers on.
+    let (method_header, uri_header) = config
+        .forward_auth_request_headers
+        .unwrap_or(RequestHeaders::Original)
+        .names();
+    let method = single(&headers, method_header);
+    let path = single(&headers, uri_header);
+    if malformed.is_none() {
+        malformed = method.err().or(path.err());
+    }
     let input = CheckInput {
         certificate: certificate.map(|(c, _)| c),
         encoding: certificate.map_or(CertEncoding::Auto, |(_, e)| e),
         policy: query.get("policy").map(String::as_str),
-        // nginx / ingress-nginx send X-Original-*, Traefik and Caddy X-Forwarded-*.
-        method: first(&headers, &["x-original-method", "x-forwarded-method"]).unwrap_or("GET"),
-        path: first(&headers, &["x-original-uri", "x-forwarded-uri"]).unwrap_or("/"),
+        method: method.unwrap_or_default(),
+        path: path.unwrap_or_default(),
+        malformed,
     };
-    let request_id = first(&headers, &["x-request-id"]).unwrap_or("");
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let outcome = checker.check(input, crate::clock::unix_now()).await;
     let status = StatusCode::from_u16(outcome.http_status()).unwrap_or(StatusCode::FORBIDDEN);
     match outcome.deny_body(config.deny_detail, request_id) {

@@ -14,28 +14,30 @@ use tokio::sync::watch;
 
 use std::net::IpAddr;
 
-use crate::cert::CertEncoding;
 use crate::check::Checker;
-use crate::config::ForwardedSource;
 use crate::config::StoreBackend;
 use crate::config::{self, Config};
+use crate::config::{ForwardedSource, Via};
 use crate::metrics::Metrics;
 use crate::store::{self, CachedStore, Purpose};
 
 /// The gRPC service name Envoy health-checks.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
 
-/// The certificate in the first configured forwarded-certificate header that `peer` is
-/// trusted to set (`peer` `None`: the unix socket). Untrusted callers' headers are ignored.
-pub fn forwarded_certificate<'a>(
-    sources: &[ForwardedSource],
+/// The first configured forwarded-certificate source for the way in `via` that `peer` is
+/// trusted to set (`peer` `None`: the unix socket) and that the request carries, with the
+/// header's value as `header` reads it. Sources of the other way in, and untrusted callers'
+/// headers, are ignored.
+pub fn forwarded_certificate<'s, T>(
+    sources: &'s [ForwardedSource],
+    via: Via,
     peer: Option<IpAddr>,
-    header: impl Fn(&str) -> Option<&'a str>,
-) -> Option<(&'a [u8], CertEncoding)> {
+    header: impl Fn(&'s str) -> Option<T>,
+) -> Option<(&'s ForwardedSource, T)> {
     sources
         .iter()
-        .filter(|s| s.trusts(peer))
-        .find_map(|s| header(&s.header).map(|v| (v.as_bytes(), s.encoding)))
+        .filter(|s| s.via == via && s.trusts(peer))
+        .find_map(|s| header(&s.header).map(|v| (s, v)))
 }
 
 /// Open the store a configuration names, with the cache in front.

@@ -351,6 +351,7 @@ async fn decide(gate: &Gate, cert: &str) -> (String, String) {
                 policy: None,
                 method: "GET",
                 path: "/api/x",
+                malformed: None,
             },
             certgate::clock::unix_now(),
         )

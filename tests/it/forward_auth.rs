@@ -10,35 +10,53 @@ use super::harness::{
 };
 use super::world::{Client, World};
 
-const SOURCES: &str = r#"
+pub(super) const SOURCES: &str = r#"
 forwarded_certificates:
-  - header: ssl-client-cert
+  - via: forward_auth
+    header: ssl-client-cert
     format: url_encoded_pem
     trusted_proxies: [127.0.0.1/32]
-  - header: x-forwarded-client-cert
+  - via: forward_auth
+    header: x-forwarded-client-cert
     format: xfcc
     trusted_proxies: ["127.0.0.1"]
+  - via: ext_authz
+    header: x-forwarded-client-cert
+    format: xfcc
+    envoy_forward_client_cert: sanitize_set
+    trusted_proxies: ["127.0.0.1", unix]
 "#;
 
-struct Setup {
-    world: World,
-    admin: Client,
-    worker: Client,
-    http_port: u16,
-    certgate: Certgate,
+pub(super) struct Setup {
+    pub world: World,
+    pub admin: Client,
+    pub worker: Client,
+    pub http_port: u16,
+    pub certgate: Certgate,
 }
 
-/// certgate with the forward-auth listener; `extra` is appended to its configuration.
-fn setup(extra: &str) -> Setup {
+/// certgate with the forward-auth listener reading the X-Original-* pair; `extra` is
+/// appended to its configuration.
+pub(super) fn setup(extra: &str) -> Setup {
+    setup_with("127.0.0.1", "original", extra)
+}
+
+/// certgate with the forward-auth listener on `host` (an IP literal), reading the `pair`
+/// (`original` or `forwarded`) request headers.
+pub(super) fn setup_with(host: &str, pair: &str, extra: &str) -> Setup {
     let world = World::new();
     let http_port = free_port();
     let config = std::fs::read_to_string(&world.config).expect("read");
     let config = config.replacen(
         "listen:\n",
-        &format!("listen:\n  http: \"127.0.0.1:{http_port}\"\n"),
+        &format!("listen:\n  http: \"{host}:{http_port}\"\n"),
         1,
     );
-    std::fs::write(&world.config, format!("{config}{extra}")).expect("write");
+    std::fs::write(
+        &world.config,
+        format!("{config}forward_auth: {{request_headers: {pair}}}\n{extra}"),
+    )
+    .expect("write");
     let (admin, worker) = world.admin_and_worker();
     let certgate = Certgate::start(&world.config, world.admin_port);
     Setup {
@@ -50,13 +68,13 @@ fn setup(extra: &str) -> Setup {
     }
 }
 
-fn escaped(path: &Path) -> String {
+pub(super) fn escaped(path: &Path) -> String {
     let pem = std::fs::read_to_string(path).expect("read cert");
     percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// (status, headers text, body) of a plain HTTP request to the forward-auth endpoint.
-fn auth(port: u16, path: &str, headers: &[(&str, String)]) -> (u16, String, String) {
+pub(super) fn auth(port: u16, path: &str, headers: &[(&str, String)]) -> (u16, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (head, body) = (dir.path().join("h"), dir.path().join("b"));
     let mut cmd = Command::new("curl");
@@ -105,17 +123,10 @@ fn forward_auth_endpoint_reads_configured_headers_only() {
     );
     assert!(head.contains("x-client-roles: admin"), "{head}");
 
-    // Traefik/Caddy spelling of the original request, and a policy in the query.
+    // A policy in the query.
     let worker = escaped(&s.worker.cert);
-    let h = vec![
-        ("x-forwarded-method", "DELETE".to_owned()),
-        ("x-forwarded-uri", "/api/jobs/1".to_owned()),
-        ("ssl-client-cert", worker.clone()),
-    ];
-    let (status, _, body) = auth(s.http_port, "/auth", &h);
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("permission_denied"), "{body}");
-    let h = vec![("ssl-client-cert", worker.clone())];
+    let mut h = original("GET", "/api/jobs");
+    h.push(("ssl-client-cert", worker.clone()));
     let (status, _, body) = auth(s.http_port, "/auth?policy=admin", &h);
     assert_eq!(
         (status, body.contains("cn_not_allowed")),
@@ -144,7 +155,8 @@ fn forward_auth_endpoint_reads_configured_headers_only() {
         "admin@example.com",
         &World::spec("admin@example.com", "admin", "admin.example.com"),
     );
-    let h = vec![("ssl-client-cert", escaped(&stranger.cert))];
+    let mut h = original("GET", "/api/jobs");
+    h.push(("ssl-client-cert", escaped(&stranger.cert)));
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("untrusted_issuer")),
@@ -156,7 +168,8 @@ fn forward_auth_endpoint_reads_configured_headers_only() {
         "By=x;Cert=\"unterminated",
         "Cert",
     ] {
-        let h = vec![("x-forwarded-client-cert", xfcc.to_owned())];
+        let mut h = original("GET", "/api/jobs");
+        h.push(("x-forwarded-client-cert", xfcc.to_owned()));
         let (status, _, body) = auth(s.http_port, "/auth", &h);
         assert_eq!(
             (status, body.contains("malformed_certificate")),
@@ -172,14 +185,16 @@ fn forward_auth_endpoint_reads_configured_headers_only() {
         (401, true),
         "{body}"
     );
-    let h = vec![("ssl-client-cert", "%%%garbage".to_owned())];
+    let mut h = original("GET", "/");
+    h.push(("ssl-client-cert", "%%%garbage".to_owned()));
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("malformed_certificate")),
         (401, true),
         "{body}"
     );
-    let h = vec![("x-forwarded-tls-client-cert", "MIIB".to_owned())];
+    let mut h = original("GET", "/");
+    h.push(("x-forwarded-tls-client-cert", "MIIB".to_owned()));
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("no_client_certificate")),
@@ -189,12 +204,54 @@ fn forward_auth_endpoint_reads_configured_headers_only() {
 }
 
 #[test]
+fn forward_auth_reads_the_forwarded_pair_when_configured() {
+    // Traefik/Caddy: X-Forwarded-Method / X-Forwarded-Uri, set by the ingress itself.
+    let s = setup_with("127.0.0.1", "forwarded", SOURCES);
+    let worker = escaped(&s.worker.cert);
+    let h = vec![
+        ("x-forwarded-method", "DELETE".to_owned()),
+        ("x-forwarded-uri", "/api/jobs/1".to_owned()),
+        ("ssl-client-cert", worker.clone()),
+    ];
+    let (status, _, body) = auth(s.http_port, "/auth", &h);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("permission_denied"), "{body}");
+    let h = vec![
+        ("x-forwarded-method", "GET".to_owned()),
+        ("x-forwarded-uri", "/api/jobs/1".to_owned()),
+        ("ssl-client-cert", worker.clone()),
+    ];
+    let (status, head, body) = auth(s.http_port, "/auth", &h);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.contains("x-client-principal: worker-1@example.com"),
+        "{head}"
+    );
+    // The other pair is a client's to send: it never stands in for a missing one.
+    let h = vec![
+        ("x-original-method", "GET".to_owned()),
+        ("x-original-uri", "/api/jobs/1".to_owned()),
+        ("ssl-client-cert", worker),
+    ];
+    let (status, _, body) = auth(s.http_port, "/auth", &h);
+    assert_eq!(
+        (status, body.contains("malformed_request")),
+        (400, true),
+        "{body}"
+    );
+}
+
+#[test]
 fn forwarded_headers_are_not_trusted_unless_configured() {
     // Configured, but only for a network the caller is not in.
     let s = setup(
-        "forwarded_certificates:\n  - {header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/8]}\n",
+        "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/8]}\n",
     );
-    let h = vec![("ssl-client-cert", escaped(&s.admin.cert))];
+    let h = vec![
+        ("x-original-method", "GET".to_owned()),
+        ("x-original-uri", "/api/jobs".to_owned()),
+        ("ssl-client-cert", escaped(&s.admin.cert)),
+    ];
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("no_client_certificate")),
@@ -204,7 +261,11 @@ fn forwarded_headers_are_not_trusted_unless_configured() {
     drop(s);
     // Not configured at all.
     let s = setup("");
-    let h = vec![("ssl-client-cert", escaped(&s.admin.cert))];
+    let h = vec![
+        ("x-original-method", "GET".to_owned()),
+        ("x-original-uri", "/api/jobs".to_owned()),
+        ("ssl-client-cert", escaped(&s.admin.cert)),
+    ];
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("no_client_certificate")),
@@ -220,13 +281,13 @@ fn nginx_binary() -> String {
         .map_or_else(|| "nginx".to_owned(), |p| (*p).to_owned())
 }
 
-struct Nginx {
-    proc: Proc,
-    port: u16,
+pub(super) struct Nginx {
+    pub proc: Proc,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
-fn start_nginx(world: &World, certgate_http: u16, upstream: u16) -> Nginx {
+pub(super) fn start_nginx(world: &World, certgate_http: u16, upstream: u16) -> Nginx {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let template = include_str!("nginx.conf");
@@ -272,7 +333,7 @@ fn start_nginx(world: &World, certgate_http: u16, upstream: u16) -> Nginx {
 #[test]
 fn nginx_auth_request_end_to_end() {
     let mut s = setup(
-        "forwarded_certificates:\n  - {header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n",
+        "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n",
     );
     let upstream = EchoUpstream::start();
     let nginx = start_nginx(&s.world, s.http_port, upstream.port);

@@ -221,7 +221,7 @@ impl Envoy {
     }
 
     /// Start with some template variables overridden (`INCLUDE_PEER_CERTIFICATE`,
-    /// `FORWARD_CLIENT_CERT_DETAILS`).
+    /// `FORWARD_CLIENT_CERT_DETAILS`, `NORMALIZE_PATH`, `ESCAPED_SLASHES_ACTION`).
     pub fn start_with(o: &EnvoyOptions<'_>, overrides: &[(&str, &str)]) -> Envoy {
         let port = free_port();
         let admin = free_port();
@@ -247,6 +247,8 @@ impl Envoy {
             ("UPSTREAM_PORT", o.upstream_port.to_string()),
             ("INCLUDE_PEER_CERTIFICATE", "true".to_owned()),
             ("FORWARD_CLIENT_CERT_DETAILS", "SANITIZE".to_owned()),
+            ("NORMALIZE_PATH", "true".to_owned()),
+            ("ESCAPED_SLASHES_ACTION", "UNESCAPE_AND_REDIRECT".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| {
@@ -413,7 +415,8 @@ impl Curl<'_> {
         let dir = tempfile::tempdir().expect("tempdir");
         let body = dir.path().join("body");
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-S", "--max-time", "10", "-o"])
+        // --path-as-is: send the path as written (dot segments included), as an attacker would.
+        cmd.args(["-s", "-S", "--path-as-is", "--max-time", "10", "-o"])
             .arg(&body)
             .args(["-w", "%{http_code}", "-X", self.method, "--cacert"])
             .arg(self.ca);
