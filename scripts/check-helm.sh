@@ -82,9 +82,10 @@ done
 
 # The certgate.yaml each values set renders must be a configuration certgate accepts (paths
 # inside the pod are pointed at a scratch CA and directory). Needs the built binary, which
-# scripts/test.sh has by now; skipped when it is absent.
+# scripts/test.sh has by now; without it this check cannot run, and says so.
 CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
-if [ -x "$CERTGATE" ]; then
+[ -x "$CERTGATE" ] || fail "no certgate binary at $CERTGATE (run cargo build, or set CERTGATE_BIN): cannot validate the rendered configurations"
+{
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=Example/CN=Example Client CA" \
     -keyout "$out/ca-key.pem" -out "$out/ca.pem" -days 1 2>/dev/null
   for name in default sidecar dynamodb istio ingress-nginx traefik; do
@@ -102,7 +103,7 @@ PY
     "$CERTGATE" config validate --config "$out/$name-certgate.yaml" >"$out/validate-config" 2>&1 \
       || { cat "$out/validate-config" >&2; fail "certgate rejects the config the chart renders ($name)"; }
   done
-fi
+}
 
 # Plain Kubernetes manifests shipped in deploy/ (Ingress, IngressRoute, Istio policies, …).
 mapfile -t manifests < <(find deploy -name '*.yaml' ! -name 'values-*.yaml' \
@@ -139,8 +140,10 @@ bad unknown-key "additional properties 'replicas' not allowed" 'replicas: 2'
 bad mode "value must be one of" 'mode: sidcar'
 bad backend "value must be one of" 'store: {backend: mysql}'
 bad port "maximum" 'ports: {grpc: 90010, http: 9002, admin: 9901}'
-bad header-format "value must be one of" 'config: {forwarded_certificates: [{header: x-forwarded-client-cert, format: pem, trusted_proxies: [10.0.0.0/8]}]}'
-bad untrusted-proxies "trusted_proxies" 'config: {forwarded_certificates: [{header: x-forwarded-client-cert, format: xfcc}]}'
+bad header-format "value must be one of" 'config: {forwarded_certificates: [{via: forward_auth, header: x-forwarded-client-cert, format: pem, trusted_proxies: [10.0.0.0/8]}]}'
+bad untrusted-proxies "trusted_proxies" 'config: {forwarded_certificates: [{via: forward_auth, header: x-forwarded-client-cert, format: xfcc}]}'
+bad no-way-in "via" 'config: {forwarded_certificates: [{header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/8]}]}'
+bad request-headers "value must be one of" 'config: {forward_auth: {request_headers: both}}'
 bad embedded-replicas "replicaCount must be 1" 'replicaCount: 3'
 bad two-ca-sources "exactly one of" 'trust: {caBundle: {configMap: a, secret: b, key: ca.pem}}'
 bad sidecar-alone "needs sidecar.containers" 'mode: sidecar'
