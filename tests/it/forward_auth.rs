@@ -27,6 +27,18 @@ forwarded_certificates:
     trusted_proxies: ["127.0.0.1", unix]
 "#;
 
+/// A forward-auth source for nginx's `ssl-client-cert`, trusted from loopback.
+pub(super) const NGINX_SOURCE: &str = "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n";
+
+/// The X-Original-* pair for `GET uri` and `ssl-client-cert` carrying `cert`.
+pub(super) fn get_with_cert(uri: &str, cert: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-original-method", "GET".to_owned()),
+        ("x-original-uri", uri.to_owned()),
+        ("ssl-client-cert", escaped(cert)),
+    ]
+}
+
 pub(super) struct Setup {
     pub world: World,
     pub admin: Client,
@@ -247,11 +259,7 @@ fn forwarded_headers_are_not_trusted_unless_configured() {
     let s = setup(
         "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [10.0.0.0/8]}\n",
     );
-    let h = vec![
-        ("x-original-method", "GET".to_owned()),
-        ("x-original-uri", "/api/jobs".to_owned()),
-        ("ssl-client-cert", escaped(&s.admin.cert)),
-    ];
+    let h = get_with_cert("/api/jobs", &s.admin.cert);
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("no_client_certificate")),
@@ -261,11 +269,7 @@ fn forwarded_headers_are_not_trusted_unless_configured() {
     drop(s);
     // Not configured at all.
     let s = setup("");
-    let h = vec![
-        ("x-original-method", "GET".to_owned()),
-        ("x-original-uri", "/api/jobs".to_owned()),
-        ("ssl-client-cert", escaped(&s.admin.cert)),
-    ];
+    let h = get_with_cert("/api/jobs", &s.admin.cert);
     let (status, _, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(
         (status, body.contains("no_client_certificate")),
@@ -332,9 +336,7 @@ pub(super) fn start_nginx(world: &World, certgate_http: u16, upstream: u16) -> N
 
 #[test]
 fn nginx_auth_request_end_to_end() {
-    let mut s = setup(
-        "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n",
-    );
+    let mut s = setup(NGINX_SOURCE);
     let upstream = EchoUpstream::start();
     let nginx = start_nginx(&s.world, s.http_port, upstream.port);
     let get = |client: Option<&Client>, method: &str, headers: Vec<(&str, &str)>| {

@@ -7,7 +7,9 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 
-use super::forward_auth::{SOURCES, auth, escaped, setup, setup_with, start_nginx};
+use super::forward_auth::{
+    NGINX_SOURCE, SOURCES, auth, escaped, get_with_cert, setup, setup_with, start_nginx,
+};
 use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy};
 use super::world::{Client, World, cli_with_config};
 
@@ -168,10 +170,10 @@ fn config_refuses_client_controllable_ext_authz_sources() {
 /// was judged as `GET /api/jobs` and reached `/admin/users`.
 #[test]
 fn nginx_judges_the_request_it_serves() {
-    let s = setup(
-        "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n",
-    );
-    let upstream = EchoUpstream::start();
+    let s = setup(NGINX_SOURCE);
+    // A byte-level upstream: the echo upstream's HTTP parser would itself refuse the 0xff
+    // byte and hide whether nginx let the request through.
+    let upstream = RawUpstream::start();
     let nginx = start_nginx(&s.world, s.http_port, upstream.port);
     let mut url = format!("https://localhost:{}/admin/users?q=", nginx.port).into_bytes();
     url.push(0xff);
@@ -244,6 +246,36 @@ fn nginx_judges_the_request_it_serves() {
     }
 }
 
+/// An upstream that answers 200 to any bytes and counts the connections that sent any.
+struct RawUpstream {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawUpstream {
+    fn start() -> RawUpstream {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).is_ok_and(|n| n > 0) {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                }
+            }
+        });
+        RawUpstream { port, requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Paths a worker allowed `GET /api/*` used to reach `/admin/*` with: Tomcat, Jetty and
 /// Spring read `..;/` as `..`; some servers decode `%2f`/`%5c` before routing, or decode
 /// twice.
@@ -297,9 +329,7 @@ fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
 /// Finding 3 through nginx (which passes `$request_uri` as sent).
 #[test]
 fn nginx_paths_an_upstream_could_resolve_elsewhere_are_refused() {
-    let s = setup(
-        "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n",
-    );
+    let s = setup(NGINX_SOURCE);
     let upstream = EchoUpstream::start();
     let nginx = start_nginx(&s.world, s.http_port, upstream.port);
     for path in CLIMBING_PATHS {
@@ -327,16 +357,8 @@ fn nginx_paths_an_upstream_could_resolve_elsewhere_are_refused() {
 /// trusted as `127.0.0.1/32` must still be recognised.
 #[test]
 fn dual_stack_listener_trusts_ipv4_proxies() {
-    let s = setup_with(
-        "[::]",
-        "original",
-        "forwarded_certificates:\n  - {via: forward_auth, header: ssl-client-cert, format: url_encoded_pem, trusted_proxies: [127.0.0.1/32]}\n",
-    );
-    let h = vec![
-        ("x-original-method", "GET".to_owned()),
-        ("x-original-uri", "/api/jobs".to_owned()),
-        ("ssl-client-cert", escaped(&s.worker.cert)),
-    ];
+    let s = setup_with("[::]", "original", NGINX_SOURCE);
+    let h = get_with_cert("/api/jobs", &s.worker.cert);
     let (status, head, body) = auth(s.http_port, "/auth", &h);
     assert_eq!(status, 200, "{body}\n{}", s.certgate.proc.logs());
     assert!(
