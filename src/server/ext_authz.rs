@@ -104,6 +104,7 @@ pub fn to_response(outcome: &Outcome, config: &Config, request_id: &str) -> Chec
         }
         Some(body) => {
             let code = match status {
+                400 => tonic::Code::InvalidArgument,
                 401 => tonic::Code::Unauthenticated,
                 403 => tonic::Code::PermissionDenied,
                 _ => tonic::Code::Unavailable,

@@ -266,3 +266,54 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(out))
     }
 }
+
+/// Through the running server: a route naming a policy the configuration does not define is
+/// 403 `unknown_policy` (gRPC PERMISSION_DENIED); an ambiguous path is 400
+/// `malformed_request` (INVALID_ARGUMENT). Envoy answers the denied response's HTTP status.
+#[test]
+fn unknown_policy_and_ambiguous_paths_are_denied_with_their_status() {
+    let s = setup();
+    let port = s.world.grpc_port;
+    let admin_pem = s.admin_pem.clone();
+    super::world::run_async(async move {
+        let mut c = client(port).await;
+        let mut unknown = request(url_encode(&admin_pem), "/api/x", &[]);
+        if let Some(a) = unknown.attributes.as_mut() {
+            a.context_extensions.insert("policy".into(), "nope".into());
+        }
+        let response = c.check(unknown).await.expect("rpc");
+        let (status, body) = deny_body(response.get_ref()).expect("denied");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("unknown_policy"))
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("'nope'"),
+            "{body}"
+        );
+        assert_eq!(
+            response.get_ref().status.as_ref().map(|s| s.code),
+            Some(tonic::Code::PermissionDenied as i32)
+        );
+
+        for path in ["/api/..;/x", "/api/%2e%2e/admin", "/api/a%2fb", "/api//x"] {
+            let response = c
+                .check(request(url_encode(&admin_pem), path, &[]))
+                .await
+                .expect("rpc");
+            let (status, body) = deny_body(response.get_ref()).expect("denied");
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("malformed_request")),
+                "{path}: {body}"
+            );
+            assert_eq!(
+                response.get_ref().status.as_ref().map(|s| s.code),
+                Some(tonic::Code::InvalidArgument as i32)
+            );
+        }
+    });
+}
