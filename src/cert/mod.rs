@@ -13,7 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use decode::decode_certificate;
 pub use forwarded::{CertEncoding, extract};
-pub use verify::{ChainFailure, TrustBundle, TrustBundleError};
+pub use verify::{Anchor, CaKey, ChainFailure, TrustBundle, TrustBundleError};
 
 /// Where the principal id is taken from, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -68,7 +68,8 @@ pub enum ClientAuthUsage {
 /// Kept compact because the identity cache holds one per distinct client certificate
 /// (100,000 by default): the text fields share one heap block (`text`, each field ending
 /// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
-/// one of them, the SHA-256 is kept as bytes and the rare chain failure is boxed. See
+/// one of them, the SHA-256 is kept as bytes, the verifying CA is shared with the trust
+/// bundle and the rare chain failure is boxed. See
 /// "Memory at scale" in BENCHMARKS.md for what an entry costs.
 #[derive(Clone)]
 pub struct Identity {
@@ -79,7 +80,7 @@ pub struct Identity {
     not_before: i64,
     not_after: i64,
     client_auth: ClientAuthUsage,
-    chain: Result<(), Box<ChainFailure>>,
+    chain: Result<Arc<Anchor>, Box<ChainFailure>>,
 }
 
 /// Position of each text field in [`Identity::text`]. An optional field is absent when
@@ -122,7 +123,7 @@ struct IdentityParts {
     not_before: i64,
     not_after: i64,
     client_auth: ClientAuthUsage,
-    chain: Result<(), ChainFailure>,
+    chain: Result<Arc<Anchor>, ChainFailure>,
 }
 
 impl Identity {
@@ -247,11 +248,23 @@ impl Identity {
         self.client_auth
     }
 
-    /// Outcome of the chain verification against the trust bundle.
-    pub fn chain(&self) -> Result<(), &ChainFailure> {
+    /// Outcome of the chain verification against the trust bundle: the CA whose key
+    /// verified it. The CA's own validity is not judged here; see [`Self::chain_at`].
+    pub fn chain(&self) -> Result<&Anchor, &ChainFailure> {
         match &self.chain {
-            Ok(()) => Ok(()),
+            Ok(anchor) => Ok(anchor),
             Err(failure) => Err(failure),
+        }
+    }
+
+    /// The chain at `now` (Unix seconds, ± `skew`): as [`Self::chain`], and the verifying CA
+    /// must itself be valid then. Judged per check, not when the identity is cached, because
+    /// a CA can expire while its leaves are still cached.
+    pub fn chain_at(&self, now: i64, skew: i64) -> Result<&Anchor, ChainFailure> {
+        let anchor = self.chain().map_err(Clone::clone)?;
+        match anchor.unusable_at(now, skew) {
+            Some(failure) => Err(failure),
+            None => Ok(anchor),
         }
     }
 
@@ -526,7 +539,10 @@ mod tests {
         assert_eq!(id.issuer(), "O=certgate dev, CN=ca");
         assert_eq!(id.subject(), "OU=worker, CN=w1.example.com");
         assert_eq!(id.lifetime_secs(), 86_400);
-        assert_eq!(id.chain(), Ok(()));
+        assert_eq!(
+            id.chain().map(|a| a.subject.as_str()),
+            Ok("O=certgate dev, CN=ca")
+        );
         let der = decode_certificate(pem.as_bytes()).expect("decodes");
         assert_eq!(id.sha256_hex(), hex::encode(Sha256::digest(&der)));
 

@@ -82,6 +82,22 @@ fn revocation(f: &Fixture) -> Revocation {
     Revocation::new(f.config.clone(), Metrics::new())
 }
 
+/// Look up as a check does, for a certificate issued by the CA of the bundle in force whose
+/// subject is `issuer` (the first of that name).
+trait StatusByName {
+    fn status_of(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus;
+}
+
+impl StatusByName for Revocation {
+    fn status_of(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus {
+        let config = self.config();
+        match config.trust.cas().iter().find(|ca| ca.subject == issuer) {
+            Some(ca) => self.snapshot().status(ca, serial_hex, now),
+            None => CrlStatus::NotConfigured,
+        }
+    }
+}
+
 fn root_name(f: &Fixture) -> String {
     issuer(f, "root").name.clone()
 }
@@ -108,7 +124,7 @@ fn issuers_are_resolved_in_either_dn_order() {
 fn nothing_loaded_means_unknown_for_configured_issuers_only() {
     let f = fixture();
     let state = revocation(&f);
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "01", NOW) else {
         panic!("expected unknown");
     };
     assert!(
@@ -116,7 +132,7 @@ fn nothing_loaded_means_unknown_for_configured_issuers_only() {
         "{why}"
     );
     assert_eq!(
-        state.status("CN=someone else", "01", NOW),
+        state.status_of("CN=someone else", "01", NOW),
         CrlStatus::NotConfigured
     );
     let ready = state.readiness(NOW).expect_err("not ready without CRLs");
@@ -134,13 +150,13 @@ fn a_loaded_crl_answers_revoked_or_not_listed() {
     assert_eq!(state.offer(loaded, NOW), Offered::Installed);
     let name = root_name(&f);
     assert_eq!(
-        state.status(&name, "42", NOW),
+        state.status_of(&name, "42", NOW),
         CrlStatus::Revoked {
             reason: "key_compromise",
             revoked_at: NOW - 60 - 3600
         }
     );
-    assert_eq!(state.status(&name, "43", NOW), CrlStatus::NotListed);
+    assert_eq!(state.status_of(&name, "43", NOW), CrlStatus::NotListed);
     let still = state.readiness(NOW).expect_err("other issuer missing");
     assert!(!still.contains("CN=root"), "{still}");
 }
@@ -152,10 +168,10 @@ fn freshness_is_judged_at_check_time() {
     let loaded = load(&f, "other", &crl(&f.other, NOW - 60, &[]), "test").expect("valid");
     assert_eq!(state.offer(loaded, NOW), Offered::Installed);
     let name = issuer(&f, "other").name.clone();
-    assert_eq!(state.status(&name, "01", NOW), CrlStatus::NotListed);
+    assert_eq!(state.status_of(&name, "01", NOW), CrlStatus::NotListed);
     // max_age of this issuer is 2h: three hours later the same CRL is stale.
     let later = NOW + 3 * 3600;
-    let CrlStatus::Unknown(why) = state.status(&name, "01", later) else {
+    let CrlStatus::Unknown(why) = state.status_of(&name, "01", later) else {
         panic!("expected stale");
     };
     assert!(
@@ -175,7 +191,7 @@ fn past_next_update_is_stale_even_when_young() {
         .der;
     let loaded = load(&f, "root", &short, "test").expect("valid");
     assert_eq!(state.offer(loaded, NOW), Offered::Installed);
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW + 3600) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "01", NOW + 3600) else {
         panic!("expected past nextUpdate");
     };
     assert!(why.contains("past its nextUpdate"), "{why}");
@@ -188,7 +204,7 @@ fn a_stale_crl_is_never_installed() {
     let old = crl(&f.root, NOW - 3 * 86_400, &[]);
     let loaded = load(&f, "root", &old, "http://x/stale.crl").expect("verifies");
     assert_eq!(state.offer(loaded, NOW), Offered::Stale);
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "01", NOW) else {
         panic!("expected unknown");
     };
     assert!(
@@ -212,7 +228,7 @@ fn an_older_crl_never_replaces_a_newer_one() {
         "a mirror, same second"
     );
     assert!(matches!(
-        state.status(&root_name(&f), "07", NOW),
+        state.status_of(&root_name(&f), "07", NOW),
         CrlStatus::Revoked { .. }
     ));
 }
@@ -260,13 +276,19 @@ fn a_refused_crl_leaves_the_good_one_in_force() {
     let state = revocation(&f);
     let good = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
     assert_eq!(state.offer(good, NOW), Offered::Installed);
-    state.record_failure(&root_name(&f), "a: HTTP status 500".into());
+    state.record_failure(
+        &root_name(&f),
+        RefreshFailure {
+            class: FailureClass::FetchFailed,
+            detail: "a: HTTP status 500".into(),
+        },
+    );
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
     ));
     // Once stale, the message carries the last failure too.
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "09", NOW + 2 * 86_400) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "09", NOW + 2 * 86_400) else {
         panic!("expected stale");
     };
     assert!(why.contains("HTTP status 500"), "{why}");
@@ -288,7 +310,7 @@ fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
     let yaml = "crl:\n  next_update_grace: 1h\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{url: \"http://127.0.0.1:1/root.crl\"}]\n";
     state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
     ));
     // The root CA replaced by a look-alike with another key: the CRL goes.
@@ -296,7 +318,7 @@ fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
     std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
     state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Unknown(_)
     ));
 }
@@ -313,7 +335,7 @@ fn readiness_can_be_waived() {
     );
     assert_eq!(state.readiness(NOW), Ok(()));
     assert!(matches!(
-        state.status(&root_name(&f), "01", NOW),
+        state.status_of(&root_name(&f), "01", NOW),
         CrlStatus::Unknown(_)
     ));
 }
@@ -430,7 +452,7 @@ fn a_policy_only_reload_keeps_crls_and_updates_readiness() {
     state.reconfigure(Arc::new(relaxed));
     assert_eq!(state.readiness(NOW), Ok(()));
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
     ));
 }
@@ -449,7 +471,7 @@ fn a_crl_verified_by_a_ca_no_longer_trusted_is_not_installed() {
     state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
     assert_eq!(state.offer(late, NOW), Offered::Unconfigured);
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Unknown(_)
     ));
 }

@@ -676,10 +676,18 @@ async fn two_cas_each_with_its_own_crl_are_fresh_independently() {
     assert_eq!(decide(&gate, &pki.second_client).await.0, "allow");
     // …but as time passes the one in force ages out: judged at check time, per issuer.
     let later = certgate::clock::unix_now() + 2 * 86_400;
+    let config = gate.checker.config();
+    let second_ca = config
+        .trust
+        .cas()
+        .iter()
+        .find(|ca| ca.subject == SECOND_DN)
+        .expect("the second CA");
     let status = gate
         .checker
         .revocation()
-        .status("O=certgate dev, CN=second", "01", later);
+        .snapshot()
+        .status(second_ca, "01", later);
     assert!(
         matches!(status, certgate::authz::CrlStatus::Unknown(ref m) if m.contains("CN=second") && m.contains("stale")),
         "{status:?}"
