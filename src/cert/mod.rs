@@ -569,6 +569,77 @@ mod tests {
     }
 
     #[test]
+    fn the_verifying_ca_is_the_one_whose_key_signed_the_leaf() {
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        let (from, to) = (at(NOW - 86_400), at(NOW + 365 * 86_400));
+        // A rollover: two CAs of one name, the new one first in the bundle.
+        let old = CertAuthority::new("ca", from, to).expect("CA");
+        let new = CertAuthority::new("ca", from, to).expect("CA");
+        let renewed = old
+            .reissued("ca", from, at(NOW + 730 * 86_400))
+            .expect("CA");
+        let pem = format!("{}{}{}", new.cert_pem(), old.cert_pem(), renewed.cert_pem());
+        let trust = TrustBundle::from_pem(pem.as_bytes()).expect("bundle");
+        let cas = trust.cas();
+        assert_eq!(cas[0].subject, cas[1].subject, "one name");
+        assert_ne!(cas[0].key, cas[1].key, "two keys");
+        assert_eq!(cas[1].key, cas[2].key, "a re-issued CA keeps its key");
+        let spec = CertSpec::client("w1", at(NOW), time::Duration::days(1));
+        for (ca, want) in [(&old, &cas[1]), (&new, &cas[0])] {
+            let pem = ca.issue(&spec).expect("leaf").cert_pem;
+            let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+            let anchor = id.chain().expect("trusted");
+            assert_eq!(anchor.key, want.key);
+            assert_eq!(anchor.subject, "O=certgate dev, CN=ca");
+        }
+        assert!(cas[0].key.to_string().starts_with("sha256:"));
+        assert_eq!(CaKey::from_hex(&cas[0].key.hex()), Some(cas[0].key));
+    }
+
+    #[test]
+    fn an_expired_or_not_yet_valid_ca_vouches_for_nothing() {
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        let spec = CertSpec::client("w1", at(NOW - 3600), time::Duration::days(1));
+        // (CA validity, skew, expected failure)
+        let cases = [
+            ((NOW - 10 * 86_400, NOW - 86_400), 60, Some("expired at")),
+            ((NOW - 10 * 86_400, NOW - 30), 60, None),
+            ((NOW - 10 * 86_400, NOW - 90), 60, Some("expired at")),
+            (
+                (NOW + 86_400, NOW + 10 * 86_400),
+                60,
+                Some("not valid before"),
+            ),
+            ((NOW + 30, NOW + 10 * 86_400), 60, None),
+        ];
+        for ((nb, na), skew, want) in cases {
+            let ca = CertAuthority::new("old ca", at(nb), at(na)).expect("CA");
+            let trust = TrustBundle::from_pem(ca.cert_pem().as_bytes()).expect("bundle");
+            let pem = ca.issue(&spec).expect("leaf").cert_pem;
+            let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+            assert!(
+                id.chain().is_ok(),
+                "webpki does not judge anchors' validity"
+            );
+            let got = id.chain_at(NOW, skew).map_err(|e| e.to_string());
+            match want {
+                None => assert!(got.is_ok(), "{nb}..{na}: {got:?}"),
+                Some(fragment) => {
+                    let message = got.expect_err("refused");
+                    assert!(
+                        message.contains(fragment) && message.contains("CN=old ca"),
+                        "{message}"
+                    );
+                }
+            }
+            assert_eq!(
+                trust.expired(NOW, skew).count(),
+                usize::from(want == Some("expired at"))
+            );
+        }
+    }
+
+    #[test]
     fn url_encoded_pem_and_der_give_the_same_identity() {
         let (trust, pem) = fixture();
         let encoded =

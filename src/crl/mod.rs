@@ -730,9 +730,15 @@ impl Revocation {
     }
 
     /// Write the high-water marks to `path` (temp file + rename, so a crash never leaves
-    /// half a file); one writer at a time, each writing the marks as they are when it runs.
+    /// half a file), raised first to what the file holds, so another process writing it
+    /// (`certgate check`) never has its marks lowered; one writer at a time per process.
     pub async fn save_high_water(&self, path: &std::path::Path) -> std::io::Result<()> {
         let _one_writer = self.high_water_file.lock().await;
+        match high_water::read(path).await {
+            Ok(on_disk) => self.merge_high_water(&on_disk),
+            // Unreadable: rewritten whole from what this process knows.
+            Err(e) => tracing::warn!(error = %e, "CRL high-water file replaced"),
+        }
         let text = self.high_water().to_json();
         high_water::write(path, text.as_bytes()).await
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
+use crate::cert::Anchor;
 use crate::pki::{CertAuthority, CrlSpec};
 
 const NOW: i64 = 1_790_000_000;
@@ -474,4 +475,214 @@ fn a_crl_verified_by_a_ca_no_longer_trusted_is_not_installed() {
         state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Unknown(_)
     ));
+}
+
+/// A CA rollover: two CAs named `CN=ca, O=certgate dev` with two keys, the new one first in
+/// the bundle, one issuer entry for the name.
+struct Rollover {
+    old: CertAuthority,
+    new: CertAuthority,
+    state: Revocation,
+    _dir: tempfile::TempDir,
+}
+
+fn rollover() -> Rollover {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, to) = (at(NOW - 86_400), at(NOW + 365 * 86_400));
+    let old = CertAuthority::new("ca", from, to).expect("CA");
+    let new = CertAuthority::new("ca", from, to).expect("CA");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", new.cert_pem(), old.cert_pem()),
+    )
+    .expect("write");
+    let yaml = "crl:\n  issuers:\n    - ca: \"CN=ca, O=certgate dev\"\n      sources: [{file: a.crl}, {file: b.crl}]\n";
+    let config = Arc::new(config_with(&dir, yaml).unwrap_or_else(|p| panic!("{p:?}")));
+    Rollover {
+        old,
+        new,
+        state: Revocation::new(config, Metrics::new()),
+        _dir: dir,
+    }
+}
+
+impl Rollover {
+    fn anchor(&self, ca: &CertAuthority) -> Arc<Anchor> {
+        let der = ca.cert_der();
+        let config = self.state.config();
+        let at = config
+            .trust
+            .ca_certificates()
+            .iter()
+            .position(|c| c.as_ref() == der.as_slice())
+            .expect("in the bundle");
+        config.trust.cas()[at].clone()
+    }
+
+    fn offer(&self, ca: &CertAuthority, this_update: i64, serials: &[u64]) -> Offered {
+        let config = self.state.config();
+        let crl = VerifiedCrl::load(
+            &crl(ca, this_update, serials),
+            &config.trust,
+            &config.crl.issuers[0],
+            NOW,
+            60,
+            "test",
+        )
+        .expect("valid");
+        assert_eq!(
+            crl.verified_by,
+            self.anchor(ca).key,
+            "verified by its signer"
+        );
+        self.state.offer(crl, NOW)
+    }
+
+    fn status(&self, ca: &CertAuthority, serial: &str) -> CrlStatus {
+        self.state.snapshot().status(&self.anchor(ca), serial, NOW)
+    }
+}
+
+#[test]
+fn each_key_of_one_name_has_its_own_crl() {
+    let r = rollover();
+    assert_eq!(r.state.snapshot().issuers().len(), 2, "one state per key");
+    // The old CA revokes 0x42; the new CA publishes a later CRL without it.
+    assert_eq!(r.offer(&r.old, NOW - 120, &[0x42]), Offered::Installed);
+    assert_eq!(r.offer(&r.new, NOW - 60, &[0x43]), Offered::Installed);
+    assert!(matches!(r.status(&r.old, "42"), CrlStatus::Revoked { .. }));
+    assert_eq!(r.status(&r.new, "42"), CrlStatus::NotListed);
+    // …and the new CA's CRL decides nothing for the old CA's certificates.
+    assert_eq!(r.status(&r.old, "43"), CrlStatus::NotListed);
+    assert!(matches!(r.status(&r.new, "43"), CrlStatus::Revoked { .. }));
+    // An older CRL of one key is "older" for that key only.
+    assert_eq!(r.offer(&r.old, NOW - 600, &[]), Offered::Older);
+    assert_eq!(r.offer(&r.new, NOW - 30, &[]), Offered::Installed);
+    assert!(matches!(r.status(&r.old, "42"), CrlStatus::Revoked { .. }));
+}
+
+#[test]
+fn a_key_without_a_crl_is_unknown_for_its_certificates_only() {
+    let r = rollover();
+    assert_eq!(r.offer(&r.new, NOW - 60, &[]), Offered::Installed);
+    assert_eq!(r.status(&r.new, "42"), CrlStatus::NotListed);
+    let CrlStatus::Unknown(why) = r.status(&r.old, "42") else {
+        panic!("the old key has no CRL");
+    };
+    let old_key = r.anchor(&r.old).key;
+    assert!(
+        why.contains("CN=ca") && why.contains(&old_key.to_string()),
+        "{why}"
+    );
+    let ready = r.state.readiness(NOW).expect_err("one key has no CRL");
+    assert!(ready.contains(&old_key.to_string()), "{ready}");
+    assert!(
+        !ready.contains(&r.anchor(&r.new).key.to_string()),
+        "{ready}"
+    );
+}
+
+#[test]
+fn shared_names_get_one_gauge_series_per_key() {
+    let r = rollover();
+    r.offer(&r.old, NOW - 60, &[1, 2]);
+    r.state.export_gauges(NOW);
+    let label = |ca: &CertAuthority| format!("O=certgate dev, CN=ca [key {}]", r.anchor(ca).key);
+    let m = r.state.metrics();
+    assert_eq!(m.crl_entries.with_label_values(&[&label(&r.old)]).get(), 2);
+    assert_eq!(m.crl_usable.with_label_values(&[&label(&r.new)]).get(), 0);
+}
+
+#[test]
+fn the_high_water_mark_keeps_older_crls_out_after_a_restart() {
+    let f = fixture();
+    let first = revocation(&f);
+    let newer = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "a").expect("valid");
+    assert_eq!(first.offer(newer, NOW), Offered::Installed);
+    let marks = HighWater::from_json(&first.high_water().to_json(), std::path::Path::new("hw"))
+        .expect("round trip");
+
+    // "Restart": fresh state, the marks read back, an older CRL offered first.
+    let second = revocation(&f);
+    second.merge_high_water(&marks);
+    let older = load(&f, "root", &crl(&f.root, NOW - 600, &[]), "cache").expect("valid");
+    assert_eq!(second.offer(older, NOW), Offered::OlderThanSeen);
+    let CrlStatus::Unknown(why) = second.status_of(&root_name(&f), "07", NOW) else {
+        panic!("nothing usable in force");
+    };
+    assert!(
+        why.contains("older than the newest one already installed"),
+        "{why}"
+    );
+    let ready = second.readiness(NOW).expect_err("not ready");
+    assert!(ready.contains("CRL older than one already seen"), "{ready}");
+    // The same CRL again, or a newer one, is fine.
+    let same = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "b").expect("valid");
+    assert_eq!(second.offer(same, NOW), Offered::Installed);
+    assert!(matches!(
+        second.status_of(&root_name(&f), "07", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+}
+
+#[test]
+fn the_high_water_file_lives_outside_the_cache() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
+    let config = config_with(&dir, "crl:\n  cache_dir: state/crl/\n").expect("valid");
+    assert_eq!(
+        config.crl.high_water_file,
+        Some(dir.path().join("state/crl.high-water.json")),
+        "beside the cache directory by default"
+    );
+    let config = config_with(
+        &dir,
+        "crl:\n  high_water_file: /var/lib/certgate/crl.json\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        config.crl.high_water_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/certgate/crl.json"))
+    );
+    assert_eq!(
+        config_with(&dir, "").expect("valid").crl.high_water_file,
+        None
+    );
+    let problems = config_with(
+        &dir,
+        "crl:\n  cache_dir: cache\n  high_water_file: cache/marks.json\n",
+    )
+    .expect_err("inside the cache");
+    assert_eq!(problems[0].key, "crl.high_water_file", "{problems:?}");
+    assert!(problems[0].message.contains("inside crl.cache_dir"));
+}
+
+#[test]
+fn one_key_under_two_configured_names_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = CertAuthority::new("a", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
+    let b = a
+        .reissued("b", at(NOW - 86_400), at(NOW + 86_400))
+        .expect("CA");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", a.cert_pem(), b.cert_pem()),
+    )
+    .expect("write");
+    let issuers =
+        "crl:\n  issuers:\n    - ca: \"CN=a, O=certgate dev\"\n      sources: [{file: a.crl}]\n";
+    assert!(
+        config_with(&dir, issuers).is_ok(),
+        "CRLs for one of the names"
+    );
+    let both =
+        format!("{issuers}    - ca: \"CN=b, O=certgate dev\"\n      sources: [{{file: b.crl}}]\n");
+    let problems = config_with(&dir, &both).expect_err("two names, one key");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "crl.issuers" && p.message.contains("share one key")),
+        "{problems:?}"
+    );
 }
