@@ -953,10 +953,18 @@ async fn crl_inspect(
             "not checked (pass --config to check against the trust bundle)".to_owned(),
         ),
         Some(config) => match parsed.verify_signature(config.trust.ca_certificates()) {
-            Ok(i) => (
-                json!({"checked": true, "valid": true, "ca_index": i + 1}),
-                format!("valid: signed by CA #{} of the trust bundle", i + 1),
-            ),
+            Ok(i) => {
+                let key = config.trust.cas().get(i).map(|ca| ca.key);
+                (
+                    json!({"checked": true, "valid": true, "ca_index": i + 1,
+                           "ca_key_sha256": key.map(|k| k.hex())}),
+                    format!(
+                        "valid: signed by CA #{} of the trust bundle (key {})",
+                        i + 1,
+                        key.map_or_else(String::new, |k| k.to_string())
+                    ),
+                )
+            }
             Err(e) => {
                 failed = true;
                 (

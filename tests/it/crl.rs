@@ -874,6 +874,11 @@ fn crl_inspect_on_a_file_and_a_url() {
         let (code, json) = run(&["--config", &config, "--serial", &serial]);
         assert_eq!(code, Some(1), "a listed serial exits 1: {json}");
         assert_eq!(json["signature"]["valid"], true, "{json}");
+        assert_eq!(
+            json["signature"]["ca_key_sha256"].as_str().map(str::len),
+            Some(64),
+            "the key of the CA that signed it: {json}"
+        );
         assert_eq!(json["serial"]["listed"], true, "{json}");
         assert_eq!(json["serial"]["reason"], "key_compromise", "{json}");
         let (code, json) = run(&["--serial", "0badc0de"]);
