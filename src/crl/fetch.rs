@@ -160,7 +160,7 @@ async fn fetch_url(
     {
         return Ok(Fetched::NotModified);
     }
-    if status.is_redirection() {
+    if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
         return Err(FetchError::Redirect {
             status: status.as_u16(),
         });

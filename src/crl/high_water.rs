@@ -122,7 +122,7 @@ pub async fn read(path: &Path) -> Result<HighWater, HighWaterError> {
 }
 
 /// Write `bytes` to `path` atomically: a temp file beside it, then rename.
-pub(crate) async fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }

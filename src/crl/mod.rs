@@ -740,7 +740,7 @@ impl Revocation {
             Err(e) => tracing::warn!(error = %e, "CRL high-water file replaced"),
         }
         let text = self.high_water().to_json();
-        high_water::write(path, text.as_bytes()).await
+        high_water::write_atomically(path, text.as_bytes()).await
     }
 }
 

@@ -276,7 +276,7 @@ pub fn persisted_path(dir: &Path, key: &CaKey) -> PathBuf {
 /// served (DER or PEM); they are verified again, and held to the high-water mark, when loaded.
 async fn persist(dir: &Path, key: &CaKey, bytes: &[u8]) {
     let path = persisted_path(dir, key);
-    if let Err(e) = high_water::write(&path, bytes).await {
+    if let Err(e) = high_water::write_atomically(&path, bytes).await {
         tracing::warn!(path = %path.display(), error = %e, "cannot persist the CRL");
     }
 }
@@ -320,12 +320,11 @@ async fn load_high_water(revocation: &Revocation, config: &Config) -> bool {
 /// marks. They are verified like any other, an older one than the mark is refused, and a
 /// fresher fetched CRL replaces them.
 async fn load_persisted(revocation: &Revocation, config: &Arc<Config>) {
-    let Some(dir) = &config.crl.cache_dir else {
+    // The marks first, with or without a cache: they hold fetched CRLs to them too.
+    let marks_usable = load_high_water(revocation, config).await;
+    let (Some(dir), true) = (&config.crl.cache_dir, marks_usable) else {
         return;
     };
-    if !load_high_water(revocation, config).await {
-        return;
-    }
     let empty: Vec<_> = revocation
         .snapshot()
         .issuers()
