@@ -1100,6 +1100,30 @@ async fn a_leaf_of_an_expired_ca_is_untrusted() {
 }
 
 #[test]
+fn a_ca_that_expires_while_certgate_runs_stops_validating() {
+    // The CA expires a few seconds after start (plus the 5s clock skew of `Served`).
+    let expiry = at(now()) + time::Duration::seconds(3);
+    let ca = CertAuthority::new("short-lived CA", expiry - time::Duration::days(30), expiry)
+        .expect("CA");
+    let leaf = ca.issue(&worker_spec()).expect("leaf");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Served::new(dir.path(), &ca.cert_pem(), "");
+    let certgate = served.start();
+    assert_eq!(served.decide(&leaf.cert_pem).0, "allow");
+    let mut last = (String::new(), String::new());
+    let denied = super::harness::wait_until(Duration::from_secs(30), || {
+        last = served.decide(&leaf.cert_pem);
+        last.0 == "untrusted_issuer"
+    });
+    assert!(denied, "still {last:?}\n{}", certgate.proc.logs());
+    assert!(
+        last.1.contains("CN=short-lived CA") && last.1.contains("expired at"),
+        "{}",
+        last.1
+    );
+}
+
+#[test]
 fn config_validate_refuses_an_expired_ca_and_warns_before_one_expires() {
     let dir = tempfile::tempdir().expect("tempdir");
     let valid = CertAuthority::new(
