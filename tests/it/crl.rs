@@ -232,14 +232,7 @@ impl Pki {
             CertAuthority::new("root", start, start + time::Duration::days(365)).expect("CA");
         let second =
             CertAuthority::new("second", start, start + time::Duration::days(365)).expect("CA");
-        let spec = CertSpec {
-            organizational_unit: Some("worker".into()),
-            ..CertSpec::client(
-                "w1",
-                at(now()) - time::Duration::hours(1),
-                time::Duration::days(5),
-            )
-        };
+        let spec = worker_spec();
         let good = root.issue(&spec).expect("leaf");
         let revoked = root.issue(&spec).expect("leaf");
         let second_client = second.issue(&spec).expect("leaf");
