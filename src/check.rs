@@ -372,7 +372,7 @@ impl Checker {
             outcome.decision = Err(deny);
             return outcome;
         }
-        let crl_status = self.revocation.status(id.issuer(), id.serial(), now);
+        let crl_status = self.revocation.status(id, now);
         if let Err(deny) = authz::check_revocation(id, policy, &crl_status) {
             outcome.decision = Err(deny);
             return outcome;

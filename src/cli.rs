@@ -591,6 +591,10 @@ fn validate(config_path: &Path, output: Output) -> Result<ExitCode, Failure> {
         Ok(config) => {
             let mut policies: Vec<_> = config.policies.keys().cloned().collect();
             policies.sort();
+            let warnings = expiring_anchors(&config, clock::unix_now());
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
             let value = json!({
                 "valid": true,
                 "file": config_path,
@@ -598,6 +602,7 @@ fn validate(config_path: &Path, output: Output) -> Result<ExitCode, Failure> {
                 "default_policy": config.default_policy,
                 "trust_bundle_cas": config.trust.len(),
                 "crl_issuers": config.crl.issuers.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+                "warnings": warnings,
             });
             print(output, &value, || {
                 format!(
@@ -623,6 +628,30 @@ fn validate(config_path: &Path, output: Output) -> Result<ExitCode, Failure> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// CAs of the trust bundle expire in this many seconds or fewer: `config validate` warns.
+const ANCHOR_EXPIRY_WARNING_SECS: i64 = 30 * 86_400;
+
+/// A warning per CA of the bundle that expires within 30 days of `now` (an expired one is
+/// already refused by the configuration).
+fn expiring_anchors(config: &Config, now: i64) -> Vec<String> {
+    config
+        .trust
+        .cas()
+        .iter()
+        .filter(|ca| ca.not_after.saturating_sub(now) <= ANCHOR_EXPIRY_WARNING_SECS)
+        .map(|ca| {
+            format!(
+                "trust.ca_bundle: CA #{} '{}' expires at {} (in {}); once expired it validates \
+                 nothing and certgate refuses the bundle, so replace it before then",
+                ca.position,
+                ca.subject,
+                certgate::authz::rfc3339(ca.not_after),
+                crl::human(ca.not_after.saturating_sub(now))
+            )
+        })
+        .collect()
 }
 
 fn principal_json(p: &Principal) -> Value {
@@ -888,7 +917,8 @@ async fn crl_inspect(
             location: crl::CrlLocation::Url(source.to_owned()),
             refresh_interval: std::time::Duration::from_secs(3600),
         };
-        let client = crl::fetch::client(settings.timeout).map_err(|e| Failure::Failed(e.into()))?;
+        let client = crl::fetch::client(settings.timeout, settings.follow_redirects)
+            .map_err(|e| Failure::Failed(e.into()))?;
         match crl::fetch::fetch(
             &client,
             &location,
@@ -924,10 +954,18 @@ async fn crl_inspect(
             "not checked (pass --config to check against the trust bundle)".to_owned(),
         ),
         Some(config) => match parsed.verify_signature(config.trust.ca_certificates()) {
-            Ok(i) => (
-                json!({"checked": true, "valid": true, "ca_index": i + 1}),
-                format!("valid: signed by CA #{} of the trust bundle", i + 1),
-            ),
+            Ok(i) => {
+                let key = config.trust.cas().get(i).map(|ca| ca.key);
+                (
+                    json!({"checked": true, "valid": true, "ca_index": i + 1,
+                           "ca_key_sha256": key.map(|k| k.hex())}),
+                    format!(
+                        "valid: signed by CA #{} of the trust bundle (key {})",
+                        i + 1,
+                        key.map_or_else(String::new, |k| k.to_string())
+                    ),
+                )
+            }
             Err(e) => {
                 failed = true;
                 (

@@ -272,6 +272,8 @@ struct RawCrl {
     max_retry_backoff: String,
     max_size: RawSize,
     cache_dir: Option<String>,
+    high_water_file: Option<String>,
+    follow_redirects: bool,
     issuers: Vec<RawCrlIssuer>,
 }
 
@@ -288,6 +290,8 @@ impl Default for RawCrl {
             max_retry_backoff: "5m".into(),
             max_size: RawSize::Text("64MiB".into()),
             cache_dir: None,
+            high_water_file: None,
+            follow_redirects: false,
             issuers: Vec::new(),
         }
     }
@@ -586,7 +590,8 @@ impl fmt::Display for ConfigError {
 }
 
 impl Config {
-    /// Read, parse and validate `path` and every file it names.
+    /// Read, parse and validate `path` and every file it names, at the current time (a CA of
+    /// the trust bundle that has expired is refused).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let mut watched = Vec::new();
         let result = std::fs::read_to_string(path)
@@ -596,7 +601,9 @@ impl Config {
                     message: format!("cannot read: {e}"),
                 }]
             })
-            .and_then(|text| Self::validate_yaml(&text, path, &mut watched));
+            .and_then(|text| {
+                Self::validate_yaml(&text, path, &mut watched, Some(crate::clock::unix_now()))
+            });
         result.map_err(|problems| ConfigError {
             file: path.to_owned(),
             problems,
@@ -609,19 +616,23 @@ impl Config {
     }
 
     /// Parse and validate YAML text; relative paths are resolved against `path`'s directory.
+    /// Pure: the clock is not read, so the validity of the bundle's CAs is not judged here
+    /// (checks still judge it per request).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
-        Self::validate_yaml(text, path, &mut Vec::new())
+        Self::validate_yaml(text, path, &mut Vec::new(), None)
     }
 
     fn validate_yaml(
         text: &str,
         path: &Path,
         watched: &mut Vec<PathBuf>,
+        now: Option<i64>,
     ) -> Result<Config, Vec<Problem>> {
         let raw = parse_raw(text)?;
         Validator {
             base: path.parent().unwrap_or(Path::new(".")),
             problems: Vec::new(),
+            now,
         }
         .validate(raw, path, watched)
     }
@@ -715,6 +726,8 @@ fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
 struct Validator<'a> {
     base: &'a Path,
     problems: Vec<Problem>,
+    /// When set (Unix seconds), trust anchors expired at this time are refused.
+    now: Option<i64>,
 }
 
 impl Validator<'_> {
@@ -904,6 +917,9 @@ impl Validator<'_> {
             },
             require_client_auth_eku: raw.trust.require_client_auth_eku,
         };
+        if let (Some(now), Some(trust)) = (self.now, &trust) {
+            self.no_expired_anchors(trust, now, certificate_rules.clock_skew_secs);
+        }
 
         let id = &raw.identity;
         if id.principal_id_sources.is_empty() {
@@ -1293,18 +1309,94 @@ impl Validator<'_> {
                 sources,
             });
         }
+        self.crl_keys_are_not_shared(&issuers, trust);
+        let cache_dir = raw
+            .cache_dir
+            .filter(|d| !d.is_empty())
+            .map(|d| self.path(&d).components().collect::<PathBuf>());
+        let high_water_file = self.crl_high_water_file(raw.high_water_file, cache_dir.as_deref());
         CrlConfig {
             readiness: raw.readiness,
             timeout,
             retry_backoff,
             max_retry_backoff: max_retry_backoff.max(retry_backoff),
             max_size,
-            cache_dir: raw
-                .cache_dir
-                .filter(|d| !d.is_empty())
-                .map(|d| self.path(&d)),
+            cache_dir,
+            high_water_file,
+            follow_redirects: raw.follow_redirects,
             issuers,
         }
+    }
+
+    /// An expired CA validates nothing (checks deny its certificates `untrusted_issuer`); in
+    /// the bundle it is a mistake to fix, so the configuration is refused (fail fast).
+    fn no_expired_anchors(&mut self, trust: &TrustBundle, now: i64, skew: i64) {
+        for ca in trust.expired(now, skew) {
+            self.problem(
+                "trust.ca_bundle",
+                format!(
+                    "CA #{} '{}' expired at {} and validates nothing: remove it from the bundle",
+                    ca.position,
+                    ca.subject,
+                    crate::authz::rfc3339(ca.not_after)
+                ),
+            );
+        }
+    }
+
+    /// CRL state is keyed by CA key; one key under two configured issuer names would make
+    /// one name's CRL decide for the other's certificates.
+    fn crl_keys_are_not_shared(&mut self, issuers: &[CrlIssuer], trust: Option<&TrustBundle>) {
+        let Some(trust) = trust else { return };
+        let configured =
+            |ca: &crate::cert::Anchor| issuers.iter().any(|i| i.subject_der == ca.subject_der);
+        let cas: Vec<_> = trust.cas().iter().filter(|ca| configured(ca)).collect();
+        for (i, a) in cas.iter().enumerate() {
+            if let Some(b) = cas[..i]
+                .iter()
+                .find(|b| b.key == a.key && b.subject_der != a.subject_der)
+            {
+                self.problem(
+                    "crl.issuers",
+                    format!(
+                        "CAs #{} '{}' and #{} '{}' of the trust bundle share one key ({}) under two names;                          certgate keeps CRLs per CA key, so configure CRLs for one of them only",
+                        b.position, b.subject, a.position, a.subject, a.key
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `crl.high_water_file`: as given, else beside `cache_dir` (`<cache_dir>.high-water.json`)
+    /// when there is one; never inside it, where whoever can plant an old CRL could also
+    /// lower the mark.
+    fn crl_high_water_file(
+        &mut self,
+        raw: Option<String>,
+        cache_dir: Option<&Path>,
+    ) -> Option<PathBuf> {
+        let file = match (raw.filter(|f| !f.is_empty()), cache_dir) {
+            (Some(file), _) => self.path(&file).components().collect::<PathBuf>(),
+            (None, Some(dir)) => {
+                let mut file = dir.as_os_str().to_owned();
+                file.push(".high-water.json");
+                PathBuf::from(file)
+            }
+            (None, None) => return None,
+        };
+        if let Some(dir) = cache_dir
+            && file.starts_with(dir)
+        {
+            self.problem(
+                "crl.high_water_file",
+                format!(
+                    "{} is inside crl.cache_dir ({}): whoever can write the cache could lower                      the mark that keeps older CRLs out; put it elsewhere",
+                    file.display(),
+                    dir.display()
+                ),
+            );
+        }
+        Some(file)
     }
 
     fn policy(&mut self, name: &str, rp: RawPolicy, watched: &mut Vec<PathBuf>) -> Policy {
@@ -1425,8 +1517,9 @@ mod tests {
     fn dir_with_ca() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = time::OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("time");
-        let ca =
-            crate::pki::CertAuthority::new("t", now, now + time::Duration::days(1)).expect("CA");
+        // Valid long after the tests run: `Config::load` refuses a bundle with an expired CA.
+        let ca = crate::pki::CertAuthority::new("t", now, now + time::Duration::days(36_500))
+            .expect("CA");
         std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("write");
         std::fs::write(dir.path().join("admins.txt"), "# admins\nalice\n\nbob\n").expect("write");
         dir

@@ -151,6 +151,22 @@ impl CertAuthority {
         })
     }
 
+    /// Another self-signed CA certificate with this CA's key: subject `CN=cn, O=certgate dev`,
+    /// valid `not_before..not_after` (a CA re-issued with new validity when `cn` is the same;
+    /// two names on one key when it is not).
+    pub fn reissued(
+        &self,
+        cn: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Self, PkiError> {
+        let key = KeyPair::try_from(self.issuer.key().serialize_der().as_slice())?;
+        let params = ca_params(cn, not_before, not_after, &key)?;
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(params, key)?,
+        })
+    }
+
     /// Intermediate CA signed by this one, subject `CN=cn, O=certgate dev`.
     pub fn intermediate(
         &self,

@@ -199,7 +199,7 @@ pub fn check_certificate(
     rules: &CertificateRules,
     now: i64,
 ) -> Result<(), Deny> {
-    if let Err(failure) = id.chain() {
+    if let Err(failure) = id.chain_at(now, rules.clock_skew_secs) {
         return Err(Deny::new(ReasonCode::UntrustedIssuer, failure.to_string()));
     }
     if now.saturating_add(rules.clock_skew_secs) < id.not_before() {

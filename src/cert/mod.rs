@@ -13,7 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use decode::decode_certificate;
 pub use forwarded::{CertEncoding, extract};
-pub use verify::{ChainFailure, TrustBundle, TrustBundleError};
+pub use verify::{Anchor, CaKey, ChainFailure, TrustBundle, TrustBundleError};
 
 /// Where the principal id is taken from, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -68,7 +68,8 @@ pub enum ClientAuthUsage {
 /// Kept compact because the identity cache holds one per distinct client certificate
 /// (100,000 by default): the text fields share one heap block (`text`, each field ending
 /// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
-/// one of them, the SHA-256 is kept as bytes and the rare chain failure is boxed. See
+/// one of them, the SHA-256 is kept as bytes, the verifying CA is shared with the trust
+/// bundle and the rare chain failure is boxed. See
 /// "Memory at scale" in BENCHMARKS.md for what an entry costs.
 #[derive(Clone)]
 pub struct Identity {
@@ -79,7 +80,7 @@ pub struct Identity {
     not_before: i64,
     not_after: i64,
     client_auth: ClientAuthUsage,
-    chain: Result<(), Box<ChainFailure>>,
+    chain: Result<Arc<Anchor>, Box<ChainFailure>>,
 }
 
 /// Position of each text field in [`Identity::text`]. An optional field is absent when
@@ -122,7 +123,7 @@ struct IdentityParts {
     not_before: i64,
     not_after: i64,
     client_auth: ClientAuthUsage,
-    chain: Result<(), ChainFailure>,
+    chain: Result<Arc<Anchor>, ChainFailure>,
 }
 
 impl Identity {
@@ -247,11 +248,23 @@ impl Identity {
         self.client_auth
     }
 
-    /// Outcome of the chain verification against the trust bundle.
-    pub fn chain(&self) -> Result<(), &ChainFailure> {
+    /// Outcome of the chain verification against the trust bundle: the CA whose key
+    /// verified it. The CA's own validity is not judged here; see [`Self::chain_at`].
+    pub fn chain(&self) -> Result<&Anchor, &ChainFailure> {
         match &self.chain {
-            Ok(()) => Ok(()),
+            Ok(anchor) => Ok(anchor),
             Err(failure) => Err(failure),
+        }
+    }
+
+    /// The chain at `now` (Unix seconds, ± `skew`): as [`Self::chain`], and the verifying CA
+    /// must itself be valid then. Judged per check, not when the identity is cached, because
+    /// a CA can expire while its leaves are still cached.
+    pub fn chain_at(&self, now: i64, skew: i64) -> Result<&Anchor, ChainFailure> {
+        let anchor = self.chain().map_err(Clone::clone)?;
+        match anchor.unusable_at(now, skew) {
+            Some(failure) => Err(failure),
+            None => Ok(anchor),
         }
     }
 
@@ -526,7 +539,10 @@ mod tests {
         assert_eq!(id.issuer(), "O=certgate dev, CN=ca");
         assert_eq!(id.subject(), "OU=worker, CN=w1.example.com");
         assert_eq!(id.lifetime_secs(), 86_400);
-        assert_eq!(id.chain(), Ok(()));
+        assert_eq!(
+            id.chain().map(|a| a.subject.as_str()),
+            Ok("O=certgate dev, CN=ca")
+        );
         let der = decode_certificate(pem.as_bytes()).expect("decodes");
         assert_eq!(id.sha256_hex(), hex::encode(Sha256::digest(&der)));
 
@@ -550,6 +566,77 @@ mod tests {
         let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
         assert!(id.chain().is_err());
         assert_eq!(id.principal_id(), Some("w1@example.com"));
+    }
+
+    #[test]
+    fn the_verifying_ca_is_the_one_whose_key_signed_the_leaf() {
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        let (from, to) = (at(NOW - 86_400), at(NOW + 365 * 86_400));
+        // A rollover: two CAs of one name, the new one first in the bundle.
+        let old = CertAuthority::new("ca", from, to).expect("CA");
+        let new = CertAuthority::new("ca", from, to).expect("CA");
+        let renewed = old
+            .reissued("ca", from, at(NOW + 730 * 86_400))
+            .expect("CA");
+        let pem = format!("{}{}{}", new.cert_pem(), old.cert_pem(), renewed.cert_pem());
+        let trust = TrustBundle::from_pem(pem.as_bytes()).expect("bundle");
+        let cas = trust.cas();
+        assert_eq!(cas[0].subject, cas[1].subject, "one name");
+        assert_ne!(cas[0].key, cas[1].key, "two keys");
+        assert_eq!(cas[1].key, cas[2].key, "a re-issued CA keeps its key");
+        let spec = CertSpec::client("w1", at(NOW), time::Duration::days(1));
+        for (ca, want) in [(&old, &cas[1]), (&new, &cas[0])] {
+            let pem = ca.issue(&spec).expect("leaf").cert_pem;
+            let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+            let anchor = id.chain().expect("trusted");
+            assert_eq!(anchor.key, want.key);
+            assert_eq!(anchor.subject, "O=certgate dev, CN=ca");
+        }
+        assert!(cas[0].key.to_string().starts_with("sha256:"));
+        assert_eq!(CaKey::from_hex(&cas[0].key.hex()), Some(cas[0].key));
+    }
+
+    #[test]
+    fn an_expired_or_not_yet_valid_ca_vouches_for_nothing() {
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("time");
+        let spec = CertSpec::client("w1", at(NOW - 3600), time::Duration::days(1));
+        // (CA validity, skew, expected failure)
+        let cases = [
+            ((NOW - 10 * 86_400, NOW - 86_400), 60, Some("expired at")),
+            ((NOW - 10 * 86_400, NOW - 30), 60, None),
+            ((NOW - 10 * 86_400, NOW - 90), 60, Some("expired at")),
+            (
+                (NOW + 86_400, NOW + 10 * 86_400),
+                60,
+                Some("not valid before"),
+            ),
+            ((NOW + 30, NOW + 10 * 86_400), 60, None),
+        ];
+        for ((nb, na), skew, want) in cases {
+            let ca = CertAuthority::new("old ca", at(nb), at(na)).expect("CA");
+            let trust = TrustBundle::from_pem(ca.cert_pem().as_bytes()).expect("bundle");
+            let pem = ca.issue(&spec).expect("leaf").cert_pem;
+            let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
+            assert!(
+                id.chain().is_ok(),
+                "webpki does not judge anchors' validity"
+            );
+            let got = id.chain_at(NOW, skew).map_err(|e| e.to_string());
+            match want {
+                None => assert!(got.is_ok(), "{nb}..{na}: {got:?}"),
+                Some(fragment) => {
+                    let message = got.expect_err("refused");
+                    assert!(
+                        message.contains(fragment) && message.contains("CN=old ca"),
+                        "{message}"
+                    );
+                }
+            }
+            assert_eq!(
+                trust.expired(NOW, skew).count(),
+                usize::from(want == Some("expired at"))
+            );
+        }
     }
 
     #[test]

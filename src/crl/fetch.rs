@@ -35,6 +35,14 @@ pub enum FetchError {
     /// The server answered with a status other than 200 or 304.
     #[error("HTTP status {0}")]
     Status(u16),
+    /// The server answered with a redirect, and redirects are not followed.
+    #[error(
+        "HTTP status {status}: redirect not followed (set crl.follow_redirects to follow one to the same host)"
+    )]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+    },
     /// No complete answer within the timeout.
     #[error("no complete response within {0:?}")]
     Timeout(Duration),
@@ -56,7 +64,7 @@ impl FetchError {
     /// Metric label.
     pub fn kind(&self) -> &'static str {
         match self {
-            FetchError::Status(_) => "http_status",
+            FetchError::Status(_) | FetchError::Redirect { .. } => "http_status",
             FetchError::Timeout(_) => "timeout",
             FetchError::Transport(_) => "transport",
             FetchError::TooLarge { .. } => "too_large",
@@ -65,13 +73,36 @@ impl FetchError {
     }
 }
 
-/// An HTTP client for CRL fetches (rustls; no cookies; a few redirects at most). The
-/// overall deadline is applied per fetch by [`fetch`].
-pub fn client(timeout: Duration) -> Result<reqwest::Client, FetchError> {
+/// An HTTP client for CRL fetches (rustls; no cookies). The overall deadline is applied per
+/// fetch by [`fetch`].
+///
+/// Redirects are not followed unless `follow_redirects` (`crl.follow_redirects`): a CRL URL
+/// is configured to reach one server, and a redirect could point the fetch at an internal
+/// address. When followed, only to the same host, never from https to http, at most 3.
+pub fn client(timeout: Duration, follow_redirects: bool) -> Result<reqwest::Client, FetchError> {
+    let policy = if follow_redirects {
+        reqwest::redirect::Policy::custom(|attempt| {
+            let (to, first) = (attempt.url(), attempt.previous().first());
+            let same_host = first.is_some_and(|f| f.host_str() == to.host_str());
+            let downgrade = first.is_some_and(|f| f.scheme() == "https") && to.scheme() != "https";
+            if attempt.previous().len() > 3 {
+                attempt.error("more than 3 redirects")
+            } else if !same_host || downgrade {
+                let to = format!("{}://{}", to.scheme(), to.host_str().unwrap_or_default());
+                attempt.error(format!(
+                    "redirect to {to} refused: only the same host is followed, never https to http"
+                ))
+            } else {
+                attempt.follow()
+            }
+        })
+    } else {
+        reqwest::redirect::Policy::none()
+    };
     reqwest::Client::builder()
         .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(policy)
         .build()
         .map_err(|e| FetchError::Transport(e.to_string()))
 }
@@ -128,6 +159,11 @@ async fn fetch_url(
         && (previous.etag.is_some() || previous.last_modified.is_some())
     {
         return Ok(Fetched::NotModified);
+    }
+    if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
+        return Err(FetchError::Redirect {
+            status: status.as_u16(),
+        });
     }
     if status != reqwest::StatusCode::OK {
         return Err(FetchError::Status(status.as_u16()));

@@ -1,11 +1,13 @@
 //! Certificate revocation lists (SPEC 3 rows 7/7b, SPEC 5): fetch, verify, index by
-//! (issuer, serial), and judge freshness per issuer.
+//! (CA key, serial), and judge freshness per CA key. Never keyed by a CA's name: a CRL
+//! decides only for certificates whose chain the same key verified.
 //!
 //! The request path only reads an immutable [`RevocationSnapshot`] through an `ArcSwap` and
 //! does one hash lookup; fetching, verifying and indexing happen in the background
 //! (`refresh`). A CRL that fails any check never replaces one in force.
 
 pub mod fetch;
+pub mod high_water;
 mod index;
 mod parse;
 pub mod refresh;
@@ -16,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+pub use high_water::HighWater;
 pub use index::{
     IndexError, RevocationIndex, RevocationIndexBuilder, RevocationReason, Revoked,
     canonical_serial,
@@ -26,7 +28,7 @@ pub use index::{
 pub use parse::{CrlError, ParsedCrl, decode_crl};
 
 use crate::authz::{CrlStatus, rfc3339};
-use crate::cert::TrustBundle;
+use crate::cert::{Anchor, CaKey, Identity, TrustBundle};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -109,8 +111,13 @@ pub struct CrlConfig {
     pub max_retry_backoff: Duration,
     /// Largest CRL accepted, bytes.
     pub max_size: u64,
-    /// Where the last good CRL of each issuer is kept across restarts.
+    /// Where the last good CRL of each CA key is kept across restarts.
     pub cache_dir: Option<PathBuf>,
+    /// Where the newest thisUpdate installed per CA key is recorded, outside `cache_dir`
+    /// (set whenever `cache_dir` is; see [`HighWater`]).
+    pub high_water_file: Option<PathBuf>,
+    /// Follow HTTP redirects of CRL URLs (to the same host only, never https → http).
+    pub follow_redirects: bool,
     /// Per issuing CA.
     pub issuers: Vec<CrlIssuer>,
 }
@@ -124,6 +131,8 @@ impl Default for CrlConfig {
             max_retry_backoff: Duration::from_secs(300),
             max_size: 64 << 20,
             cache_dir: None,
+            high_water_file: None,
+            follow_redirects: false,
             issuers: Vec::new(),
         }
     }
@@ -143,8 +152,8 @@ pub struct VerifiedCrl {
     pub next_update: i64,
     /// SHA-256 of the DER, hex.
     pub sha256: String,
-    /// SHA-256 of the DER of the CA certificate whose key verified it.
-    pub verified_by: [u8; 32],
+    /// The key of the CA that verified it: the state it goes to.
+    pub verified_by: CaKey,
     /// Where it was loaded from.
     pub source: String,
     /// Size of the DER.
@@ -172,14 +181,17 @@ impl VerifiedCrl {
                 found: parsed.issuer.clone(),
             });
         }
-        let cas = trust.ca_certificates();
-        let by = parsed.verify_signature(cas)?;
+        let by = parsed.verify_signature(trust.ca_certificates())?;
+        let verified_by =
+            trust
+                .cas()
+                .get(by)
+                .map(|ca| ca.key)
+                .ok_or_else(|| CrlError::UnknownIssuer {
+                    issuer: parsed.issuer.clone(),
+                })?;
         parsed.check_times(now, skew)?;
         let index = parsed.index()?;
-        let verified_by = cas
-            .get(by)
-            .map(|c| Sha256::digest(c.as_ref()).into())
-            .unwrap_or_default();
         let crl = VerifiedCrl {
             issuer: expected.name.clone(),
             this_update: parsed.this_update,
@@ -221,14 +233,21 @@ impl VerifiedCrl {
     }
 }
 
-/// SHA-256 of each CA certificate of the bundle.
-fn anchors(config: &Config) -> Vec<[u8; 32]> {
-    config
-        .trust
-        .ca_certificates()
-        .iter()
-        .map(|c| Sha256::digest(c.as_ref()).into())
-        .collect()
+/// One CRL state per CA key configured under `crl.issuers`: every CA of the bundle whose
+/// subject is a configured issuer's gets its own, and copies of one key share one. A CA's
+/// name only says which configuration (sources, freshness) applies; the key says whose CRL
+/// decides (SPEC: a name is not a key).
+fn configured_states(config: &Config) -> Vec<(CaKey, Arc<CrlIssuer>)> {
+    let mut states: Vec<(CaKey, Arc<CrlIssuer>)> = Vec::new();
+    for issuer in &config.crl.issuers {
+        let issuer = Arc::new(issuer.clone());
+        for ca in config.trust.cas() {
+            if ca.subject_der == issuer.subject_der && !states.iter().any(|(k, _)| *k == ca.key) {
+                states.push((ca.key, issuer.clone()));
+            }
+        }
+    }
+    states
 }
 
 /// Whether two configurations load and verify CRLs identically (same sources, limits,
@@ -255,40 +274,118 @@ pub fn human(secs: i64) -> String {
 // ---------------------------------------------------------------------------------------
 // The state the request path reads.
 
-/// What is known about one issuer's CRL.
+/// What kind of failure left a CA without a new CRL: the part of a failure `/readyz` shows
+/// (URLs and transport errors stay in the logs and in [`RefreshFailure::detail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The source could not be read (HTTP status, timeout, transport, size limit, file I/O).
+    FetchFailed,
+    /// Bytes were read but are not a usable CRL of this CA (encoding, profile, signature…).
+    Invalid,
+    /// The CRL read is too old to use (max_age or nextUpdate).
+    Stale,
+    /// The CRL read is older than one already installed for this CA key, before a restart
+    /// included (the high-water mark).
+    OlderThanSeen,
+}
+
+impl FailureClass {
+    /// Words for `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::FetchFailed => "fetch failed",
+            FailureClass::Invalid => "invalid CRL",
+            FailureClass::Stale => "stale CRL",
+            FailureClass::OlderThanSeen => "CRL older than one already seen",
+        }
+    }
+}
+
+/// The last failed refresh of a CA's CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFailure {
+    /// What kind of failure.
+    pub class: FailureClass,
+    /// The whole story (source, error): for logs and deny messages.
+    pub detail: String,
+}
+
+impl std::fmt::Display for RefreshFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// What is known about the CRL of one CA key.
 #[derive(Debug, Clone)]
 pub struct IssuerState {
-    /// Its configuration.
+    /// The configuration of its issuer name.
     pub config: Arc<CrlIssuer>,
+    /// The CA key whose CRLs this state holds.
+    pub key: CaKey,
     /// The CRL in force, if one was ever loaded.
     pub crl: Option<Arc<VerifiedCrl>>,
     /// The last failure (fetch or verification), for messages and `/readyz`.
-    pub last_error: Option<String>,
+    pub last_error: Option<RefreshFailure>,
 }
 
-/// Every configured issuer's CRL at one moment; replaced as a whole, never mutated.
+impl IssuerState {
+    /// Why no CRL is usable at `now`, for `/readyz`: the CA and the kind of failure, never a
+    /// URL or a transport error.
+    fn unavailable(&self, now: i64) -> Option<String> {
+        let class = self.last_error.as_ref().map(|e| e.class.as_str());
+        let why = match &self.crl {
+            None => class.unwrap_or("not fetched yet").to_owned(),
+            Some(crl) => {
+                crl.unusable(&self.config.freshness, now)?;
+                match class {
+                    Some(class) => format!("the CRL in force is stale, last refresh: {class}"),
+                    None => "the CRL in force is stale".to_owned(),
+                }
+            }
+        };
+        Some(format!(
+            "CRL of '{}' (key {}) unavailable: {why}",
+            self.config.name, self.key
+        ))
+    }
+}
+
+/// Every configured CA key's CRL at one moment; replaced as a whole, never mutated.
 #[derive(Debug, Clone, Default)]
 pub struct RevocationSnapshot {
-    issuers: HashMap<String, IssuerState>,
+    states: HashMap<CaKey, IssuerState>,
 }
 
 impl RevocationSnapshot {
-    /// The CRL status of the certificate `serial_hex` issued by `issuer` at `now`.
-    /// No I/O, no allocation unless the answer is a deny.
-    pub fn status(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus {
-        let Some(state) = self.issuers.get(issuer) else {
+    /// The CRL status of the certificate `serial_hex` whose chain `anchor` verified, at `now`.
+    /// Only the CRL signed by that CA's key decides; no I/O, no allocation unless the answer
+    /// is a deny.
+    pub fn status(&self, anchor: &Anchor, serial_hex: &str, now: i64) -> CrlStatus {
+        let Some(state) = self
+            .states
+            .get(&anchor.key)
+            .filter(|s| s.config.subject_der == anchor.subject_der)
+        else {
             return CrlStatus::NotConfigured;
         };
+        let (issuer, key) = (&state.config.name, state.key);
         let Some(crl) = &state.crl else {
-            let why = state.last_error.as_deref().unwrap_or("not fetched yet");
+            let why = state
+                .last_error
+                .as_ref()
+                .map_or("not fetched yet", |e| e.detail.as_str());
             return CrlStatus::Unknown(format!(
-                "no CRL of issuer '{issuer}' has been loaded ({why})"
+                "no CRL of issuer '{issuer}' has been loaded (CA key {key}; {why})"
             ));
         };
         if let Some(why) = crl.unusable(&state.config.freshness, now) {
             return CrlStatus::Unknown(match &state.last_error {
-                Some(err) => format!("the CRL of '{issuer}' is {why}; last refresh: {err}"),
-                None => format!("the CRL of '{issuer}' is {why}"),
+                Some(err) => {
+                    format!("the CRL of '{issuer}' (CA key {key}) is {why}; last refresh: {err}")
+                }
+                None => format!("the CRL of '{issuer}' (CA key {key}) is {why}"),
             });
         }
         match crl.index.get_hex(serial_hex) {
@@ -300,16 +397,32 @@ impl RevocationSnapshot {
         }
     }
 
-    /// Every issuer's state, sorted by issuer name.
+    /// Every CA key's state, sorted by issuer name, then key.
     pub fn issuers(&self) -> Vec<&IssuerState> {
-        let mut all: Vec<_> = self.issuers.values().collect();
-        all.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        let mut all: Vec<_> = self.states.values().collect();
+        all.sort_by(|a, b| (&a.config.name, a.key).cmp(&(&b.config.name, b.key)));
         all
     }
 
-    /// The state of one issuer.
-    pub fn issuer(&self, name: &str) -> Option<&IssuerState> {
-        self.issuers.get(name)
+    /// The state of one CA key.
+    pub fn state(&self, key: &CaKey) -> Option<&IssuerState> {
+        self.states.get(key)
+    }
+
+    /// The `issuer` label of a state's metrics: the name, and the key when several CAs of
+    /// the bundle share that name (so a rollover gives two series, not one that flips).
+    fn metric_label(&self, state: &IssuerState) -> String {
+        let shared = self
+            .states
+            .values()
+            .filter(|s| s.config.name == state.config.name)
+            .count()
+            > 1;
+        if shared {
+            format!("{} [key {}]", state.config.name, state.key)
+        } else {
+            state.config.name.clone()
+        }
     }
 }
 
@@ -323,9 +436,12 @@ pub enum Offered {
     Unchanged,
     /// The CRL in force is newer (a mirror lagging behind, or a replayed old CRL).
     Older,
+    /// Nothing is in force, but a newer CRL of this CA key was installed before (perhaps
+    /// before a restart): an old CRL replayed or planted in `cache_dir` is refused.
+    OlderThanSeen,
     /// It is too old to be used at all.
     Stale,
-    /// The issuer is no longer configured.
+    /// Its issuer, or the CA key that verified it, is no longer configured.
     Unconfigured,
 }
 
@@ -336,39 +452,40 @@ impl Offered {
             Offered::Installed => "updated",
             Offered::Unchanged => "unchanged",
             Offered::Older => "older",
+            Offered::OlderThanSeen => "older_than_seen",
             Offered::Stale => "stale",
             Offered::Unconfigured => "unconfigured",
         }
     }
 }
 
-/// The shared revocation state: the snapshot checks read, and the configuration the
-/// background refresher follows.
+/// The shared revocation state: the snapshot checks read, the configuration the background
+/// refresher follows, and the high-water marks of the CRLs installed.
 pub struct Revocation {
     snapshot: ArcSwap<RevocationSnapshot>,
     /// Serializes writers (readers never wait).
     write: Mutex<()>,
     config: watch::Sender<Arc<Config>>,
     metrics: Metrics,
+    high_water: Mutex<HighWater>,
+    /// Serializes writes of `crl.high_water_file`.
+    high_water_file: tokio::sync::Mutex<()>,
 }
 
 impl Revocation {
     /// State for `config`, with no CRL loaded yet.
     pub fn new(config: Arc<Config>, metrics: Metrics) -> Self {
         let snapshot = RevocationSnapshot {
-            issuers: config
-                .crl
-                .issuers
-                .iter()
-                .map(|i| {
-                    (
-                        i.name.clone(),
-                        IssuerState {
-                            config: Arc::new(i.clone()),
-                            crl: None,
-                            last_error: None,
-                        },
-                    )
+            states: configured_states(&config)
+                .into_iter()
+                .map(|(key, issuer)| {
+                    let state = IssuerState {
+                        config: issuer,
+                        key,
+                        crl: None,
+                        last_error: None,
+                    };
+                    (key, state)
                 })
                 .collect(),
         };
@@ -378,6 +495,8 @@ impl Revocation {
             write: Mutex::new(()),
             config: tx,
             metrics,
+            high_water: Mutex::new(HighWater::default()),
+            high_water_file: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -386,9 +505,13 @@ impl Revocation {
         self.snapshot.load()
     }
 
-    /// The CRL status of one certificate at `now`.
-    pub fn status(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus {
-        self.snapshot.load().status(issuer, serial_hex, now)
+    /// The CRL status of `id` at `now`: judged by the CRL of the CA whose key verified its
+    /// chain (call after the chain check passed).
+    pub fn status(&self, id: &Identity, now: i64) -> CrlStatus {
+        match id.chain() {
+            Ok(anchor) => self.snapshot.load().status(anchor, id.serial(), now),
+            Err(failure) => CrlStatus::Unknown(format!("the chain is not verified: {failure}")),
+        }
     }
 
     /// The configuration the refresher follows.
@@ -401,9 +524,9 @@ impl Revocation {
         self.config.borrow().clone()
     }
 
-    /// Follow a new configuration: issuers no longer configured are dropped, new ones start
-    /// empty, and a loaded CRL is kept only if its issuer is still configured and the CA
-    /// whose key verified it is still in the trust bundle.
+    /// Follow a new configuration: CA keys no longer configured are dropped, new ones start
+    /// empty, and a loaded CRL is kept only if its CA key is still in the bundle under the
+    /// same configured issuer name.
     pub fn reconfigure(&self, config: Arc<Config>) {
         if same_crl_inputs(&self.config(), &config) {
             // Policies may have changed (readiness depends on them); CRLs and the refresher
@@ -411,35 +534,26 @@ impl Revocation {
             self.config.send_replace(config);
             return;
         }
-        let anchors = anchors(&config);
         {
             let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
             let current = self.snapshot.load_full();
-            let issuers = config
-                .crl
-                .issuers
-                .iter()
-                .map(|i| {
-                    let kept = current.issuers.get(&i.name).and_then(|s| {
-                        s.crl
-                            .clone()
-                            .filter(|crl| {
-                                anchors.contains(&crl.verified_by)
-                                    && s.config.subject_der == i.subject_der
-                            })
-                            .map(|crl| (crl, s.last_error.clone()))
-                    });
-                    let (crl, last_error) = kept.map_or((None, None), |(c, e)| (Some(c), e));
+            let states = configured_states(&config)
+                .into_iter()
+                .map(|(key, issuer)| {
+                    let kept = current
+                        .states
+                        .get(&key)
+                        .filter(|s| s.config.subject_der == issuer.subject_der);
                     let state = IssuerState {
-                        config: Arc::new(i.clone()),
-                        crl,
-                        last_error,
+                        config: issuer,
+                        key,
+                        crl: kept.and_then(|s| s.crl.clone()),
+                        last_error: kept.and_then(|s| s.crl.as_ref().and(s.last_error.clone())),
                     };
-                    (i.name.clone(), state)
+                    (key, state)
                 })
                 .collect();
-            self.snapshot
-                .store(Arc::new(RevocationSnapshot { issuers }));
+            self.snapshot.store(Arc::new(RevocationSnapshot { states }));
         }
         self.metrics.crl_entries.reset();
         self.metrics.crl_age_seconds.reset();
@@ -448,25 +562,32 @@ impl Revocation {
         self.config.send_replace(config);
     }
 
-    /// Offer a verified CRL for its issuer at `now`; it replaces the one in force only if it
-    /// is usable and newer.
+    /// Offer a verified CRL at `now`; it goes to the state of the CA key that verified it and
+    /// replaces the one in force only if it is usable, newer, and not older than the newest
+    /// CRL of that key ever installed (the high-water mark, which survives restarts).
     pub fn offer(&self, crl: VerifiedCrl, now: i64) -> Offered {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.snapshot.load_full();
-        let Some(state) = current.issuers.get(&crl.issuer) else {
-            return Offered::Unconfigured;
-        };
         // A refresh that started under a previous configuration may finish after a reload
         // that removed the CA whose key verified it: such a CRL is not for this bundle.
-        if !anchors(&self.config()).contains(&crl.verified_by) {
+        let Some(state) = current
+            .states
+            .get(&crl.verified_by)
+            .filter(|s| s.config.name == crl.issuer)
+        else {
             return Offered::Unconfigured;
-        }
-        if let Some(why) = crl.unusable(&state.config.freshness, now) {
+        };
+        let key = state.key;
+        let failed = |class, detail: String| {
             let mut next = (*current).clone();
-            if let Some(s) = next.issuers.get_mut(&crl.issuer) {
-                s.last_error = Some(format!("{} served a CRL that is {why}", crl.source));
+            if let Some(s) = next.states.get_mut(&key) {
+                s.last_error = Some(RefreshFailure { class, detail });
             }
-            self.snapshot.store(Arc::new(next));
+            Arc::new(next)
+        };
+        if let Some(why) = crl.unusable(&state.config.freshness, now) {
+            let detail = format!("{} served a CRL that is {why}", crl.source);
+            self.snapshot.store(failed(FailureClass::Stale, detail));
             return Offered::Stale;
         }
         let outcome = match &state.crl {
@@ -480,20 +601,45 @@ impl Revocation {
             Some(old) if crl.this_update == old.this_update => Offered::Unchanged,
             Some(_) => Offered::Older,
         };
+        let seen = self.high_water().newest(&key);
+        if outcome == Offered::Installed
+            && let Some(seen) = seen.filter(|seen| crl.this_update < *seen)
+        {
+            tracing::warn!(
+                issuer = %crl.issuer,
+                key = %key.hex(),
+                source = %crl.source,
+                this_update = %rfc3339(crl.this_update),
+                newest_seen = %rfc3339(seen),
+                "CRL refused: older than the newest CRL already installed for this CA key"
+            );
+            let detail = format!(
+                "{} holds a CRL older than the newest one already installed for this CA key \
+                 (thisUpdate {} < {})",
+                crl.source,
+                rfc3339(crl.this_update),
+                rfc3339(seen)
+            );
+            self.snapshot
+                .store(failed(FailureClass::OlderThanSeen, detail));
+            return Offered::OlderThanSeen;
+        }
         let mut next = (*current).clone();
-        if let Some(s) = next.issuers.get_mut(&crl.issuer) {
+        if let Some(s) = next.states.get_mut(&key) {
             if outcome != Offered::Older {
                 s.last_error = None;
             }
             if outcome == Offered::Installed {
                 tracing::info!(
                     issuer = %crl.issuer,
+                    key = %key.hex(),
                     source = %crl.source,
                     entries = crl.index.len(),
                     this_update = %rfc3339(crl.this_update),
                     next_update = %rfc3339(crl.next_update),
                     "CRL loaded"
                 );
+                self.high_water().raise(key, crl.this_update, &crl.issuer);
                 s.crl = Some(Arc::new(crl));
             }
         }
@@ -501,22 +647,30 @@ impl Revocation {
         outcome
     }
 
-    /// Record a failed refresh of `issuer` (the CRL in force, if any, stays).
-    pub fn record_failure(&self, issuer: &str, error: String) {
+    fn high_water(&self) -> std::sync::MutexGuard<'_, HighWater> {
+        self.high_water.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record a failed refresh of a source of `issuer` (the CRL in force, if any, stays). A
+    /// source is configured per issuer name, so every CA key of that name notes it.
+    pub fn record_failure(&self, issuer: &str, failure: RefreshFailure) {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.snapshot.load_full();
-        if !current.issuers.contains_key(issuer) {
+        if !current.states.values().any(|s| s.config.name == issuer) {
             return;
         }
         let mut next = (*current).clone();
-        if let Some(s) = next.issuers.get_mut(issuer) {
-            s.last_error = Some(error);
+        for s in next.states.values_mut() {
+            if s.config.name == issuer {
+                s.last_error = Some(failure.clone());
+            }
         }
         self.snapshot.store(Arc::new(next));
     }
 
     /// `Err(reason)` while `/readyz` should fail: with `readiness: wait`, some configured
-    /// issuer has no usable CRL.
+    /// CA key has no usable CRL. The reason names each such CA (name and key) and the kind of
+    /// failure; URLs and error texts are in the logs.
     pub fn readiness(&self, now: i64) -> Result<(), String> {
         let config = self.config();
         if config.crl.readiness == CrlReadiness::Serve || !config.crl_required() {
@@ -526,21 +680,7 @@ impl Revocation {
         let problems: Vec<String> = snapshot
             .issuers()
             .into_iter()
-            .filter_map(|s| {
-                let why = match &s.crl {
-                    None => format!(
-                        "no CRL of issuer '{}' loaded yet ({})",
-                        s.config.name,
-                        s.last_error.as_deref().unwrap_or("not fetched yet")
-                    ),
-                    Some(crl) => format!(
-                        "the CRL of '{}' is {}",
-                        s.config.name,
-                        crl.unusable(&s.config.freshness, now)?
-                    ),
-                };
-                Some(why)
-            })
+            .filter_map(|s| s.unavailable(now))
             .collect();
         if problems.is_empty() {
             Ok(())
@@ -549,12 +689,13 @@ impl Revocation {
         }
     }
 
-    /// Set the per-issuer gauges (age, time to nextUpdate, entries, usable) for `now`;
-    /// called before each `/metrics` scrape.
+    /// Set the per-CA gauges (age, time to nextUpdate, entries, usable) for `now`; called
+    /// before each `/metrics` scrape.
     pub fn export_gauges(&self, now: i64) {
         let snapshot = self.snapshot.load();
-        for s in snapshot.issuers.values() {
-            let name = s.config.name.as_str();
+        for s in snapshot.states.values() {
+            let label = snapshot.metric_label(s);
+            let name = label.as_str();
             let usable = s
                 .crl
                 .as_ref()
@@ -581,6 +722,25 @@ impl Revocation {
     /// The metrics this state records into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Raise the high-water marks to those read from `crl.high_water_file` (at start).
+    pub fn merge_high_water(&self, marks: &HighWater) {
+        self.high_water().merge(marks);
+    }
+
+    /// Write the high-water marks to `path` (temp file + rename, so a crash never leaves
+    /// half a file), raised first to what the file holds, so another process writing it
+    /// (`certgate check`) never has its marks lowered; one writer at a time per process.
+    pub async fn save_high_water(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let _one_writer = self.high_water_file.lock().await;
+        match high_water::read(path).await {
+            Ok(on_disk) => self.merge_high_water(&on_disk),
+            // Unreadable: rewritten whole from what this process knows.
+            Err(e) => tracing::warn!(error = %e, "CRL high-water file replaced"),
+        }
+        let text = self.high_water().to_json();
+        high_water::write_atomically(path, text.as_bytes()).await
     }
 }
 

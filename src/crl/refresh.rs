@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::fetch::{self, FetchError, Fetched, Validators};
-use super::{CrlIssuer, CrlLocation, CrlSource, Offered, Revocation, VerifiedCrl};
+use super::{
+    CrlIssuer, CrlLocation, CrlSource, FailureClass, Offered, RefreshFailure, Revocation,
+    VerifiedCrl, high_water,
+};
+use crate::cert::CaKey;
 use crate::clock;
 use crate::config::Config;
 
@@ -46,7 +48,7 @@ impl RoundOutcome {
             self,
             RoundOutcome::Invalid(_)
                 | RoundOutcome::Failed(_)
-                | RoundOutcome::Verified(Offered::Stale)
+                | RoundOutcome::Verified(Offered::Stale | Offered::OlderThanSeen)
         )
     }
 }
@@ -64,7 +66,7 @@ pub async fn run(revocation: Arc<Revocation>) {
         let mut tasks = tokio::task::JoinSet::new();
         if !config.crl.issuers.is_empty() {
             load_persisted(&revocation, &config).await;
-            match fetch::client(config.crl.timeout) {
+            match fetch::client(config.crl.timeout, config.crl.follow_redirects) {
                 Ok(client) => {
                     for issuer in &config.crl.issuers {
                         let issuer = Arc::new(issuer.clone());
@@ -100,7 +102,7 @@ pub async fn run(revocation: Arc<Revocation>) {
 pub async fn load_once(revocation: &Arc<Revocation>) {
     let config = revocation.config();
     load_persisted(revocation, &config).await;
-    let Ok(client) = fetch::client(config.crl.timeout) else {
+    let Ok(client) = fetch::client(config.crl.timeout, config.crl.follow_redirects) else {
         return;
     };
     let mut tasks = tokio::task::JoinSet::new();
@@ -212,12 +214,18 @@ pub async fn refresh_once(
             };
             match job.await {
                 Ok(Ok((crl, bytes))) => {
+                    let key = crl.verified_by;
                     let offered = revocation.offer(crl, clock::unix_now());
-                    if offered == Offered::Installed
-                        && let (Some(dir), CrlLocation::Url(_)) =
-                            (&settings.cache_dir, &source.location)
-                    {
-                        persist(dir, issuer, &bytes).await;
+                    if offered == Offered::Installed {
+                        // The mark first: a crash between the two leaves a persisted CRL
+                        // older than the mark (refused at start, fail-secure), never the
+                        // other way round.
+                        let recorded = save_high_water(revocation, config).await;
+                        if let (true, Some(dir), CrlLocation::Url(_)) =
+                            (recorded, &settings.cache_dir, &source.location)
+                        {
+                            persist(dir, &key, &bytes).await;
+                        }
                     }
                     RoundOutcome::Verified(offered)
                 }
@@ -239,7 +247,12 @@ pub async fn refresh_once(
     match &outcome {
         RoundOutcome::Failed(e) | RoundOutcome::Invalid(e) => {
             tracing::warn!(issuer = %issuer.name, source = %label, error = %e, "CRL refresh failed; the CRL in force (if any) stays");
-            revocation.record_failure(&issuer.name, format!("{label}: {e}"));
+            let class = match outcome {
+                RoundOutcome::Failed(_) => FailureClass::FetchFailed,
+                _ => FailureClass::Invalid,
+            };
+            let detail = format!("{label}: {e}");
+            revocation.record_failure(&issuer.name, RefreshFailure { class, detail });
         }
         RoundOutcome::Verified(Offered::Stale) => {
             tracing::warn!(issuer = %issuer.name, source = %label, "CRL source serves a stale CRL");
@@ -254,51 +267,77 @@ pub async fn refresh_once(
     outcome
 }
 
-/// Where the last good CRL of `issuer` is kept.
-pub fn persisted_path(dir: &Path, issuer: &CrlIssuer) -> PathBuf {
-    let digest = Sha256::digest(&issuer.subject_der);
-    dir.join(format!("{}.crl", hex::encode(&digest[..12])))
+/// Where the last good CRL of the CA key `key` is kept.
+pub fn persisted_path(dir: &Path, key: &CaKey) -> PathBuf {
+    dir.join(format!("{}.crl", &key.hex()[..24]))
 }
 
 /// Write atomically (temp file + rename) so a crash never leaves half a CRL. The bytes as
-/// served (DER or PEM); they are verified again when loaded.
-async fn persist(dir: &Path, issuer: &CrlIssuer, bytes: &[u8]) {
-    let path = persisted_path(dir, issuer);
-    let tmp = path.with_extension("crl.tmp");
-    let result = async {
-        tokio::fs::create_dir_all(dir).await?;
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, &path).await
-    }
-    .await;
-    if let Err(e) = result {
+/// served (DER or PEM); they are verified again, and held to the high-water mark, when loaded.
+async fn persist(dir: &Path, key: &CaKey, bytes: &[u8]) {
+    let path = persisted_path(dir, key);
+    if let Err(e) = high_water::write_atomically(&path, bytes).await {
         tracing::warn!(path = %path.display(), error = %e, "cannot persist the CRL");
     }
 }
 
-/// Load persisted CRLs of issuers that have none in force yet. They are verified like any
-/// other, and a fresher fetched CRL replaces them.
+/// Record the high-water marks in `crl.high_water_file`, if configured; false when that
+/// failed: then the CRL is not persisted either, so the recorded mark always covers what
+/// `cache_dir` holds.
+async fn save_high_water(revocation: &Revocation, config: &Config) -> bool {
+    let Some(path) = &config.crl.high_water_file else {
+        return true;
+    };
+    match revocation.save_high_water(path).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot record the CRL high-water mark; the CRL is used but not persisted");
+            false
+        }
+    }
+}
+
+/// Read `crl.high_water_file` into the state. `false` when the file exists but cannot be
+/// used: then nothing is loaded from `cache_dir` (a mark that cannot be read cannot protect
+/// it), and fetched CRLs alone count.
+async fn load_high_water(revocation: &Revocation, config: &Config) -> bool {
+    let Some(path) = &config.crl.high_water_file else {
+        return true;
+    };
+    match high_water::read(path).await {
+        Ok(marks) => {
+            revocation.merge_high_water(&marks);
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "CRL high-water file unusable: persisted CRLs are not loaded; fix or delete it");
+            false
+        }
+    }
+}
+
+/// Load the persisted CRLs of CA keys that have none in force yet, after the high-water
+/// marks. They are verified like any other, an older one than the mark is refused, and a
+/// fresher fetched CRL replaces them.
 async fn load_persisted(revocation: &Revocation, config: &Arc<Config>) {
-    let Some(dir) = &config.crl.cache_dir else {
+    // The marks first, with or without a cache: they hold fetched CRLs to them too.
+    let marks_usable = load_high_water(revocation, config).await;
+    let (Some(dir), true) = (&config.crl.cache_dir, marks_usable) else {
         return;
     };
-    for issuer in &config.crl.issuers {
-        let loaded = revocation
-            .snapshot()
-            .issuer(&issuer.name)
-            .is_some_and(|s| s.crl.is_some());
-        if loaded {
-            continue;
-        }
-        let path = persisted_path(dir, issuer);
+    let empty: Vec<_> = revocation
+        .snapshot()
+        .issuers()
+        .into_iter()
+        .filter(|s| s.crl.is_none())
+        .map(|s| (s.key, s.config.clone()))
+        .collect();
+    for (key, issuer) in empty {
+        let path = persisted_path(dir, &key);
         let Ok(bytes) = tokio::fs::read(&path).await else {
             continue;
         };
-        let (config, issuer, label) = (
-            config.clone(),
-            Arc::new(issuer.clone()),
-            format!("{} (persisted)", path.display()),
-        );
+        let (config, label) = (config.clone(), format!("{} (persisted)", path.display()));
         let job = tokio::task::spawn_blocking(move || {
             VerifiedCrl::load(
                 &bytes,

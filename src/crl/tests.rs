@@ -5,6 +5,7 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
+use crate::cert::Anchor;
 use crate::pki::{CertAuthority, CrlSpec};
 
 const NOW: i64 = 1_790_000_000;
@@ -82,6 +83,22 @@ fn revocation(f: &Fixture) -> Revocation {
     Revocation::new(f.config.clone(), Metrics::new())
 }
 
+/// Look up as a check does, for a certificate issued by the CA of the bundle in force whose
+/// subject is `issuer` (the first of that name).
+trait StatusByName {
+    fn status_of(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus;
+}
+
+impl StatusByName for Revocation {
+    fn status_of(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus {
+        let config = self.config();
+        match config.trust.cas().iter().find(|ca| ca.subject == issuer) {
+            Some(ca) => self.snapshot().status(ca, serial_hex, now),
+            None => CrlStatus::NotConfigured,
+        }
+    }
+}
+
 fn root_name(f: &Fixture) -> String {
     issuer(f, "root").name.clone()
 }
@@ -108,7 +125,7 @@ fn issuers_are_resolved_in_either_dn_order() {
 fn nothing_loaded_means_unknown_for_configured_issuers_only() {
     let f = fixture();
     let state = revocation(&f);
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "01", NOW) else {
         panic!("expected unknown");
     };
     assert!(
@@ -116,7 +133,7 @@ fn nothing_loaded_means_unknown_for_configured_issuers_only() {
         "{why}"
     );
     assert_eq!(
-        state.status("CN=someone else", "01", NOW),
+        state.status_of("CN=someone else", "01", NOW),
         CrlStatus::NotConfigured
     );
     let ready = state.readiness(NOW).expect_err("not ready without CRLs");
@@ -134,13 +151,13 @@ fn a_loaded_crl_answers_revoked_or_not_listed() {
     assert_eq!(state.offer(loaded, NOW), Offered::Installed);
     let name = root_name(&f);
     assert_eq!(
-        state.status(&name, "42", NOW),
+        state.status_of(&name, "42", NOW),
         CrlStatus::Revoked {
             reason: "key_compromise",
             revoked_at: NOW - 60 - 3600
         }
     );
-    assert_eq!(state.status(&name, "43", NOW), CrlStatus::NotListed);
+    assert_eq!(state.status_of(&name, "43", NOW), CrlStatus::NotListed);
     let still = state.readiness(NOW).expect_err("other issuer missing");
     assert!(!still.contains("CN=root"), "{still}");
 }
@@ -152,10 +169,10 @@ fn freshness_is_judged_at_check_time() {
     let loaded = load(&f, "other", &crl(&f.other, NOW - 60, &[]), "test").expect("valid");
     assert_eq!(state.offer(loaded, NOW), Offered::Installed);
     let name = issuer(&f, "other").name.clone();
-    assert_eq!(state.status(&name, "01", NOW), CrlStatus::NotListed);
+    assert_eq!(state.status_of(&name, "01", NOW), CrlStatus::NotListed);
     // max_age of this issuer is 2h: three hours later the same CRL is stale.
     let later = NOW + 3 * 3600;
-    let CrlStatus::Unknown(why) = state.status(&name, "01", later) else {
+    let CrlStatus::Unknown(why) = state.status_of(&name, "01", later) else {
         panic!("expected stale");
     };
     assert!(
@@ -175,7 +192,7 @@ fn past_next_update_is_stale_even_when_young() {
         .der;
     let loaded = load(&f, "root", &short, "test").expect("valid");
     assert_eq!(state.offer(loaded, NOW), Offered::Installed);
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW + 3600) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "01", NOW + 3600) else {
         panic!("expected past nextUpdate");
     };
     assert!(why.contains("past its nextUpdate"), "{why}");
@@ -188,7 +205,7 @@ fn a_stale_crl_is_never_installed() {
     let old = crl(&f.root, NOW - 3 * 86_400, &[]);
     let loaded = load(&f, "root", &old, "http://x/stale.crl").expect("verifies");
     assert_eq!(state.offer(loaded, NOW), Offered::Stale);
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "01", NOW) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "01", NOW) else {
         panic!("expected unknown");
     };
     assert!(
@@ -212,7 +229,7 @@ fn an_older_crl_never_replaces_a_newer_one() {
         "a mirror, same second"
     );
     assert!(matches!(
-        state.status(&root_name(&f), "07", NOW),
+        state.status_of(&root_name(&f), "07", NOW),
         CrlStatus::Revoked { .. }
     ));
 }
@@ -260,13 +277,19 @@ fn a_refused_crl_leaves_the_good_one_in_force() {
     let state = revocation(&f);
     let good = load(&f, "root", &crl(&f.root, NOW - 60, &[9]), "a").expect("valid");
     assert_eq!(state.offer(good, NOW), Offered::Installed);
-    state.record_failure(&root_name(&f), "a: HTTP status 500".into());
+    state.record_failure(
+        &root_name(&f),
+        RefreshFailure {
+            class: FailureClass::FetchFailed,
+            detail: "a: HTTP status 500".into(),
+        },
+    );
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
     ));
     // Once stale, the message carries the last failure too.
-    let CrlStatus::Unknown(why) = state.status(&root_name(&f), "09", NOW + 2 * 86_400) else {
+    let CrlStatus::Unknown(why) = state.status_of(&root_name(&f), "09", NOW + 2 * 86_400) else {
         panic!("expected stale");
     };
     assert!(why.contains("HTTP status 500"), "{why}");
@@ -288,7 +311,7 @@ fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
     let yaml = "crl:\n  next_update_grace: 1h\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{url: \"http://127.0.0.1:1/root.crl\"}]\n";
     state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
     ));
     // The root CA replaced by a look-alike with another key: the CRL goes.
@@ -296,7 +319,7 @@ fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
     std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
     state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Unknown(_)
     ));
 }
@@ -313,7 +336,7 @@ fn readiness_can_be_waived() {
     );
     assert_eq!(state.readiness(NOW), Ok(()));
     assert!(matches!(
-        state.status(&root_name(&f), "01", NOW),
+        state.status_of(&root_name(&f), "01", NOW),
         CrlStatus::Unknown(_)
     ));
 }
@@ -430,7 +453,7 @@ fn a_policy_only_reload_keeps_crls_and_updates_readiness() {
     state.reconfigure(Arc::new(relaxed));
     assert_eq!(state.readiness(NOW), Ok(()));
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
     ));
 }
@@ -449,7 +472,217 @@ fn a_crl_verified_by_a_ca_no_longer_trusted_is_not_installed() {
     state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
     assert_eq!(state.offer(late, NOW), Offered::Unconfigured);
     assert!(matches!(
-        state.status(&root_name(&f), "09", NOW),
+        state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Unknown(_)
     ));
+}
+
+/// A CA rollover: two CAs named `CN=ca, O=certgate dev` with two keys, the new one first in
+/// the bundle, one issuer entry for the name.
+struct Rollover {
+    old: CertAuthority,
+    new: CertAuthority,
+    state: Revocation,
+    _dir: tempfile::TempDir,
+}
+
+fn rollover() -> Rollover {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, to) = (at(NOW - 86_400), at(NOW + 365 * 86_400));
+    let old = CertAuthority::new("ca", from, to).expect("CA");
+    let new = CertAuthority::new("ca", from, to).expect("CA");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", new.cert_pem(), old.cert_pem()),
+    )
+    .expect("write");
+    let yaml = "crl:\n  issuers:\n    - ca: \"CN=ca, O=certgate dev\"\n      sources: [{file: a.crl}, {file: b.crl}]\n";
+    let config = Arc::new(config_with(&dir, yaml).unwrap_or_else(|p| panic!("{p:?}")));
+    Rollover {
+        old,
+        new,
+        state: Revocation::new(config, Metrics::new()),
+        _dir: dir,
+    }
+}
+
+impl Rollover {
+    fn anchor(&self, ca: &CertAuthority) -> Arc<Anchor> {
+        let der = ca.cert_der();
+        let config = self.state.config();
+        let at = config
+            .trust
+            .ca_certificates()
+            .iter()
+            .position(|c| c.as_ref() == der.as_slice())
+            .expect("in the bundle");
+        config.trust.cas()[at].clone()
+    }
+
+    fn offer(&self, ca: &CertAuthority, this_update: i64, serials: &[u64]) -> Offered {
+        let config = self.state.config();
+        let crl = VerifiedCrl::load(
+            &crl(ca, this_update, serials),
+            &config.trust,
+            &config.crl.issuers[0],
+            NOW,
+            60,
+            "test",
+        )
+        .expect("valid");
+        assert_eq!(
+            crl.verified_by,
+            self.anchor(ca).key,
+            "verified by its signer"
+        );
+        self.state.offer(crl, NOW)
+    }
+
+    fn status(&self, ca: &CertAuthority, serial: &str) -> CrlStatus {
+        self.state.snapshot().status(&self.anchor(ca), serial, NOW)
+    }
+}
+
+#[test]
+fn each_key_of_one_name_has_its_own_crl() {
+    let r = rollover();
+    assert_eq!(r.state.snapshot().issuers().len(), 2, "one state per key");
+    // The old CA revokes 0x42; the new CA publishes a later CRL without it.
+    assert_eq!(r.offer(&r.old, NOW - 120, &[0x42]), Offered::Installed);
+    assert_eq!(r.offer(&r.new, NOW - 60, &[0x43]), Offered::Installed);
+    assert!(matches!(r.status(&r.old, "42"), CrlStatus::Revoked { .. }));
+    assert_eq!(r.status(&r.new, "42"), CrlStatus::NotListed);
+    // …and the new CA's CRL decides nothing for the old CA's certificates.
+    assert_eq!(r.status(&r.old, "43"), CrlStatus::NotListed);
+    assert!(matches!(r.status(&r.new, "43"), CrlStatus::Revoked { .. }));
+    // An older CRL of one key is "older" for that key only.
+    assert_eq!(r.offer(&r.old, NOW - 600, &[]), Offered::Older);
+    assert_eq!(r.offer(&r.new, NOW - 30, &[]), Offered::Installed);
+    assert!(matches!(r.status(&r.old, "42"), CrlStatus::Revoked { .. }));
+}
+
+#[test]
+fn a_key_without_a_crl_is_unknown_for_its_certificates_only() {
+    let r = rollover();
+    assert_eq!(r.offer(&r.new, NOW - 60, &[]), Offered::Installed);
+    assert_eq!(r.status(&r.new, "42"), CrlStatus::NotListed);
+    let CrlStatus::Unknown(why) = r.status(&r.old, "42") else {
+        panic!("the old key has no CRL");
+    };
+    let old_key = r.anchor(&r.old).key;
+    assert!(
+        why.contains("CN=ca") && why.contains(&old_key.to_string()),
+        "{why}"
+    );
+    let ready = r.state.readiness(NOW).expect_err("one key has no CRL");
+    assert!(ready.contains(&old_key.to_string()), "{ready}");
+    assert!(
+        !ready.contains(&r.anchor(&r.new).key.to_string()),
+        "{ready}"
+    );
+}
+
+#[test]
+fn shared_names_get_one_gauge_series_per_key() {
+    let r = rollover();
+    r.offer(&r.old, NOW - 60, &[1, 2]);
+    r.state.export_gauges(NOW);
+    let label = |ca: &CertAuthority| format!("O=certgate dev, CN=ca [key {}]", r.anchor(ca).key);
+    let m = r.state.metrics();
+    assert_eq!(m.crl_entries.with_label_values(&[&label(&r.old)]).get(), 2);
+    assert_eq!(m.crl_usable.with_label_values(&[&label(&r.new)]).get(), 0);
+}
+
+#[test]
+fn the_high_water_mark_keeps_older_crls_out_after_a_restart() {
+    let f = fixture();
+    let first = revocation(&f);
+    let newer = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "a").expect("valid");
+    assert_eq!(first.offer(newer, NOW), Offered::Installed);
+    let marks = HighWater::from_json(&first.high_water().to_json(), std::path::Path::new("hw"))
+        .expect("round trip");
+
+    // "Restart": fresh state, the marks read back, an older CRL offered first.
+    let second = revocation(&f);
+    second.merge_high_water(&marks);
+    let older = load(&f, "root", &crl(&f.root, NOW - 600, &[]), "cache").expect("valid");
+    assert_eq!(second.offer(older, NOW), Offered::OlderThanSeen);
+    let CrlStatus::Unknown(why) = second.status_of(&root_name(&f), "07", NOW) else {
+        panic!("nothing usable in force");
+    };
+    assert!(
+        why.contains("older than the newest one already installed"),
+        "{why}"
+    );
+    let ready = second.readiness(NOW).expect_err("not ready");
+    assert!(ready.contains("CRL older than one already seen"), "{ready}");
+    // The same CRL again, or a newer one, is fine.
+    let same = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "b").expect("valid");
+    assert_eq!(second.offer(same, NOW), Offered::Installed);
+    assert!(matches!(
+        second.status_of(&root_name(&f), "07", NOW),
+        CrlStatus::Revoked { .. }
+    ));
+}
+
+#[test]
+fn the_high_water_file_lives_outside_the_cache() {
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
+    let config = config_with(&dir, "crl:\n  cache_dir: state/crl/\n").expect("valid");
+    assert_eq!(
+        config.crl.high_water_file,
+        Some(dir.path().join("state/crl.high-water.json")),
+        "beside the cache directory by default"
+    );
+    let config = config_with(
+        &dir,
+        "crl:\n  high_water_file: /var/lib/certgate/crl.json\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        config.crl.high_water_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/certgate/crl.json"))
+    );
+    assert_eq!(
+        config_with(&dir, "").expect("valid").crl.high_water_file,
+        None
+    );
+    let problems = config_with(
+        &dir,
+        "crl:\n  cache_dir: cache\n  high_water_file: cache/marks.json\n",
+    )
+    .expect_err("inside the cache");
+    assert_eq!(problems[0].key, "crl.high_water_file", "{problems:?}");
+    assert!(problems[0].message.contains("inside crl.cache_dir"));
+}
+
+#[test]
+fn one_key_under_two_configured_names_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = CertAuthority::new("a", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
+    let b = a
+        .reissued("b", at(NOW - 86_400), at(NOW + 86_400))
+        .expect("CA");
+    std::fs::write(
+        dir.path().join("ca.pem"),
+        format!("{}{}", a.cert_pem(), b.cert_pem()),
+    )
+    .expect("write");
+    let issuers =
+        "crl:\n  issuers:\n    - ca: \"CN=a, O=certgate dev\"\n      sources: [{file: a.crl}]\n";
+    assert!(
+        config_with(&dir, issuers).is_ok(),
+        "CRLs for one of the names"
+    );
+    let both =
+        format!("{issuers}    - ca: \"CN=b, O=certgate dev\"\n      sources: [{{file: b.crl}}]\n");
+    let problems = config_with(&dir, &both).expect_err("two names, one key");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.key == "crl.issuers" && p.message.contains("share one key")),
+        "{problems:?}"
+    );
 }

@@ -31,6 +31,8 @@ enum Mode {
     Slow(Duration),
     /// Promise the whole body in Content-Length, send half, close.
     Truncate,
+    /// 302 Found to this URL.
+    Redirect(String),
 }
 
 #[derive(Debug)]
@@ -173,6 +175,12 @@ async fn answer(mut stream: tokio::net::TcpStream, state: Arc<Mutex<Serving>>) {
             );
             let _ = stream.write_all(reply.as_bytes()).await;
         }
+        Mode::Redirect(to) => {
+            let reply = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
         Mode::Truncate => {
             let _ = stream
                 .write_all(head("200 OK", body.len()).as_bytes())
@@ -224,14 +232,7 @@ impl Pki {
             CertAuthority::new("root", start, start + time::Duration::days(365)).expect("CA");
         let second =
             CertAuthority::new("second", start, start + time::Duration::days(365)).expect("CA");
-        let spec = CertSpec {
-            organizational_unit: Some("worker".into()),
-            ..CertSpec::client(
-                "w1",
-                at(now()) - time::Duration::hours(1),
-                time::Duration::days(5),
-            )
-        };
+        let spec = worker_spec();
         let good = root.issue(&spec).expect("leaf");
         let revoked = root.issue(&spec).expect("leaf");
         let second_client = second.issue(&spec).expect("leaf");
@@ -297,11 +298,13 @@ const SECOND_DN: &str = "O=certgate dev, CN=second";
 /// A checker whose CRL section is `crl_yaml` (indented two spaces, under `crl:`), with both
 /// CAs in the bundle and the refresher running. `dir` lets a test reuse a directory.
 fn gate_in(pki: &Pki, dir: tempfile::TempDir, crl_yaml: &str) -> Gate {
-    std::fs::write(
-        dir.path().join("ca.pem"),
-        format!("{}{}", pki.root.cert_pem(), pki.second.cert_pem()),
-    )
-    .expect("write");
+    let bundle = format!("{}{}", pki.root.cert_pem(), pki.second.cert_pem());
+    gate_with_bundle(&bundle, dir, crl_yaml)
+}
+
+/// [`gate_in`] with `bundle` (PEM) as the trust bundle.
+fn gate_with_bundle(bundle: &str, dir: tempfile::TempDir, crl_yaml: &str) -> Gate {
+    std::fs::write(dir.path().join("ca.pem"), bundle).expect("write");
     let yaml = format!(
         "trust: {{ca_bundle: ca.pem}}\nstore: {{path: certgate.db}}\nroles_by_type: {{worker: [worker]}}\n\
          policies:\n  default:\n    require_enrolment: false\n    permissions: {{worker: [\"GET /api/*\"]}}\n\
@@ -667,10 +670,18 @@ async fn two_cas_each_with_its_own_crl_are_fresh_independently() {
     assert_eq!(decide(&gate, &pki.second_client).await.0, "allow");
     // …but as time passes the one in force ages out: judged at check time, per issuer.
     let later = certgate::clock::unix_now() + 2 * 86_400;
+    let config = gate.checker.config();
+    let second_ca = config
+        .trust
+        .cas()
+        .iter()
+        .find(|ca| ca.subject == SECOND_DN)
+        .expect("the second CA");
     let status = gate
         .checker
         .revocation()
-        .status("O=certgate dev, CN=second", "01", later);
+        .snapshot()
+        .status(second_ca, "01", later);
     assert!(
         matches!(status, certgate::authz::CrlStatus::Unknown(ref m) if m.contains("CN=second") && m.contains("stale")),
         "{status:?}"
@@ -857,6 +868,11 @@ fn crl_inspect_on_a_file_and_a_url() {
         let (code, json) = run(&["--config", &config, "--serial", &serial]);
         assert_eq!(code, Some(1), "a listed serial exits 1: {json}");
         assert_eq!(json["signature"]["valid"], true, "{json}");
+        assert_eq!(
+            json["signature"]["ca_key_sha256"].as_str().map(str::len),
+            Some(64),
+            "the key of the CA that signed it: {json}"
+        );
         assert_eq!(json["serial"]["listed"], true, "{json}");
         assert_eq!(json["serial"]["reason"], "key_compromise", "{json}");
         let (code, json) = run(&["--serial", "0badc0de"]);
@@ -866,4 +882,364 @@ fn crl_inspect_on_a_file_and_a_url() {
             "{json}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Through a running `certgate serve` (gRPC straight to it, no Envoy).
+
+/// A `certgate serve` configuration written into `dir`.
+struct Served {
+    config: std::path::PathBuf,
+    grpc: u16,
+    admin: u16,
+}
+
+impl Served {
+    /// gRPC and admin on free ports, `bundle` (PEM) as the trust bundle, workers allowed
+    /// `GET /api/*` without enrolment, `crl_yaml` (indented two spaces) under `crl:`.
+    fn new(dir: &std::path::Path, bundle: &str, crl_yaml: &str) -> Served {
+        std::fs::write(dir.join("ca.pem"), bundle).expect("write");
+        let (grpc, admin) = (super::harness::free_port(), super::harness::free_port());
+        let config = dir.join("certgate.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: {{grpc: \"127.0.0.1:{grpc}\", admin: \"127.0.0.1:{admin}\"}}\n\
+                 trust: {{ca_bundle: ca.pem, clock_skew: 5s}}\nstore: {{path: certgate.db}}\n\
+                 roles_by_type: {{worker: [worker]}}\n\
+                 policies:\n  default:\n    require_enrolment: false\n    permissions: {{worker: [\"GET /api/*\"]}}\n\
+                 crl:\n  timeout: 400ms\n  retry_backoff: 100ms\n  max_retry_backoff: 200ms\n{crl_yaml}"
+            ),
+        )
+        .expect("write");
+        Served {
+            config,
+            grpc,
+            admin,
+        }
+    }
+
+    fn start(&self) -> Certgate {
+        Certgate::start(&self.config, self.admin)
+    }
+
+    fn decide(&self, pem: &str) -> (String, String) {
+        super::world::grpc_decision(self.grpc, pem, "/api/x")
+    }
+}
+
+/// Whether `metrics` counts a fetch of `url` with an outcome in `outcomes`.
+fn fetched(metrics: &str, url: &str, outcomes: &[&str]) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with("certgate_crl_fetches_total")
+            && l.contains(&format!("\"{url}\""))
+            && outcomes
+                .iter()
+                .any(|o| l.contains(&format!("outcome=\"{o}\"")))
+    })
+}
+
+fn worker_spec() -> CertSpec {
+    CertSpec {
+        organizational_unit: Some("worker".into()),
+        ..CertSpec::client(
+            "w1",
+            at(now()) - time::Duration::hours(1),
+            time::Duration::days(5),
+        )
+    }
+}
+
+#[test]
+fn a_rolled_over_ca_of_the_same_name_is_judged_by_its_own_crl() {
+    // A CA rollover: the old and the new CA have one subject name and two keys, and both are
+    // in the bundle while old certificates are still in use.
+    let start = at(now()) - time::Duration::days(1);
+    let old =
+        CertAuthority::new("rollover CA", start, start + time::Duration::days(365)).expect("CA");
+    let new =
+        CertAuthority::new("rollover CA", start, start + time::Duration::days(365)).expect("CA");
+    let revoked = old.issue(&worker_spec()).expect("leaf");
+    let old_good = old.issue(&worker_spec()).expect("leaf");
+    let new_leaf = new.issue(&worker_spec()).expect("leaf");
+    // The old CA's CRL revokes one of its certificates; the new CA publishes a later, empty
+    // CRL. One `sources` list serves both.
+    let day = time::Duration::days(1);
+    let old_server = CrlServer::new(Pki::crl(
+        &old,
+        time::Duration::seconds(60),
+        day,
+        &[revoked.serial],
+    ));
+    let new_server = CrlServer::new(Pki::crl(&new, time::Duration::seconds(10), day, &[]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Served::new(
+        dir.path(),
+        &format!("{}{}", old.cert_pem(), new.cert_pem()),
+        &format!(
+            "  readiness: serve\n  issuers:\n    - ca: \"CN=rollover CA, O=certgate dev\"\n      sources:\n        - {{url: \"{}\", refresh_interval: 200ms}}\n        - {{url: \"{}\", refresh_interval: 200ms}}\n",
+            old_server.url(),
+            new_server.url()
+        ),
+    );
+    let certgate = served.start();
+    // Both CRLs fetched and verified (in whichever order) before anything is judged.
+    let both = super::harness::wait_until(Duration::from_secs(10), || {
+        let metrics = certgate.metrics();
+        [old_server.url(), new_server.url()]
+            .iter()
+            .all(|url| fetched(&metrics, url, &["updated", "older", "unchanged"]))
+    });
+    assert!(both, "both CRLs fetched\n{}", certgate.metrics());
+    let (reason, message) = served.decide(&revoked.cert_pem);
+    assert_eq!(
+        reason,
+        "certificate_revoked",
+        "a serial revoked by the old CA's CRL: {message}\n{}",
+        certgate.proc.logs()
+    );
+    assert_eq!(served.decide(&old_good.cert_pem).0, "allow");
+    assert_eq!(served.decide(&new_leaf.cert_pem).0, "allow");
+}
+
+#[test]
+fn an_older_crl_planted_in_the_cache_does_not_unrevoke_after_a_restart() {
+    let pki = Pki::new();
+    let mut server = CrlServer::new(pki.listing_revoked());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Served::new(
+        dir.path(),
+        &pki.root.cert_pem(),
+        &format!(
+            "  readiness: serve\n  cache_dir: crl-cache\n{}",
+            root_source(&server.url())
+        ),
+    );
+    let cache = dir.path().join("crl-cache");
+    let cached = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "crl"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut first = served.start();
+    let loaded = super::harness::wait_until(Duration::from_secs(10), || {
+        served.decide(&pki.revoked).0 == "certificate_revoked" && !cached().is_empty()
+    });
+    assert!(loaded, "CRL loaded and persisted\n{}", first.proc.logs());
+    first.proc.terminate(Duration::from_secs(10));
+
+    // Someone who can write the cache directory (and nothing else) puts back an older CRL
+    // of the same CA, validly signed, from before the revocation; the CRL server is down.
+    let older = Pki::crl(
+        &pki.root,
+        time::Duration::minutes(10),
+        time::Duration::days(1),
+        &[],
+    );
+    for file in cached() {
+        std::fs::write(file, &older).expect("plant the older CRL");
+    }
+    server.stop();
+
+    let second = served.start();
+    // The refresher loads the persisted CRL before its first fetch, whose failure is counted.
+    let tried = super::harness::wait_until(Duration::from_secs(10), || {
+        fetched(&second.metrics(), &server.url(), &["error"])
+    });
+    assert!(tried, "a failed fetch\n{}", second.proc.logs());
+    let (reason, message) = served.decide(&pki.revoked);
+    assert!(
+        reason == "certificate_revoked" || reason == "revocation_status_unknown",
+        "the revoked certificate got {reason}: {message}\n{}",
+        second.proc.logs()
+    );
+    // This design refuses the planted CRL, so nothing is in force until the server is back.
+    assert_eq!(reason, "revocation_status_unknown", "{message}");
+    assert!(
+        second
+            .proc
+            .logs()
+            .contains("CRL refused: older than the newest CRL already installed for this CA key"),
+        "the refusal is logged\n{}",
+        second.proc.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Trust anchors.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_of_an_expired_ca_is_untrusted() {
+    let pki = Pki::new();
+    let retired = CertAuthority::new(
+        "retired",
+        at(now()) - time::Duration::days(400),
+        at(now()) - time::Duration::days(2),
+    )
+    .expect("CA");
+    let leaf = retired.issue(&worker_spec()).expect("leaf");
+    let bundle = format!("{}{}", pki.root.cert_pem(), retired.cert_pem());
+    let gate = gate_with_bundle(&bundle, tempfile::tempdir().expect("tempdir"), "");
+    let (reason, message) = decide(&gate, &leaf.cert_pem).await;
+    assert_eq!(reason, "untrusted_issuer", "{message}");
+    assert!(
+        message.contains("CN=retired") && message.contains("expired at"),
+        "{message}"
+    );
+    assert_eq!(decide(&gate, &pki.good).await.0, "allow");
+}
+
+#[test]
+fn a_ca_that_expires_while_certgate_runs_stops_validating() {
+    // The CA expires a few seconds after start (plus the 5s clock skew of `Served`).
+    let expiry = at(now()) + time::Duration::seconds(3);
+    let ca = CertAuthority::new("short-lived CA", expiry - time::Duration::days(30), expiry)
+        .expect("CA");
+    let leaf = ca.issue(&worker_spec()).expect("leaf");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let served = Served::new(dir.path(), &ca.cert_pem(), "");
+    let certgate = served.start();
+    assert_eq!(served.decide(&leaf.cert_pem).0, "allow");
+    let mut last = (String::new(), String::new());
+    let denied = super::harness::wait_until(Duration::from_secs(30), || {
+        last = served.decide(&leaf.cert_pem);
+        last.0 == "untrusted_issuer"
+    });
+    assert!(denied, "still {last:?}\n{}", certgate.proc.logs());
+    assert!(
+        last.1.contains("CN=short-lived CA") && last.1.contains("expired at"),
+        "{}",
+        last.1
+    );
+}
+
+#[test]
+fn config_validate_refuses_an_expired_ca_and_warns_before_one_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let valid = CertAuthority::new(
+        "valid",
+        at(now()) - time::Duration::days(1),
+        at(now()) + time::Duration::days(365),
+    )
+    .expect("CA");
+    let expired = CertAuthority::new(
+        "retired",
+        at(now()) - time::Duration::days(400),
+        at(now()) - time::Duration::days(2),
+    )
+    .expect("CA");
+    let expiring = CertAuthority::new(
+        "expiring",
+        at(now()) - time::Duration::days(300),
+        at(now()) + time::Duration::days(10),
+    )
+    .expect("CA");
+    let config = dir.path().join("certgate.yaml");
+    std::fs::write(
+        &config,
+        "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\n",
+    )
+    .expect("write");
+    let validate = |bundle: String| {
+        std::fs::write(dir.path().join("ca.pem"), bundle).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+            .args(["config", "validate", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run certgate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = validate(format!("{}{}", valid.cert_pem(), expired.cert_pem()));
+    assert_eq!(code, Some(2), "an expired CA is refused: {stderr}");
+    assert!(
+        stderr.contains("trust.ca_bundle")
+            && stderr.contains("CN=retired")
+            && stderr.contains("expired at")
+            && stderr.contains("remove it from the bundle"),
+        "{stderr}"
+    );
+    let (code, stderr) = validate(format!("{}{}", valid.cert_pem(), expiring.cert_pem()));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("CN=expiring") && stderr.contains("expires"),
+        "{stderr}"
+    );
+    let (code, stderr) = validate(valid.cert_pem());
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+}
+
+// ---------------------------------------------------------------------------------------
+// Hygiene: redirects and what /readyz shows.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_unless_asked_and_then_only_on_the_same_host() {
+    let pki = Pki::new();
+    let target = CrlServer::new(pki.listing_revoked());
+    let redirect = CrlServer::new(Vec::new());
+    redirect.set(Mode::Redirect(target.url()), None);
+
+    let gate = gate(&pki, &redirect.url());
+    rounds(&gate, &redirect.url(), "error", 0).await;
+    let (reason, message) = decide(&gate, &pki.good).await;
+    assert_eq!(reason, "revocation_status_unknown", "{message}");
+    assert!(message.contains("redirect"), "{message}");
+    assert_eq!(target.requests().0, 0, "the redirect was not followed");
+    drop(gate);
+
+    let follow = |url: &str| format!("  follow_redirects: true\n{}", root_source(url));
+    let gate = gate_in(
+        &pki,
+        tempfile::tempdir().expect("tempdir"),
+        &follow(&redirect.url()),
+    );
+    eventually(&gate, &pki.revoked, "certificate_revoked").await;
+    drop(gate);
+
+    // Another host (the same machine by another name) is refused even then.
+    redirect.set(
+        Mode::Redirect(target.url().replace("127.0.0.1", "localhost")),
+        None,
+    );
+    let before = target.requests().0;
+    let gate = gate_in(
+        &pki,
+        tempfile::tempdir().expect("tempdir"),
+        &follow(&redirect.url()),
+    );
+    rounds(&gate, &redirect.url(), "error", 0).await;
+    let (reason, message) = decide(&gate, &pki.good).await;
+    assert_eq!(reason, "revocation_status_unknown", "{message}");
+    assert!(message.contains("redirect"), "{message}");
+    assert_eq!(target.requests().0, before, "no request to another host");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_the_ca_and_the_reason_class_but_no_url() {
+    let pki = Pki::new();
+    let server = CrlServer::down(pki.listing_revoked());
+    let gate = gate(&pki, &server.url());
+    rounds(&gate, &server.url(), "error", 0).await;
+    let why = gate
+        .checker
+        .revocation()
+        .readiness(certgate::clock::unix_now())
+        .expect_err("not ready");
+    assert!(
+        why.contains("CN=root") && why.contains("key sha256:") && why.contains("fetch failed"),
+        "{why}"
+    );
+    assert!(
+        !why.contains("127.0.0.1") && !why.contains("http") && !why.contains("transport"),
+        "{why}"
+    );
+    // The deny message and the log keep the detail.
+    let (_, message) = decide(&gate, &pki.good).await;
+    assert!(message.contains("transport error"), "{message}");
 }

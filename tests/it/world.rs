@@ -280,3 +280,59 @@ pub fn run_async<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
 pub fn eku(spec: CertSpec, eku: Eku) -> CertSpec {
     CertSpec { eku, ..spec }
 }
+
+/// One ext_authz `Check` of `GET path` with `pem` as the client certificate, sent straight to
+/// certgate's gRPC port (no Envoy): `("allow", "")` or `(reason code, message)` of the deny.
+pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                certificate: percent_encoding::utf8_percent_encode(
+                    pem,
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .to_string(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    run_async(async move {
+        let answer = async {
+            let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let response = client.check(request).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(match response.into_inner().http_response {
+                Some(HttpResponse::DeniedResponse(d)) => {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
+                    (
+                        body["error"].as_str().unwrap_or_default().to_owned(),
+                        body["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                }
+                _ => ("allow".to_owned(), String::new()),
+            })
+        };
+        let _ = tx.send(answer.await);
+    });
+    rx.recv()
+        .expect("an answer")
+        .unwrap_or_else(|e| ("rpc_failed".to_owned(), e))
+}
