@@ -37,7 +37,12 @@ struct Lookup<T> {
 
 impl<T: Send + Sync + 'static> Lookup<T> {
     fn new(settings: &CacheSettings, metrics: &Metrics, cache: &str, operation: &str) -> Self {
-        let stale_limit = settings.ttl + settings.stale_if_error;
+        // Validation bounds both (1 day, 7 days); saturating and capped anyway, because moka
+        // panics on a time-to-live over 1000 years and a `Duration` add can overflow.
+        let stale_limit = settings
+            .ttl
+            .saturating_add(settings.stale_if_error)
+            .min(Duration::from_secs(100 * 365 * 24 * 3600));
         Lookup {
             answers: Cache::builder()
                 .max_capacity(settings.max_entries)

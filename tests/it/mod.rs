@@ -9,4 +9,5 @@ mod dynamodb;
 mod envoy;
 mod forward_auth;
 mod grpc;
+mod limits;
 mod store_conformance;
