@@ -1720,6 +1720,173 @@ headers: {principal: "bad header"}
         );
     }
 
+    /// A valid configuration with `key` (dotted, e.g. `store.cache_ttl`) set to `value`.
+    fn with(key: &str, value: &str) -> String {
+        let (section, rest) = key.split_once('.').expect("dotted key");
+        let nested = |inner: String| {
+            rest.split('.')
+                .rev()
+                .fold(inner, |inner, k| format!("{{{k}: {inner}}}"))
+        };
+        match section {
+            "trust" => format!(
+                "trust: {{ca_bundle: ca.pem, {rest}: {value}}}\npolicies: {{default: {{}}}}\n"
+            ),
+            "policies" => format!(
+                "trust: {{ca_bundle: ca.pem}}\npolicies: {}\n",
+                nested(value.to_owned())
+            ),
+            _ => format!("{MINIMAL}{section}: {}\n", nested(value.to_owned())),
+        }
+    }
+
+    #[test]
+    fn every_duration_is_bounded_by_what_its_consumer_accepts() {
+        let dir = dir_with_ca();
+        // (key, largest accepted, refused): one row per duration key.
+        let rows = [
+            ("store.cache_ttl", "1d", "25h"),
+            ("store.stale_if_error", "7d", "2000y"),
+            ("identity.cache_ttl", "7d", "8d"),
+            ("reload.interval", "1h", "61m"),
+            ("trust.clock_skew", "1h", "2h"),
+            ("crl.max_age", "366d", "367d"),
+            ("crl.next_update_grace", "30d", "31d"),
+            ("crl.refresh_interval", "7d", "8d"),
+            ("crl.file_refresh_interval", "7d", "8d"),
+            ("crl.timeout", "10m", "11m"),
+            ("crl.retry_backoff", "1h", "2h"),
+            ("crl.max_retry_backoff", "1d", "2d"),
+            ("listen.limits.header_read_timeout", "10m", "11m"),
+            ("listen.limits.request_timeout", "10m", "11m"),
+            ("listen.limits.tcp_keepalive", "2h", "3h"),
+            ("policies.default.max_lifetime", "36525d", "2000y"),
+        ];
+        for (key, ok, refused) in rows {
+            load(&dir, &with(key, ok)).unwrap_or_else(|e| panic!("{key}: {ok}: {e}"));
+            let err = load(&dir, &with(key, refused)).expect_err(refused);
+            assert_eq!(err.problems.len(), 1, "{key}: {:?}", err.problems);
+            assert_eq!(err.problems[0].key, key);
+            assert!(
+                err.problems[0].message.contains(refused)
+                    && err.problems[0].message.contains("maximum"),
+                "{}",
+                err.problems[0]
+            );
+        }
+        let dynamo = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore:\n  backend: dynamodb\n  dynamodb: ";
+        for (key, refused) in [
+            ("timeout", "{timeout: 6m, attempt_timeout: 1s}"),
+            ("attempt_timeout", "{timeout: 5m, attempt_timeout: 6m}"),
+            ("admin_timeout", "{admin_timeout: 2h}"),
+            ("purge_expired_after", "{purge_expired_after: 2000y}"),
+        ] {
+            let err = load(&dir, &format!("{dynamo}{refused}\n")).expect_err(refused);
+            let key = format!("store.dynamodb.{key}");
+            assert!(
+                err.problems
+                    .iter()
+                    .any(|p| p.key == key && p.message.contains("maximum")),
+                "{key}: {:?}",
+                err.problems
+            );
+        }
+    }
+
+    #[test]
+    fn listen_limits_defaults_and_bounds() {
+        let dir = dir_with_ca();
+        let limits = load(&dir, MINIMAL).expect("valid").listen.limits;
+        assert_eq!(limits, ListenLimits::default());
+        assert_eq!(limits.grpc_max_message_size, 1 << 20);
+        let config = load(
+            &dir,
+            &format!(
+                "{MINIMAL}listen:\n  limits: {{http_max_connections: 50, grpc_max_message_size: 256KiB, \
+                 header_read_timeout: 2s}}\n"
+            ),
+        )
+        .expect("valid");
+        assert_eq!(config.listen.limits.http_max_connections, 50);
+        assert_eq!(config.listen.limits.grpc_max_message_size, 256 << 10);
+        assert_eq!(
+            config.listen.limits.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        let err = load(
+            &dir,
+            &format!(
+                "{MINIMAL}listen:\n  limits: {{grpc_max_connections: 0, admin_max_connections: 2000000, \
+                 header_read_timeout: 0s, request_timeout: soon, tcp_keepalive: 0s, \
+                 grpc_max_message_size: 1GiB, grpc_max_concurrent_streams: 0}}\n"
+            ),
+        )
+        .expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen.limits.grpc_max_connections",
+                "listen.limits.admin_max_connections",
+                "listen.limits.header_read_timeout",
+                "listen.limits.request_timeout",
+                "listen.limits.tcp_keepalive",
+                "listen.limits.grpc_max_message_size",
+                "listen.limits.grpc_max_concurrent_streams",
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever duration validation accepts builds the caches and timers without a
+        /// panic (2000y used to panic in moka's builder; a huge TTL plus stale_if_error
+        /// overflowed a `Duration` add).
+        #[test]
+        fn accepted_durations_never_panic_their_consumers(
+            durations in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![0u64..100, 0u64..100_000, 0u64..=u64::MAX],
+                    proptest::sample::select(vec!["ns", "ms", "s", "m", "h", "d", "w", "M", "y"]),
+                ),
+                4,
+            ),
+        ) {
+            let dir = dir_with_ca();
+            let text: Vec<String> = durations.iter().map(|(n, unit)| format!("{n}{unit}")).collect();
+            let yaml = format!(
+                "{MINIMAL}store: {{cache_ttl: {}, stale_if_error: {}}}\nidentity: {{cache_ttl: {}}}\nreload: {{interval: {}}}\n",
+                text[0], text[1], text[2], text[3]
+            );
+            if let Ok(config) = load(&dir, &yaml) {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(async {
+                    let metrics = crate::metrics::Metrics::new();
+                    let store = crate::store::open(&config.store.backend, crate::store::Purpose::Serve)
+                        .await
+                        .expect("embedded store");
+                    let cached = crate::store::CachedStore::new(store, config.store.cache, metrics.clone());
+                    let mut ticker = tokio::time::interval(config.reload_interval);
+                    ticker.tick().await;
+                    let checker = crate::check::Checker::new(config, cached, metrics);
+                    let _ = checker.config();
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_not_a_change() {
+        let dir = dir_with_ca();
+        let file = dir.path().join("ca.pem");
+        let missing = dir.path().join("absent.txt");
+        let before = fingerprint(&[file.clone(), missing.clone()]).expect("readable");
+        assert_eq!(fingerprint(&[file.clone(), missing]).ok(), Some(before));
+        // A directory cannot be read as a file, as a file cannot without descriptors.
+        let err = fingerprint(&[file, dir.path().to_owned()]).expect_err("unreadable");
+        assert_eq!(err.path, dir.path());
+    }
+
     #[test]
     fn garbage_ca_bundle_is_refused() {
         let dir = dir_with_ca();
