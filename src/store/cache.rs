@@ -108,7 +108,9 @@ impl<T: Send + Sync + 'static> Lookup<T> {
         computed
             .into_entry()
             .map(|e| e.into_value().1)
-            .ok_or_else(|| StoreError::Unavailable(format!("cache lost the entry for '{key}'")))
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("cache lost the entry for '{key}'").into())
+            })
     }
 }
 
@@ -205,7 +207,7 @@ mod tests {
         }
 
         fn unused<T>() -> Result<T, StoreError> {
-            Err(StoreError::Unavailable("not used by the cache".to_owned()))
+            Err(StoreError::Unavailable("not used by the cache".into()))
         }
     }
 
@@ -215,7 +217,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
             if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("backend down".to_owned()));
+                return Err(StoreError::Unavailable("backend down".into()));
             }
             if self.corrupt.load(Ordering::SeqCst) {
                 return Err(StoreError::Corrupt {

@@ -60,7 +60,8 @@ impl EmbeddedStore {
     /// timeout) while another process holds the write lock; call it at start-up.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         owner_only(path)?;
-        let fail = |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        let fail =
+            |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {e}", path.display()).into());
         let mut conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         let mode: String = conn
@@ -73,11 +74,14 @@ impl EmbeddedStore {
             .map_err(fail)?;
         let found = migrate(&mut conn).map_err(fail)?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::Unavailable(format!(
-                "{}: schema version {found} is newer than this certgate supports \
+            return Err(StoreError::Unavailable(
+                format!(
+                    "{}: schema version {found} is newer than this certgate supports \
                  ({SCHEMA_VERSION})",
-                path.display()
-            )));
+                    path.display()
+                )
+                .into(),
+            ));
         }
         Ok(EmbeddedStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -98,7 +102,7 @@ impl EmbeddedStore {
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}").into()))?
     }
 }
 
@@ -114,7 +118,8 @@ fn owner_only(path: &Path) -> Result<(), StoreError> {
         .create_new(true)
         .mode(0o600)
         .open(path);
-    let failed = |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+    let failed =
+        |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()).into());
     match created {
         // `mode` is filtered by the umask, which can only remove bits; set it outright so the
         // result does not depend on the umask at all.
@@ -153,7 +158,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.to_string().into())
 }
 
 /// A primary-key conflict is `AlreadyExists`; anything else is the database failing.
@@ -705,7 +710,7 @@ mod tests {
         let Err(StoreError::Unavailable(msg)) = EmbeddedStore::open(&missing) else {
             panic!("opening under a missing directory must fail");
         };
-        assert!(msg.contains("no/such/dir"), "{msg}");
+        assert!(msg.detail.contains("no/such/dir"), "{msg}");
     }
 
     #[tokio::test]
