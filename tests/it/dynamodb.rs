@@ -436,7 +436,8 @@ fn enrol(config: &Path, id: &str, kind: &str, client: &Client) {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+/// The sum of the samples of `name` (a metric name, with or without labels) in `text`.
+pub(super) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

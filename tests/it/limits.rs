@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
+use super::dynamodb::metric;
 use super::harness::{Certgate, Proc, free_port, http_get, wait_until};
 use super::world::World;
 
@@ -225,14 +226,6 @@ fn an_oversized_grpc_check_is_refused_before_it_is_decoded() {
         grpc_check(world.grpc_port, String::new()),
         Some(tonic::Code::Ok)
     );
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
