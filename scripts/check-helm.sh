@@ -105,6 +105,30 @@ PY
   done
 }
 
+# NetworkPolicy: with it on and no metricsFrom, no ingress rule may be open to all (a rule
+# without `from`) and none may admit the admin port; with metricsFrom, the admin rule names it.
+for np in "closed:networkPolicy: {enabled: true}" \
+  "metrics:networkPolicy: {enabled: true, metricsFrom: [{namespaceSelector: {matchLabels: {team: monitoring}}}]}"; do
+  printf '%s\n' "${np#*:}" >"$out/np.yaml"
+  "$HELM" template certgate "$CHART" -f "$out/np.yaml" >"$out/np-rendered.yaml" 2>"$out/err" \
+    || { cat "$out/err" >&2; fail "helm template (networkPolicy ${np%%:*})"; }
+  "$PY" - "$out/np-rendered.yaml" "${np%%:*}" <<'PY' || fail "networkPolicy (${np%%:*}) opens a port to everyone"
+import sys, yaml
+policies = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "NetworkPolicy"]
+assert len(policies) == 1, f"expected one NetworkPolicy, got {len(policies)}"
+rules = policies[0]["spec"].get("ingress") or []
+problems = [f"rule open to all: {r}" for r in rules if not r.get("from")]
+admin = [r for r in rules if any(p.get("port") == "admin" for p in r.get("ports", []))]
+if sys.argv[2] == "closed" and admin:
+    problems.append(f"admin port admitted without metricsFrom: {admin}")
+if sys.argv[2] == "metrics" and len(admin) != 1:
+    problems.append(f"admin port not admitted from metricsFrom: {rules}")
+for p in problems:
+    print("FAIL", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+done
+
 # Plain Kubernetes manifests shipped in deploy/ (Ingress, IngressRoute, Istio policies, …).
 mapfile -t manifests < <(find deploy -name '*.yaml' ! -name 'values-*.yaml' \
   ! -name 'certgate.example.yaml' ! -path 'deploy/prometheus/*' ! -path 'deploy/nginx/*' \

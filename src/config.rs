@@ -21,9 +21,6 @@ use crate::crl::{CrlConfig, CrlIssuer, CrlLocation, CrlReadiness, CrlSource, Fre
 use crate::store::CacheSettings;
 use crate::store::dynamodb::DynamoSettings;
 
-/// Largest accepted `trust.clock_skew`.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
-
 /// Default OID of the principal id extension (a private arc; configurable).
 pub const DEFAULT_PRINCIPAL_ID_OID: &str = "1.3.6.1.4.1.59999.1.1";
 /// Default OID of the principal type extension.
@@ -84,6 +81,7 @@ struct RawListen {
     grpc_unix: Option<String>,
     admin: Option<String>,
     http: Option<String>,
+    limits: RawLimits,
 }
 
 impl Default for RawListen {
@@ -93,6 +91,37 @@ impl Default for RawListen {
             grpc_unix: None,
             admin: Some("127.0.0.1:9901".into()),
             http: None,
+            limits: RawLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    grpc_max_connections: u64,
+    http_max_connections: u64,
+    admin_max_connections: u64,
+    header_read_timeout: String,
+    request_timeout: String,
+    tcp_keepalive: String,
+    grpc_max_message_size: RawSize,
+    grpc_max_concurrent_streams: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = ListenLimits::default();
+        let text = |d: Duration| humantime::format_duration(d).to_string();
+        RawLimits {
+            grpc_max_connections: d.grpc_max_connections as u64,
+            http_max_connections: d.http_max_connections as u64,
+            admin_max_connections: d.admin_max_connections as u64,
+            header_read_timeout: text(d.header_read_timeout),
+            request_timeout: text(d.request_timeout),
+            tcp_keepalive: text(d.tcp_keepalive),
+            grpc_max_message_size: RawSize::Bytes(d.grpc_max_message_size as u64),
+            grpc_max_concurrent_streams: u64::from(d.grpc_max_concurrent_streams),
         }
     }
 }
@@ -322,6 +351,38 @@ struct RawCrlSource {
     refresh_interval: Option<String>,
 }
 
+/// The longest value each duration key accepts, by the key's last segment. Every bound
+/// keeps its consumer working: the store cache (moka) panics on a TTL over 1000 years, and
+/// `cache_ttl + stale_if_error` or a timer's `now + interval` must not overflow; below those
+/// hard limits each bound is the longest value that still makes operational sense.
+fn max_duration(key: &str) -> Duration {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    let name = key.rsplit('.').next().unwrap_or(key);
+    Duration::from_secs(match name {
+        // A suspension or revocation in the store takes effect within the TTL.
+        "cache_ttl" if key.starts_with("store.") => DAY,
+        "cache_ttl" | "stale_if_error" => 7 * DAY,
+        // Larger would switch off the validity check (row 4) in all but name.
+        "clock_skew" => HOUR,
+        "interval" => HOUR,
+        "timeout" | "attempt_timeout" if key.starts_with("store.dynamodb.") => 5 * MINUTE,
+        "admin_timeout" => HOUR,
+        "max_age" => 366 * DAY,
+        "next_update_grace" => 30 * DAY,
+        "refresh_interval" | "file_refresh_interval" => 7 * DAY,
+        "retry_backoff" => HOUR,
+        "max_retry_backoff" => DAY,
+        "timeout" | "header_read_timeout" | "request_timeout" => 10 * MINUTE,
+        // TCP_KEEPIDLE takes at most 32767 s on Linux.
+        "tcp_keepalive" => 2 * HOUR,
+        // Lifetimes and purge delays are compared with certificate dates, in seconds and
+        // epoch milliseconds: a century is far past any certificate and far from overflow.
+        _ => 36_525 * DAY,
+    })
+}
+
 fn default_policy_name() -> String {
     "default".into()
 }
@@ -357,6 +418,53 @@ pub struct Listen {
     pub admin: Option<SocketAddr>,
     /// HTTP forward-auth (nginx `auth_request`, ingress-nginx `auth-url`, Traefik, Caddy).
     pub http: Option<SocketAddr>,
+    /// What one client may hold on the listeners.
+    pub limits: ListenLimits,
+}
+
+/// `listen.limits`: bounds that keep one slow or hostile client from taking the process's
+/// file descriptors, memory or tasks away from everyone else (each listener has its own
+/// connection cap, so a flood on forward-auth leaves admin and gRPC their share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenLimits {
+    /// Open connections on the gRPC TCP listener (and, separately, on the unix socket).
+    pub grpc_max_connections: usize,
+    /// Open connections on the forward-auth listener.
+    pub http_max_connections: usize,
+    /// Open connections on the admin listener.
+    pub admin_max_connections: usize,
+    /// How long an HTTP client has to send a complete request head, on a new connection
+    /// and between keep-alive requests; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long one request may take, gRPC or HTTP, before it is answered with an error.
+    pub request_timeout: Duration,
+    /// Idle time before TCP keepalive probes (and HTTP/2 pings on gRPC) check the peer.
+    pub tcp_keepalive: Duration,
+    /// Largest gRPC request message decoded; larger ones are refused (`OUT_OF_RANGE`)
+    /// from their length prefix, before any of it is buffered.
+    pub grpc_max_message_size: usize,
+    /// Concurrent HTTP/2 streams per gRPC connection.
+    pub grpc_max_concurrent_streams: u32,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            grpc_max_connections: 4096,
+            http_max_connections: 4096,
+            admin_max_connections: 64,
+            // An ingress sends its auth subrequest's head at once; 10 s is generous for a
+            // real client and short for a slowloris.
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(60),
+            // A CheckRequest is a few KiB: the PEM certificate (~1-2 KiB per certificate)
+            // and the request headers (Envoy's default cap is 60 KiB). 1 MiB leaves room
+            // for `with_request_body` and long chains; tonic's default is 4 MiB.
+            grpc_max_message_size: 1 << 20,
+            grpc_max_concurrent_streams: 1024,
+        }
+    }
 }
 
 /// The way in a forwarded-certificate header is believed on (`forwarded_certificates[].via`).
@@ -738,14 +846,83 @@ impl Validator<'_> {
         });
     }
 
+    /// A duration no longer than what its consumer accepts ([`max_duration`]); a value that
+    /// does not parse or is too long is a problem (and ZERO, or the maximum, stands in).
     fn duration(&mut self, key: &str, text: &str) -> Duration {
-        humantime::parse_duration(text).unwrap_or_else(|e| {
+        let parsed = humantime::parse_duration(text).unwrap_or_else(|e| {
             self.problem(
                 key,
                 format!("\"{text}\" is not a duration ({e}); use e.g. 30s, 5m, 7d"),
             );
             Duration::ZERO
-        })
+        });
+        let max = max_duration(key);
+        if parsed > max {
+            self.problem(
+                key,
+                format!(
+                    "\"{text}\" is more than the maximum of {}",
+                    humantime::format_duration(max)
+                ),
+            );
+            return max;
+        }
+        parsed
+    }
+
+    /// A count in `min..=max`; outside it a problem, and the nearest bound.
+    fn count(&mut self, key: &str, value: u64, min: u64, max: u64) -> u64 {
+        if !(min..=max).contains(&value) {
+            self.problem(key, format!("{value} is outside {min}..={max}"));
+        }
+        value.clamp(min, max)
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> ListenLimits {
+        let key = |k: &str| format!("listen.limits.{k}");
+        let mut connections = |k: &str, v: u64| {
+            // More than a million descriptors is beyond any RLIMIT_NOFILE we would get.
+            self.count(&key(k), v, 1, 1_000_000) as usize
+        };
+        let grpc_max_connections = connections("grpc_max_connections", raw.grpc_max_connections);
+        let http_max_connections = connections("http_max_connections", raw.http_max_connections);
+        let admin_max_connections = connections("admin_max_connections", raw.admin_max_connections);
+        let mut positive = |k: &str, text: &str| {
+            let d = self.duration(&key(k), text);
+            if d.is_zero() && humantime::parse_duration(text).is_ok() {
+                self.problem(key(k), "must be greater than zero");
+            }
+            d
+        };
+        let header_read_timeout = positive("header_read_timeout", &raw.header_read_timeout);
+        let request_timeout = positive("request_timeout", &raw.request_timeout);
+        let tcp_keepalive = positive("tcp_keepalive", &raw.tcp_keepalive);
+        let size_key = key("grpc_max_message_size");
+        let reported = self.problems.len();
+        let size = self.size(&size_key, &raw.grpc_max_message_size);
+        // 4 KiB: below that not even a certificate fits; 64 MiB: past that one request
+        // could hold a noticeable share of a replica's memory.
+        let grpc_max_message_size = if self.problems.len() == reported {
+            self.count(&size_key, size, 4 << 10, 64 << 20) as usize
+        } else {
+            ListenLimits::default().grpc_max_message_size
+        };
+        let grpc_max_concurrent_streams = self.count(
+            &key("grpc_max_concurrent_streams"),
+            raw.grpc_max_concurrent_streams,
+            1,
+            100_000,
+        ) as u32;
+        ListenLimits {
+            grpc_max_connections,
+            http_max_connections,
+            admin_max_connections,
+            header_read_timeout,
+            request_timeout,
+            tcp_keepalive,
+            grpc_max_message_size,
+            grpc_max_concurrent_streams,
+        }
     }
 
     fn addr(&mut self, key: &str, text: Option<&str>) -> Option<SocketAddr> {
@@ -885,6 +1062,7 @@ impl Validator<'_> {
                 .map(|p| self.path(&p)),
             admin: self.addr("listen.admin", raw.listen.admin.as_deref()),
             http: self.addr("listen.http", raw.listen.http.as_deref()),
+            limits: self.limits(&raw.listen.limits),
         };
         if listen.grpc.is_none() && listen.grpc_unix.is_none() && listen.http.is_none() {
             self.problem(
@@ -901,20 +1079,9 @@ impl Validator<'_> {
                     .ok()
             });
         let certificate_rules = CertificateRules {
-            clock_skew_secs: {
-                let skew = self.duration("trust.clock_skew", &raw.trust.clock_skew);
-                // A huge skew would silently switch off the validity check (row 4).
-                if skew > MAX_CLOCK_SKEW {
-                    self.problem(
-                        "trust.clock_skew",
-                        format!(
-                            "\"{}\" is more than the maximum of 1h",
-                            raw.trust.clock_skew
-                        ),
-                    );
-                }
-                skew.min(MAX_CLOCK_SKEW).as_secs() as i64
-            },
+            clock_skew_secs: self
+                .duration("trust.clock_skew", &raw.trust.clock_skew)
+                .as_secs() as i64,
             require_client_auth_eku: raw.trust.require_client_auth_eku,
         };
         if let (Some(now), Some(trust)) = (self.now, &trust) {
@@ -1498,16 +1665,39 @@ fn dn_matches(configured: &str, ca: &str) -> bool {
     !a.is_empty() && (a == b || a.iter().eq(b.iter().rev()))
 }
 
-/// A cheap fingerprint of the contents of `files` (missing files count as empty), used to
-/// notice that a config, CA bundle or allowlist changed.
-pub fn fingerprint(files: &[PathBuf]) -> u64 {
+/// A watched file exists but cannot be read right now (out of descriptors, permissions, a
+/// directory in its place): nothing is known about its contents.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", path.display())]
+pub struct Unreadable {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// A cheap fingerprint of the contents of `files`, used to notice that a config, CA bundle
+/// or allowlist changed. A missing file counts as empty (deleting or creating one is a
+/// change); a file that cannot be read is an error, never a change: taking it for one made
+/// a process out of descriptors reload, and flush its caches, once it could read again.
+pub fn fingerprint(files: &[PathBuf]) -> Result<u64, Unreadable> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for f in files {
         f.hash(&mut hasher);
-        std::fs::read(f).unwrap_or_default().hash(&mut hasher);
+        let contents = match std::fs::read(f) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(Unreadable {
+                    path: f.clone(),
+                    source,
+                });
+            }
+        };
+        contents.hash(&mut hasher);
     }
-    hasher.finish()
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
@@ -1791,6 +1981,173 @@ headers: {principal: "bad header"}
                 .is_empty(),
             "none by default"
         );
+    }
+
+    /// A valid configuration with `key` (dotted, e.g. `store.cache_ttl`) set to `value`.
+    fn with(key: &str, value: &str) -> String {
+        let (section, rest) = key.split_once('.').expect("dotted key");
+        let nested = |inner: String| {
+            rest.split('.')
+                .rev()
+                .fold(inner, |inner, k| format!("{{{k}: {inner}}}"))
+        };
+        match section {
+            "trust" => format!(
+                "trust: {{ca_bundle: ca.pem, {rest}: {value}}}\npolicies: {{default: {{}}}}\n"
+            ),
+            "policies" => format!(
+                "trust: {{ca_bundle: ca.pem}}\npolicies: {}\n",
+                nested(value.to_owned())
+            ),
+            _ => format!("{MINIMAL}{section}: {}\n", nested(value.to_owned())),
+        }
+    }
+
+    #[test]
+    fn every_duration_is_bounded_by_what_its_consumer_accepts() {
+        let dir = dir_with_ca();
+        // (key, largest accepted, refused): one row per duration key.
+        let rows = [
+            ("store.cache_ttl", "1d", "25h"),
+            ("store.stale_if_error", "7d", "2000y"),
+            ("identity.cache_ttl", "7d", "8d"),
+            ("reload.interval", "1h", "61m"),
+            ("trust.clock_skew", "1h", "2h"),
+            ("crl.max_age", "366d", "367d"),
+            ("crl.next_update_grace", "30d", "31d"),
+            ("crl.refresh_interval", "7d", "8d"),
+            ("crl.file_refresh_interval", "7d", "8d"),
+            ("crl.timeout", "10m", "11m"),
+            ("crl.retry_backoff", "1h", "2h"),
+            ("crl.max_retry_backoff", "1d", "2d"),
+            ("listen.limits.header_read_timeout", "10m", "11m"),
+            ("listen.limits.request_timeout", "10m", "11m"),
+            ("listen.limits.tcp_keepalive", "2h", "3h"),
+            ("policies.default.max_lifetime", "36525d", "2000y"),
+        ];
+        for (key, ok, refused) in rows {
+            load(&dir, &with(key, ok)).unwrap_or_else(|e| panic!("{key}: {ok}: {e}"));
+            let err = load(&dir, &with(key, refused)).expect_err(refused);
+            assert_eq!(err.problems.len(), 1, "{key}: {:?}", err.problems);
+            assert_eq!(err.problems[0].key, key);
+            assert!(
+                err.problems[0].message.contains(refused)
+                    && err.problems[0].message.contains("maximum"),
+                "{}",
+                err.problems[0]
+            );
+        }
+        let dynamo = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore:\n  backend: dynamodb\n  dynamodb: ";
+        for (key, refused) in [
+            ("timeout", "{timeout: 6m, attempt_timeout: 1s}"),
+            ("attempt_timeout", "{timeout: 5m, attempt_timeout: 6m}"),
+            ("admin_timeout", "{admin_timeout: 2h}"),
+            ("purge_expired_after", "{purge_expired_after: 2000y}"),
+        ] {
+            let err = load(&dir, &format!("{dynamo}{refused}\n")).expect_err(refused);
+            let key = format!("store.dynamodb.{key}");
+            assert!(
+                err.problems
+                    .iter()
+                    .any(|p| p.key == key && p.message.contains("maximum")),
+                "{key}: {:?}",
+                err.problems
+            );
+        }
+    }
+
+    #[test]
+    fn listen_limits_defaults_and_bounds() {
+        let dir = dir_with_ca();
+        let limits = load(&dir, MINIMAL).expect("valid").listen.limits;
+        assert_eq!(limits, ListenLimits::default());
+        assert_eq!(limits.grpc_max_message_size, 1 << 20);
+        let config = load(
+            &dir,
+            &format!(
+                "{MINIMAL}listen:\n  limits: {{http_max_connections: 50, grpc_max_message_size: 256KiB, \
+                 header_read_timeout: 2s}}\n"
+            ),
+        )
+        .expect("valid");
+        assert_eq!(config.listen.limits.http_max_connections, 50);
+        assert_eq!(config.listen.limits.grpc_max_message_size, 256 << 10);
+        assert_eq!(
+            config.listen.limits.header_read_timeout,
+            Duration::from_secs(2)
+        );
+        let err = load(
+            &dir,
+            &format!(
+                "{MINIMAL}listen:\n  limits: {{grpc_max_connections: 0, admin_max_connections: 2000000, \
+                 header_read_timeout: 0s, request_timeout: soon, tcp_keepalive: 0s, \
+                 grpc_max_message_size: 1GiB, grpc_max_concurrent_streams: 0}}\n"
+            ),
+        )
+        .expect_err("invalid");
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen.limits.grpc_max_connections",
+                "listen.limits.admin_max_connections",
+                "listen.limits.header_read_timeout",
+                "listen.limits.request_timeout",
+                "listen.limits.tcp_keepalive",
+                "listen.limits.grpc_max_message_size",
+                "listen.limits.grpc_max_concurrent_streams",
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever duration validation accepts builds the caches and timers without a
+        /// panic (2000y used to panic in moka's builder; a huge TTL plus stale_if_error
+        /// overflowed a `Duration` add).
+        #[test]
+        fn accepted_durations_never_panic_their_consumers(
+            durations in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![0u64..100, 0u64..100_000, 0u64..=u64::MAX],
+                    proptest::sample::select(vec!["ns", "ms", "s", "m", "h", "d", "w", "M", "y"]),
+                ),
+                4,
+            ),
+        ) {
+            let dir = dir_with_ca();
+            let text: Vec<String> = durations.iter().map(|(n, unit)| format!("{n}{unit}")).collect();
+            let yaml = format!(
+                "{MINIMAL}store: {{cache_ttl: {}, stale_if_error: {}}}\nidentity: {{cache_ttl: {}}}\nreload: {{interval: {}}}\n",
+                text[0], text[1], text[2], text[3]
+            );
+            if let Ok(config) = load(&dir, &yaml) {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                runtime.block_on(async {
+                    let metrics = crate::metrics::Metrics::new();
+                    let store = crate::store::open(&config.store.backend, crate::store::Purpose::Serve)
+                        .await
+                        .expect("embedded store");
+                    let cached = crate::store::CachedStore::new(store, config.store.cache, metrics.clone());
+                    let mut ticker = tokio::time::interval(config.reload_interval);
+                    ticker.tick().await;
+                    let checker = crate::check::Checker::new(config, cached, metrics);
+                    let _ = checker.config();
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_not_a_change() {
+        let dir = dir_with_ca();
+        let file = dir.path().join("ca.pem");
+        let missing = dir.path().join("absent.txt");
+        let before = fingerprint(&[file.clone(), missing.clone()]).expect("readable");
+        assert_eq!(fingerprint(&[file.clone(), missing]).ok(), Some(before));
+        // A directory cannot be read as a file, as a file cannot without descriptors.
+        let err = fingerprint(&[file, dir.path().to_owned()]).expect_err("unreadable");
+        assert_eq!(err.path, dir.path());
     }
 
     #[test]

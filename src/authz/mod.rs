@@ -137,12 +137,19 @@ impl Deny {
         }
     }
 
-    /// Fail closed when the store cannot answer.
+    /// Fail closed when the store cannot answer. The message reaches the client, so it
+    /// names the kind of failure only: an outage's text has the DynamoDB endpoint, table
+    /// names or the SQLite path, which the "store lookup failed" log line keeps. A corrupt
+    /// record names the record (the client's own principal or serial) and what is wrong.
     pub fn store_unavailable(err: &StoreError) -> Self {
-        Deny::new(
-            ReasonCode::StoreUnavailable,
-            format!("principal store unavailable: {err}"),
-        )
+        let message = match err {
+            StoreError::Unavailable(outage) => {
+                format!("principal store unavailable ({})", outage.cause.as_str())
+            }
+            StoreError::Corrupt { .. } => format!("principal store unavailable: {err}"),
+            _ => "principal store unavailable".to_owned(),
+        };
+        Deny::new(ReasonCode::StoreUnavailable, message)
     }
 }
 

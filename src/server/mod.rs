@@ -3,6 +3,7 @@
 
 pub mod ext_authz;
 pub mod forward_auth;
+pub mod listener;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,71 +86,60 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .await;
     let mut tasks = tokio::task::JoinSet::new();
 
+    let limits = listen.limits;
+    // ~20,000 idle connections used to exhaust the descriptors and, with them, every
+    // listener: take what the hard limit allows, and give each listener its own share.
+    let open_file_limit = listener::raise_fd_limit();
+    tracing::info!(open_file_limit, "open-file limit");
+    let caps = connection_caps(&listen, open_file_limit);
     if let Some(addr) = listen.grpc {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding gRPC listener {addr}"))?;
-        tracing::info!(%addr, "ext_authz gRPC listening");
-        let router = grpc_router(&checker, health_service.clone());
+        tracing::info!(%addr, max_connections = caps.grpc, "ext_authz gRPC listening");
+        let tcp = listener::Tcp {
+            listener,
+            keepalive: limits.tcp_keepalive,
+        };
+        let incoming = listener::spawn_accept(tcp, caps.grpc, "grpc");
+        let router = grpc_router(&checker, health_service.clone(), &limits);
         let signal = wait_for(shutdown_rx.clone());
         tasks.spawn(async move {
             router
-                .serve_with_incoming_shutdown(
-                    // Nagle + delayed ACKs would add ~40 ms to every answer; tonic only sets
-                    // TCP_NODELAY on listeners it creates itself.
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    signal,
-                )
+                .serve_with_incoming_shutdown(accepted(incoming), signal)
                 .await
                 .context("gRPC TCP server")
         });
     }
     if let Some(path) = &listen.grpc_unix {
         let listener = bind_unix(path)?;
-        tracing::info!(path = %path.display(), "ext_authz gRPC listening on unix socket");
-        let router = grpc_router(&checker, health_service.clone());
+        tracing::info!(path = %path.display(), max_connections = caps.grpc, "ext_authz gRPC listening on unix socket");
+        let incoming = listener::spawn_accept(listener, caps.grpc, "grpc_unix");
+        let router = grpc_router(&checker, health_service.clone(), &limits);
         let signal = wait_for(shutdown_rx.clone());
         tasks.spawn(async move {
             router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
-                    signal,
-                )
+                .serve_with_incoming_shutdown(accepted(incoming), signal)
                 .await
                 .context("gRPC unix server")
         });
     }
     if let Some(addr) = listen.http {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding forward-auth listener {addr}"))?;
-        tracing::info!(%addr, "HTTP forward-auth listening");
-        // Nagle would delay every answer to the ingress, as on the gRPC listener.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = forward_auth::router(checker.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let signal = wait_for(shutdown_rx.clone());
+        let app = forward_auth::router(checker.clone());
+        let conns = bind_http(addr, "forward-auth", caps.http, &limits).await?;
+        let shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-                .context("forward-auth server")
+            listener::serve_http(conns, app, limits, shutdown).await;
+            Ok(())
         });
     }
     if let Some(addr) = listen.admin {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding admin listener {addr}"))?;
-        tracing::info!(%addr, "admin listening");
         let app = crate::admin::router(checker.clone());
-        let signal = wait_for(shutdown_rx.clone());
+        let conns = bind_http(addr, "admin", caps.admin, &limits).await?;
+        let shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
-                .context("admin server")
+            listener::serve_http(conns, app, limits, shutdown).await;
+            Ok(())
         });
     }
     crate::crl::refresh::spawn(checker.revocation().clone());
@@ -185,12 +175,83 @@ fn grpc_router(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    limits: &config::ListenLimits,
 ) -> tonic::transport::server::Router {
+    let authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(checker.clone()))
+        .max_decoding_message_size(limits.grpc_max_message_size);
     tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(AuthorizationServer::new(ext_authz::ExtAuthz::new(
-            checker.clone(),
-        )))
+        .max_concurrent_streams(limits.grpc_max_concurrent_streams)
+        .timeout(limits.request_timeout)
+        // Envoy keeps its ext_authz connections open for long; pings find the dead ones.
+        .http2_keepalive_interval(Some(limits.tcp_keepalive))
+        .http2_keepalive_timeout(Some(GRPC_PING_TIMEOUT))
+        .add_service(health.max_decoding_message_size(limits.grpc_max_message_size))
+        .add_service(authz)
+}
+
+/// How long an HTTP/2 keepalive ping may go unanswered before the connection is closed.
+const GRPC_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connection caps per listener, lowered to fit the open-file limit when they would not.
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    grpc: usize,
+    http: usize,
+    admin: usize,
+}
+
+fn connection_caps(listen: &config::Listen, open_file_limit: Option<u64>) -> Caps {
+    let l = &listen.limits;
+    let on = |present: bool, cap: usize| if present { cap } else { 0 };
+    // Only listeners that exist take descriptors; the unix socket has a cap of its own.
+    let mut caps = [
+        on(listen.grpc.is_some(), l.grpc_max_connections),
+        on(listen.grpc_unix.is_some(), l.grpc_max_connections),
+        on(listen.http.is_some(), l.http_max_connections),
+        on(listen.admin.is_some(), l.admin_max_connections),
+    ];
+    let lowered = open_file_limit.is_some_and(|nofile| listener::fit_caps(&mut caps, nofile));
+    let fitted = Caps {
+        grpc: caps[0].max(caps[1]),
+        http: caps[2],
+        admin: caps[3],
+    };
+    if lowered {
+        tracing::warn!(
+            open_file_limit,
+            reserved = listener::RESERVED_FDS,
+            grpc = fitted.grpc,
+            http = fitted.http,
+            admin = fitted.admin,
+            "listen.limits connection caps lowered to fit the open-file limit"
+        );
+    }
+    fitted
+}
+
+/// The connections `incoming` yields, as tonic's incoming stream.
+fn accepted<T>(
+    incoming: tokio::sync::mpsc::Receiver<T>,
+) -> impl tokio_stream::Stream<Item = Result<T, std::io::Error>> {
+    use tokio_stream::StreamExt as _;
+    tokio_stream::wrappers::ReceiverStream::new(incoming).map(Ok)
+}
+
+async fn bind_http(
+    addr: std::net::SocketAddr,
+    name: &'static str,
+    cap: usize,
+    limits: &config::ListenLimits,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<listener::Limited<tokio::net::TcpStream>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {name} listener {addr}"))?;
+    tracing::info!(%addr, max_connections = cap, "{name} listening");
+    let tcp = listener::Tcp {
+        listener,
+        keepalive: limits.tcp_keepalive,
+    };
+    Ok(listener::spawn_accept(tcp, cap, name))
 }
 
 fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
@@ -228,7 +289,10 @@ async fn shutdown_signal() {
 /// count) an invalid one and keep the last good.
 async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
     let mut watched = checker.config().watched_files.clone();
-    let mut last = config::fingerprint(&watched);
+    // `None`: not known (a file was unreadable when it was taken); the next readable
+    // fingerprint is then compared as a change.
+    let mut last = config::fingerprint(&watched).ok();
+    let mut unreadable_logged = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -242,10 +306,24 @@ async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
                 Err(_) => continue,
             }
         };
-        if fp == last {
+        let fp = match fp {
+            Ok(fp) => {
+                unreadable_logged = false;
+                fp
+            }
+            Err(unreadable) => {
+                // Unchanged as far as anyone knows: keep the configuration (and its caches).
+                if !unreadable_logged {
+                    tracing::warn!(error = %unreadable, "watched file unreadable; treated as unchanged until it can be read");
+                    unreadable_logged = true;
+                }
+                continue;
+            }
+        };
+        if last == Some(fp) {
             continue;
         }
-        last = fp;
+        last = Some(fp);
         let loaded = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || Config::load(&path)).await
@@ -260,7 +338,7 @@ async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
                     );
                 }
                 watched = new.watched_files.clone();
-                last = config::fingerprint(&watched);
+                last = config::fingerprint(&watched).ok();
                 checker.replace_config(new);
                 metrics.config_reloads.with_label_values(&["success"]).inc();
                 metrics.config_last_reload_failed.set(0);
@@ -276,7 +354,7 @@ async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
                         watched.push(file.clone());
                     }
                 }
-                last = config::fingerprint(&watched);
+                last = config::fingerprint(&watched).ok();
                 metrics.config_reloads.with_label_values(&["failure"]).inc();
                 metrics.config_last_reload_failed.set(1);
                 tracing::error!(error = %err, "configuration reload refused; previous configuration stays in force");

@@ -37,7 +37,12 @@ struct Lookup<T> {
 
 impl<T: Send + Sync + 'static> Lookup<T> {
     fn new(settings: &CacheSettings, metrics: &Metrics, cache: &str, operation: &str) -> Self {
-        let stale_limit = settings.ttl + settings.stale_if_error;
+        // Validation bounds both (1 day, 7 days); saturating and capped anyway, because moka
+        // panics on a time-to-live over 1000 years and a `Duration` add can overflow.
+        let stale_limit = settings
+            .ttl
+            .saturating_add(settings.stale_if_error)
+            .min(Duration::from_secs(100 * 365 * 24 * 3600));
         Lookup {
             answers: Cache::builder()
                 .max_capacity(settings.max_entries)
@@ -103,7 +108,9 @@ impl<T: Send + Sync + 'static> Lookup<T> {
         computed
             .into_entry()
             .map(|e| e.into_value().1)
-            .ok_or_else(|| StoreError::Unavailable(format!("cache lost the entry for '{key}'")))
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("cache lost the entry for '{key}'").into())
+            })
     }
 }
 
@@ -200,7 +207,7 @@ mod tests {
         }
 
         fn unused<T>() -> Result<T, StoreError> {
-            Err(StoreError::Unavailable("not used by the cache".to_owned()))
+            Err(StoreError::Unavailable("not used by the cache".into()))
         }
     }
 
@@ -210,7 +217,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
             if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("backend down".to_owned()));
+                return Err(StoreError::Unavailable("backend down".into()));
             }
             if self.corrupt.load(Ordering::SeqCst) {
                 return Err(StoreError::Corrupt {

@@ -33,7 +33,10 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification,
 };
 
-use super::{CertificateRecord, EpochMillis, Principal, PrincipalStatus, Store, StoreError};
+use super::{
+    CertificateRecord, EpochMillis, Outage, OutageCause, Principal, PrincipalStatus, Store,
+    StoreError,
+};
 
 /// Value of `expiry_bucket` on every certificate: the one partition of the expiry index.
 /// Certificate writes are rare, so one partition is no hot spot, and
@@ -218,7 +221,7 @@ impl DynamoStore {
                 .enabled(true)
                 .attribute_name(PURGE_AT)
                 .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
             self.client
                 .update_time_to_live()
                 .table_name(certificates)
@@ -247,10 +250,13 @@ impl DynamoStore {
                     .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
                     .collect::<Vec<_>>();
                 if schema != [(key.to_owned(), KeyType::Hash)] {
-                    return Err(StoreError::Unavailable(format!(
-                        "table {table} exists with key schema {schema:?}; certgate needs \
+                    return Err(StoreError::Unavailable(
+                        format!(
+                            "table {table} exists with key schema {schema:?}; certgate needs \
                          hash key {key} only"
-                    )));
+                        )
+                        .into(),
+                    ));
                 }
                 return Ok(format!("{table}: exists"));
             }
@@ -262,14 +268,14 @@ impl DynamoStore {
                 .attribute_name(name)
                 .attribute_type(t)
                 .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))
+                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
         };
         let key_elem = |name: &str, t: KeyType| {
             KeySchemaElement::builder()
                 .attribute_name(name)
                 .key_type(t)
                 .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))
+                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
         };
         let mut req = self
             .client
@@ -297,7 +303,7 @@ impl DynamoStore {
                             .build(),
                     )
                     .build()
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                    .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
                 req = req.global_secondary_indexes(index);
             }
         }
@@ -328,9 +334,9 @@ impl DynamoStore {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(StoreError::Unavailable(format!(
-            "table {table} did not become ACTIVE within 60s"
-        )))
+        Err(StoreError::Unavailable(
+            format!("table {table} did not become ACTIVE within 60s").into(),
+        ))
     }
 
     async fn get_item(
@@ -492,9 +498,15 @@ where
     } else {
         ""
     };
-    StoreError::Unavailable(format!(
-        "DynamoDB {table}: {}{hint}",
-        DisplayErrorContext(&e)
+    let cause = match &e {
+        SdkError::TimeoutError(_) => OutageCause::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => OutageCause::Timeout,
+        SdkError::DispatchFailure(d) if d.is_io() => OutageCause::Unreachable,
+        _ => OutageCause::Failed,
+    };
+    StoreError::Unavailable(Outage::new(
+        cause,
+        format!("DynamoDB {table}: {}{hint}", DisplayErrorContext(&e)),
     ))
 }
 

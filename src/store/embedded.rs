@@ -59,7 +59,9 @@ impl EmbeddedStore {
     /// Open `path`, creating the file and schema if missing. Blocks (up to the busy
     /// timeout) while another process holds the write lock; call it at start-up.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let fail = |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {e}", path.display()));
+        owner_only(path)?;
+        let fail =
+            |e: rusqlite::Error| StoreError::Unavailable(format!("{}: {e}", path.display()).into());
         let mut conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
         let mode: String = conn
@@ -72,11 +74,14 @@ impl EmbeddedStore {
             .map_err(fail)?;
         let found = migrate(&mut conn).map_err(fail)?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::Unavailable(format!(
-                "{}: schema version {found} is newer than this certgate supports \
+            return Err(StoreError::Unavailable(
+                format!(
+                    "{}: schema version {found} is newer than this certgate supports \
                  ({SCHEMA_VERSION})",
-                path.display()
-            )));
+                    path.display()
+                )
+                .into(),
+            ));
         }
         Ok(EmbeddedStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -97,7 +102,45 @@ impl EmbeddedStore {
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}").into()))?
+    }
+}
+
+/// Create `path` readable and writable by its owner only, unless it exists. SQLite would
+/// create it 0644 (less the umask), and gives the -wal and -shm files it creates later the
+/// mode of the database file, so this covers all three. An existing file keeps its mode, with
+/// a warning when others can read it: changing it could lock out a CLI user or group the
+/// operator set it up for.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let failed =
+        |e: std::io::Error| StoreError::Unavailable(format!("{}: {e}", path.display()).into());
+    match created {
+        // `mode` is filtered by the umask, which can only remove bits; set it outright so the
+        // result does not depend on the umask at all.
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)
+                .map_err(failed)?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the store file can be read by other users; chmod 600 it unless that is intended"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(failed(e)),
     }
 }
 
@@ -115,7 +158,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(e.to_string().into())
 }
 
 /// A primary-key conflict is `AlreadyExists`; anything else is the database failing.
@@ -667,6 +710,21 @@ mod tests {
         let Err(StoreError::Unavailable(msg)) = EmbeddedStore::open(&missing) else {
             panic!("opening under a missing directory must fail");
         };
-        assert!(msg.contains("no/such/dir"), "{msg}");
+        assert!(msg.detail.contains("no/such/dir"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_new_store_and_its_wal_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = open();
+        // A write, so the -wal and -shm files exist.
+        store.create_principal(&principal("alice")).await.unwrap();
+        for name in ["certgate.db", "certgate.db-wal", "certgate.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 }

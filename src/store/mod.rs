@@ -131,7 +131,7 @@ impl CertificateRecord {
 pub enum StoreError {
     /// The backend could not be reached or answered with an error.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Outage),
     /// A record exists but cannot be read (bad data in the table).
     #[error("corrupt record {key}: {detail}")]
     Corrupt {
@@ -156,6 +156,68 @@ pub enum StoreError {
         /// Its key.
         key: String,
     },
+}
+
+/// Why a backend could not answer: a coarse, typed cause that may be shown to a client, and
+/// the full text (endpoint, table, file path) that only goes to the logs.
+#[derive(Debug)]
+pub struct Outage {
+    /// What kind of failure, for the client.
+    pub cause: OutageCause,
+    /// Everything known, for the logs.
+    pub detail: String,
+}
+
+impl Outage {
+    /// An outage of `cause`, described by `detail`.
+    pub fn new(cause: OutageCause, detail: impl Into<String>) -> Self {
+        Outage {
+            cause,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// A failure that is neither a timeout nor an unreachable backend.
+impl From<String> for Outage {
+    fn from(detail: String) -> Self {
+        Outage::new(OutageCause::Failed, detail)
+    }
+}
+
+impl From<&str> for Outage {
+    fn from(detail: &str) -> Self {
+        Outage::new(OutageCause::Failed, detail)
+    }
+}
+
+/// The kinds of [`Outage`], named without any internal detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutageCause {
+    /// No answer within the deadline.
+    Timeout,
+    /// No connection could be made.
+    Unreachable,
+    /// The backend answered with an error, or the local file failed.
+    Failed,
+}
+
+impl OutageCause {
+    /// Client-facing name: `timeout`, `unreachable`, `backend error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutageCause::Timeout => "timeout",
+            OutageCause::Unreachable => "unreachable",
+            OutageCause::Failed => "backend error",
+        }
+    }
 }
 
 /// The operations a backend provides, implemented by [`EmbeddedStore`] and

@@ -330,3 +330,44 @@ fn register_refuses_untrusted_certificates_and_unknown_principals() {
     let (code, out) = pki.run(&["cert", "register", "--cert", &path, "--force"]);
     assert_eq!(code, 0, "--force registers anyway: {out}");
 }
+
+#[test]
+fn config_validate_refuses_durations_their_consumers_cannot_take() {
+    let pki = Pki::bootstrap();
+    let config = pki.dir.path().join("certgate.yaml");
+    let good = std::fs::read_to_string(&config).expect("read");
+    // 2000 years panicked in the store cache's builder at start; validation accepted it.
+    std::fs::write(&config, good.replace("cache_ttl: 2s", "cache_ttl: 2000y")).expect("write");
+    let (code, out) = pki.run(&["config", "validate"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("store.cache_ttl") && out.contains("2000y"),
+        "the key and value are named:\n{out}"
+    );
+    let (code, out) = pki.run(&["serve"]);
+    assert_eq!(code, 2, "serve refuses it too, without a panic: {out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn the_embedded_store_file_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::bootstrap();
+    let mode = |name: &str| {
+        std::fs::metadata(pki.dir.path().join(name))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    assert_eq!(mode("certgate.db"), 0o600, "bootstrap's store");
+    let config = pki.dir.path().join("certgate.yaml");
+    let text = std::fs::read_to_string(&config).expect("read");
+    std::fs::write(&config, text.replace("path: certgate.db", "path: fresh.db")).expect("write");
+    let (code, out) = pki.run(&["store", "init"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(mode("fresh.db"), 0o600, "store init's file");
+    for sibling in ["fresh.db-wal", "fresh.db-shm"] {
+        if pki.dir.path().join(sibling).exists() {
+            assert_eq!(mode(sibling), 0o600, "{sibling}");
+        }
+    }
+}

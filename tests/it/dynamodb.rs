@@ -375,10 +375,34 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
             .map(|r| (r.status, &r.body))
             .collect::<Vec<_>>()
     );
-    assert_reason(&replies, "store_unavailable", "DynamoDB");
+    assert_reason(
+        &replies,
+        "store_unavailable",
+        "principal store unavailable (timeout)",
+    );
     // 1s TTL + 4s stale window: then the cached principal is refused too.
     let replies = fleet.all_answer(&worker, 503, Duration::from_secs(10));
-    assert_reason(&replies, "store_unavailable", "e2e_");
+    assert_reason(
+        &replies,
+        "store_unavailable",
+        "principal store unavailable (timeout)",
+    );
+    // The client is not told where the store is; the logs are.
+    let endpoint = fleet.moto.endpoint();
+    let host_port = endpoint.trim_start_matches("http://");
+    for r in &replies {
+        for internal in ["e2e_", "DynamoDB", host_port] {
+            assert!(!r.body.contains(internal), "{internal:?} in {}", r.body);
+        }
+    }
+    for r in &fleet.replicas {
+        let logs = r.certgate.proc.logs();
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("store lookup failed") && l.contains("e2e_")),
+            "the full error is logged\n{logs}"
+        );
+    }
     fleet.moto.resume();
     fleet.all_answer(&worker, 200, TTL_AND_SLACK);
     fleet.all_answer(&newcomer, 200, TTL_AND_SLACK);
@@ -412,7 +436,8 @@ fn enrol(config: &Path, id: &str, kind: &str, client: &Client) {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+/// The sum of the samples of `name` (a metric name, with or without labels) in `text`.
+pub(super) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -9,5 +9,6 @@ mod dynamodb;
 mod envoy;
 mod forward_auth;
 mod grpc;
+mod limits;
 mod security;
 mod store_conformance;
