@@ -1,4 +1,4 @@
-//! Admin HTTP listener (SPEC 8): `/healthz` (the process is alive), `/readyz` (config, trust
+//! Admin HTTP listener (README "Operating it"): `/healthz` (the process is alive), `/readyz` (config, trust
 //! bundle, CRLs and store usable; the reason when not), `/metrics` (Prometheus text format).
 
 use std::sync::Arc;

@@ -133,7 +133,7 @@ impl Outcome {
         headers
     }
 
-    /// JSON body of a deny, `{"error","message","request_id"}` (SPEC 4).
+    /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows").
     pub fn deny_body(&self, detail: DenyDetail, request_id: &str) -> Option<String> {
         let deny = self.decision.as_ref().err()?;
         let message = match detail {

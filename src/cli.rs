@@ -1,4 +1,4 @@
-//! Command-line interface (SPEC 7): clap commands that call into the library and format the
+//! Command-line interface (README "CLI"): clap commands that call into the library and format the
 //! results for people (tables) or scripts (`--output json`). Exit codes: 0 ok/allow,
 //! 1 deny/failed, 2 usage or configuration error.
 

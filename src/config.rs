@@ -1,4 +1,4 @@
-//! Configuration (SPEC 6): YAML → `Raw` (serde, unknown keys refused) → validated `Config`.
+//! Configuration (README "Configuration"): YAML → `Raw` (serde, unknown keys refused) → validated `Config`.
 //! Every problem is reported at once with its key path; the files a config names (CA bundle,
 //! allowlists) are read here so a `Config` is always complete and usable.
 

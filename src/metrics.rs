@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC 8), all prefixed `certgate_`. One registry per process;
+//! Prometheus metrics (README "Operating it"), all prefixed `certgate_`. One registry per process;
 //! recording is lock-free on the hot path apart from the label lookup.
 
 use prometheus::{

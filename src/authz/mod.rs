@@ -1,4 +1,4 @@
-//! The decision of SPEC section 3: certificate facts, store facts and a policy in, allow or
+//! The decision of the README's decision table: certificate facts, store facts and a policy in, allow or
 //! deny out. Pure and synchronous: no I/O, no clock (time is a parameter), no wire types.
 //! The check runs in phases so the store is only consulted for certificates that pass
 //! rows 1–7b: rows 3–6 from the certificate, rows 7/7b from a CRL status computed in memory

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-/// One named policy (SPEC 3 rows 6, 10, 11, 12).
+/// One named policy (decision table rows 6, 10, 11, 12).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Its name, as used in `context_extensions["policy"]`.
@@ -24,7 +24,7 @@ pub struct Policy {
     pub paths: super::path::PathMode,
 }
 
-/// How a policy applies CRLs (SPEC 3 rows 7 and 7b).
+/// How a policy applies CRLs (decision table rows 7 and 7b).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

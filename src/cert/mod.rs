@@ -294,7 +294,7 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-/// Why a forwarded value is not a usable certificate (SPEC row 2).
+/// Why a forwarded value is not a usable certificate (decision table row 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MalformedCertificate {
@@ -319,7 +319,7 @@ pub enum MalformedCertificate {
 ///
 /// `now` is Unix seconds; the chain is checked at `now` clamped into the leaf's own validity
 /// window, so an expired-but-trusted leaf reports as trusted here and as expired in the
-/// validity check, in the order SPEC section 3 gives.
+/// validity check, in the order of the README's decision table.
 pub fn identify(
     input: &[u8],
     rules: &IdentityRules,

@@ -16,7 +16,7 @@ use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 
 use crate::authz::rfc3339;
 
-/// Why a certificate's chain does not lead to the trust bundle (SPEC row 3).
+/// Why a certificate's chain does not lead to the trust bundle (decision table row 3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChainFailure {

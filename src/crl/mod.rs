@@ -1,4 +1,4 @@
-//! Certificate revocation lists (SPEC 3 rows 7/7b, SPEC 5): fetch, verify, index by
+//! Certificate revocation lists (decision table rows 7/7b): fetch, verify, index by
 //! (CA key, serial), and judge freshness per CA key. Never keyed by a CA's name: a CRL
 //! decides only for certificates whose chain the same key verified.
 //!
@@ -236,7 +236,7 @@ impl VerifiedCrl {
 /// One CRL state per CA key configured under `crl.issuers`: every CA of the bundle whose
 /// subject is a configured issuer's gets its own, and copies of one key share one. A CA's
 /// name only says which configuration (sources, freshness) applies; the key says whose CRL
-/// decides (SPEC: a name is not a key).
+/// decides (a name is not a key).
 fn configured_states(config: &Config) -> Vec<(CaKey, Arc<CrlIssuer>)> {
     let mut states: Vec<(CaKey, Arc<CrlIssuer>)> = Vec::new();
     for issuer in &config.crl.issuers {

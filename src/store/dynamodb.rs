@@ -1,6 +1,6 @@
 //! The Amazon DynamoDB backend, for many replicas sharing one truth.
 //!
-//! The tables keep the attribute names of the existing runbooks (SPEC 5), so an operator's
+//! The tables keep the attribute names of the existing runbooks (README "Store"), so an operator's
 //! `aws dynamodb update-item` fallback is honoured by every running replica within the
 //! cache TTL. Layout (also `deploy/dynamodb/`):
 //!

@@ -1,4 +1,4 @@
-//! Principal and certificate state (SPEC section 5): the `Store` trait, the embedded
+//! Principal and certificate state (README "Store"): the `Store` trait, the embedded
 //! SQLite backend, and the TTL cache that sits in front of every backend.
 //! Nothing here decides anything: it only answers "what does the store say".
 
@@ -52,7 +52,7 @@ impl PrincipalStatus {
     }
 }
 
-/// A principal record (SPEC 5).
+/// A principal record (README "Store").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// Stable id, e.g. `admin@example.com` or a SPIFFE id.
@@ -84,7 +84,7 @@ pub const REVOCATION_REASONS: &[&str] = &[
     "aa_compromise",
 ];
 
-/// A registered certificate (SPEC 5).
+/// A registered certificate (README "Store").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateRecord {
     /// Lowercase hex serial, no colons: the key.

@@ -72,7 +72,7 @@ impl Stack {
     }
 }
 
-/// Assert a deny with `status` and `reason`, and that the body has the SPEC 4 shape.
+/// Assert a deny with `status` and `reason`, and that the body has the documented shape.
 #[track_caller]
 fn assert_denied(stack: &Stack, reply: &Reply, status: u16, reason: &str) -> serde_json::Value {
     assert_eq!(
