@@ -167,6 +167,14 @@ fn decode(path: &str, mode: PathMode) -> Result<String, PathRejection> {
         }
         i += 3;
     }
+    // A kept `%` followed by two hex digits in the result (`%25%41a` → `%25Aa`) is an escape
+    // to an upstream that decodes twice.
+    if out
+        .windows(5)
+        .any(|w| w.starts_with(b"%25") && w[3].is_ascii_hexdigit() && w[4].is_ascii_hexdigit())
+    {
+        return Err(PathRejection::EncodedByte(b'%'));
+    }
     String::from_utf8(out).map_err(|_| PathRejection::NotUtf8)
 }
 
@@ -258,6 +266,7 @@ mod tests {
             ("/api/..%3b/admin", Err(R::DotSegment)),
             ("/api/%2541", Err(R::EncodedByte(b'%'))),
             ("/api/%%41", Err(R::BadPercentEncoding)),
+            ("/api/%25%41a", Err(R::EncodedByte(b'%'))),
             ("/api/100%a", Err(R::BadPercentEncoding)),
             ("/api/%252e%252e/admin", Err(R::EncodedByte(b'%'))),
             ("/api/..;/admin", Err(R::PathParameter)),
