@@ -10,13 +10,13 @@ use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply
 use super::world::{Client, World, eku, now};
 
 /// World + certgate + upstream + Envoy, with the usual clients enrolled.
-struct Stack {
-    world: World,
-    admin: Client,
-    worker: Client,
-    certgate: Certgate,
-    upstream: EchoUpstream,
-    envoy: Envoy,
+pub(super) struct Stack {
+    pub world: World,
+    pub admin: Client,
+    pub worker: Client,
+    pub certgate: Certgate,
+    pub upstream: EchoUpstream,
+    pub envoy: Envoy,
 }
 
 impl Stack {
@@ -26,15 +26,29 @@ impl Stack {
 
     /// `prepare` runs after the standard clients exist and before certgate starts.
     fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
+        Self::start_configured(world, prepare, "ACCEPT_UNTRUSTED", &[])
+    }
+
+    /// Like [`Self::start_with`], with Envoy's trust chain verification and some of its
+    /// template variables chosen.
+    pub(super) fn start_configured(
+        world: World,
+        prepare: impl FnOnce(&World),
+        trust_chain_verification: &str,
+        envoy_overrides: &[(&str, &str)],
+    ) -> Stack {
         let (admin, worker) = world.admin_and_worker();
         prepare(&world);
         let certgate = Certgate::start(&world.config, world.admin_port);
         let upstream = EchoUpstream::start();
-        let envoy = Envoy::start(&world.envoy_options(
-            CertgateAddress::Tcp(world.grpc_port),
-            upstream.port,
-            "ACCEPT_UNTRUSTED",
-        ));
+        let envoy = Envoy::start_with(
+            &world.envoy_options(
+                CertgateAddress::Tcp(world.grpc_port),
+                upstream.port,
+                trust_chain_verification,
+            ),
+            envoy_overrides,
+        );
         Stack {
             world,
             admin,
@@ -49,7 +63,7 @@ impl Stack {
         self.request(client, "GET", path, vec![])
     }
 
-    fn request(
+    pub(super) fn request(
         &self,
         client: Option<&Client>,
         method: &str,

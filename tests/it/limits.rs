@@ -233,13 +233,18 @@ fn an_oversized_grpc_check_is_refused_before_it_is_decoded() {
 fn an_unreadable_config_file_is_not_a_change() {
     let world = World::new();
     let certgate = Certgate::start(&world.config, world.admin_port);
-    // Reading the config path fails (a directory in its place, as EMFILE or EACCES would)
-    // for several reload intervals (200 ms), then the same file is back.
+    // Reading the config path fails (a symlink to a directory in its place, as EMFILE or
+    // EACCES would) for several reload intervals (200 ms), then the same file is back. Each
+    // swap is one rename, so the path is never missing (a missing file reads as empty,
+    // which is a change).
     let aside = world.path("certgate.yaml.aside");
-    std::fs::rename(&world.config, &aside).expect("move config aside");
-    std::fs::create_dir(&world.config).expect("directory in its place");
+    std::fs::copy(&world.config, &aside).expect("copy config aside");
+    let dir = world.path("a-directory");
+    std::fs::create_dir(&dir).expect("directory");
+    let link = world.path("certgate.yaml.link");
+    std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+    std::fs::rename(&link, &world.config).expect("unreadable config in place");
     std::thread::sleep(Duration::from_millis(1500));
-    std::fs::remove_dir(&world.config).expect("remove directory");
     std::fs::rename(&aside, &world.config).expect("config back");
     std::thread::sleep(Duration::from_millis(1500));
 

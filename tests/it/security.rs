@@ -7,71 +7,41 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::Command;
 
+use super::envoy::Stack;
 use super::forward_auth::{
     NGINX_SOURCE, SOURCES, auth, escaped, get_with_cert, setup, setup_with, start_nginx,
 };
-use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy};
+use super::harness::{Curl, EchoUpstream};
 use super::world::{Client, World, cli_with_config};
 
-/// Envoy (the shipped front-proxy template, `include_peer_certificate: true`, SANITIZE) in
-/// front of certgate configured with every forwarded source the README shows.
-struct EnvoySetup {
-    world: World,
-    admin: Client,
-    worker: Client,
-    certgate: Certgate,
-    upstream: EchoUpstream,
-    envoy: Envoy,
+/// Envoy (the shipped front-proxy template, `include_peer_certificate: true`, SANITIZE,
+/// verifying client certificates) in front of certgate configured with every forwarded source
+/// the README shows; `overrides` changes Envoy template variables.
+fn envoy_setup_with(overrides: &[(&str, &str)]) -> Stack {
+    Stack::start_configured(
+        World::new(),
+        |world| {
+            let config = std::fs::read_to_string(&world.config).expect("read");
+            std::fs::write(&world.config, format!("{config}{SOURCES}")).expect("write");
+        },
+        "VERIFY_TRUST_CHAIN",
+        overrides,
+    )
 }
 
-fn envoy_setup() -> EnvoySetup {
+fn envoy_setup() -> Stack {
     envoy_setup_with(&[])
 }
 
-/// The same, with some Envoy template variables overridden.
-fn envoy_setup_with(overrides: &[(&str, &str)]) -> EnvoySetup {
-    let world = World::new();
-    let config = std::fs::read_to_string(&world.config).expect("read");
-    std::fs::write(&world.config, format!("{config}{SOURCES}")).expect("write");
-    let (admin, worker) = world.admin_and_worker();
-    let certgate = Certgate::start(&world.config, world.admin_port);
-    let upstream = EchoUpstream::start();
-    let envoy = Envoy::start_with(
-        &world.envoy_options(
-            CertgateAddress::Tcp(world.grpc_port),
-            upstream.port,
-            "VERIFY_TRUST_CHAIN",
-        ),
-        overrides,
-    );
-    EnvoySetup {
-        world,
-        admin,
-        worker,
-        certgate,
-        upstream,
-        envoy,
-    }
-}
-
-impl EnvoySetup {
-    fn send(
-        &self,
-        client: Option<&Client>,
-        path: &str,
-        headers: Vec<(&str, &str)>,
-    ) -> (u16, String) {
-        let reply = Curl {
-            port: self.envoy.port,
-            ca: &self.world.ca_pem,
-            client: client.map(|c| (c.cert.as_path(), c.key.as_path())),
-            method: "GET",
-            path,
-            headers,
-        }
-        .send();
-        (reply.status, reply.body)
-    }
+/// GET `path` through Envoy: (status, body).
+fn send(
+    s: &Stack,
+    client: Option<&Client>,
+    path: &str,
+    headers: Vec<(&str, &str)>,
+) -> (u16, String) {
+    let reply = s.request(client, "GET", path, headers);
+    (reply.status, reply.body)
 }
 
 /// Finding 1: with a forward-auth source for `ssl-client-cert` trusted from 127.0.0.1 (where
@@ -97,7 +67,7 @@ fn ext_authz_never_reads_a_header_the_client_can_send_through_envoy() {
         ("x-amzn-mtls-clientcert-leaf", &admin),
     ];
     for (header, value) in forged {
-        let (status, body) = s.send(None, "/api/jobs", vec![(header, value)]);
+        let (status, body) = send(&s, None, "/api/jobs", vec![(header, value)]);
         assert_eq!(
             (status, body.contains("no_client_certificate")),
             (401, true),
@@ -106,7 +76,8 @@ fn ext_authz_never_reads_a_header_the_client_can_send_through_envoy() {
         );
     }
     // With a certificate of its own, the client is itself, whatever it sends.
-    let (status, body) = s.send(
+    let (status, body) = send(
+        &s,
         Some(&s.worker),
         "/api/jobs",
         vec![("ssl-client-cert", &admin)],
@@ -297,7 +268,7 @@ fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
         ("ESCAPED_SLASHES_ACTION", "KEEP_UNCHANGED"),
     ]);
     for path in CLIMBING_PATHS {
-        let (status, body) = s.send(Some(&s.worker), path, vec![]);
+        let (status, body) = send(&s, Some(&s.worker), path, vec![]);
         assert_eq!(
             (status, body.contains("\"error\":\"malformed_request\"")),
             (400, true),
@@ -308,10 +279,10 @@ fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
     assert_eq!(s.upstream.requests(), 0, "the app was reached");
     // What the worker may do still works, encoded or not.
     for path in ["/api/jobs", "/api/%6Aobs?x=..%2f"] {
-        let (status, body) = s.send(Some(&s.worker), path, vec![]);
+        let (status, body) = send(&s, Some(&s.worker), path, vec![]);
         assert_eq!(status, 200, "{path}: {body}");
     }
-    let (status, body) = s.send(Some(&s.admin), "/api/..;/admin", vec![]);
+    let (status, body) = send(&s, Some(&s.admin), "/api/..;/admin", vec![]);
     assert_eq!(status, 400, "even an admin's ambiguous path: {body}");
     drop(s);
 
@@ -320,7 +291,7 @@ fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
     // for the worker.
     let s = envoy_setup();
     for path in CLIMBING_PATHS {
-        let (status, body) = s.send(Some(&s.worker), path, vec![]);
+        let (status, body) = send(&s, Some(&s.worker), path, vec![]);
         assert_ne!(status, 200, "{path}: {body}");
     }
     assert_eq!(s.upstream.requests(), 0, "the app was reached");
