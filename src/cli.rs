@@ -662,7 +662,7 @@ fn principal_row(p: &Principal) -> String {
     format!(
         "{:<40} {:<10} {:<10} {:<20} {}\n",
         p.principal_id,
-        p.principal_type,
+        p.principal_type.as_deref().unwrap_or("-"),
         p.status.as_str(),
         p.roles.as_ref().map_or("-".to_owned(), |r| r.join(",")),
         p.suspended_reason.as_deref().unwrap_or("")
@@ -683,12 +683,12 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             let (_, store) = open_or_create(config_path(config)?).await?;
             let principal = Principal {
                 principal_id: id,
-                principal_type,
+                principal_type: Some(principal_type),
                 status: PrincipalStatus::Active,
                 suspended_at: None,
                 suspended_reason: None,
                 roles,
-                created_at: clock::unix_millis(),
+                created_at: Some(clock::unix_millis()),
             };
             store.create_principal(&principal).await?;
             (vec![principal], output.output)
@@ -749,33 +749,44 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// A certificate as JSON: its fields, `revocation_only` (true for a record that only says
+/// the serial is revoked, with no registration) and the expiry as RFC 3339 when known.
 fn cert_json(c: &CertificateRecord) -> Value {
     let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
-        map.insert(
-            "expires_at_rfc3339".into(),
-            json!(certgate::authz::rfc3339(c.expires_at / 1000)),
-        );
+        map.insert("revocation_only".into(), json!(c.registration.is_none()));
+        if let Some(at) = c.expires_at() {
+            map.insert(
+                "expires_at_rfc3339".into(),
+                json!(certgate::authz::rfc3339(at / 1000)),
+            );
+        }
     }
     v
 }
 
 fn cert_row(c: &CertificateRecord) -> String {
+    let status = if c.revoked {
+        format!(
+            "revoked ({}){}",
+            c.revocation_reason.as_deref().unwrap_or("unspecified"),
+            if c.registration.is_none() {
+                ", revocation-only record"
+            } else {
+                ""
+            }
+        )
+    } else if c.expires_at().is_some_and(|at| at < clock::unix_millis()) {
+        "expired".to_owned()
+    } else {
+        "valid".to_owned()
+    };
     format!(
-        "{:<34} {:<36} {:<21} {}\n",
+        "{:<34} {:<36} {:<21} {status}\n",
         c.serial_number,
-        c.principal_id,
-        certgate::authz::rfc3339(c.expires_at / 1000),
-        if c.revoked {
-            format!(
-                "revoked ({})",
-                c.revocation_reason.as_deref().unwrap_or("unspecified")
-            )
-        } else if c.expires_at < clock::unix_millis() {
-            "expired".to_owned()
-        } else {
-            "valid".to_owned()
-        }
+        c.principal_id().unwrap_or("-"),
+        c.expires_at()
+            .map_or_else(|| "-".to_owned(), |at| certgate::authz::rfc3339(at / 1000)),
     )
 }
 
@@ -845,7 +856,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                 .list_certificates(principal.as_deref(), before)
                 .await?;
             if before.is_some() {
-                all.retain(|c| c.expires_at >= now);
+                all.retain(|c| c.expires_at().is_some_and(|at| at >= now));
             }
             if output.output == Output::Json {
                 print(

@@ -14,9 +14,12 @@
 //!   `expires_at`) and `by_expiry` (`expiry_bucket`, `expires_at`).
 //!
 //! Every call has an explicit deadline and retry budget so a slow DynamoDB cannot hold a
-//! check past Envoy's timeout; what the table holds is read strictly — a record with a
-//! missing attribute, a wrong type or an unknown status is `StoreError::Corrupt`, which the
-//! decision turns into a deny.
+//! check past Envoy's timeout. What decides access is read strictly — a principal without a
+//! known `status`, a certificate without a BOOL `revoked`, a wrong type in an attribute that
+//! is read is `StoreError::Corrupt`, which the decision turns into a deny; `principal_type`
+//! and `created_at` may be missing, extra attributes are ignored, and a certificate item with
+//! `revoked = true` is a revocation whatever else it lacks (README "Store", table of
+//! attributes).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,8 +37,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    CertificateRecord, EpochMillis, Outage, OutageCause, Principal, PrincipalStatus, Store,
-    StoreError,
+    CertificateRecord, EpochMillis, Outage, OutageCause, Principal, PrincipalStatus, Registration,
+    Store, StoreError,
 };
 
 /// Value of `expiry_bucket` on every certificate: the one partition of the expiry index.
@@ -438,22 +441,24 @@ impl DynamoStore {
     fn certificate_item(&self, c: &CertificateRecord) -> Item {
         let mut item = Item::new();
         item.insert("serial_number".into(), s(&c.serial_number));
-        item.insert("principal_id".into(), s(&c.principal_id));
-        item.insert("issuer".into(), s(&c.issuer));
-        item.insert("fingerprint_sha256".into(), s(&c.sha256));
-        item.insert("not_before".into(), n(c.not_before));
-        item.insert("expires_at".into(), n(c.expires_at));
+        if let Some(r) = &c.registration {
+            item.insert("principal_id".into(), s(&r.principal_id));
+            item.insert("issuer".into(), s(&r.issuer));
+            item.insert("fingerprint_sha256".into(), s(&r.sha256));
+            item.insert("not_before".into(), n(r.not_before));
+            item.insert("expires_at".into(), n(r.expires_at));
+            item.insert("expiry_bucket".into(), s(EXPIRY_BUCKET));
+            if let Some(keep) = self.settings.purge_expired_after {
+                let secs = r.expires_at.div_euclid(1000) + keep.as_secs() as i64;
+                item.insert(PURGE_AT.into(), n(secs));
+            }
+        }
         item.insert("revoked".into(), AttributeValue::Bool(c.revoked));
         if let Some(at) = c.revoked_at {
             item.insert("revoked_at".into(), n(at));
         }
         if let Some(r) = &c.revocation_reason {
             item.insert("revocation_reason".into(), s(r));
-        }
-        item.insert("expiry_bucket".into(), s(EXPIRY_BUCKET));
-        if let Some(keep) = self.settings.purge_expired_after {
-            let secs = c.expires_at.div_euclid(1000) + keep.as_secs() as i64;
-            item.insert(PURGE_AT.into(), n(secs));
         }
         item
     }
@@ -598,34 +603,59 @@ fn read_principal(item: &Item) -> Result<Principal, StoreError> {
     };
     Ok(Principal {
         principal_id: f.str("principal_id")?,
-        principal_type: f.str("principal_type")?,
+        principal_type: f.opt_str("principal_type")?,
         status,
         suspended_at: f.opt_num("suspended_at")?,
         suspended_reason: f.opt_str("suspended_reason")?,
         roles: f.opt_str_list("roles")?,
-        created_at: f.num("created_at")?,
+        created_at: f.opt_num("created_at")?,
     })
 }
 
+/// A certificate item. `revoked` decides and is read strictly (missing or not a BOOL:
+/// corrupt). An item with `revoked = true` is a revocation whatever else it holds: when its
+/// registration attributes are missing or unreadable it is a revocation-only record, and
+/// unreadable `revoked_at`/`revocation_reason` are left out of it. An item with
+/// `revoked = false` must be a complete registration.
 fn read_certificate(item: &Item) -> Result<CertificateRecord, StoreError> {
     let f = Fields::new(item, "serial_number");
+    let serial_number = f.str("serial_number")?;
+    let revoked = f.bool("revoked")?;
+    let registration = read_registration(&f);
+    if revoked {
+        return Ok(CertificateRecord {
+            serial_number,
+            registration: registration.ok(),
+            revoked,
+            revoked_at: f.opt_num("revoked_at").ok().flatten(),
+            revocation_reason: f.opt_str("revocation_reason").ok().flatten(),
+        });
+    }
     Ok(CertificateRecord {
-        serial_number: f.str("serial_number")?,
+        serial_number,
+        registration: Some(registration?),
+        revoked,
+        revoked_at: f.opt_num("revoked_at")?,
+        revocation_reason: f.opt_str("revocation_reason")?,
+    })
+}
+
+fn read_registration(f: &Fields<'_>) -> Result<Registration, StoreError> {
+    Ok(Registration {
         principal_id: f.str("principal_id")?,
         issuer: f.str("issuer")?,
         sha256: f.str("fingerprint_sha256")?,
         not_before: f.num("not_before")?,
         expires_at: f.num("expires_at")?,
-        revoked: f.bool("revoked")?,
-        revoked_at: f.opt_num("revoked_at")?,
-        revocation_reason: f.opt_str("revocation_reason")?,
     })
 }
 
 fn principal_item(p: &Principal) -> Item {
     let mut item = Item::new();
     item.insert("principal_id".into(), s(&p.principal_id));
-    item.insert("principal_type".into(), s(&p.principal_type));
+    if let Some(t) = &p.principal_type {
+        item.insert("principal_type".into(), s(t));
+    }
     item.insert("status".into(), s(p.status.as_str()));
     if let Some(at) = p.suspended_at {
         item.insert("suspended_at".into(), n(at));
@@ -639,12 +669,16 @@ fn principal_item(p: &Principal) -> Item {
             AttributeValue::L(roles.iter().map(|r| s(r)).collect()),
         );
     }
-    item.insert("created_at".into(), n(p.created_at));
+    if let Some(at) = p.created_at {
+        item.insert("created_at".into(), n(at));
+    }
     item
 }
 
 fn sort_certificates(certs: &mut [CertificateRecord]) {
-    certs.sort_by(|a, b| (a.expires_at, &a.serial_number).cmp(&(b.expires_at, &b.serial_number)));
+    certs.sort_by(|a, b| {
+        (a.expires_at(), &a.serial_number).cmp(&(b.expires_at(), &b.serial_number))
+    });
 }
 
 #[async_trait]
