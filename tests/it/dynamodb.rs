@@ -17,6 +17,7 @@ use super::store_conformance::{moto_settings, moto_store};
 use super::world::{Client, World, cli_with_env, config_yaml, run_async};
 
 const PRINCIPALS: &str = "e2e_principals";
+const CERTIFICATES: &str = "e2e_certificates";
 
 /// A replica: its configuration, certgate, and an Envoy in front of it.
 struct Replica {
@@ -37,7 +38,7 @@ fn store_yaml(moto: &Moto) -> String {
     format!(
         "store:\n  backend: dynamodb\n  cache_ttl: 1s\n  stale_if_error: 4s\n  dynamodb:\n    \
          region: eu-west-1\n    endpoint_url: \"{}\"\n    principals_table: {PRINCIPALS}\n    \
-         certificates_table: e2e_certificates\n",
+         certificates_table: {CERTIFICATES}\n",
         moto.endpoint()
     )
 }
@@ -195,6 +196,51 @@ impl Fleet {
         });
     }
 
+    /// The airunner runbook's "Revoke a Specific Certificate", exactly: an unconditional
+    /// `aws dynamodb update-item --table-name … --key '{"serial_number": {"S": "<serial>"}}'
+    /// --update-expression "SET revoked = :true, revoked_at = :now, revocation_reason = :reason"`.
+    /// On a serial that was never registered it creates an item with only these attributes.
+    fn runbook_revoke(&self, serial: &str, reason: &str) {
+        let settings = moto_settings(&self.moto, "e2e");
+        let (serial, reason) = (serial.to_owned(), reason.to_owned());
+        run_async(async move {
+            let store = moto_store(settings, Purpose::Admin).await;
+            store
+                .client()
+                .update_item()
+                .table_name(CERTIFICATES)
+                .key("serial_number", AttributeValue::S(serial))
+                .update_expression(
+                    "SET revoked = :true, revoked_at = :now, revocation_reason = :reason",
+                )
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
+                .expression_attribute_values(":now", AttributeValue::N(now_ms()))
+                .expression_attribute_values(":reason", AttributeValue::S(reason))
+                .send()
+                .await
+                .expect("update-item");
+        });
+    }
+
+    /// `SET revoked = :v` with any value, unconditionally.
+    fn runbook_revoke_raw(&self, serial: &str, value: AttributeValue) {
+        let settings = moto_settings(&self.moto, "e2e");
+        let serial = serial.to_owned();
+        run_async(async move {
+            let store = moto_store(settings, Purpose::Admin).await;
+            store
+                .client()
+                .update_item()
+                .table_name(CERTIFICATES)
+                .key("serial_number", AttributeValue::S(serial))
+                .update_expression("SET revoked = :v")
+                .expression_attribute_values(":v", value)
+                .send()
+                .await
+                .expect("update-item");
+        });
+    }
+
     /// A raw `PutItem` replacing a principal record with `item`.
     fn put_principal(&self, item: Vec<(&str, AttributeValue)>) {
         let settings = moto_settings(&self.moto, "e2e");
@@ -224,6 +270,15 @@ impl Fleet {
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
+}
+
+/// Now, in epoch milliseconds, as DynamoDB number text (`date +%s%3N`).
+fn now_ms() -> String {
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .expect("clock")
+        .as_millis()
+        .to_string()
 }
 
 fn assert_reason(replies: &[Reply], error: &str, message: &str) {
@@ -259,18 +314,13 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
 
     // The runbook's fallback: aws dynamodb update-item ... --update-expression
     // "SET #s = :s, suspended_reason = :r, suspended_at = :t"
-    let now_ms = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .expect("clock")
-        .as_millis()
-        .to_string();
     fleet.update_principal(
         "worker-1@example.com",
         "SET #s = :s, suspended_reason = :r, suspended_at = :t",
         vec![
             (":s", s("suspended")),
             (":r", s("RB-12 emergency: key exfiltrated")),
-            (":t", AttributeValue::N(now_ms)),
+            (":t", AttributeValue::N(now_ms())),
         ],
     );
     let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
@@ -310,9 +360,9 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
         (
             good(s("active"))
                 .into_iter()
-                .filter(|(k, _)| *k != "principal_type")
+                .filter(|(k, _)| *k != "status")
                 .collect(),
-            "attribute principal_type is missing",
+            "attribute status is missing",
         ),
     ];
     for (item, why) in bad {
@@ -333,6 +383,126 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
     }
     fleet.put_principal(good(s("active")));
     fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+}
+
+/// The airunner runbook's unconditional revoke, on a serial certgate never registered and on
+/// a registered one: 401 `certificate_revoked` with the reason on every replica, and the CLI
+/// shows the unregistered one as a revocation-only record.
+#[test]
+fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    // Enrolled, but its certificate was never registered: allowed until revoked.
+    let stranger = fleet.world.client(
+        "stranger",
+        "worker-2@example.com",
+        &World::spec("worker-2@example.com", "worker", "worker-2.example.com"),
+    );
+    let (code, out) = fleet.cli(&[
+        "principal",
+        "create",
+        "worker-2@example.com",
+        "--type",
+        "worker",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    fleet.all_answer(&stranger, 200, Duration::from_secs(10));
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+
+    fleet.runbook_revoke(&stranger.serial, "key_compromise");
+    let replies = fleet.all_answer(&stranger, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "certificate_revoked", "key_compromise");
+    assert_reason(&replies, "certificate_revoked", &stranger.serial);
+    for r in &replies {
+        assert!(
+            !r.body.contains("principal_id"),
+            "no table layout: {}",
+            r.body
+        );
+    }
+
+    let (code, out) = fleet.cli(&["cert", "get", &stranger.serial, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["revocation_only"], true, "{got}");
+    assert_eq!(got["revoked"], true, "{got}");
+    assert_eq!(got["revocation_reason"], "key_compromise", "{got}");
+    let (code, out) = fleet.cli(&["cert", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&stranger.serial))
+        .unwrap_or_else(|| panic!("{} listed: {out}", stranger.serial));
+    assert!(
+        line.contains("revoked (key_compromise), revocation-only record"),
+        "{out}"
+    );
+    let (code, out) = fleet.cli(&["cert", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&stranger.serial), "{out}");
+
+    // A registered certificate: the same command keeps its registration.
+    fleet.runbook_revoke(&worker.serial, "superseded");
+    let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "certificate_revoked", "superseded");
+    let (code, out) = fleet.cli(&["cert", "get", &worker.serial, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["revocation_only"], false, "{got}");
+    assert_eq!(got["principal_id"], "worker-1@example.com", "{got}");
+
+    // What decides stays strict: a `revoked` that is not a BOOL is refused, never allowed.
+    fleet.runbook_revoke_raw(&stranger.serial, AttributeValue::S("true".into()));
+    let replies = fleet.all_answer(&stranger, 503, TTL_AND_SLACK);
+    assert_reason(&replies, "store_unavailable", "revoked is not of type BOOL");
+}
+
+/// A principal item as a deployment older than certgate wrote it: no `principal_type`, no
+/// `created_at`, attributes certgate does not know. The type then comes from the
+/// certificate (OID/OU), the roles from `roles_by_type`; the CLI shows it.
+#[test]
+fn principal_items_without_type_or_creation_time_and_with_extra_attributes_are_served() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+    fleet.put_principal(vec![
+        ("principal_id", s("worker-1@example.com")),
+        ("status", s("active")),
+        ("email", s("worker-1@example.com")),
+        ("team", s("ml-infra")),
+        ("last_login", AttributeValue::N("1700000000000".into())),
+        ("tags", AttributeValue::L(vec![s("gpu")])),
+    ]);
+    // Served with the type of the certificate, not refused as corrupt.
+    let ok = wait_until(TTL_AND_SLACK, || {
+        fleet.replicas.iter().all(|r| {
+            let reply = fleet.get(r, &worker);
+            reply.status == 200
+                && reply.upstream_header("x-client-principal-type").as_deref() == Some("worker")
+        })
+    });
+    assert!(ok, "{:?}\n{}", fleet.statuses(&worker), fleet.logs());
+    let (code, out) = fleet.cli(&["principal", "get", "worker-1@example.com", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["principal_type"], serde_json::Value::Null, "{got}");
+    assert_eq!(got["created_at"], serde_json::Value::Null, "{got}");
+    let (code, out) = fleet.cli(&["principal", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("worker-1@example.com"), "{out}");
+
+    // Suspension through the runbook still works on such an item, and still decides.
+    fleet.update_principal(
+        "worker-1@example.com",
+        "SET #s = :s, suspended_reason = :r, suspended_at = :t",
+        vec![
+            (":s", s("suspended")),
+            (":r", s("INC-9")),
+            (":t", AttributeValue::N(now_ms())),
+        ],
+    );
+    let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "principal_suspended", "INC-9");
 }
 
 #[test]

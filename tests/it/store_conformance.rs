@@ -113,7 +113,11 @@ async fn conformance(store: Arc<dyn Store>) {
         suspended.suspended_reason.as_deref(),
         Some("INC-4711: key on a laptop that was stolen")
     );
-    assert_eq!(suspended.principal_type.as_deref(), Some("user"), "other fields untouched");
+    assert_eq!(
+        suspended.principal_type.as_deref(),
+        Some("user"),
+        "other fields untouched"
+    );
     assert_eq!(
         store.get_principal("alice@example.com").await.unwrap(),
         Some(suspended)
