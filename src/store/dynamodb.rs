@@ -904,6 +904,55 @@ mod tests {
     }
 
     #[test]
+    fn principal_type_and_created_at_may_be_missing_and_extra_attributes_are_ignored() {
+        let mut it = good_principal();
+        it.remove("principal_type");
+        it.remove("created_at");
+        it.insert("team".into(), s("ml-infra"));
+        it.insert("last_login".into(), AttributeValue::Bool(true));
+        let p = read_principal(&it).unwrap();
+        assert_eq!((p.principal_type, p.created_at), (None, None));
+        assert_eq!(p.status, PrincipalStatus::Suspended);
+        let back = principal_item(&read_principal(&it).unwrap());
+        assert!(!back.contains_key("principal_type") && !back.contains_key("created_at"));
+    }
+
+    #[test]
+    fn a_revoked_item_is_a_revocation_whatever_else_it_lacks() {
+        // What the runbook's unconditional `update-item` creates on an unknown serial.
+        let only = item(&[
+            ("serial_number", s("0b")),
+            ("revoked", AttributeValue::Bool(true)),
+            ("revoked_at", n(9)),
+            ("revocation_reason", s("key_compromise")),
+        ]);
+        let c = read_certificate(&only).unwrap();
+        assert!(c.revoked && c.registration.is_none());
+        assert_eq!(c.revocation_reason.as_deref(), Some("key_compromise"));
+        assert_eq!(c.revoked_at, Some(9));
+        // Partial or malformed registration, malformed details: still a revocation.
+        let mut partial = only.clone();
+        partial.insert("principal_id".into(), s("alice"));
+        partial.insert("expires_at".into(), s("soon"));
+        partial.insert("revoked_at".into(), s("yesterday"));
+        let c = read_certificate(&partial).unwrap();
+        assert!(c.revoked && c.registration.is_none() && c.revoked_at.is_none());
+        // Not revoked: everything is required.
+        let mut not_revoked = only.clone();
+        not_revoked.insert("revoked".into(), AttributeValue::Bool(false));
+        let err = read_certificate(&not_revoked).unwrap_err().to_string();
+        assert!(
+            err.contains("0b") && err.contains("principal_id is missing"),
+            "{err}"
+        );
+        // Missing `revoked`: corrupt, never read as not revoked.
+        let mut no_flag = only;
+        no_flag.remove("revoked");
+        let err = read_certificate(&no_flag).unwrap_err().to_string();
+        assert!(err.contains("revoked is missing"), "{err}");
+    }
+
+    #[test]
     fn certificate_items_need_a_boolean_revoked() {
         let mut it = item(&[
             ("serial_number", s("0a")),
