@@ -618,6 +618,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn incomplete_records_are_refused_not_filled_in() {
+        let (_dir, store) = open();
+        let only = CertificateRecord {
+            registration: None,
+            revoked: true,
+            ..cert("0c", "alice", 5)
+        };
+        let err = store.register_certificate(&only).await.unwrap_err();
+        assert!(err.to_string().contains("revocation-only"), "{err}");
+        assert_eq!(store.get_certificate("0c").await.unwrap(), None);
+        let untyped = Principal {
+            principal_type: None,
+            ..principal("bob")
+        };
+        let err = store.create_principal(&untyped).await.unwrap_err();
+        assert!(err.to_string().contains("with a type"), "{err}");
+        assert_eq!(store.get_principal("bob").await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn register_revoke_and_list_certificates() {
         let (_dir, store) = open();
         for c in [
