@@ -117,6 +117,16 @@ enum StoreCommand {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Read-only: scan both DynamoDB tables and report, per kind of problem, how many items
+    /// certgate would refuse (503 for whoever they concern) or read with documented
+    /// defaults, with a few example keys. Run it before pointing replicas at tables that
+    /// existed before certgate. Exit 0 when nothing would be refused, 1 otherwise.
+    ///
+    /// Example: certgate store check --config certgate.yaml -o json
+    Check {
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Copy every principal and certificate from this configuration's store into the
     /// store of another configuration (e.g. embedded → DynamoDB). Records that already
     /// exist in the target are left as they are and counted. Run `store init` on the
@@ -421,6 +431,29 @@ fn require_store_file(config: &Config) -> Result<(), Failure> {
     )))
 }
 
+fn store_check_text(tables: &[store::dynamodb::TableCheck]) -> String {
+    let mut text = String::new();
+    for t in tables {
+        text.push_str(&format!(
+            "{} ({}): {} items, {} refused, {} read with defaults\n",
+            t.kind, t.table, t.items, t.refused, t.defaults
+        ));
+        for p in &t.problems {
+            let finding = match p.finding {
+                store::dynamodb::Finding::Refused => "refused",
+                store::dynamodb::Finding::Defaults => "defaults",
+            };
+            text.push_str(&format!(
+                "  {finding:<8} {:>6}  {}  e.g. {}\n",
+                p.count,
+                p.problem,
+                p.examples.join(", ")
+            ));
+        }
+    }
+    text
+}
+
 async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode, Failure> {
     match cmd {
         StoreCommand::Init { output } => {
@@ -441,6 +474,30 @@ async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode
                 report.iter().map(|line| format!("{line}\n")).collect()
             });
             Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Check { output } => {
+            let config = Config::load(config_path)?;
+            let StoreBackend::DynamoDb(settings) = &config.store.backend else {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "store check reads DynamoDB tables; the embedded store's schema is \
+                     enforced by SQLite"
+                )));
+            };
+            let tables = DynamoStore::connect(settings.clone(), Purpose::Admin)
+                .await?
+                .check_tables()
+                .await?;
+            let refused: u64 = tables.iter().map(|t| t.refused).sum();
+            print(
+                output.output,
+                &json!({ "refused": refused, "tables": tables }),
+                || store_check_text(&tables),
+            );
+            Ok(if refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         StoreCommand::Migrate { to, output } => {
             let (_, from) = open_existing(config_path).await?;

@@ -744,3 +744,165 @@ fn web_identity_credentials_irsa_style() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("store unavailable"), "{out}");
 }
+
+/// A raw `PutItem` of `item` into `table`.
+fn put_item(moto: &Moto, table: &str, item: Vec<(&str, AttributeValue)>) {
+    let settings = moto_settings(moto, "e2e");
+    let table = table.to_owned();
+    let item = item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    run_async(async move {
+        let store = moto_store(settings, Purpose::Admin).await;
+        store
+            .client()
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put-item");
+    });
+}
+
+/// `store check` on tables holding airunner-shaped items: what would be refused and what is
+/// read with defaults, per kind, with example keys; exit 1 while anything is refused.
+#[test]
+fn store_check_reports_refused_and_defaulted_items() {
+    let world = World::new();
+    let moto = Moto::start();
+    let config = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
+    let cli = |args: &[&str]| cli_with_env(&config, args, AWS_ENV);
+    let (code, out) = cli(&["store", "init"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&["principal", "create", "ok@example.com", "--type", "worker"]);
+    assert_eq!(code, 0, "{out}");
+    let n = |v: &str| AttributeValue::N(v.to_owned());
+    for id in ["legacy-1@example.com", "legacy-2@example.com"] {
+        put_item(
+            &moto,
+            PRINCIPALS,
+            vec![
+                ("principal_id", s(id)),
+                ("status", s("active")),
+                ("email", s(id)),
+            ],
+        );
+    }
+    put_item(
+        &moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s("paused@example.com")),
+            ("principal_type", s("worker")),
+            ("status", s("paused")),
+            ("created_at", n("1")),
+        ],
+    );
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s("0a")),
+            ("revoked", AttributeValue::Bool(true)),
+            ("revoked_at", n("1")),
+            ("revocation_reason", s("key_compromise")),
+        ],
+    );
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s("0b")),
+            ("principal_id", s("ok@example.com")),
+            ("issuer", s("CN=CA")),
+            ("fingerprint_sha256", s("ab")),
+            ("not_before", n("1")),
+            ("expires_at", n("2")),
+            ("revoked", s("false")),
+        ],
+    );
+
+    let (code, out) = cli(&["store", "check", "-o", "json"]);
+    assert_eq!(code, 1, "something would be refused: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["refused"], 2, "{report}");
+    let table = |kind: &str| {
+        report["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} in {report}"))
+    };
+    let problem = |t: &serde_json::Value, text: &str| {
+        t["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .find(|p| p["problem"].as_str().unwrap_or_default().contains(text))
+            .cloned()
+            .unwrap_or_else(|| panic!("{text:?} in {t}"))
+    };
+    let principals = table("principals");
+    assert_eq!(
+        (
+            principals["items"].clone(),
+            principals["refused"].clone(),
+            principals["defaults"].clone()
+        ),
+        (4.into(), 1.into(), 2.into()),
+        "{principals}"
+    );
+    let status = problem(&principals, "unknown status");
+    assert_eq!(status["finding"], "refused", "{status}");
+    assert_eq!(
+        status["examples"],
+        serde_json::json!(["paused@example.com"])
+    );
+    let untyped = problem(&principals, "principal_type missing");
+    assert_eq!(untyped["finding"], "defaults", "{untyped}");
+    assert_eq!(untyped["count"], 2, "{untyped}");
+    assert_eq!(
+        untyped["examples"],
+        serde_json::json!(["legacy-1@example.com", "legacy-2@example.com"])
+    );
+    assert_eq!(problem(&principals, "created_at missing")["count"], 2);
+    assert_eq!(problem(&principals, "extra attributes")["count"], 2);
+    let certificates = table("certificates");
+    assert_eq!(certificates["refused"], 1, "{certificates}");
+    let bad = problem(&certificates, "revoked is not of type BOOL");
+    assert_eq!(bad["examples"], serde_json::json!(["0b"]));
+    let only = problem(&certificates, "revocation-only record");
+    assert_eq!(only["finding"], "defaults", "{only}");
+    assert_eq!(only["examples"], serde_json::json!(["0a"]));
+
+    // Repaired: nothing refused, exit 0; the text form lists what is read with defaults.
+    put_item(
+        &moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s("paused@example.com")),
+            ("principal_type", s("worker")),
+            ("status", s("suspended")),
+            ("created_at", n("1")),
+        ],
+    );
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s("0b")),
+            ("revoked", AttributeValue::Bool(true)),
+        ],
+    );
+    let (code, out) = cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("principals (e2e_principals): 4 items, 0 refused, 2 read with defaults"),
+        "{out}"
+    );
+    assert!(
+        out.contains("e.g. legacy-1@example.com, legacy-2@example.com"),
+        "{out}"
+    );
+}
