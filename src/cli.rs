@@ -114,6 +114,11 @@ enum StoreCommand {
     ///
     /// Example: certgate store init --config certgate.yaml
     Init {
+        /// Also adopt DynamoDB tables that existed before certgate: add certgate's indexes
+        /// to the certificates table and set `expiry_bucket` on registered certificates that
+        /// lack it, touching no other attribute.
+        #[arg(long)]
+        adopt: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -456,7 +461,7 @@ fn store_check_text(tables: &[store::dynamodb::TableCheck]) -> String {
 
 async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode, Failure> {
     match cmd {
-        StoreCommand::Init { output } => {
+        StoreCommand::Init { adopt, output } => {
             let config = Config::load(config_path)?;
             let report = match &config.store.backend {
                 StoreBackend::Embedded { path } => {
@@ -464,10 +469,12 @@ async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode
                     vec![format!("embedded store {} ready", path.display())]
                 }
                 StoreBackend::DynamoDb(settings) => {
-                    DynamoStore::connect(settings.clone(), Purpose::Admin)
-                        .await?
-                        .init_tables()
-                        .await?
+                    let store = DynamoStore::connect(settings.clone(), Purpose::Admin).await?;
+                    let mut report = store.init_tables().await?;
+                    if adopt {
+                        report.extend(store.adopt_tables().await?);
+                    }
+                    report
                 }
             };
             print(output.output, &json!({ "result": report }), || {

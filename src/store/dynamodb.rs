@@ -323,6 +323,167 @@ impl DynamoStore {
         }
     }
 
+    /// `store init --adopt`, after [`DynamoStore::init_tables`]: give tables that existed
+    /// before certgate (created with their hash keys only) certgate's indexes, and set
+    /// `expiry_bucket` on the registered certificates that lack it. Other attributes are
+    /// not touched; safe to run again.
+    pub async fn adopt_tables(&self) -> Result<Vec<String>, StoreError> {
+        let table = &self.settings.certificates_table;
+        let mut report = Vec::new();
+        for (name, hash) in [
+            (BY_PRINCIPAL_INDEX, "principal_id"),
+            (BY_EXPIRY_INDEX, "expiry_bucket"),
+        ] {
+            report.push(self.adopt_index(table, name, hash).await?);
+        }
+        let mut set = 0u64;
+        for item in self.scan_all(table).await? {
+            let registered = matches!(item.get("principal_id"), Some(AttributeValue::S(_)))
+                && matches!(item.get("expires_at"), Some(AttributeValue::N(_)));
+            let Some(AttributeValue::S(serial)) = item.get("serial_number") else {
+                continue;
+            };
+            if !registered || item.contains_key("expiry_bucket") {
+                continue;
+            }
+            let res = self
+                .client
+                .update_item()
+                .table_name(table)
+                .key("serial_number", s(serial))
+                .update_expression("SET expiry_bucket = :b")
+                .condition_expression(
+                    "attribute_exists(serial_number) AND attribute_not_exists(expiry_bucket)",
+                )
+                .expression_attribute_values(":b", s(EXPIRY_BUCKET))
+                .send()
+                .await;
+            match res {
+                Ok(_) => set += 1,
+                // Deleted or set by someone else meanwhile.
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk_error(table, e)),
+            }
+        }
+        report.push(format!(
+            "{table}: expiry_bucket set on {set} certificate(s)"
+        ));
+        Ok(report)
+    }
+
+    /// Create index `name` (`hash`, `expires_at`) on `table` unless it exists; waits until
+    /// it is active. A provisioned table's index gets the table's capacity.
+    async fn adopt_index(&self, table: &str, name: &str, hash: &str) -> Result<String, StoreError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, e))?;
+        let found = described.table();
+        let existing = found
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .find(|i| i.index_name() == Some(name));
+        if let Some(index) = existing {
+            let keys: Vec<_> = index
+                .key_schema()
+                .iter()
+                .map(|k| (k.attribute_name(), k.key_type().clone()))
+                .collect();
+            if keys != [(hash, KeyType::Hash), ("expires_at", KeyType::Range)] {
+                return Err(StoreError::Unavailable(
+                    format!(
+                        "table {table} has an index {name} with keys {keys:?}; certgate needs \
+                         {hash} (hash), expires_at (range)"
+                    )
+                    .into(),
+                ));
+            }
+            return Ok(format!("{table}: index {name} exists"));
+        }
+        let attr = |n: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(t)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+        };
+        let key_elem = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+        };
+        let mut create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+            .index_name(name)
+            .key_schema(key_elem(hash, KeyType::Hash)?)
+            .key_schema(key_elem("expires_at", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            );
+        let on_demand = found
+            .and_then(|t| t.billing_mode_summary())
+            .and_then(|b| b.billing_mode())
+            == Some(&BillingMode::PayPerRequest);
+        if !on_demand && let Some(capacity) = found.and_then(|t| t.provisioned_throughput()) {
+            create = create.provisioned_throughput(
+                aws_sdk_dynamodb::types::ProvisionedThroughput::builder()
+                    .read_capacity_units(capacity.read_capacity_units().unwrap_or(1).max(1))
+                    .write_capacity_units(capacity.write_capacity_units().unwrap_or(1).max(1))
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string().into()))?,
+            );
+        }
+        let create = create
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
+        let hash_type = ScalarAttributeType::S;
+        self.client
+            .update_table()
+            .table_name(table)
+            .attribute_definitions(attr(hash, hash_type)?)
+            .attribute_definitions(attr("expires_at", ScalarAttributeType::N)?)
+            .global_secondary_index_updates(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                    .create(create)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, e))?;
+        for _ in 0..1200 {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| sdk_error(table, e))?;
+            let active = described
+                .table()
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+                .iter()
+                .any(|i| {
+                    i.index_name() == Some(name)
+                        && i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+                });
+            if active {
+                return Ok(format!("{table}: index {name} created"));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(StoreError::Unavailable(
+            format!("index {name} of {table} did not become ACTIVE within 10 minutes").into(),
+        ))
+    }
+
     async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
         for _ in 0..120 {
             let found = self

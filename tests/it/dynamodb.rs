@@ -906,3 +906,149 @@ fn store_check_reports_refused_and_defaulted_items() {
         "{out}"
     );
 }
+
+/// `store init --adopt` on tables created the way the runbook's reference Terraform does (hash
+/// keys only, no certgate indexes, no TTL), holding airunner-shaped items: indexes and TTL
+/// added, `expiry_bucket` set, other attributes untouched; the principal is then served.
+#[test]
+fn store_init_adopt_gives_pre_existing_tables_certgates_indexes() {
+    let world = World::new();
+    let moto = Moto::start();
+    let config = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
+    let cli = |args: &[&str]| cli_with_env(&config, args, AWS_ENV);
+    let settings = moto_settings(&moto, "e2e");
+    run_async(async move {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let store = moto_store(settings, Purpose::Admin).await;
+        for (table, key) in [
+            (PRINCIPALS, "principal_id"),
+            (CERTIFICATES, "serial_number"),
+        ] {
+            store
+                .client()
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(key)
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .expect("key"),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(key)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .expect("attr"),
+                )
+                .send()
+                .await
+                .expect("create table");
+        }
+    });
+    let legacy = world.client(
+        "legacy",
+        "legacy@example.com",
+        &World::spec("legacy@example.com", "worker", "legacy.example.com"),
+    );
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let now = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .expect("clock")
+        .as_millis() as i64;
+    put_item(
+        &moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s("legacy@example.com")),
+            ("status", s("active")),
+            ("owner_team", s("ml-infra")),
+        ],
+    );
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s(&legacy.serial)),
+            ("principal_id", s("legacy@example.com")),
+            ("issuer", s("CN=e2e CA")),
+            ("fingerprint_sha256", s("ab")),
+            ("not_before", n(now - 86_400_000)),
+            ("expires_at", n(now + 5 * 86_400_000)),
+            ("revoked", AttributeValue::Bool(false)),
+            ("hostname", s("gpu-17")),
+        ],
+    );
+
+    let (code, out) = cli(&["store", "check"]);
+    assert_eq!(code, 0, "nothing refused: {out}");
+    assert!(out.contains("expiry_bucket missing"), "{out}");
+    let (code, out) = cli(&["store", "init", "--adopt"]);
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "e2e_principals: exists",
+        "TTL enabled on purge_at",
+        "e2e_certificates: index by_principal created",
+        "e2e_certificates: index by_expiry created",
+        "e2e_certificates: expiry_bucket set on 1 certificate(s)",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let (code, out) = cli(&["store", "init", "--adopt"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("index by_expiry exists"), "idempotent: {out}");
+    assert!(
+        out.contains("expiry_bucket set on 0 certificate(s)"),
+        "{out}"
+    );
+
+    for args in [
+        &["cert", "list", "--expiring-within", "30d", "-o", "json"][..],
+        &[
+            "cert",
+            "list",
+            "--principal",
+            "legacy@example.com",
+            "-o",
+            "json",
+        ],
+    ] {
+        let (code, out) = cli(args);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&legacy.serial), "{args:?}: {out}");
+    }
+    let settings = moto_settings(&moto, "e2e");
+    let serial = legacy.serial.clone();
+    run_async(async move {
+        let store = moto_store(settings, Purpose::Admin).await;
+        let item = store
+            .client()
+            .get_item()
+            .table_name(CERTIFICATES)
+            .key("serial_number", AttributeValue::S(serial))
+            .send()
+            .await
+            .expect("get-item")
+            .item
+            .expect("item");
+        assert_eq!(
+            item.get("hostname"),
+            Some(&s("gpu-17")),
+            "untouched: {item:?}"
+        );
+        assert_eq!(item.get("expiry_bucket"), Some(&s("all")), "{item:?}");
+    });
+    let (code, out) = cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("expiry_bucket missing"), "{out}");
+
+    // The adopted principal is served (the server's exact pipeline), typed by its certificate.
+    let cert = legacy.cert.to_str().expect("utf-8");
+    let (code, out) = cli(&["check", "--cert", cert, "--path", "/api/jobs", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"principal_type\": \"worker\""), "{out}");
+}
