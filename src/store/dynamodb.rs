@@ -711,8 +711,11 @@ fn problem_kind(err: &StoreError) -> String {
     }
 }
 
+/// One item's key and what certgate would make of it (each finding with its problem).
+type Classified = (String, Vec<(Finding, String)>);
+
 /// What certgate would make of one principal item: refused, or the defaults it applies.
-fn classify_principal(item: &Item) -> (String, Vec<(Finding, String)>) {
+fn classify_principal(item: &Item) -> Classified {
     let key = Fields::new(item, "principal_id").key.to_owned();
     let mut found = Vec::new();
     match read_principal(item) {
@@ -738,7 +741,7 @@ fn classify_principal(item: &Item) -> (String, Vec<(Finding, String)>) {
 }
 
 /// What certgate would make of one certificate item.
-fn classify_certificate(item: &Item) -> (String, Vec<(Finding, String)>) {
+fn classify_certificate(item: &Item) -> Classified {
     let key = Fields::new(item, "serial_number").key.to_owned();
     let mut found = Vec::new();
     match read_certificate(item) {
@@ -770,7 +773,7 @@ fn tally(
     kind: &'static str,
     table: &str,
     items: &[Item],
-    classify: fn(&Item) -> (String, Vec<(Finding, String)>),
+    classify: fn(&Item) -> Classified,
 ) -> TableCheck {
     let mut check = TableCheck {
         kind,
