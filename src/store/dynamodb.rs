@@ -266,20 +266,6 @@ impl DynamoStore {
             Err(e) if is_resource_not_found(&e) => {}
             Err(e) => return Err(sdk_error(table, e)),
         }
-        let attr = |name: &str, t: ScalarAttributeType| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(t)
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
-        };
-        let key_elem = |name: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(t)
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
-        };
         let mut req = self
             .client
             .create_table()
@@ -374,14 +360,8 @@ impl DynamoStore {
     /// Create index `name` (`hash`, `expires_at`) on `table` unless it exists; waits until
     /// it is active. A provisioned table's index gets the table's capacity.
     async fn adopt_index(&self, table: &str, name: &str, hash: &str) -> Result<String, StoreError> {
-        let described = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| sdk_error(table, e))?;
-        let found = described.table();
+        let described = self.describe(table).await?;
+        let found = described.as_ref();
         let existing = found
             .map(|t| t.global_secondary_indexes())
             .unwrap_or_default()
@@ -404,20 +384,6 @@ impl DynamoStore {
             }
             return Ok(format!("{table}: index {name} exists"));
         }
-        let attr = |n: &str, t: ScalarAttributeType| {
-            AttributeDefinition::builder()
-                .attribute_name(n)
-                .attribute_type(t)
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
-        };
-        let key_elem = |n: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(n)
-                .key_type(t)
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
-        };
         let mut create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
             .index_name(name)
             .key_schema(key_elem(hash, KeyType::Hash)?)
@@ -457,49 +423,56 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| sdk_error(table, e))?;
-        for _ in 0..1200 {
-            let described = self
-                .client
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .map_err(|e| sdk_error(table, e))?;
-            let active = described
-                .table()
-                .map(|t| t.global_secondary_indexes())
-                .unwrap_or_default()
-                .iter()
-                .any(|i| {
-                    i.index_name() == Some(name)
-                        && i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
-                });
-            if active {
-                return Ok(format!("{table}: index {name} created"));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        Err(StoreError::Unavailable(
-            format!("index {name} of {table} did not become ACTIVE within 10 minutes").into(),
-        ))
+        let active = |t: &aws_sdk_dynamodb::types::TableDescription| {
+            t.global_secondary_indexes().iter().any(|i| {
+                i.index_name() == Some(name)
+                    && i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+            })
+        };
+        self.wait_for(table, &format!("index {name} of {table}"), 1200, active)
+            .await?;
+        Ok(format!("{table}: index {name} created"))
+    }
+
+    /// `DescribeTable` of `table`.
+    async fn describe(
+        &self,
+        table: &str,
+    ) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, e))?;
+        Ok(out.table)
     }
 
     async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
-        for _ in 0..120 {
-            let found = self
-                .client
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .map_err(|e| sdk_error(table, e))?;
-            if found.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+        let active = |t: &aws_sdk_dynamodb::types::TableDescription| {
+            t.table_status() == Some(&TableStatus::Active)
+        };
+        self.wait_for(table, &format!("table {table}"), 120, active)
+            .await
+    }
+
+    /// Poll `DescribeTable` of `table` every 500ms, at most `polls` times, until `ready`.
+    async fn wait_for(
+        &self,
+        table: &str,
+        what: &str,
+        polls: u32,
+        ready: impl Fn(&aws_sdk_dynamodb::types::TableDescription) -> bool,
+    ) -> Result<(), StoreError> {
+        for _ in 0..polls {
+            if self.describe(table).await?.as_ref().is_some_and(&ready) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Err(StoreError::Unavailable(
-            format!("table {table} did not become ACTIVE within 60s").into(),
+            format!("{what} did not become ACTIVE within {}s", polls / 2).into(),
         ))
     }
 
@@ -830,6 +803,24 @@ impl DynamoStore {
 }
 
 type Item = HashMap<String, AttributeValue>;
+
+/// An attribute definition for a table's or index's key.
+fn attr(name: &str, t: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(t)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+}
+
+/// One element of a table's or index's key schema.
+fn key_elem(name: &str, t: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+}
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())

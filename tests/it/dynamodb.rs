@@ -201,61 +201,46 @@ impl Fleet {
     /// --update-expression "SET revoked = :true, revoked_at = :now, revocation_reason = :reason"`.
     /// On a serial that was never registered it creates an item with only these attributes.
     fn runbook_revoke(&self, serial: &str, reason: &str) {
-        let settings = moto_settings(&self.moto, "e2e");
-        let (serial, reason) = (serial.to_owned(), reason.to_owned());
-        run_async(async move {
-            let store = moto_store(settings, Purpose::Admin).await;
-            store
-                .client()
-                .update_item()
-                .table_name(CERTIFICATES)
-                .key("serial_number", AttributeValue::S(serial))
-                .update_expression(
-                    "SET revoked = :true, revoked_at = :now, revocation_reason = :reason",
-                )
-                .expression_attribute_values(":true", AttributeValue::Bool(true))
-                .expression_attribute_values(":now", AttributeValue::N(now_ms()))
-                .expression_attribute_values(":reason", AttributeValue::S(reason))
-                .send()
-                .await
-                .expect("update-item");
-        });
+        self.update_certificate(
+            serial,
+            "SET revoked = :true, revoked_at = :now, revocation_reason = :reason",
+            vec![
+                (":true", AttributeValue::Bool(true)),
+                (":now", AttributeValue::N(now_ms())),
+                (":reason", s(reason)),
+            ],
+        );
     }
 
-    /// `SET revoked = :v` with any value, unconditionally.
-    fn runbook_revoke_raw(&self, serial: &str, value: AttributeValue) {
+    /// An unconditional raw `UpdateItem` on the certificates table.
+    fn update_certificate(
+        &self,
+        serial: &str,
+        expression: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) {
         let settings = moto_settings(&self.moto, "e2e");
-        let serial = serial.to_owned();
+        let (serial, expression) = (serial.to_owned(), expression.to_owned());
+        let values: Vec<(String, AttributeValue)> =
+            values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         run_async(async move {
             let store = moto_store(settings, Purpose::Admin).await;
-            store
+            let mut req = store
                 .client()
                 .update_item()
                 .table_name(CERTIFICATES)
                 .key("serial_number", AttributeValue::S(serial))
-                .update_expression("SET revoked = :v")
-                .expression_attribute_values(":v", value)
-                .send()
-                .await
-                .expect("update-item");
+                .update_expression(expression);
+            for (k, v) in values {
+                req = req.expression_attribute_values(k, v);
+            }
+            req.send().await.expect("update-item");
         });
     }
 
     /// A raw `PutItem` replacing a principal record with `item`.
     fn put_principal(&self, item: Vec<(&str, AttributeValue)>) {
-        let settings = moto_settings(&self.moto, "e2e");
-        let item = item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        run_async(async move {
-            let store = moto_store(settings, Purpose::Admin).await;
-            store
-                .client()
-                .put_item()
-                .table_name(PRINCIPALS)
-                .set_item(Some(item))
-                .send()
-                .await
-                .expect("put-item");
-        });
+        put_item(&self.moto, PRINCIPALS, item);
     }
 
     fn logs(&self) -> String {
@@ -452,7 +437,11 @@ fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica
     assert_eq!(got["principal_id"], "worker-1@example.com", "{got}");
 
     // What decides stays strict: a `revoked` that is not a BOOL is refused, never allowed.
-    fleet.runbook_revoke_raw(&stranger.serial, AttributeValue::S("true".into()));
+    fleet.update_certificate(
+        &stranger.serial,
+        "SET revoked = :v",
+        vec![(":v", s("true"))],
+    );
     let replies = fleet.all_answer(&stranger, 503, TTL_AND_SLACK);
     assert_reason(&replies, "store_unavailable", "revoked is not of type BOOL");
 }
@@ -787,16 +776,19 @@ fn store_check_reports_refused_and_defaulted_items() {
             ],
         );
     }
-    put_item(
-        &moto,
-        PRINCIPALS,
-        vec![
-            ("principal_id", s("paused@example.com")),
-            ("principal_type", s("worker")),
-            ("status", s("paused")),
-            ("created_at", n("1")),
-        ],
-    );
+    let with_status = |status: &str| {
+        put_item(
+            &moto,
+            PRINCIPALS,
+            vec![
+                ("principal_id", s("paused@example.com")),
+                ("principal_type", s("worker")),
+                ("status", s(status)),
+                ("created_at", n("1")),
+            ],
+        );
+    };
+    with_status("paused");
     put_item(
         &moto,
         CERTIFICATES,
@@ -877,16 +869,7 @@ fn store_check_reports_refused_and_defaulted_items() {
     assert_eq!(only["examples"], serde_json::json!(["0a"]));
 
     // Repaired: nothing refused, exit 0; the text form lists what is read with defaults.
-    put_item(
-        &moto,
-        PRINCIPALS,
-        vec![
-            ("principal_id", s("paused@example.com")),
-            ("principal_type", s("worker")),
-            ("status", s("suspended")),
-            ("created_at", n("1")),
-        ],
-    );
+    with_status("suspended");
     put_item(
         &moto,
         CERTIFICATES,
