@@ -334,7 +334,20 @@ fn principal_rows() {
         allowed_principal_types: Some(HashSet::from(["admin".to_owned()])),
         ..policy()
     };
+    let revocation_only = Arc::new(CertificateRecord {
+        registration: None,
+        revoked_at: None,
+        ..(*revoked).clone()
+    });
     let cases: Vec<(&str, Policy, StoreFacts, RequestInfo<'_>, ReasonCode, &str)> = vec![
+        (
+            "revocation-only record",
+            policy(),
+            facts(Some(revocation_only), Some(enrolled("w@x", "worker"))),
+            GET_API,
+            ReasonCode::CertificateRevoked,
+            "revoked (key_compromise)",
+        ),
         (
             "revoked in store",
             policy(),
@@ -431,6 +444,21 @@ fn allow_resolves_type_and_roles() {
     };
     let grant = check_principal(&id, &policy(), &principal_rules(), &facts, delete).expect("allow");
     assert_eq!(grant.roles, vec!["admin".to_owned()]);
+
+    // A record without a type (written before certgate): the type comes from the cert.
+    let untyped = Principal {
+        principal_type: None,
+        created_at: None,
+        ..(*enrolled("w@x", "admin")).clone()
+    };
+    let facts = StoreFacts {
+        certificate: None,
+        principal: Some(Arc::new(untyped)),
+    };
+    let grant =
+        check_principal(&id, &policy(), &principal_rules(), &facts, GET_API).expect("allow");
+    assert_eq!(grant.principal_type, "worker");
+    assert_eq!(grant.roles, vec!["worker".to_owned()]);
 
     // Without enrolment required, an unknown principal gets its type's roles from the cert.
     let open = Policy {
