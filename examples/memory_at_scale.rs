@@ -302,12 +302,12 @@ async fn fill_store(path: &Path, count: usize, now_unix: i64) -> anyhow::Result<
     for i in 0..count {
         let principal = Principal {
             principal_id: principal_id(i),
-            principal_type: "worker".into(),
+            principal_type: Some("worker".into()),
             status: PrincipalStatus::Active,
             suspended_at: None,
             suspended_reason: None,
             roles: None,
-            created_at: now_unix * 1000,
+            created_at: Some(now_unix * 1000),
         };
         store.create_principal(&principal).await?;
     }

@@ -90,7 +90,7 @@ OPERATOR = grant(["GetItem", "PutItem", "UpdateItem", "Scan"], T) | grant(["Quer
 POLICIES = {
     "server": grant(["GetItem"], T),
     "operator": OPERATOR,
-    "admin": OPERATOR | grant(["CreateTable", "DescribeTable", "UpdateTimeToLive",
+    "admin": OPERATOR | grant(["CreateTable", "DescribeTable", "UpdateTable", "UpdateTimeToLive",
                                "DescribeTimeToLive", "BatchWriteItem"], T),
 }
 

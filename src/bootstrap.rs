@@ -172,12 +172,12 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
         store
             .create_principal(&Principal {
                 principal_id: c.principal_id.clone(),
-                principal_type: c.principal_type.to_owned(),
+                principal_type: Some(c.principal_type.to_owned()),
                 status: PrincipalStatus::Active,
                 suspended_at: None,
                 suspended_reason: None,
                 roles: None,
-                created_at: now_unix * 1000,
+                created_at: Some(now_unix * 1000),
             })
             .await?;
         let id = cert::identify(

@@ -490,12 +490,12 @@ mod tests {
             }
             Ok(Some(Principal {
                 principal_id: id.into(),
-                principal_type: "worker".into(),
+                principal_type: Some("worker".into()),
                 status: PrincipalStatus::Active,
                 suspended_at: None,
                 suspended_reason: None,
                 roles: None,
-                created_at: 0,
+                created_at: Some(0),
             }))
         }
         async fn get_certificate(&self, _: &str) -> Result<Option<CertificateRecord>, StoreError> {

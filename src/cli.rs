@@ -114,6 +114,21 @@ enum StoreCommand {
     ///
     /// Example: certgate store init --config certgate.yaml
     Init {
+        /// Also adopt DynamoDB tables that existed before certgate: add certgate's indexes
+        /// to the certificates table and set `expiry_bucket` on registered certificates that
+        /// lack it, touching no other attribute.
+        #[arg(long)]
+        adopt: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Read-only: scan both DynamoDB tables and report, per kind of problem, how many items
+    /// certgate would refuse (503 for whoever they concern) or read with documented
+    /// defaults, with a few example keys. Run it before pointing replicas at tables that
+    /// existed before certgate. Exit 0 when nothing would be refused, 1 otherwise.
+    ///
+    /// Example: certgate store check --config certgate.yaml -o json
+    Check {
         #[command(flatten)]
         output: OutputArg,
     },
@@ -421,9 +436,32 @@ fn require_store_file(config: &Config) -> Result<(), Failure> {
     )))
 }
 
+fn store_check_text(tables: &[store::dynamodb::TableCheck]) -> String {
+    let mut text = String::new();
+    for t in tables {
+        text.push_str(&format!(
+            "{} ({}): {} items, {} refused, {} read with defaults\n",
+            t.kind, t.table, t.items, t.refused, t.defaults
+        ));
+        for p in &t.problems {
+            let finding = match p.finding {
+                store::dynamodb::Finding::Refused => "refused",
+                store::dynamodb::Finding::Defaults => "defaults",
+            };
+            text.push_str(&format!(
+                "  {finding:<8} {:>6}  {}  e.g. {}\n",
+                p.count,
+                p.problem,
+                p.examples.join(", ")
+            ));
+        }
+    }
+    text
+}
+
 async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode, Failure> {
     match cmd {
-        StoreCommand::Init { output } => {
+        StoreCommand::Init { adopt, output } => {
             let config = Config::load(config_path)?;
             let report = match &config.store.backend {
                 StoreBackend::Embedded { path } => {
@@ -431,16 +469,42 @@ async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode
                     vec![format!("embedded store {} ready", path.display())]
                 }
                 StoreBackend::DynamoDb(settings) => {
-                    DynamoStore::connect(settings.clone(), Purpose::Admin)
-                        .await?
-                        .init_tables()
-                        .await?
+                    let store = DynamoStore::connect(settings.clone(), Purpose::Admin).await?;
+                    let mut report = store.init_tables().await?;
+                    if adopt {
+                        report.extend(store.adopt_tables().await?);
+                    }
+                    report
                 }
             };
             print(output.output, &json!({ "result": report }), || {
                 report.iter().map(|line| format!("{line}\n")).collect()
             });
             Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Check { output } => {
+            let config = Config::load(config_path)?;
+            let StoreBackend::DynamoDb(settings) = &config.store.backend else {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "store check reads DynamoDB tables; the embedded store's schema is \
+                     enforced by SQLite"
+                )));
+            };
+            let tables = DynamoStore::connect(settings.clone(), Purpose::Admin)
+                .await?
+                .check_tables()
+                .await?;
+            let refused: u64 = tables.iter().map(|t| t.refused).sum();
+            print(
+                output.output,
+                &json!({ "refused": refused, "tables": tables }),
+                || store_check_text(&tables),
+            );
+            Ok(if refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         StoreCommand::Migrate { to, output } => {
             let (_, from) = open_existing(config_path).await?;
@@ -662,7 +726,7 @@ fn principal_row(p: &Principal) -> String {
     format!(
         "{:<40} {:<10} {:<10} {:<20} {}\n",
         p.principal_id,
-        p.principal_type,
+        p.principal_type.as_deref().unwrap_or("-"),
         p.status.as_str(),
         p.roles.as_ref().map_or("-".to_owned(), |r| r.join(",")),
         p.suspended_reason.as_deref().unwrap_or("")
@@ -683,12 +747,12 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
             let (_, store) = open_or_create(config_path(config)?).await?;
             let principal = Principal {
                 principal_id: id,
-                principal_type,
+                principal_type: Some(principal_type),
                 status: PrincipalStatus::Active,
                 suspended_at: None,
                 suspended_reason: None,
                 roles,
-                created_at: clock::unix_millis(),
+                created_at: Some(clock::unix_millis()),
             };
             store.create_principal(&principal).await?;
             (vec![principal], output.output)
@@ -749,33 +813,44 @@ async fn principal(cmd: PrincipalCommand, config: &Option<PathBuf>) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// A certificate as JSON: its fields, `revocation_only` (true for a record that only says
+/// the serial is revoked, with no registration) and the expiry as RFC 3339 when known.
 fn cert_json(c: &CertificateRecord) -> Value {
     let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
-        map.insert(
-            "expires_at_rfc3339".into(),
-            json!(certgate::authz::rfc3339(c.expires_at / 1000)),
-        );
+        map.insert("revocation_only".into(), json!(c.registration.is_none()));
+        if let Some(at) = c.expires_at() {
+            map.insert(
+                "expires_at_rfc3339".into(),
+                json!(certgate::authz::rfc3339(at / 1000)),
+            );
+        }
     }
     v
 }
 
 fn cert_row(c: &CertificateRecord) -> String {
+    let status = if c.revoked {
+        format!(
+            "revoked ({}){}",
+            c.revocation_reason.as_deref().unwrap_or("unspecified"),
+            if c.registration.is_none() {
+                ", revocation-only record"
+            } else {
+                ""
+            }
+        )
+    } else if c.expires_at().is_some_and(|at| at < clock::unix_millis()) {
+        "expired".to_owned()
+    } else {
+        "valid".to_owned()
+    };
     format!(
-        "{:<34} {:<36} {:<21} {}\n",
+        "{:<34} {:<36} {:<21} {status}\n",
         c.serial_number,
-        c.principal_id,
-        certgate::authz::rfc3339(c.expires_at / 1000),
-        if c.revoked {
-            format!(
-                "revoked ({})",
-                c.revocation_reason.as_deref().unwrap_or("unspecified")
-            )
-        } else if c.expires_at < clock::unix_millis() {
-            "expired".to_owned()
-        } else {
-            "valid".to_owned()
-        }
+        c.principal_id().unwrap_or("-"),
+        c.expires_at()
+            .map_or_else(|| "-".to_owned(), |at| certgate::authz::rfc3339(at / 1000)),
     )
 }
 
@@ -845,7 +920,7 @@ async fn certificate(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitC
                 .list_certificates(principal.as_deref(), before)
                 .await?;
             if before.is_some() {
-                all.retain(|c| c.expires_at >= now);
+                all.retain(|c| c.expires_at().is_some_and(|at| at >= now));
             }
             if output.output == Output::Json {
                 print(

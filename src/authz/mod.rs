@@ -418,7 +418,7 @@ pub fn resolve_type<'a>(
     sources.iter().find_map(|source| match source {
         PrincipalTypeSource::Oid => id.type_from_oid(),
         PrincipalTypeSource::Ou => id.organizational_unit(),
-        PrincipalTypeSource::Store => record.map(|p| p.principal_type.as_str()),
+        PrincipalTypeSource::Store => record.and_then(|p| p.principal_type.as_deref()),
     })
 }
 

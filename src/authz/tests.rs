@@ -9,7 +9,7 @@ use super::path::PathMode;
 use super::*;
 use crate::cert::{IdentityRules, PrincipalIdSource, TrustBundle, identify};
 use crate::pki::{CertAuthority, CertSpec, Eku};
-use crate::store::{CertificateRecord, Principal, PrincipalStatus};
+use crate::store::{CertificateRecord, Principal, PrincipalStatus, Registration};
 
 const NOW: i64 = 1_790_000_000;
 const ID_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 1];
@@ -117,12 +117,12 @@ fn principal_rules() -> PrincipalRules {
 fn enrolled(id: &str, kind: &str) -> Arc<Principal> {
     Arc::new(Principal {
         principal_id: id.into(),
-        principal_type: kind.into(),
+        principal_type: Some(kind.into()),
         status: PrincipalStatus::Active,
         suspended_at: None,
         suspended_reason: None,
         roles: None,
-        created_at: 0,
+        created_at: Some(0),
     })
 }
 
@@ -304,11 +304,13 @@ fn principal_rows() {
     let id = identity(&pki, &client("w@x", "worker"));
     let revoked = Arc::new(CertificateRecord {
         serial_number: id.serial().to_owned(),
-        principal_id: "w@x".into(),
-        issuer: id.issuer().to_owned(),
-        sha256: id.sha256_hex(),
-        not_before: 0,
-        expires_at: 0,
+        registration: Some(Registration {
+            principal_id: "w@x".into(),
+            issuer: id.issuer().to_owned(),
+            sha256: id.sha256_hex(),
+            not_before: 0,
+            expires_at: 0,
+        }),
         revoked: true,
         revoked_at: Some(NOW * 1000),
         revocation_reason: Some("key_compromise".into()),
@@ -332,7 +334,20 @@ fn principal_rows() {
         allowed_principal_types: Some(HashSet::from(["admin".to_owned()])),
         ..policy()
     };
+    let revocation_only = Arc::new(CertificateRecord {
+        registration: None,
+        revoked_at: None,
+        ..(*revoked).clone()
+    });
     let cases: Vec<(&str, Policy, StoreFacts, RequestInfo<'_>, ReasonCode, &str)> = vec![
+        (
+            "revocation-only record",
+            policy(),
+            facts(Some(revocation_only), Some(enrolled("w@x", "worker"))),
+            GET_API,
+            ReasonCode::CertificateRevoked,
+            "revoked (key_compromise)",
+        ),
         (
             "revoked in store",
             policy(),
@@ -429,6 +444,21 @@ fn allow_resolves_type_and_roles() {
     };
     let grant = check_principal(&id, &policy(), &principal_rules(), &facts, delete).expect("allow");
     assert_eq!(grant.roles, vec!["admin".to_owned()]);
+
+    // A record without a type (written before certgate): the type comes from the cert.
+    let untyped = Principal {
+        principal_type: None,
+        created_at: None,
+        ..(*enrolled("w@x", "admin")).clone()
+    };
+    let facts = StoreFacts {
+        certificate: None,
+        principal: Some(Arc::new(untyped)),
+    };
+    let grant =
+        check_principal(&id, &policy(), &principal_rules(), &facts, GET_API).expect("allow");
+    assert_eq!(grant.principal_type, "worker");
+    assert_eq!(grant.roles, vec!["worker".to_owned()]);
 
     // Without enrolment required, an unknown principal gets its type's roles from the cert.
     let open = Policy {

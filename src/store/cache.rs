@@ -185,12 +185,12 @@ mod tests {
         fn put(&self, id: &str, principal_type: &str) {
             let principal = Principal {
                 principal_id: id.to_owned(),
-                principal_type: principal_type.to_owned(),
+                principal_type: Some(principal_type.to_owned()),
                 status: PrincipalStatus::Active,
                 suspended_at: None,
                 suspended_reason: None,
                 roles: None,
-                created_at: 0,
+                created_at: Some(0),
             };
             self.principals
                 .lock()
@@ -283,7 +283,7 @@ mod tests {
     }
 
     fn principal_type(p: Option<Arc<Principal>>) -> Option<String> {
-        p.map(|p| p.principal_type.clone())
+        p.and_then(|p| p.principal_type.clone())
     }
 
     async fn sleep_ms(ms: u64) {

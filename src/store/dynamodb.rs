@@ -14,9 +14,12 @@
 //!   `expires_at`) and `by_expiry` (`expiry_bucket`, `expires_at`).
 //!
 //! Every call has an explicit deadline and retry budget so a slow DynamoDB cannot hold a
-//! check past Envoy's timeout; what the table holds is read strictly — a record with a
-//! missing attribute, a wrong type or an unknown status is `StoreError::Corrupt`, which the
-//! decision turns into a deny.
+//! check past Envoy's timeout. What decides access is read strictly — a principal without a
+//! known `status`, a certificate without a BOOL `revoked`, a wrong type in an attribute that
+//! is read is `StoreError::Corrupt`, which the decision turns into a deny; `principal_type`
+//! and `created_at` may be missing, extra attributes are ignored, and a certificate item with
+//! `revoked = true` is a revocation whatever else it lacks (README "Store", table of
+//! attributes).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,8 +37,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    CertificateRecord, EpochMillis, Outage, OutageCause, Principal, PrincipalStatus, Store,
-    StoreError,
+    CertificateRecord, EpochMillis, Outage, OutageCause, Principal, PrincipalStatus, Registration,
+    Store, StoreError,
 };
 
 /// Value of `expiry_bucket` on every certificate: the one partition of the expiry index.
@@ -263,20 +266,6 @@ impl DynamoStore {
             Err(e) if is_resource_not_found(&e) => {}
             Err(e) => return Err(sdk_error(table, e)),
         }
-        let attr = |name: &str, t: ScalarAttributeType| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(t)
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
-        };
-        let key_elem = |name: &str, t: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(t)
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))
-        };
         let mut req = self
             .client
             .create_table()
@@ -320,22 +309,170 @@ impl DynamoStore {
         }
     }
 
-    async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
-        for _ in 0..120 {
-            let found = self
+    /// `store init --adopt`, after [`DynamoStore::init_tables`]: give tables that existed
+    /// before certgate (created with their hash keys only) certgate's indexes, and set
+    /// `expiry_bucket` on the registered certificates that lack it. Other attributes are
+    /// not touched; safe to run again.
+    pub async fn adopt_tables(&self) -> Result<Vec<String>, StoreError> {
+        let table = &self.settings.certificates_table;
+        let mut report = Vec::new();
+        for (name, hash) in [
+            (BY_PRINCIPAL_INDEX, "principal_id"),
+            (BY_EXPIRY_INDEX, "expiry_bucket"),
+        ] {
+            report.push(self.adopt_index(table, name, hash).await?);
+        }
+        let mut set = 0u64;
+        for item in self.scan_all(table).await? {
+            let registered = matches!(item.get("principal_id"), Some(AttributeValue::S(_)))
+                && matches!(item.get("expires_at"), Some(AttributeValue::N(_)));
+            let Some(AttributeValue::S(serial)) = item.get("serial_number") else {
+                continue;
+            };
+            if !registered || item.contains_key("expiry_bucket") {
+                continue;
+            }
+            let res = self
                 .client
-                .describe_table()
+                .update_item()
                 .table_name(table)
+                .key("serial_number", s(serial))
+                .update_expression("SET expiry_bucket = :b")
+                .condition_expression(
+                    "attribute_exists(serial_number) AND attribute_not_exists(expiry_bucket)",
+                )
+                .expression_attribute_values(":b", s(EXPIRY_BUCKET))
                 .send()
-                .await
-                .map_err(|e| sdk_error(table, e))?;
-            if found.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                .await;
+            match res {
+                Ok(_) => set += 1,
+                // Deleted or set by someone else meanwhile.
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(sdk_error(table, e)),
+            }
+        }
+        report.push(format!(
+            "{table}: expiry_bucket set on {set} certificate(s)"
+        ));
+        Ok(report)
+    }
+
+    /// Create index `name` (`hash`, `expires_at`) on `table` unless it exists; waits until
+    /// it is active. A provisioned table's index gets the table's capacity.
+    async fn adopt_index(&self, table: &str, name: &str, hash: &str) -> Result<String, StoreError> {
+        let described = self.describe(table).await?;
+        let found = described.as_ref();
+        let existing = found
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .find(|i| i.index_name() == Some(name));
+        if let Some(index) = existing {
+            let keys: Vec<_> = index
+                .key_schema()
+                .iter()
+                .map(|k| (k.attribute_name(), k.key_type().clone()))
+                .collect();
+            if keys != [(hash, KeyType::Hash), ("expires_at", KeyType::Range)] {
+                return Err(StoreError::Unavailable(
+                    format!(
+                        "table {table} has an index {name} with keys {keys:?}; certgate needs \
+                         {hash} (hash), expires_at (range)"
+                    )
+                    .into(),
+                ));
+            }
+            return Ok(format!("{table}: index {name} exists"));
+        }
+        let mut create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+            .index_name(name)
+            .key_schema(key_elem(hash, KeyType::Hash)?)
+            .key_schema(key_elem("expires_at", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            );
+        let on_demand = found
+            .and_then(|t| t.billing_mode_summary())
+            .and_then(|b| b.billing_mode())
+            == Some(&BillingMode::PayPerRequest);
+        if !on_demand && let Some(capacity) = found.and_then(|t| t.provisioned_throughput()) {
+            create = create.provisioned_throughput(
+                aws_sdk_dynamodb::types::ProvisionedThroughput::builder()
+                    .read_capacity_units(capacity.read_capacity_units().unwrap_or(1).max(1))
+                    .write_capacity_units(capacity.write_capacity_units().unwrap_or(1).max(1))
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string().into()))?,
+            );
+        }
+        let create = create
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
+        let hash_type = ScalarAttributeType::S;
+        self.client
+            .update_table()
+            .table_name(table)
+            .attribute_definitions(attr(hash, hash_type)?)
+            .attribute_definitions(attr("expires_at", ScalarAttributeType::N)?)
+            .global_secondary_index_updates(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                    .create(create)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, e))?;
+        let active = |t: &aws_sdk_dynamodb::types::TableDescription| {
+            t.global_secondary_indexes().iter().any(|i| {
+                i.index_name() == Some(name)
+                    && i.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+            })
+        };
+        self.wait_for(table, &format!("index {name} of {table}"), 1200, active)
+            .await?;
+        Ok(format!("{table}: index {name} created"))
+    }
+
+    /// `DescribeTable` of `table`.
+    async fn describe(
+        &self,
+        table: &str,
+    ) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, StoreError> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, e))?;
+        Ok(out.table)
+    }
+
+    async fn wait_active(&self, table: &str) -> Result<(), StoreError> {
+        let active = |t: &aws_sdk_dynamodb::types::TableDescription| {
+            t.table_status() == Some(&TableStatus::Active)
+        };
+        self.wait_for(table, &format!("table {table}"), 120, active)
+            .await
+    }
+
+    /// Poll `DescribeTable` of `table` every 500ms, at most `polls` times, until `ready`.
+    async fn wait_for(
+        &self,
+        table: &str,
+        what: &str,
+        polls: u32,
+        ready: impl Fn(&aws_sdk_dynamodb::types::TableDescription) -> bool,
+    ) -> Result<(), StoreError> {
+        for _ in 0..polls {
+            if self.describe(table).await?.as_ref().is_some_and(&ready) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Err(StoreError::Unavailable(
-            format!("table {table} did not become ACTIVE within 60s").into(),
+            format!("{what} did not become ACTIVE within {}s", polls / 2).into(),
         ))
     }
 
@@ -438,11 +575,18 @@ impl DynamoStore {
     fn certificate_item(&self, c: &CertificateRecord) -> Item {
         let mut item = Item::new();
         item.insert("serial_number".into(), s(&c.serial_number));
-        item.insert("principal_id".into(), s(&c.principal_id));
-        item.insert("issuer".into(), s(&c.issuer));
-        item.insert("fingerprint_sha256".into(), s(&c.sha256));
-        item.insert("not_before".into(), n(c.not_before));
-        item.insert("expires_at".into(), n(c.expires_at));
+        if let Some(r) = &c.registration {
+            item.insert("principal_id".into(), s(&r.principal_id));
+            item.insert("issuer".into(), s(&r.issuer));
+            item.insert("fingerprint_sha256".into(), s(&r.sha256));
+            item.insert("not_before".into(), n(r.not_before));
+            item.insert("expires_at".into(), n(r.expires_at));
+            item.insert("expiry_bucket".into(), s(EXPIRY_BUCKET));
+            if let Some(keep) = self.settings.purge_expired_after {
+                let secs = r.expires_at.div_euclid(1000) + keep.as_secs() as i64;
+                item.insert(PURGE_AT.into(), n(secs));
+            }
+        }
         item.insert("revoked".into(), AttributeValue::Bool(c.revoked));
         if let Some(at) = c.revoked_at {
             item.insert("revoked_at".into(), n(at));
@@ -450,16 +594,233 @@ impl DynamoStore {
         if let Some(r) = &c.revocation_reason {
             item.insert("revocation_reason".into(), s(r));
         }
-        item.insert("expiry_bucket".into(), s(EXPIRY_BUCKET));
-        if let Some(keep) = self.settings.purge_expired_after {
-            let secs = c.expires_at.div_euclid(1000) + keep.as_secs() as i64;
-            item.insert(PURGE_AT.into(), n(secs));
-        }
         item
     }
 }
 
+/// How certgate would read one kind of item (`store check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// Refused as corrupt: 503 `store_unavailable` for whoever it concerns.
+    Refused,
+    /// Read, with a documented default (README "Store", table of attributes).
+    Defaults,
+}
+
+/// One kind of problem found by [`DynamoStore::check_tables`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    /// Refused or read with defaults.
+    pub finding: Finding,
+    /// What is wrong, without the item's values (`attribute status is missing`).
+    pub problem: String,
+    /// How many items have it.
+    pub count: u64,
+    /// The keys of the first few of them.
+    pub examples: Vec<String>,
+}
+
+/// What [`DynamoStore::check_tables`] found in one table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableCheck {
+    /// `principals` or `certificates`.
+    pub kind: &'static str,
+    /// The table name.
+    pub table: String,
+    /// Items scanned.
+    pub items: u64,
+    /// Items certgate would refuse.
+    pub refused: u64,
+    /// Items read with at least one default (and not refused).
+    pub defaults: u64,
+    /// By kind of problem, refused first.
+    pub problems: Vec<Problem>,
+}
+
+/// Example keys kept per kind of problem.
+const CHECK_EXAMPLES: usize = 5;
+
+/// Principal attributes certgate reads; any other is ignored.
+const PRINCIPAL_ATTRIBUTES: &[&str] = &[
+    "principal_id",
+    "principal_type",
+    "status",
+    "suspended_at",
+    "suspended_reason",
+    "roles",
+    "created_at",
+];
+
+/// Certificate attributes certgate reads or writes; any other is ignored.
+const CERTIFICATE_ATTRIBUTES: &[&str] = &[
+    "serial_number",
+    "principal_id",
+    "issuer",
+    "fingerprint_sha256",
+    "not_before",
+    "expires_at",
+    "revoked",
+    "revoked_at",
+    "revocation_reason",
+    "expiry_bucket",
+    PURGE_AT,
+];
+
+/// The problem of a corrupt record, without the values it quotes, so items group by kind.
+fn problem_kind(err: &StoreError) -> String {
+    let StoreError::Corrupt { detail, .. } = err else {
+        return err.to_string();
+    };
+    if detail.starts_with("unknown status") {
+        return "unknown status (expected active or suspended)".to_owned();
+    }
+    match (
+        detail.split_once(" = "),
+        detail.ends_with("is not an integer"),
+    ) {
+        (Some((attr, _)), true) => format!("{attr} is not an integer"),
+        _ => detail.clone(),
+    }
+}
+
+/// One item's key and what certgate would make of it (each finding with its problem).
+type Classified = (String, Vec<(Finding, String)>);
+
+/// What certgate would make of one principal item: refused, or the defaults it applies.
+fn classify_principal(item: &Item) -> Classified {
+    let key = Fields::new(item, "principal_id").key.to_owned();
+    let mut found = Vec::new();
+    match read_principal(item) {
+        Err(e) => found.push((Finding::Refused, problem_kind(&e))),
+        Ok(p) => {
+            if p.principal_type.is_none() {
+                found.push((
+                    Finding::Defaults,
+                    "principal_type missing: the type comes from the certificate (OID, OU)"
+                        .to_owned(),
+                ));
+            }
+            if p.created_at.is_none() {
+                found.push((
+                    Finding::Defaults,
+                    "created_at missing: creation time unknown".to_owned(),
+                ));
+            }
+        }
+    }
+    extra_attributes(item, PRINCIPAL_ATTRIBUTES, &mut found);
+    (key, found)
+}
+
+/// What certgate would make of one certificate item.
+fn classify_certificate(item: &Item) -> Classified {
+    let key = Fields::new(item, "serial_number").key.to_owned();
+    let mut found = Vec::new();
+    match read_certificate(item) {
+        Err(e) => found.push((Finding::Refused, problem_kind(&e))),
+        Ok(c) if c.registration.is_none() => found.push((
+            Finding::Defaults,
+            "revocation-only record: revoked, without registration (denied as revoked)".to_owned(),
+        )),
+        Ok(_) if !item.contains_key("expiry_bucket") => found.push((
+            Finding::Defaults,
+            "expiry_bucket missing: not listed by cert list --expiring-within \
+             (store init --adopt sets it)"
+                .to_owned(),
+        )),
+        Ok(_) => {}
+    }
+    extra_attributes(item, CERTIFICATE_ATTRIBUTES, &mut found);
+    (key, found)
+}
+
+fn extra_attributes(item: &Item, known: &[&str], found: &mut Vec<(Finding, String)>) {
+    if item.keys().any(|k| !known.contains(&k.as_str())) {
+        found.push((Finding::Defaults, "extra attributes, ignored".to_owned()));
+    }
+}
+
+/// Tally classified items into a [`TableCheck`].
+fn tally(
+    kind: &'static str,
+    table: &str,
+    items: &[Item],
+    classify: fn(&Item) -> Classified,
+) -> TableCheck {
+    let mut check = TableCheck {
+        kind,
+        table: table.to_owned(),
+        items: items.len() as u64,
+        refused: 0,
+        defaults: 0,
+        problems: Vec::new(),
+    };
+    let mut by_kind: std::collections::BTreeMap<(Finding, String), (u64, Vec<String>)> =
+        Default::default();
+    for item in items {
+        let (key, found) = classify(item);
+        if found.iter().any(|(f, _)| *f == Finding::Refused) {
+            check.refused += 1;
+        } else if !found.is_empty() {
+            check.defaults += 1;
+        }
+        for problem in found {
+            let entry = by_kind.entry(problem).or_default();
+            entry.0 += 1;
+            entry.1.push(key.clone());
+        }
+    }
+    check.problems = by_kind
+        .into_iter()
+        .map(|((finding, problem), (count, mut examples))| {
+            examples.sort();
+            examples.truncate(CHECK_EXAMPLES);
+            Problem {
+                finding,
+                problem,
+                count,
+                examples,
+            }
+        })
+        .collect();
+    check
+}
+
+impl DynamoStore {
+    /// `store check`: scan both tables (read only) and report, per kind of problem, how
+    /// many items certgate would refuse or read with defaults, with a few example keys.
+    pub async fn check_tables(&self) -> Result<Vec<TableCheck>, StoreError> {
+        let principals = &self.settings.principals_table;
+        let certificates = &self.settings.certificates_table;
+        let p = self.scan_all(principals).await?;
+        let c = self.scan_all(certificates).await?;
+        Ok(vec![
+            tally("principals", principals, &p, classify_principal),
+            tally("certificates", certificates, &c, classify_certificate),
+        ])
+    }
+}
+
 type Item = HashMap<String, AttributeValue>;
+
+/// An attribute definition for a table's or index's key.
+fn attr(name: &str, t: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(t)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+}
+
+/// One element of a table's or index's key schema.
+fn key_elem(name: &str, t: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+}
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
@@ -598,34 +959,59 @@ fn read_principal(item: &Item) -> Result<Principal, StoreError> {
     };
     Ok(Principal {
         principal_id: f.str("principal_id")?,
-        principal_type: f.str("principal_type")?,
+        principal_type: f.opt_str("principal_type")?,
         status,
         suspended_at: f.opt_num("suspended_at")?,
         suspended_reason: f.opt_str("suspended_reason")?,
         roles: f.opt_str_list("roles")?,
-        created_at: f.num("created_at")?,
+        created_at: f.opt_num("created_at")?,
     })
 }
 
+/// A certificate item. `revoked` decides and is read strictly (missing or not a BOOL:
+/// corrupt). An item with `revoked = true` is a revocation whatever else it holds: when its
+/// registration attributes are missing or unreadable it is a revocation-only record, and
+/// unreadable `revoked_at`/`revocation_reason` are left out of it. An item with
+/// `revoked = false` must be a complete registration.
 fn read_certificate(item: &Item) -> Result<CertificateRecord, StoreError> {
     let f = Fields::new(item, "serial_number");
+    let serial_number = f.str("serial_number")?;
+    let revoked = f.bool("revoked")?;
+    let registration = read_registration(&f);
+    if revoked {
+        return Ok(CertificateRecord {
+            serial_number,
+            registration: registration.ok(),
+            revoked,
+            revoked_at: f.opt_num("revoked_at").ok().flatten(),
+            revocation_reason: f.opt_str("revocation_reason").ok().flatten(),
+        });
+    }
     Ok(CertificateRecord {
-        serial_number: f.str("serial_number")?,
+        serial_number,
+        registration: Some(registration?),
+        revoked,
+        revoked_at: f.opt_num("revoked_at")?,
+        revocation_reason: f.opt_str("revocation_reason")?,
+    })
+}
+
+fn read_registration(f: &Fields<'_>) -> Result<Registration, StoreError> {
+    Ok(Registration {
         principal_id: f.str("principal_id")?,
         issuer: f.str("issuer")?,
         sha256: f.str("fingerprint_sha256")?,
         not_before: f.num("not_before")?,
         expires_at: f.num("expires_at")?,
-        revoked: f.bool("revoked")?,
-        revoked_at: f.opt_num("revoked_at")?,
-        revocation_reason: f.opt_str("revocation_reason")?,
     })
 }
 
 fn principal_item(p: &Principal) -> Item {
     let mut item = Item::new();
     item.insert("principal_id".into(), s(&p.principal_id));
-    item.insert("principal_type".into(), s(&p.principal_type));
+    if let Some(t) = &p.principal_type {
+        item.insert("principal_type".into(), s(t));
+    }
     item.insert("status".into(), s(p.status.as_str()));
     if let Some(at) = p.suspended_at {
         item.insert("suspended_at".into(), n(at));
@@ -639,12 +1025,16 @@ fn principal_item(p: &Principal) -> Item {
             AttributeValue::L(roles.iter().map(|r| s(r)).collect()),
         );
     }
-    item.insert("created_at".into(), n(p.created_at));
+    if let Some(at) = p.created_at {
+        item.insert("created_at".into(), n(at));
+    }
     item
 }
 
 fn sort_certificates(certs: &mut [CertificateRecord]) {
-    certs.sort_by(|a, b| (a.expires_at, &a.serial_number).cmp(&(b.expires_at, &b.serial_number)));
+    certs.sort_by(|a, b| {
+        (a.expires_at(), &a.serial_number).cmp(&(b.expires_at(), &b.serial_number))
+    });
 }
 
 #[async_trait]
@@ -867,6 +1257,55 @@ mod tests {
         it.remove("status");
         let err = read_principal(&it).unwrap_err().to_string();
         assert!(err.contains("status is missing"), "{err}");
+    }
+
+    #[test]
+    fn principal_type_and_created_at_may_be_missing_and_extra_attributes_are_ignored() {
+        let mut it = good_principal();
+        it.remove("principal_type");
+        it.remove("created_at");
+        it.insert("team".into(), s("ml-infra"));
+        it.insert("last_login".into(), AttributeValue::Bool(true));
+        let p = read_principal(&it).unwrap();
+        assert_eq!((p.principal_type, p.created_at), (None, None));
+        assert_eq!(p.status, PrincipalStatus::Suspended);
+        let back = principal_item(&read_principal(&it).unwrap());
+        assert!(!back.contains_key("principal_type") && !back.contains_key("created_at"));
+    }
+
+    #[test]
+    fn a_revoked_item_is_a_revocation_whatever_else_it_lacks() {
+        // What the runbook's unconditional `update-item` creates on an unknown serial.
+        let only = item(&[
+            ("serial_number", s("0b")),
+            ("revoked", AttributeValue::Bool(true)),
+            ("revoked_at", n(9)),
+            ("revocation_reason", s("key_compromise")),
+        ]);
+        let c = read_certificate(&only).unwrap();
+        assert!(c.revoked && c.registration.is_none());
+        assert_eq!(c.revocation_reason.as_deref(), Some("key_compromise"));
+        assert_eq!(c.revoked_at, Some(9));
+        // Partial or malformed registration, malformed details: still a revocation.
+        let mut partial = only.clone();
+        partial.insert("principal_id".into(), s("alice"));
+        partial.insert("expires_at".into(), s("soon"));
+        partial.insert("revoked_at".into(), s("yesterday"));
+        let c = read_certificate(&partial).unwrap();
+        assert!(c.revoked && c.registration.is_none() && c.revoked_at.is_none());
+        // Not revoked: everything is required.
+        let mut not_revoked = only.clone();
+        not_revoked.insert("revoked".into(), AttributeValue::Bool(false));
+        let err = read_certificate(&not_revoked).unwrap_err().to_string();
+        assert!(
+            err.contains("0b") && err.contains("principal_id is missing"),
+            "{err}"
+        );
+        // Missing `revoked`: corrupt, never read as not revoked.
+        let mut no_flag = only;
+        no_flag.remove("revoked");
+        let err = read_certificate(&no_flag).unwrap_err().to_string();
+        assert!(err.contains("revoked is missing"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use rusqlite::types::{FromSql, ToSql, Value};
 use rusqlite::{Connection, Params, Row, TransactionBehavior, ffi, params, params_from_iter};
 
-use super::{CertificateRecord, EpochMillis, Principal, PrincipalStatus, Store, StoreError};
+use super::{
+    CertificateRecord, EpochMillis, Principal, PrincipalStatus, Registration, Store, StoreError,
+};
 
 /// Stored in `PRAGMA user_version`; bump it (and migrate) when the schema changes.
 const SCHEMA_VERSION: i64 = 1;
@@ -217,12 +219,12 @@ fn read_principal(row: &Row<'_>) -> Result<Principal, StoreError> {
         .transpose()
         .map_err(|e| corrupt(&key, format!("roles is not a JSON list of strings: {e}")))?;
     Ok(Principal {
-        principal_type: column(row, 1, &key)?,
+        principal_type: Some(column(row, 1, &key)?),
         status,
         suspended_at: column(row, 3, &key)?,
         suspended_reason: column(row, 4, &key)?,
         roles,
-        created_at: column(row, 6, &key)?,
+        created_at: Some(column(row, 6, &key)?),
         principal_id: key,
     })
 }
@@ -230,11 +232,13 @@ fn read_principal(row: &Row<'_>) -> Result<Principal, StoreError> {
 fn read_certificate(row: &Row<'_>) -> Result<CertificateRecord, StoreError> {
     let key: String = column(row, 0, "<unreadable serial_number>")?;
     Ok(CertificateRecord {
-        principal_id: column(row, 1, &key)?,
-        issuer: column(row, 2, &key)?,
-        sha256: column(row, 3, &key)?,
-        not_before: column(row, 4, &key)?,
-        expires_at: column(row, 5, &key)?,
+        registration: Some(Registration {
+            principal_id: column(row, 1, &key)?,
+            issuer: column(row, 2, &key)?,
+            sha256: column(row, 3, &key)?,
+            not_before: column(row, 4, &key)?,
+            expires_at: column(row, 5, &key)?,
+        }),
         revoked: column(row, 6, &key)?,
         revoked_at: column(row, 7, &key)?,
         revocation_reason: column(row, 8, &key)?,
@@ -295,6 +299,17 @@ impl Store for EmbeddedStore {
 
     async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
         let p = principal.clone();
+        let (Some(principal_type), Some(created_at)) = (&p.principal_type, p.created_at) else {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "principal '{}': the embedded store keeps only principals with a type and \
+                     a creation time",
+                    p.principal_id
+                )
+                .into(),
+            ));
+        };
+        let (principal_type, created_at) = (principal_type.clone(), created_at);
         self.run(move |conn| {
             let roles = p.roles.as_ref().map(|roles| {
                 serde_json::to_string(roles).expect("a list of strings always serializes")
@@ -304,12 +319,12 @@ impl Store for EmbeddedStore {
                  suspended_reason, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     p.principal_id,
-                    p.principal_type,
+                    principal_type,
                     p.status.as_str(),
                     p.suspended_at,
                     p.suspended_reason,
                     roles,
-                    p.created_at
+                    created_at
                 ],
             )
             .map_err(|e| insert_error(e, "principal", &p.principal_id))?;
@@ -360,6 +375,16 @@ impl Store for EmbeddedStore {
 
     async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
         let c = cert.clone();
+        let Some(r) = c.registration.clone() else {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "certificate '{}': the embedded store keeps only registered certificates, \
+                     not revocation-only records",
+                    c.serial_number
+                )
+                .into(),
+            ));
+        };
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO certificates (serial_number, principal_id, issuer, sha256, \
@@ -367,11 +392,11 @@ impl Store for EmbeddedStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     c.serial_number,
-                    c.principal_id,
-                    c.issuer,
-                    c.sha256,
-                    c.not_before,
-                    c.expires_at,
+                    r.principal_id,
+                    r.issuer,
+                    r.sha256,
+                    r.not_before,
+                    r.expires_at,
                     c.revoked,
                     c.revoked_at,
                     c.revocation_reason
@@ -440,23 +465,25 @@ mod tests {
     fn principal(id: &str) -> Principal {
         Principal {
             principal_id: id.to_owned(),
-            principal_type: "user".to_owned(),
+            principal_type: Some("user".to_owned()),
             status: PrincipalStatus::Active,
             suspended_at: None,
             suspended_reason: None,
             roles: Some(vec!["reader".to_owned(), "writer".to_owned()]),
-            created_at: 1_700_000_000_000,
+            created_at: Some(1_700_000_000_000),
         }
     }
 
     fn cert(serial: &str, principal_id: &str, expires_at: EpochMillis) -> CertificateRecord {
         CertificateRecord {
             serial_number: serial.to_owned(),
-            principal_id: principal_id.to_owned(),
-            issuer: "CN=Test CA,O=Example".to_owned(),
-            sha256: "ab".repeat(32),
-            not_before: 1_700_000_000_000,
-            expires_at,
+            registration: Some(Registration {
+                principal_id: principal_id.to_owned(),
+                issuer: "CN=Test CA,O=Example".to_owned(),
+                sha256: "ab".repeat(32),
+                not_before: 1_700_000_000_000,
+                expires_at,
+            }),
             revoked: false,
             revoked_at: None,
             revocation_reason: None,
@@ -588,6 +615,26 @@ mod tests {
             store.list_principals().await.unwrap().is_empty(),
             "no silent create"
         );
+    }
+
+    #[tokio::test]
+    async fn incomplete_records_are_refused_not_filled_in() {
+        let (_dir, store) = open();
+        let only = CertificateRecord {
+            registration: None,
+            revoked: true,
+            ..cert("0c", "alice", 5)
+        };
+        let err = store.register_certificate(&only).await.unwrap_err();
+        assert!(err.to_string().contains("revocation-only"), "{err}");
+        assert_eq!(store.get_certificate("0c").await.unwrap(), None);
+        let untyped = Principal {
+            principal_type: None,
+            ..principal("bob")
+        };
+        let err = store.create_principal(&untyped).await.unwrap_err();
+        assert!(err.to_string().contains("with a type"), "{err}");
+        assert_eq!(store.get_principal("bob").await.unwrap(), None);
     }
 
     #[tokio::test]

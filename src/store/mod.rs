@@ -57,8 +57,10 @@ impl PrincipalStatus {
 pub struct Principal {
     /// Stable id, e.g. `admin@example.com` or a SPIFFE id.
     pub principal_id: String,
-    /// admin, user, worker, service, …
-    pub principal_type: String,
+    /// admin, user, worker, service, …; `None` when the record has none (an item written
+    /// before certgate): the type then comes from the next source of
+    /// `identity.principal_type_sources` (the certificate's OID or OU).
+    pub principal_type: Option<String>,
     /// active or suspended.
     pub status: PrincipalStatus,
     /// When it was suspended, if it is.
@@ -67,8 +69,8 @@ pub struct Principal {
     pub suspended_reason: Option<String>,
     /// Role override; when `None` the roles come from the configuration for its type.
     pub roles: Option<Vec<String>>,
-    /// When the record was created.
-    pub created_at: EpochMillis,
+    /// When the record was created; `None`: unknown (an item written before certgate).
+    pub created_at: Option<EpochMillis>,
 }
 
 /// RFC 5280 revocation reasons, in their snake_case names.
@@ -84,11 +86,28 @@ pub const REVOCATION_REASONS: &[&str] = &[
     "aa_compromise",
 ];
 
-/// A registered certificate (README "Store").
+/// A certificate record (README "Store"): a registered certificate, or a revocation-only
+/// record — an item that says `revoked = true` of a serial certgate never registered (the
+/// runbook's unconditional `update-item` revoke creates one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateRecord {
     /// Lowercase hex serial, no colons: the key.
     pub serial_number: String,
+    /// What `cert register` recorded; `None` for a revocation-only record (then `revoked`
+    /// is always true).
+    #[serde(flatten)]
+    pub registration: Option<Registration>,
+    /// Revoked in the store (independent of CRLs).
+    pub revoked: bool,
+    /// When it was revoked.
+    pub revoked_at: Option<EpochMillis>,
+    /// One of [`REVOCATION_REASONS`] (free text when written by hand).
+    pub revocation_reason: Option<String>,
+}
+
+/// The registration part of a [`CertificateRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
     /// The principal the certificate belongs to.
     pub principal_id: String,
     /// Issuer distinguished name, RFC 4514 text.
@@ -99,12 +118,6 @@ pub struct CertificateRecord {
     pub not_before: EpochMillis,
     /// notAfter.
     pub expires_at: EpochMillis,
-    /// Revoked in the store (independent of CRLs).
-    pub revoked: bool,
-    /// When it was revoked.
-    pub revoked_at: Option<EpochMillis>,
-    /// One of [`REVOCATION_REASONS`].
-    pub revocation_reason: Option<String>,
 }
 
 impl CertificateRecord {
@@ -112,15 +125,27 @@ impl CertificateRecord {
     pub fn for_identity(id: &crate::cert::Identity, principal_id: String) -> Self {
         CertificateRecord {
             serial_number: id.serial().to_owned(),
-            principal_id,
-            issuer: id.issuer().to_owned(),
-            sha256: id.sha256_hex(),
-            not_before: id.not_before() * 1000,
-            expires_at: id.not_after() * 1000,
+            registration: Some(Registration {
+                principal_id,
+                issuer: id.issuer().to_owned(),
+                sha256: id.sha256_hex(),
+                not_before: id.not_before() * 1000,
+                expires_at: id.not_after() * 1000,
+            }),
             revoked: false,
             revoked_at: None,
             revocation_reason: None,
         }
+    }
+
+    /// The owner, when registered.
+    pub fn principal_id(&self) -> Option<&str> {
+        self.registration.as_ref().map(|r| r.principal_id.as_str())
+    }
+
+    /// notAfter, when registered.
+    pub fn expires_at(&self) -> Option<EpochMillis> {
+        self.registration.as_ref().map(|r| r.expires_at)
     }
 }
 

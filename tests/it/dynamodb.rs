@@ -17,6 +17,7 @@ use super::store_conformance::{moto_settings, moto_store};
 use super::world::{Client, World, cli_with_env, config_yaml, run_async};
 
 const PRINCIPALS: &str = "e2e_principals";
+const CERTIFICATES: &str = "e2e_certificates";
 
 /// A replica: its configuration, certgate, and an Envoy in front of it.
 struct Replica {
@@ -37,7 +38,7 @@ fn store_yaml(moto: &Moto) -> String {
     format!(
         "store:\n  backend: dynamodb\n  cache_ttl: 1s\n  stale_if_error: 4s\n  dynamodb:\n    \
          region: eu-west-1\n    endpoint_url: \"{}\"\n    principals_table: {PRINCIPALS}\n    \
-         certificates_table: e2e_certificates\n",
+         certificates_table: {CERTIFICATES}\n",
         moto.endpoint()
     )
 }
@@ -195,21 +196,51 @@ impl Fleet {
         });
     }
 
-    /// A raw `PutItem` replacing a principal record with `item`.
-    fn put_principal(&self, item: Vec<(&str, AttributeValue)>) {
+    /// The airunner runbook's "Revoke a Specific Certificate", exactly: an unconditional
+    /// `aws dynamodb update-item --table-name … --key '{"serial_number": {"S": "<serial>"}}'
+    /// --update-expression "SET revoked = :true, revoked_at = :now, revocation_reason = :reason"`.
+    /// On a serial that was never registered it creates an item with only these attributes.
+    fn runbook_revoke(&self, serial: &str, reason: &str) {
+        self.update_certificate(
+            serial,
+            "SET revoked = :true, revoked_at = :now, revocation_reason = :reason",
+            vec![
+                (":true", AttributeValue::Bool(true)),
+                (":now", AttributeValue::N(now_ms())),
+                (":reason", s(reason)),
+            ],
+        );
+    }
+
+    /// An unconditional raw `UpdateItem` on the certificates table.
+    fn update_certificate(
+        &self,
+        serial: &str,
+        expression: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) {
         let settings = moto_settings(&self.moto, "e2e");
-        let item = item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let (serial, expression) = (serial.to_owned(), expression.to_owned());
+        let values: Vec<(String, AttributeValue)> =
+            values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         run_async(async move {
             let store = moto_store(settings, Purpose::Admin).await;
-            store
+            let mut req = store
                 .client()
-                .put_item()
-                .table_name(PRINCIPALS)
-                .set_item(Some(item))
-                .send()
-                .await
-                .expect("put-item");
+                .update_item()
+                .table_name(CERTIFICATES)
+                .key("serial_number", AttributeValue::S(serial))
+                .update_expression(expression);
+            for (k, v) in values {
+                req = req.expression_attribute_values(k, v);
+            }
+            req.send().await.expect("update-item");
         });
+    }
+
+    /// A raw `PutItem` replacing a principal record with `item`.
+    fn put_principal(&self, item: Vec<(&str, AttributeValue)>) {
+        put_item(&self.moto, PRINCIPALS, item);
     }
 
     fn logs(&self) -> String {
@@ -224,6 +255,15 @@ impl Fleet {
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
+}
+
+/// Now, in epoch milliseconds, as DynamoDB number text (`date +%s%3N`).
+fn now_ms() -> String {
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .expect("clock")
+        .as_millis()
+        .to_string()
 }
 
 fn assert_reason(replies: &[Reply], error: &str, message: &str) {
@@ -259,18 +299,13 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
 
     // The runbook's fallback: aws dynamodb update-item ... --update-expression
     // "SET #s = :s, suspended_reason = :r, suspended_at = :t"
-    let now_ms = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .expect("clock")
-        .as_millis()
-        .to_string();
     fleet.update_principal(
         "worker-1@example.com",
         "SET #s = :s, suspended_reason = :r, suspended_at = :t",
         vec![
             (":s", s("suspended")),
             (":r", s("RB-12 emergency: key exfiltrated")),
-            (":t", AttributeValue::N(now_ms)),
+            (":t", AttributeValue::N(now_ms())),
         ],
     );
     let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
@@ -310,9 +345,9 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
         (
             good(s("active"))
                 .into_iter()
-                .filter(|(k, _)| *k != "principal_type")
+                .filter(|(k, _)| *k != "status")
                 .collect(),
-            "attribute principal_type is missing",
+            "attribute status is missing",
         ),
     ];
     for (item, why) in bad {
@@ -333,6 +368,130 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
     }
     fleet.put_principal(good(s("active")));
     fleet.all_answer(&worker, 200, TTL_AND_SLACK);
+}
+
+/// The airunner runbook's unconditional revoke, on a serial certgate never registered and on
+/// a registered one: 401 `certificate_revoked` with the reason on every replica, and the CLI
+/// shows the unregistered one as a revocation-only record.
+#[test]
+fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    // Enrolled, but its certificate was never registered: allowed until revoked.
+    let stranger = fleet.world.client(
+        "stranger",
+        "worker-2@example.com",
+        &World::spec("worker-2@example.com", "worker", "worker-2.example.com"),
+    );
+    let (code, out) = fleet.cli(&[
+        "principal",
+        "create",
+        "worker-2@example.com",
+        "--type",
+        "worker",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    fleet.all_answer(&stranger, 200, Duration::from_secs(10));
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+
+    fleet.runbook_revoke(&stranger.serial, "key_compromise");
+    let replies = fleet.all_answer(&stranger, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "certificate_revoked", "key_compromise");
+    assert_reason(&replies, "certificate_revoked", &stranger.serial);
+    for r in &replies {
+        assert!(
+            !r.body.contains("principal_id"),
+            "no table layout: {}",
+            r.body
+        );
+    }
+
+    let (code, out) = fleet.cli(&["cert", "get", &stranger.serial, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["revocation_only"], true, "{got}");
+    assert_eq!(got["revoked"], true, "{got}");
+    assert_eq!(got["revocation_reason"], "key_compromise", "{got}");
+    let (code, out) = fleet.cli(&["cert", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&stranger.serial))
+        .unwrap_or_else(|| panic!("{} listed: {out}", stranger.serial));
+    assert!(
+        line.contains("revoked (key_compromise), revocation-only record"),
+        "{out}"
+    );
+    let (code, out) = fleet.cli(&["cert", "list", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&stranger.serial), "{out}");
+
+    // A registered certificate: the same command keeps its registration.
+    fleet.runbook_revoke(&worker.serial, "superseded");
+    let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "certificate_revoked", "superseded");
+    let (code, out) = fleet.cli(&["cert", "get", &worker.serial, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["revocation_only"], false, "{got}");
+    assert_eq!(got["principal_id"], "worker-1@example.com", "{got}");
+
+    // What decides stays strict: a `revoked` that is not a BOOL is refused, never allowed.
+    fleet.update_certificate(
+        &stranger.serial,
+        "SET revoked = :v",
+        vec![(":v", s("true"))],
+    );
+    let replies = fleet.all_answer(&stranger, 503, TTL_AND_SLACK);
+    assert_reason(&replies, "store_unavailable", "revoked is not of type BOOL");
+}
+
+/// A principal item as a deployment older than certgate wrote it: no `principal_type`, no
+/// `created_at`, attributes certgate does not know. The type then comes from the
+/// certificate (OID/OU), the roles from `roles_by_type`; the CLI shows it.
+#[test]
+fn principal_items_without_type_or_creation_time_and_with_extra_attributes_are_served() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+    fleet.put_principal(vec![
+        ("principal_id", s("worker-1@example.com")),
+        ("status", s("active")),
+        ("email", s("worker-1@example.com")),
+        ("team", s("ml-infra")),
+        ("last_login", AttributeValue::N("1700000000000".into())),
+        ("tags", AttributeValue::L(vec![s("gpu")])),
+    ]);
+    // Served with the type of the certificate, not refused as corrupt.
+    let ok = wait_until(TTL_AND_SLACK, || {
+        fleet.replicas.iter().all(|r| {
+            let reply = fleet.get(r, &worker);
+            reply.status == 200
+                && reply.upstream_header("x-client-principal-type").as_deref() == Some("worker")
+        })
+    });
+    assert!(ok, "{:?}\n{}", fleet.statuses(&worker), fleet.logs());
+    let (code, out) = fleet.cli(&["principal", "get", "worker-1@example.com", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["principal_type"], serde_json::Value::Null, "{got}");
+    assert_eq!(got["created_at"], serde_json::Value::Null, "{got}");
+    let (code, out) = fleet.cli(&["principal", "list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("worker-1@example.com"), "{out}");
+
+    // Suspension through the runbook still works on such an item, and still decides.
+    fleet.update_principal(
+        "worker-1@example.com",
+        "SET #s = :s, suspended_reason = :r, suspended_at = :t",
+        vec![
+            (":s", s("suspended")),
+            (":r", s("INC-9")),
+            (":t", AttributeValue::N(now_ms())),
+        ],
+    );
+    let replies = fleet.all_answer(&worker, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "principal_suspended", "INC-9");
 }
 
 #[test]
@@ -573,4 +732,306 @@ fn web_identity_credentials_irsa_style() {
     let (code, out) = cli_with_env(&dynamo, &["principal", "get", "svc@example.com"], &none);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("store unavailable"), "{out}");
+}
+
+/// A raw `PutItem` of `item` into `table`.
+fn put_item(moto: &Moto, table: &str, item: Vec<(&str, AttributeValue)>) {
+    let settings = moto_settings(moto, "e2e");
+    let table = table.to_owned();
+    let item = item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    run_async(async move {
+        let store = moto_store(settings, Purpose::Admin).await;
+        store
+            .client()
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("put-item");
+    });
+}
+
+/// `store check` on tables holding airunner-shaped items: what would be refused and what is
+/// read with defaults, per kind, with example keys; exit 1 while anything is refused.
+#[test]
+fn store_check_reports_refused_and_defaulted_items() {
+    let world = World::new();
+    let moto = Moto::start();
+    let config = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
+    let cli = |args: &[&str]| cli_with_env(&config, args, AWS_ENV);
+    let (code, out) = cli(&["store", "init"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&["principal", "create", "ok@example.com", "--type", "worker"]);
+    assert_eq!(code, 0, "{out}");
+    let n = |v: &str| AttributeValue::N(v.to_owned());
+    for id in ["legacy-1@example.com", "legacy-2@example.com"] {
+        put_item(
+            &moto,
+            PRINCIPALS,
+            vec![
+                ("principal_id", s(id)),
+                ("status", s("active")),
+                ("email", s(id)),
+            ],
+        );
+    }
+    let with_status = |status: &str| {
+        put_item(
+            &moto,
+            PRINCIPALS,
+            vec![
+                ("principal_id", s("paused@example.com")),
+                ("principal_type", s("worker")),
+                ("status", s(status)),
+                ("created_at", n("1")),
+            ],
+        );
+    };
+    with_status("paused");
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s("0a")),
+            ("revoked", AttributeValue::Bool(true)),
+            ("revoked_at", n("1")),
+            ("revocation_reason", s("key_compromise")),
+        ],
+    );
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s("0b")),
+            ("principal_id", s("ok@example.com")),
+            ("issuer", s("CN=CA")),
+            ("fingerprint_sha256", s("ab")),
+            ("not_before", n("1")),
+            ("expires_at", n("2")),
+            ("revoked", s("false")),
+        ],
+    );
+
+    let (code, out) = cli(&["store", "check", "-o", "json"]);
+    assert_eq!(code, 1, "something would be refused: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["refused"], 2, "{report}");
+    let table = |kind: &str| {
+        report["tables"]
+            .as_array()
+            .expect("tables")
+            .iter()
+            .find(|t| t["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} in {report}"))
+    };
+    let problem = |t: &serde_json::Value, text: &str| {
+        t["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .find(|p| p["problem"].as_str().unwrap_or_default().contains(text))
+            .cloned()
+            .unwrap_or_else(|| panic!("{text:?} in {t}"))
+    };
+    let principals = table("principals");
+    assert_eq!(
+        (
+            principals["items"].clone(),
+            principals["refused"].clone(),
+            principals["defaults"].clone()
+        ),
+        (4.into(), 1.into(), 2.into()),
+        "{principals}"
+    );
+    let status = problem(&principals, "unknown status");
+    assert_eq!(status["finding"], "refused", "{status}");
+    assert_eq!(
+        status["examples"],
+        serde_json::json!(["paused@example.com"])
+    );
+    let untyped = problem(&principals, "principal_type missing");
+    assert_eq!(untyped["finding"], "defaults", "{untyped}");
+    assert_eq!(untyped["count"], 2, "{untyped}");
+    assert_eq!(
+        untyped["examples"],
+        serde_json::json!(["legacy-1@example.com", "legacy-2@example.com"])
+    );
+    assert_eq!(problem(&principals, "created_at missing")["count"], 2);
+    assert_eq!(problem(&principals, "extra attributes")["count"], 2);
+    let certificates = table("certificates");
+    assert_eq!(certificates["refused"], 1, "{certificates}");
+    let bad = problem(&certificates, "revoked is not of type BOOL");
+    assert_eq!(bad["examples"], serde_json::json!(["0b"]));
+    let only = problem(&certificates, "revocation-only record");
+    assert_eq!(only["finding"], "defaults", "{only}");
+    assert_eq!(only["examples"], serde_json::json!(["0a"]));
+
+    // Repaired: nothing refused, exit 0; the text form lists what is read with defaults.
+    with_status("suspended");
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s("0b")),
+            ("revoked", AttributeValue::Bool(true)),
+        ],
+    );
+    let (code, out) = cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("principals (e2e_principals): 4 items, 0 refused, 2 read with defaults"),
+        "{out}"
+    );
+    assert!(
+        out.contains("e.g. legacy-1@example.com, legacy-2@example.com"),
+        "{out}"
+    );
+}
+
+/// `store init --adopt` on tables created the way the runbook's reference Terraform does (hash
+/// keys only, no certgate indexes, no TTL), holding airunner-shaped items: indexes and TTL
+/// added, `expiry_bucket` set, other attributes untouched; the principal is then served.
+#[test]
+fn store_init_adopt_gives_pre_existing_tables_certgates_indexes() {
+    let world = World::new();
+    let moto = Moto::start();
+    let config = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
+    let cli = |args: &[&str]| cli_with_env(&config, args, AWS_ENV);
+    let settings = moto_settings(&moto, "e2e");
+    run_async(async move {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let store = moto_store(settings, Purpose::Admin).await;
+        for (table, key) in [
+            (PRINCIPALS, "principal_id"),
+            (CERTIFICATES, "serial_number"),
+        ] {
+            store
+                .client()
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(key)
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .expect("key"),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(key)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .expect("attr"),
+                )
+                .send()
+                .await
+                .expect("create table");
+        }
+    });
+    let legacy = world.client(
+        "legacy",
+        "legacy@example.com",
+        &World::spec("legacy@example.com", "worker", "legacy.example.com"),
+    );
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let now = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .expect("clock")
+        .as_millis() as i64;
+    put_item(
+        &moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s("legacy@example.com")),
+            ("status", s("active")),
+            ("owner_team", s("ml-infra")),
+        ],
+    );
+    put_item(
+        &moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s(&legacy.serial)),
+            ("principal_id", s("legacy@example.com")),
+            ("issuer", s("CN=e2e CA")),
+            ("fingerprint_sha256", s("ab")),
+            ("not_before", n(now - 86_400_000)),
+            ("expires_at", n(now + 5 * 86_400_000)),
+            ("revoked", AttributeValue::Bool(false)),
+            ("hostname", s("gpu-17")),
+        ],
+    );
+
+    let (code, out) = cli(&["store", "check"]);
+    assert_eq!(code, 0, "nothing refused: {out}");
+    assert!(out.contains("expiry_bucket missing"), "{out}");
+    let (code, out) = cli(&["store", "init", "--adopt"]);
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "e2e_principals: exists",
+        "TTL enabled on purge_at",
+        "e2e_certificates: index by_principal created",
+        "e2e_certificates: index by_expiry created",
+        "e2e_certificates: expiry_bucket set on 1 certificate(s)",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    let (code, out) = cli(&["store", "init", "--adopt"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("index by_expiry exists"), "idempotent: {out}");
+    assert!(
+        out.contains("expiry_bucket set on 0 certificate(s)"),
+        "{out}"
+    );
+
+    for args in [
+        &["cert", "list", "--expiring-within", "30d", "-o", "json"][..],
+        &[
+            "cert",
+            "list",
+            "--principal",
+            "legacy@example.com",
+            "-o",
+            "json",
+        ],
+    ] {
+        let (code, out) = cli(args);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&legacy.serial), "{args:?}: {out}");
+    }
+    let settings = moto_settings(&moto, "e2e");
+    let serial = legacy.serial.clone();
+    run_async(async move {
+        let store = moto_store(settings, Purpose::Admin).await;
+        let item = store
+            .client()
+            .get_item()
+            .table_name(CERTIFICATES)
+            .key("serial_number", AttributeValue::S(serial))
+            .send()
+            .await
+            .expect("get-item")
+            .item
+            .expect("item");
+        assert_eq!(
+            item.get("hostname"),
+            Some(&s("gpu-17")),
+            "untouched: {item:?}"
+        );
+        assert_eq!(item.get("expiry_bucket"), Some(&s("all")), "{item:?}");
+    });
+    let (code, out) = cli(&["store", "check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("expiry_bucket missing"), "{out}");
+
+    // The adopted principal is served (the server's exact pipeline), typed by its certificate.
+    let cert = legacy.cert.to_str().expect("utf-8");
+    let (code, out) = cli(&["check", "--cert", cert, "--path", "/api/jobs", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"principal_type\": \"worker\""), "{out}");
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use certgate::store::dynamodb::DynamoSettings;
 use certgate::store::{
-    CertificateRecord, DynamoStore, EmbeddedStore, Principal, PrincipalStatus, Purpose, Store,
-    StoreError,
+    CertificateRecord, DynamoStore, EmbeddedStore, Principal, PrincipalStatus, Purpose,
+    Registration, Store, StoreError,
 };
 
 use super::harness::Moto;
@@ -16,23 +16,25 @@ use super::harness::Moto;
 fn principal(id: &str, kind: &str, roles: Option<&[&str]>) -> Principal {
     Principal {
         principal_id: id.to_owned(),
-        principal_type: kind.to_owned(),
+        principal_type: Some(kind.to_owned()),
         status: PrincipalStatus::Active,
         suspended_at: None,
         suspended_reason: None,
         roles: roles.map(|r| r.iter().map(|s| (*s).to_owned()).collect()),
-        created_at: 1_700_000_000_000,
+        created_at: Some(1_700_000_000_000),
     }
 }
 
 fn certificate(serial: &str, owner: &str, expires_at: i64) -> CertificateRecord {
     CertificateRecord {
         serial_number: serial.to_owned(),
-        principal_id: owner.to_owned(),
-        issuer: "CN=conformance CA, O=certgate".to_owned(),
-        sha256: format!("{serial:0>64}"),
-        not_before: expires_at - 86_400_000,
-        expires_at,
+        registration: Some(Registration {
+            principal_id: owner.to_owned(),
+            issuer: "CN=conformance CA, O=certgate".to_owned(),
+            sha256: format!("{serial:0>64}"),
+            not_before: expires_at - 86_400_000,
+            expires_at,
+        }),
         revoked: false,
         revoked_at: None,
         revocation_reason: None,
@@ -111,7 +113,11 @@ async fn conformance(store: Arc<dyn Store>) {
         suspended.suspended_reason.as_deref(),
         Some("INC-4711: key on a laptop that was stolen")
     );
-    assert_eq!(suspended.principal_type, "user", "other fields untouched");
+    assert_eq!(
+        suspended.principal_type.as_deref(),
+        Some("user"),
+        "other fields untouched"
+    );
     assert_eq!(
         store.get_principal("alice@example.com").await.unwrap(),
         Some(suspended)
@@ -227,7 +233,7 @@ async fn conformance(store: Arc<dyn Store>) {
     assert_eq!(revoked.revoked_at, Some(77));
     assert_eq!(revoked.revocation_reason.as_deref(), Some("key_compromise"));
     assert_eq!(
-        revoked.expires_at, certs[0].expires_at,
+        revoked.registration, certs[0].registration,
         "other fields untouched"
     );
     assert_eq!(store.get_certificate("0a").await.unwrap(), Some(revoked));

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
 
 use super::harness::{CertgateAddress, EnvoyOptions};
-use certgate::store::{CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Store};
+use certgate::store::{
+    CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration, Store,
+};
 use time::{Duration, OffsetDateTime};
 
 pub const ID_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 1];
@@ -176,12 +178,12 @@ impl World {
                 store
                     .create_principal(&Principal {
                         principal_id: id,
-                        principal_type: kind,
+                        principal_type: Some(kind),
                         status: PrincipalStatus::Active,
                         suspended_at: None,
                         suspended_reason: None,
                         roles: None,
-                        created_at: 0,
+                        created_at: Some(0),
                     })
                     .await
                     .expect("create principal");
@@ -190,11 +192,13 @@ impl World {
                 store
                     .register_certificate(&CertificateRecord {
                         serial_number: c.serial.clone(),
-                        principal_id: c.principal.clone(),
-                        issuer: "CN=e2e CA".into(),
-                        sha256: String::new(),
-                        not_before: 0,
-                        expires_at: (now() + Duration::days(5)).unix_timestamp() * 1000,
+                        registration: Some(Registration {
+                            principal_id: c.principal.clone(),
+                            issuer: "CN=e2e CA".into(),
+                            sha256: String::new(),
+                            not_before: 0,
+                            expires_at: (now() + Duration::days(5)).unix_timestamp() * 1000,
+                        }),
                         revoked: false,
                         revoked_at: None,
                         revocation_reason: None,

@@ -1,8 +1,8 @@
 # Three least-privilege policies, the same as ../iam/*.json and the CloudFormation template:
 #   server   — the serving replicas (IRSA role of the pods): GetItem on both tables;
 #   operator — the CLI for Day-2 work: GetItem, PutItem, UpdateItem, Scan; Query on the indexes;
-#   admin    — store init / migrate: operator + CreateTable, DescribeTable, UpdateTimeToLive,
-#              DescribeTimeToLive, BatchWriteItem.
+#   admin    — store init [--adopt] / migrate: operator + CreateTable, DescribeTable, UpdateTable,
+#              UpdateTimeToLive, DescribeTimeToLive, BatchWriteItem.
 
 data "aws_iam_policy_document" "server" {
   statement {
@@ -53,6 +53,7 @@ data "aws_iam_policy_document" "admin" {
     actions = [
       "dynamodb:CreateTable",
       "dynamodb:DescribeTable",
+      "dynamodb:UpdateTable",
       "dynamodb:UpdateTimeToLive",
       "dynamodb:DescribeTimeToLive",
       "dynamodb:BatchWriteItem",
