@@ -18,7 +18,9 @@
 #
 # Load it: `podman load -i …`, `ctr -n k8s.io images import …`, `kind load image-archive …`
 # (README "Install"). Needs root and buildah (SETUP_IMAGE=1 scripts/setup.sh installs it).
-# CERTGATE_BIN: use this already built release binary instead of running cargo build --release.
+# PROFILE=debug: put the debug build in instead (archive certgate-VERSION-debug.oci.tar); the test
+# suite does, to check the image without a ~12-minute release build on a fresh 2-core machine.
+# CERTGATE_BIN: use this already built binary instead of running cargo build.
 # IMAGE_NAME: the name recorded in the archive (default docker.io/library/certgate:VERSION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,13 +33,25 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE=${IMAGE_SOURCE:-https://github.com/certgate/certgate}   # also Chart.yaml's home/sources
 LICENSE=$(sed -n 's/^license = "\(.*\)"/\1/p' Cargo.toml | head -1)
-IMAGE_NAME=${IMAGE_NAME:-docker.io/library/certgate:$VERSION}
+PROFILE=${PROFILE:-release}
 OUT=$ROOT/target/image
-ARCHIVE=$OUT/certgate-$VERSION.oci.tar
+case $PROFILE in
+  release) suffix="" ;;
+  # --all-targets: the feature set of the test build, so after `cargo test` nothing is rebuilt.
+  debug) suffix=-debug ;;
+  *) echo "PROFILE must be release or debug, not $PROFILE" >&2; exit 1 ;;
+esac
+IMAGE_NAME=${IMAGE_NAME:-docker.io/library/certgate:$VERSION$suffix}
+ARCHIVE=$OUT/certgate-$VERSION$suffix.oci.tar
+DEBUG_INFO=$OUT/certgate-$VERSION$suffix.debug
 
 if [ -z "${CERTGATE_BIN:-}" ]; then
-  cargo build --release --locked --quiet --bin certgate
-  CERTGATE_BIN=target/release/certgate
+  if [ "$PROFILE" = release ]; then
+    cargo build --release --locked --quiet --bin certgate
+  else
+    cargo build --locked --quiet --all-targets
+  fi
+  CERTGATE_BIN=target/$PROFILE/certgate
 fi
 [ -x "$CERTGATE_BIN" ] || { echo "no certgate binary at $CERTGATE_BIN" >&2; exit 1; }
 
@@ -57,8 +71,8 @@ trap cleanup EXIT
 
 # The root filesystem, staged in a directory and copied in as one layer.
 install -d "$stage/usr/local/bin" "$stage/etc/ssl/certs" "$stage/etc/certgate"
-objcopy --only-keep-debug "$CERTGATE_BIN" "$OUT/certgate-$VERSION.debug"
-objcopy --strip-debug --add-gnu-debuglink="$OUT/certgate-$VERSION.debug" \
+objcopy --only-keep-debug "$CERTGATE_BIN" "$DEBUG_INFO"
+objcopy --strip-debug --add-gnu-debuglink="$DEBUG_INFO" \
   "$CERTGATE_BIN" "$stage/usr/local/bin/certgate"
 chmod 0755 "$stage/usr/local/bin/certgate"
 # Every library the binary needs, at the path the loader resolves it to, plus the loader
@@ -136,4 +150,4 @@ mkdir -p "$OUT/completions"
 "$CERTGATE_BIN" completions fish >"$OUT/completions/certgate.fish"
 
 size() { du -b "$1" | cut -f1 | numfmt --to=iec --suffix=B; }
-echo "image: ${ARCHIVE#"$ROOT/"} ($IMAGE_NAME): $(size "$ARCHIVE") archive, $(du -sb "$stage" | cut -f1 | numfmt --to=iec --suffix=B) unpacked (binary $(size "$stage/usr/local/bin/certgate") stripped; debug info in certgate-$VERSION.debug)"
+echo "image: ${ARCHIVE#"$ROOT/"} ($IMAGE_NAME): $(size "$ARCHIVE") archive, $(du -sb "$stage" | cut -f1 | numfmt --to=iec --suffix=B) unpacked (binary $(size "$stage/usr/local/bin/certgate") stripped; debug info in ${DEBUG_INFO##*/})"
