@@ -14,6 +14,7 @@
 #   target/image/certgate-VERSION.oci.tar     (image name docker.io/library/certgate:VERSION,
 #                                              the chart's default image.repository: certgate)
 #   target/image/certgate-VERSION.debug       (the debug info of the binary in the image)
+#   target/image/certgate-VERSION.cdx.json    (CycloneDX SBOM of the Rust crates, scripts/sbom.py)
 #   target/image/man1/, target/image/completions/  (man pages; bash, zsh and fish completions)
 #
 # Load it: `podman load -i …`, `ctr -n k8s.io images import …`, `kind load image-archive …`
@@ -141,7 +142,10 @@ ctr=""
 # Only the archive is kept; the image in buildah's storage is not needed any more.
 "${BUILDAH[@]}" rmi --all >/dev/null 2>&1 || true
 
-# For packagers, beside the archive: the man pages and shell completions of this binary.
+# Beside the archive: the SBOM of the crates in the binary (CycloneDX JSON), and for
+# packagers the man pages and shell completions.
+SBOM=$OUT/certgate-$VERSION$suffix.cdx.json
+python3 scripts/sbom.py "$SBOM" >/dev/null
 rm -rf "$OUT/man1" "$OUT/completions"
 "$CERTGATE_BIN" man --out-dir "$OUT/man1"
 mkdir -p "$OUT/completions"
@@ -150,4 +154,4 @@ mkdir -p "$OUT/completions"
 "$CERTGATE_BIN" completions fish >"$OUT/completions/certgate.fish"
 
 size() { du -b "$1" | cut -f1 | numfmt --to=iec --suffix=B; }
-echo "image: ${ARCHIVE#"$ROOT/"} ($IMAGE_NAME): $(size "$ARCHIVE") archive, $(du -sb "$stage" | cut -f1 | numfmt --to=iec --suffix=B) unpacked (binary $(size "$stage/usr/local/bin/certgate") stripped; debug info in ${DEBUG_INFO##*/})"
+echo "image: ${ARCHIVE#"$ROOT/"} ($IMAGE_NAME): $(size "$ARCHIVE") archive, $(du -sb "$stage" | cut -f1 | numfmt --to=iec --suffix=B) unpacked (binary $(size "$stage/usr/local/bin/certgate") stripped; debug info in ${DEBUG_INFO##*/}; SBOM ${SBOM##*/})"

@@ -26,6 +26,14 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 suffix=""; [ "${PROFILE:-release}" = release ] || suffix=-$PROFILE
 ARCHIVE=target/image/certgate-$VERSION$suffix.oci.tar
 [ -s "$ARCHIVE" ] || fail "no archive at $ARCHIVE"
+python3 - "target/image/certgate-$VERSION$suffix.cdx.json" <<'PY' || fail "the SBOM beside the archive"
+import json, sys
+bom = json.load(open(sys.argv[1]))
+names = {c["name"] for c in bom["components"]}
+assert bom["bomFormat"] == "CycloneDX" and bom["metadata"]["component"]["name"] == "certgate", bom["metadata"]
+assert {"tokio", "rusqlite", "tonic"} <= names, sorted(names)
+assert not names & {"proptest", "criterion", "tempfile"}, "dev-dependencies are not in the binary"
+PY
 
 export BUILDAH_ISOLATION=chroot
 # A storage of its own, removed at the end: only the archive is under test.
