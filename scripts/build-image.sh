@@ -38,7 +38,6 @@ PROFILE=${PROFILE:-release}
 OUT=$ROOT/target/image
 case $PROFILE in
   release) suffix="" ;;
-  # --all-targets: the feature set of the test build, so after `cargo test` nothing is rebuilt.
   debug) suffix=-debug ;;
   *) echo "PROFILE must be release or debug, not $PROFILE" >&2; exit 1 ;;
 esac
@@ -50,6 +49,7 @@ if [ -z "${CERTGATE_BIN:-}" ]; then
   if [ "$PROFILE" = release ]; then
     cargo build --release --locked --quiet --bin certgate
   else
+    # --all-targets: the feature set of the test build, so after `cargo test` nothing rebuilds.
     cargo build --locked --quiet --all-targets
   fi
   CERTGATE_BIN=target/$PROFILE/certgate
