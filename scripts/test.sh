@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SETUP_NGINX=1 SETUP_MOTO=1 SETUP_BENCH=1 bash scripts/setup.sh
+SETUP_NGINX=1 SETUP_MOTO=1 SETUP_BENCH=1 SETUP_IMAGE=1 bash scripts/setup.sh
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 
 echo "== cargo fmt --check"
@@ -24,6 +24,10 @@ echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes sch
 bash scripts/check-helm.sh
 echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"
 bash scripts/check-deploy-dynamodb.sh
+echo "== container image (buildah FROM scratch → OCI archive; run it: --version, config validate, serve behind Envoy)"
+# The debug binary cargo test built: the same image layout without a release build (~12 min
+# on 2 cores); `scripts/check-image.sh` alone checks the release image.
+PROFILE=debug bash scripts/check-image.sh
 echo "== demo smoke test"
 DEMO_SMOKE=1 bash scripts/demo.sh
 

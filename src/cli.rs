@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use certgate::check::{CheckInput, Checker};
@@ -22,7 +22,8 @@ use certgate::{bootstrap, cert, clock, crl, server};
 #[derive(Parser)]
 #[command(
     name = "certgate",
-    version,
+    // `certgate --version`: the crate version and the git commit it was built from (build.rs).
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CERTGATE_GIT_COMMIT"), ")"),
     about = "External authorization for mutual-TLS identities",
     long_about = "certgate decides, per request, whether the holder of a client certificate may make \
                   that request. Envoy (ext_authz gRPC) or an ingress forwards the verified client \
@@ -104,6 +105,27 @@ enum Command {
     /// Store backend set-up: create tables, copy records between backends.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Print a shell completion script to stdout.
+    ///
+    /// Examples:
+    ///   certgate completions bash > /etc/bash_completion.d/certgate
+    ///   certgate completions zsh > "${fpath[1]}/_certgate"
+    ///   certgate completions fish > ~/.config/fish/completions/certgate.fish
+    Completions {
+        /// Shell to generate the script for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the certgate(1) man page (roff) to stdout, or write one page per command.
+    ///
+    /// Examples:
+    ///   certgate man | man -l -
+    ///   certgate man --out-dir /usr/local/share/man/man1
+    Man {
+        /// Write certgate.1 and a certgate-COMMAND.1 page for every subcommand into this
+        /// directory instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -337,6 +359,38 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn man(out_dir: Option<&Path>) -> Result<ExitCode, Failure> {
+    let cmd = Cli::command();
+    match out_dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            print_generated(&page)
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| clap_mangen::generate_to(cmd, dir))
+                .with_context(|| format!("cannot write the man pages to {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Writes generated text (a completion script, a man page) to stdout; a reader that stops
+/// early (`| head`) is not an error.
+fn print_generated(text: &[u8]) -> Result<ExitCode, Failure> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Failed(
+            anyhow::Error::new(e).context("cannot write to stdout"),
+        )),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
 fn init_logging(format: LogFormat, serving: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if serving { "info" } else { "error" };
@@ -397,6 +451,13 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
         Command::Principal(cmd) => principal(cmd, &config).await,
         Command::Cert(cmd) => certificate(cmd, &config).await,
         Command::Store(cmd) => store_command(cmd, config_path(&config)?).await,
+        // Generated from the clap definitions; no configuration involved.
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "certgate", &mut script);
+            print_generated(&script)
+        }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
         Command::Crl(CrlCommand::Inspect {
             source,
             serial,

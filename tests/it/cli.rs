@@ -371,3 +371,94 @@ fn the_embedded_store_file_is_created_owner_only() {
         }
     }
 }
+
+fn certgate(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+        .args(args)
+        .env_remove("CERTGATE_CONFIG")
+        .output()
+        .expect("run certgate");
+    assert!(
+        out.stderr.is_empty(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).expect("utf-8 output"),
+    )
+}
+
+#[test]
+fn version_names_the_crate_version_and_the_commit() {
+    let (code, out) = certgate(&["--version"]);
+    assert_eq!(code, 0, "{out}");
+    let expected = format!(
+        "certgate {} ({})\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CERTGATE_GIT_COMMIT")
+    );
+    assert_eq!(out, expected);
+    let commit = env!("CERTGATE_GIT_COMMIT");
+    assert!(
+        commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{commit}"
+    );
+}
+
+#[test]
+fn completions_for_each_shell_cover_the_commands_and_options() {
+    // What each shell's script looks like: a marker of that shell's completion API, then the
+    // subcommands (nested ones too), a global option and its values must be offered.
+    for (shell, marker) in [
+        ("bash", "complete -F _certgate"),
+        ("zsh", "#compdef certgate"),
+        ("fish", "complete -c certgate"),
+    ] {
+        let (code, script) = certgate(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {script}");
+        assert!(
+            script.contains(marker),
+            "{shell}: no {marker:?} in\n{script}"
+        );
+        for word in [
+            "serve",
+            "check",
+            "bootstrap",
+            "principal",
+            "suspend",
+            "completions",
+            "config",
+            "log-format", // fish spells options `-l log-format`
+            "json",       // and the values of --log-format
+        ] {
+            assert!(script.contains(word), "{shell}: {word} is not completed");
+        }
+    }
+    let (code, _) = cli_with_config(std::path::Path::new("/x"), &["completions", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error");
+}
+
+#[test]
+fn man_page_is_roff_for_certgate_and_its_commands() {
+    let (code, page) = certgate(&["man"]);
+    assert_eq!(code, 0, "{page}");
+    assert!(page.contains(".TH certgate 1"), "{page}");
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH SUBCOMMANDS", ".SH VERSION"] {
+        assert!(page.contains(section), "no {section} in\n{page}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("man1");
+    let (code, out) = certgate(&["man", "--out-dir", out_dir.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{out}");
+    for page in [
+        "certgate.1",
+        "certgate-serve.1",
+        "certgate-principal-suspend.1",
+    ] {
+        let text =
+            std::fs::read_to_string(out_dir.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH"), "{page}: {text}");
+    }
+}

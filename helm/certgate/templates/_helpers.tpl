@@ -16,6 +16,13 @@
 {{- end }}
 {{- end }}
 
+{{/* The image: repository:tag, or repository:tag@digest when image.digest pins it. */}}
+{{- define "certgate.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- if .Values.image.digest }}{{ $ref = printf "%s@%s" $ref .Values.image.digest }}{{ end }}
+{{- $ref }}
+{{- end }}
+
 {{- define "certgate.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "certgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
