@@ -10,12 +10,27 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago and that nothing else in this test run will be handed.
+///
+/// Ports come from below Linux's ephemeral range (32768–60999): the kernel gives those to the
+/// outgoing connections of every process under test (curl, Envoy, moto, certgate's own
+/// clients), so a port picked there by binding `:0` could be taken as a source port before the
+/// process it was meant for binds it ("Address already in use" in CI). A counter keeps the
+/// tests of this process apart; the start depends on the process id, so two test runs on one
+/// machine start far apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) as u32;
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// One plain HTTP/1.1 GET on loopback (Envoy refuses HTTP/1.0): (status, body), or None if nothing answers.
