@@ -1,3 +1,5 @@
+mod crl;
+
 use super::*;
 use crate::cert::PrincipalTypeSource;
 

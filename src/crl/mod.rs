@@ -30,10 +30,10 @@ pub use settings::{
     CrlInputs, CrlIssuer, CrlLocation, CrlReadiness, CrlSettings, CrlSource, Freshness,
 };
 pub use verified::VerifiedCrl;
-
-// `human` is re-exported for callers that still name it here.
-use crate::cert::{Anchor, CaKey, Identity};
+// `crl inspect` words CRL ages as the messages here do.
 pub use crate::clock::human;
+
+use crate::cert::{Anchor, CaKey, Identity};
 use crate::clock::rfc3339;
 use crate::metrics::Metrics;
 

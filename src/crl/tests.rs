@@ -379,49 +379,6 @@ fn a_large_crl_loads_and_indexes() {
 }
 
 #[test]
-fn bad_crl_config_names_every_key() {
-    let f = fixture();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
-    let yaml = r#"crl:
-  max_age: "soon"
-  max_size: "lots"
-  issuers:
-    - ca: "CN=nobody"
-      sources: [{url: "http://x/a.crl"}]
-    - ca: "CN=root, O=certgate dev"
-      sources:
-        - {url: "ftp://x/a.crl"}
-        - {url: "http://x/a.crl", file: "a.crl"}
-        - {file: "a.crl", refresh_interval: "0s"}
-    - ca: "CN=root, O=certgate dev"
-      sources: []
-"#;
-    let problems = config_with(&dir, yaml).expect_err("invalid");
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "crl.max_age",
-        "crl.max_size",
-        "crl.issuers[0].ca",
-        "crl.issuers[1].sources[0].url",
-        "crl.issuers[1].sources[1]",
-        "crl.issuers[1].sources[2].refresh_interval",
-        "crl.issuers[2].ca",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:?}");
-    }
-    let unknown = problems
-        .iter()
-        .find(|p| p.key == "crl.issuers[0].ca")
-        .expect("reported");
-    assert!(
-        unknown.message.contains("CN=root"),
-        "lists the bundle's subjects: {}",
-        unknown.message
-    );
-}
-
-#[test]
 fn a_policy_only_reload_keeps_crls_and_updates_readiness() {
     let f = fixture();
     let state = revocation(&f);
@@ -616,66 +573,4 @@ fn the_high_water_mark_keeps_older_crls_out_after_a_restart() {
         second.status_of(&root_name(&f), "07", NOW),
         CrlStatus::Revoked { .. }
     ));
-}
-
-#[test]
-fn the_high_water_file_lives_outside_the_cache() {
-    let f = fixture();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
-    let config = config_with(&dir, "crl:\n  cache_dir: state/crl/\n").expect("valid");
-    assert_eq!(
-        config.crl.high_water_file,
-        Some(dir.path().join("state/crl.high-water.json")),
-        "beside the cache directory by default"
-    );
-    let config = config_with(
-        &dir,
-        "crl:\n  high_water_file: /var/lib/certgate/crl.json\n",
-    )
-    .expect("valid");
-    assert_eq!(
-        config.crl.high_water_file.as_deref(),
-        Some(std::path::Path::new("/var/lib/certgate/crl.json"))
-    );
-    assert_eq!(
-        config_with(&dir, "").expect("valid").crl.high_water_file,
-        None
-    );
-    let problems = config_with(
-        &dir,
-        "crl:\n  cache_dir: cache\n  high_water_file: cache/marks.json\n",
-    )
-    .expect_err("inside the cache");
-    assert_eq!(problems[0].key, "crl.high_water_file", "{problems:?}");
-    assert!(problems[0].message.contains("inside crl.cache_dir"));
-}
-
-#[test]
-fn one_key_under_two_configured_names_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = CertAuthority::new("a", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
-    let b = a
-        .reissued("b", at(NOW - 86_400), at(NOW + 86_400))
-        .expect("CA");
-    std::fs::write(
-        dir.path().join("ca.pem"),
-        format!("{}{}", a.cert_pem(), b.cert_pem()),
-    )
-    .expect("write");
-    let issuers =
-        "crl:\n  issuers:\n    - ca: \"CN=a, O=certgate dev\"\n      sources: [{file: a.crl}]\n";
-    assert!(
-        config_with(&dir, issuers).is_ok(),
-        "CRLs for one of the names"
-    );
-    let both =
-        format!("{issuers}    - ca: \"CN=b, O=certgate dev\"\n      sources: [{{file: b.crl}}]\n");
-    let problems = config_with(&dir, &both).expect_err("two names, one key");
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.key == "crl.issuers" && p.message.contains("share one key")),
-        "{problems:?}"
-    );
 }
