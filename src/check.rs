@@ -203,7 +203,10 @@ impl Checker {
     /// [`Self::revocation`] to load them.
     pub fn new(config: Config, store: CachedStore, metrics: Metrics) -> Self {
         let generation = Generation::new(config);
-        let revocation = Arc::new(Revocation::new(generation.config.clone(), metrics.clone()));
+        let revocation = Arc::new(Revocation::new(
+            generation.config.crl_inputs(),
+            metrics.clone(),
+        ));
         Checker {
             generation: ArcSwap::from_pointee(generation),
             revocation,
@@ -221,7 +224,7 @@ impl Checker {
     /// Put a new configuration in force (parsed identities are dropped with the old one).
     pub fn replace_config(&self, config: Config) {
         let generation = Generation::new(config);
-        self.revocation.reconfigure(generation.config.clone());
+        self.revocation.reconfigure(generation.config.crl_inputs());
         self.generation.store(Arc::new(generation));
     }
 

@@ -1045,7 +1045,7 @@ async fn crl_inspect(
     output: Output,
 ) -> Result<ExitCode, Failure> {
     let config = config_path.map(Config::load).transpose()?;
-    let defaults = crl::CrlConfig::default();
+    let defaults = crl::CrlSettings::default();
     let settings = config.as_ref().map_or(&defaults, |c| &c.crl);
     let lower = source.to_ascii_lowercase();
     let bytes = if lower.starts_with("http://") || lower.starts_with("https://") {

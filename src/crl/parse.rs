@@ -266,14 +266,14 @@ impl<'a> ParsedCrl<'a> {
         if self.next_update <= self.this_update {
             return Err(bad(format!(
                 "nextUpdate {} is not after thisUpdate {}",
-                crate::authz::rfc3339(self.next_update),
-                crate::authz::rfc3339(self.this_update)
+                crate::clock::rfc3339(self.next_update),
+                crate::clock::rfc3339(self.this_update)
             )));
         }
         if self.this_update > now.saturating_add(skew) {
             return Err(bad(format!(
                 "thisUpdate {} is in the future",
-                crate::authz::rfc3339(self.this_update)
+                crate::clock::rfc3339(self.this_update)
             )));
         }
         Ok(())

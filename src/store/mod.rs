@@ -6,6 +6,7 @@ pub mod cache;
 pub mod dynamodb;
 pub mod embedded;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,17 @@ pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
 
-use crate::config::StoreBackend;
+/// `store.backend` and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// One SQLite file (`store.path`).
+    Embedded {
+        /// Path of the SQLite file.
+        path: PathBuf,
+    },
+    /// Amazon DynamoDB tables (`store.dynamodb`).
+    DynamoDb(dynamodb::DynamoSettings),
+}
 
 /// Open the backend `store.backend` names. The embedded file is created when missing;
 /// DynamoDB tables are not (`certgate store init` does that).
