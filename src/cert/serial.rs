@@ -40,7 +40,15 @@ impl Serial {
 
 impl fmt::Display for Serial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        // Per check this spells the serial header and the store key: encode through a stack
+        // buffer, not a formatter call per byte.
+        let mut buf = [0u8; 64];
+        for chunk in self.0.chunks(buf.len() / 2) {
+            let out = &mut buf[..chunk.len() * 2];
+            hex::encode_to_slice(chunk, out).map_err(|_| fmt::Error)?;
+            f.write_str(std::str::from_utf8(out).map_err(|_| fmt::Error)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -101,6 +109,11 @@ mod tests {
         assert_eq!(Serial::from_der_content(&[0x00]).to_string(), "00");
         assert_eq!(Serial::from_der_content(&[0x00, 0x00]).to_string(), "00");
         assert_eq!(Serial::from_der_content(&[0x0a, 0xbc]).to_string(), "0abc");
+        let long: Vec<u8> = (1..=70).collect();
+        assert_eq!(
+            Serial::from_der_content(&long).to_string(),
+            hex::encode(&long)
+        );
     }
 
     #[test]
