@@ -125,7 +125,7 @@ impl Outcome {
         if let Some(cn) = id.common_name() {
             headers.push((names.cn.as_str(), cn.to_owned()));
         }
-        headers.push((names.serial.as_str(), id.serial().to_owned()));
+        headers.push((names.serial.as_str(), id.serial().to_string()));
         headers.push((names.sha256.as_str(), id.sha256_hex()));
         if let Some(spiffe) = id.spiffe_id() {
             headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));
@@ -286,7 +286,7 @@ impl Checker {
                 message = %deny.message,
                 policy = %outcome.policy,
                 principal = outcome.principal().unwrap_or(""),
-                serial = outcome.identity().map_or("", Identity::serial),
+                serial = %outcome.identity().map(|id| id.serial().to_string()).unwrap_or_default(),
                 method = input.method,
                 path = input.path,
                 "request denied"
@@ -383,7 +383,7 @@ impl Checker {
         if let authz::CrlStatus::Unknown(why) = &crl_status
             && policy.revocation == authz::RevocationPolicy::Optional
         {
-            tracing::warn!(policy = %policy.name, serial = id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
+            tracing::warn!(policy = %policy.name, serial = %id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
         }
         outcome.decision = match self.store_facts(id).await {
             Ok(facts) => authz::check_principal(
@@ -441,7 +441,7 @@ impl Checker {
             if (0.0..7.0).contains(&days_left) {
                 tracing::warn!(
                     principal = id.principal_id().unwrap_or(""),
-                    serial = id.serial(),
+                    serial = %id.serial(),
                     days_left = format!("{days_left:.1}"),
                     "client certificate expires soon"
                 );
@@ -453,8 +453,9 @@ impl Checker {
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
         let principal_id = id.principal_id().unwrap_or_default();
+        let serial = id.serial().to_string();
         let (certificate, principal) = tokio::join!(
-            self.store.certificate(id.serial()),
+            self.store.certificate(&serial),
             self.store.principal(principal_id)
         );
         Ok(StoreFacts {

@@ -12,11 +12,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub use policy::{Permission, PermissionError, Policy, RevocationPolicy};
-// The decision's CRL input and the time format of its messages, where its callers look.
-pub use crate::clock::rfc3339;
+// The decision's CRL input, where its callers look.
 pub use crate::crl::CrlStatus;
 
 use crate::cert::{ClientAuthUsage, Identity, PrincipalTypeSource};
+use crate::clock::rfc3339;
 use crate::store::{CertificateRecord, Principal, PrincipalStatus, StoreError};
 
 /// Stable reason codes, used in the response body, the logs and the metrics.

@@ -21,19 +21,14 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 pub use high_water::HighWater;
-pub use index::{
-    IndexError, RevocationIndex, RevocationIndexBuilder, RevocationReason, Revoked,
-    canonical_serial,
-};
+pub use index::{IndexError, RevocationIndex, RevocationIndexBuilder, Revoked};
 pub use parse::{CrlError, ParsedCrl, decode_crl};
 pub use settings::{
     CrlInputs, CrlIssuer, CrlLocation, CrlReadiness, CrlSettings, CrlSource, Freshness,
 };
 pub use verified::VerifiedCrl;
-// `crl inspect` words CRL ages as the messages here do.
-pub use crate::clock::human;
 
-use crate::cert::{Anchor, CaKey, Identity};
+use crate::cert::{Anchor, CaKey, Identity, Serial};
 use crate::clock::rfc3339;
 use crate::metrics::Metrics;
 
@@ -163,10 +158,10 @@ pub struct RevocationSnapshot {
 }
 
 impl RevocationSnapshot {
-    /// The CRL status of the certificate `serial_hex` whose chain `anchor` verified, at `now`.
+    /// The CRL status of the certificate `serial` whose chain `anchor` verified, at `now`.
     /// Only the CRL signed by that CA's key decides; no I/O, no allocation unless the answer
     /// is a deny.
-    pub fn status(&self, anchor: &Anchor, serial_hex: &str, now: i64) -> CrlStatus {
+    pub fn status(&self, anchor: &Anchor, serial: &Serial, now: i64) -> CrlStatus {
         let Some(state) = self
             .states
             .get(&anchor.key)
@@ -192,7 +187,7 @@ impl RevocationSnapshot {
                 None => format!("the CRL of '{issuer}' (CA key {key}) is {why}"),
             });
         }
-        match crl.index.get_hex(serial_hex) {
+        match crl.index.get(serial) {
             Some(r) => CrlStatus::Revoked {
                 reason: r.reason.as_str(),
                 revoked_at: r.revoked_at,

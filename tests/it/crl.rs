@@ -677,11 +677,11 @@ async fn two_cas_each_with_its_own_crl_are_fresh_independently() {
         .iter()
         .find(|ca| ca.subject == SECOND_DN)
         .expect("the second CA");
-    let status = gate
-        .checker
-        .revocation()
-        .snapshot()
-        .status(second_ca, "01", later);
+    let status =
+        gate.checker
+            .revocation()
+            .snapshot()
+            .status(second_ca, &"01".parse().expect("hex"), later);
     assert!(
         matches!(status, certgate::authz::CrlStatus::Unknown(ref m) if m.contains("CN=second") && m.contains("stale")),
         "{status:?}"

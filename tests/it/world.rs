@@ -137,7 +137,7 @@ impl World {
             use x509_parser::prelude::FromDer;
             let (_, parsed) =
                 x509_parser::certificate::X509Certificate::from_der(&identity).expect("parses");
-            certgate::cert::serial_hex(parsed.raw_serial())
+            certgate::cert::Serial::from_der_content(parsed.raw_serial()).to_string()
         };
         Client {
             cert,
