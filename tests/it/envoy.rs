@@ -1,13 +1,18 @@
-//! End to end through a real Envoy 1.40 and curl: every decision row (except CRLs), the
-//! identity headers at the upstream, suspension while serving, certgate down, hot reload.
+//! End to end through a real Envoy 1.40, a running certgate and curl: the decision rows a
+//! certificate and the embedded store decide (1, 3, 4, 5, 6, 6a, 8–12) and `unknown_policy`,
+//! each with its status and body; the identity headers at the upstream, checked against values
+//! `openssl` reads from the certificate; suspension while serving; certgate down; hot reload of
+//! the allowlist and of the CA bundle. Elsewhere through Envoy: row 7 (`crl`), row 7b
+//! (`fail_secure`), `store_unavailable` (`dynamodb`), `malformed_request` (`security`).
 
 use std::time::Duration;
 
 use certgate::pki::Eku;
 use time::Duration as Span;
 
+use super::dynamodb::metric;
 use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
-use super::world::{Client, World, eku, now};
+use super::world::{Client, World, eku, now, write_file};
 
 /// World + certgate + upstream + Envoy, with the usual clients enrolled.
 pub(super) struct Stack {
@@ -132,9 +137,14 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
     );
     assert_eq!(
         header("x-client-cert-serial"),
-        Some(stack.worker.serial.clone())
+        Some(stack.worker.serial.clone()),
+        "the serial as openssl reads it"
     );
-    assert_eq!(header("x-client-cert-sha256").map(|s| s.len()), Some(64));
+    assert_eq!(
+        header("x-client-cert-sha256"),
+        Some(stack.worker.sha256.clone()),
+        "SHA-256 of the DER as openssl computes it"
+    );
     assert_eq!(
         header("x-client-spiffe-id"),
         None,
@@ -492,6 +502,23 @@ fn certgate_down_means_503_never_allow() {
     );
 }
 
+/// Wait (10 s) until certgate has counted at least `n` refused reloads; the count then.
+fn reload_failures_reach(stack: &Stack, n: u32) -> f64 {
+    let failures = || {
+        metric(
+            &stack.certgate.metrics(),
+            "certgate_config_reloads_total{outcome=\"failure\"}",
+        )
+    };
+    let reached = wait_until(Duration::from_secs(10), || failures() >= f64::from(n));
+    assert!(
+        reached,
+        "{n} refused reloads not counted:\n{}",
+        stack.certgate.metrics()
+    );
+    failures()
+}
+
 #[test]
 fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
     let world = World::new();
@@ -504,11 +531,10 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
     let reply = stack.get(Some(&admin2), "/admin/x");
     assert_denied(&stack, &reply, 403, "cn_not_allowed");
 
-    std::fs::write(
-        stack.world.path("admin-allowlist.txt"),
+    write_file(
+        &stack.world.path("admin-allowlist.txt"),
         "admin.example.com\nadmin2.example.com\n",
-    )
-    .expect("write allowlist");
+    );
     let allowed = wait_until(Duration::from_secs(10), || {
         stack.get(Some(&admin2), "/admin/x").status == 200
     });
@@ -517,17 +543,11 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
     // A broken config is refused; the last good one (with admin2 allowed) stays in force.
     let good = std::fs::read_to_string(&stack.world.config).expect("read config");
     let broken = good.replace("max_lifetime: 7d", "max_lifetime: 7x");
-    std::fs::write(&stack.world.config, broken).expect("write config");
-    let refused = wait_until(Duration::from_secs(10), || {
-        stack
-            .certgate
-            .metrics()
-            .contains("certgate_config_reloads_total{outcome=\"failure\"} 1")
-    });
-    assert!(
-        refused,
-        "bad reload not counted:\n{}",
-        stack.certgate.metrics()
+    write_file(&stack.world.config, broken);
+    assert_eq!(
+        reload_failures_reach(&stack, 1),
+        1.0,
+        "one refusal per change"
     );
     assert!(
         stack.certgate.proc.logs().contains("7x"),
@@ -539,23 +559,16 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
     // A version naming an allowlist file that does not exist yet is refused too; creating
     // the file is noticed, and the new list (without admin2) takes effect.
     let pointed = good.replace("admin-allowlist.txt", "admin-allowlist-v2.txt");
-    std::fs::write(&stack.world.config, pointed).expect("write config");
-    let refused = wait_until(Duration::from_secs(10), || {
-        stack
-            .certgate
-            .metrics()
-            .contains("certgate_config_reloads_total{outcome=\"failure\"} 2")
-    });
-    assert!(
-        refused,
-        "missing allowlist not refused:\n{}",
-        stack.certgate.metrics()
+    write_file(&stack.world.config, pointed);
+    assert_eq!(
+        reload_failures_reach(&stack, 2),
+        2.0,
+        "one refusal per change"
     );
-    std::fs::write(
-        stack.world.path("admin-allowlist-v2.txt"),
+    write_file(
+        &stack.world.path("admin-allowlist-v2.txt"),
         "admin.example.com\n",
-    )
-    .expect("write allowlist");
+    );
     let denied = wait_until(Duration::from_secs(10), || {
         stack.get(Some(&admin2), "/admin/x").status == 403
     });
@@ -576,7 +589,7 @@ fn envoy_reaches_certgate_over_a_unix_socket() {
         &format!("grpc: \"127.0.0.1:{}\"", world.grpc_port),
         &format!("grpc: \"\"\n  grpc_unix: \"{}\"", socket.display()),
     );
-    std::fs::write(&world.config, config).expect("write");
+    write_file(&world.config, config);
     let admin = world.client(
         "admin",
         "admin@example.com",
@@ -612,4 +625,94 @@ fn envoy_reaches_certgate_over_a_unix_socket() {
     );
     assert_eq!(certgate.proc.terminate(Duration::from_secs(10)), Some(0));
     assert!(!socket.exists(), "the socket is removed on shutdown");
+}
+
+#[test]
+fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_refused() {
+    let world = World::new();
+    let spiffe_id = "spiffe://example.com/ns/prod/sa/worker";
+    let spiffe = world.client(
+        "spiffe",
+        "worker-1@example.com",
+        &certgate::pki::CertSpec {
+            uri_sans: vec![spiffe_id.to_owned()],
+            ..World::spec("worker-1@example.com", "worker", "worker-1.example.com")
+        },
+    );
+    // The configuration loses its `admin` policy, which Envoy's /admin route still names in
+    // its context extension.
+    let stack = Stack::start_with(world, |w| {
+        w.enrol(&[], &[&spiffe]);
+        let config = std::fs::read_to_string(&w.config).expect("read");
+        let (kept, _) = config
+            .split_once("  admin:\n    max_lifetime")
+            .expect("the admin policy is last");
+        write_file(&w.config, kept);
+    });
+    let reply = stack.get(Some(&spiffe), "/api/jobs");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
+    assert_eq!(
+        reply.upstream_header("x-client-spiffe-id").as_deref(),
+        Some(spiffe_id)
+    );
+    assert_eq!(
+        reply.upstream_header("x-client-cert-serial"),
+        Some(spiffe.serial.clone())
+    );
+    assert_eq!(
+        reply.upstream_header("x-client-cert-sha256"),
+        Some(spiffe.sha256.clone())
+    );
+
+    let reply = stack.get(Some(&stack.admin), "/admin/x");
+    let body = assert_denied(&stack, &reply, 403, "unknown_policy");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'admin'")),
+        "the message names the policy: {body}"
+    );
+    assert_eq!(stack.upstream.requests(), 1, "only the allowed request");
+}
+
+#[test]
+fn ca_bundle_rotation_takes_effect_without_a_restart() {
+    // certgate's bundle is its own file (Envoy and curl keep using ca.pem); the new CA has
+    // the old one's name and another key, as in a rollover.
+    let world = World::new();
+    let rolled = world.stranger(
+        "rolled",
+        "worker-1@example.com",
+        &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+    );
+    let bundle = world.path("bundle.pem");
+    let stack = Stack::start_with(world, |w| {
+        w.enrol(&[], &[&rolled]);
+        std::fs::copy(&w.ca_pem, &bundle).expect("copy bundle");
+        let config = std::fs::read_to_string(&w.config).expect("read");
+        write_file(
+            &w.config,
+            config.replace("ca_bundle: ca.pem", "ca_bundle: bundle.pem"),
+        );
+    });
+    let reply = stack.get(Some(&rolled), "/api/jobs");
+    assert_denied(&stack, &reply, 401, "untrusted_issuer");
+
+    let old = std::fs::read_to_string(&stack.world.ca_pem).expect("read");
+    let new = stack.world.stranger_ca_pem();
+    write_file(&bundle, format!("{old}{new}"));
+    let allowed = wait_until(Duration::from_secs(10), || {
+        stack.get(Some(&rolled), "/api/jobs").status == 200
+    });
+    assert!(allowed, "the added CA is not trusted\n{}", stack.logs());
+    assert_eq!(stack.get(Some(&stack.worker), "/api/jobs").status, 200);
+
+    write_file(&bundle, new);
+    let refused = wait_until(Duration::from_secs(10), || {
+        stack.get(Some(&stack.worker), "/api/jobs").status == 401
+    });
+    assert!(refused, "the removed CA is still trusted\n{}", stack.logs());
+    let reply = stack.get(Some(&stack.worker), "/api/jobs");
+    assert_denied(&stack, &reply, 401, "untrusted_issuer");
+    assert_eq!(stack.get(Some(&rolled), "/api/jobs").status, 200);
 }

@@ -5,8 +5,10 @@ pub mod world;
 
 mod cli;
 mod crl;
+mod crl_server;
 mod dynamodb;
 mod envoy;
+mod fail_secure;
 mod forward_auth;
 mod grpc;
 mod limits;
