@@ -595,7 +595,7 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
         "crl:\n  retry_backoff: 100ms\n  issuers:\n    - ca: \"CN=e2e CA, O=certgate dev\"\n      sources: [{{url: \"{}\", refresh_interval: 300ms}}]\n",
         server.url()
     ));
-    std::fs::write(&world.config, config).expect("write config");
+    super::world::write_file(&world.config, config);
     // Ready only once the CRL is loaded (readiness: wait, the default).
     let certgate = Certgate::start(&world.config, world.admin_port);
     let upstream = EchoUpstream::start();

@@ -97,7 +97,7 @@ impl World {
         let config = p("certgate.yaml");
         write_file(
             &config,
-            &config_yaml(
+            config_yaml(
                 &format!("127.0.0.1:{grpc_port}"),
                 &format!("127.0.0.1:{admin_port}"),
             ),
@@ -253,6 +253,12 @@ impl World {
         }
     }
 
+    /// Suspend `principal` with `reason` through the CLI.
+    pub fn suspend(&self, principal: &str, reason: &str) {
+        let (code, out) = self.cli(&["principal", "suspend", principal, "--reason", reason]);
+        assert_eq!(code, 0, "{out}");
+    }
+
     /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
         cli_with_config(&self.config, args)
@@ -289,16 +295,17 @@ pub fn eku(spec: CertSpec, eku: Eku) -> CertSpec {
     CertSpec { eku, ..spec }
 }
 
-/// One ext_authz `Check` of `GET path` with `pem` as the client certificate, sent straight to
-/// certgate's gRPC port (no Envoy): `("allow", "")` or `(reason code, message)` of the deny.
-pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
+/// An ext_authz `Check` of `GET path` with `pem` (URL-encoded, as Envoy sends it) as the
+/// client certificate.
+pub fn check_request(
+    pem: &str,
+    path: &str,
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
         HttpRequest, Peer, Request,
     };
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-    let request = CheckRequest {
+    CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(Peer {
                 certificate: percent_encoding::utf8_percent_encode(
@@ -318,7 +325,25 @@ pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
             }),
             ..Default::default()
         }),
-    };
+    }
+}
+
+/// Assert an allow whose upstream request carried `principal`; `logs` on failure.
+#[track_caller]
+pub fn assert_allowed_as(reply: &Reply, principal: &str, logs: &str) {
+    assert_eq!(reply.status, 200, "{}\n{logs}", reply.body);
+    assert_eq!(
+        reply.upstream_header("x-client-principal").as_deref(),
+        Some(principal)
+    );
+}
+
+/// One ext_authz `Check` of `GET path` with `pem` as the client certificate, sent straight to
+/// certgate's gRPC port (no Envoy): `("allow", "")` or `(reason code, message)` of the deny.
+pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let request = check_request(pem, path);
     let (tx, rx) = std::sync::mpsc::channel();
     run_async(async move {
         let answer = async {
