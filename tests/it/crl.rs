@@ -624,7 +624,8 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
     let denied = super::harness::wait_until(Duration::from_secs(10), || get().status == 401);
     assert!(denied, "still allowed after the CRL bump\n{}", logs());
     let reply = get();
-    let body = reply.json();
+    let body = super::world::certgate_deny(&reply)
+        .unwrap_or_else(|| panic!("not certgate's answer: {reply:?}\n{}", logs()));
     assert_eq!(body["error"], "certificate_revoked", "{body}");
     assert!(
         body["message"]

@@ -12,7 +12,7 @@ use time::Duration as Span;
 
 use super::dynamodb::metric;
 use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
-use super::world::{Client, World, assert_allowed_as, eku, now, write_file};
+use super::world::{Client, World, assert_allowed_as, certgate_deny, eku, now, write_file};
 
 /// World + certgate + upstream + Envoy, with the usual clients enrolled.
 pub(super) struct Stack {
@@ -101,7 +101,8 @@ fn assert_denied(stack: &Stack, reply: &Reply, status: u16, reason: &str) -> ser
         reply.body,
         stack.logs()
     );
-    let body = reply.json();
+    let body = certgate_deny(reply)
+        .unwrap_or_else(|| panic!("{reason}: not certgate's body: {reply:?}\n{}", stack.logs()));
     assert_eq!(body["error"], reason, "{body}");
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
