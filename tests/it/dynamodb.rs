@@ -36,9 +36,11 @@ struct Fleet {
     _upstream: EchoUpstream,
 }
 
-/// Serving deadlines well under Envoy's 0.5 s ext_authz timeout, so that on a loaded machine
-/// certgate's own 503 (with its body) still arrives before Envoy gives up with a bodiless one.
-pub(super) const SERVING_DEADLINE: &str = "timeout: 200ms, attempt_timeout: 100ms";
+/// Serving deadlines at half of Envoy's 0.5 s ext_authz timeout, so that certgate's own 503
+/// (with its body) normally arrives before Envoy gives up with a bodiless one; the tests still
+/// only count a deny that carries certgate's body. Shorter deadlines make moto, slow under a
+/// full suite, time out on ordinary lookups.
+pub(super) const SERVING_DEADLINE: &str = "timeout: 250ms, attempt_timeout: 100ms";
 
 fn store_yaml(moto: &Moto, deadline: &str) -> String {
     format!(
@@ -1054,4 +1056,44 @@ fn store_init_adopt_gives_pre_existing_tables_certgates_indexes() {
     let (code, out) = cli(&["check", "--cert", cert, "--path", "/api/jobs", "-o", "json"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"principal_type\": \"worker\""), "{out}");
+}
+
+/// A corrupt record replaces what was known: when the store then times out, the older good
+/// answer must not come back from the stale window.
+#[test]
+#[ignore = "bug: after a corrupt record was read, a store timeout within cache_ttl + stale_if_error serves the older good record again (the corrupt answer leaves the old cache entry in place), i.e. an allow"]
+fn a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+    put_item(
+        &fleet.moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s("worker-1@example.com")),
+            ("principal_type", s("worker")),
+            ("status", s("paused")),
+            ("created_at", AttributeValue::N("1".into())),
+        ],
+    );
+    fleet.all_answer(&worker, 503, TTL_AND_SLACK);
+    fleet.moto.pause();
+    // Past the TTL of the corrupt answer, within the stale window of the good one.
+    let mut seen = Vec::new();
+    let stale = wait_until(Duration::from_secs(3), || {
+        seen.extend(fleet.statuses(&worker));
+        fleet.replicas.iter().all(|r| {
+            metric(
+                &r.certgate.metrics(),
+                "certgate_store_calls_total{operation=\"get_principal\",outcome=\"error\"}",
+            ) > 2.0
+        })
+    });
+    fleet.moto.resume();
+    assert!(stale, "no failed lookups\n{}", fleet.logs());
+    assert!(
+        seen.iter().all(|s| *s != 200),
+        "the good answer came back after the corrupt one: {seen:?}\n{}",
+        fleet.logs()
+    );
 }

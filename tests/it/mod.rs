@@ -9,6 +9,7 @@ mod crl_server;
 mod drain;
 mod dynamodb;
 mod envoy;
+mod envoy_reload;
 mod fail_secure;
 mod forward_auth;
 mod forwarded;
