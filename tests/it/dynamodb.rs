@@ -1,7 +1,9 @@
 //! Many replicas, one truth: two certgate replicas, each behind its own Envoy 1.40, share
 //! DynamoDB tables on a real DynamoDB-compatible server (moto). Suspensions made with the
 //! CLI and with a raw runbook-style `UpdateItem` reach both; bad data denies; an outage is
-//! served from cache for the stale window, then 503, and recovers without a restart.
+//! served from cache for the stale window, then 503, and recovers without a restart. A store
+//! timeout right after a corrupt record bringing back the older answer is a known bug (its
+//! test is ignored).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
