@@ -172,7 +172,7 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
 }
 
 #[test]
-fn every_decision_row_through_envoy() {
+fn certificate_and_store_rows_through_envoy() {
     let world = World::new();
     let base = |id: &str, kind: &str, cn: &str| World::spec(id, kind, cn);
     let t0 = now();
