@@ -79,9 +79,6 @@ fn readme_decision_table_agrees_with_the_code() {
         }
     }
     for reason in ReasonCode::ALL {
-        assert!(
-            seen.contains(&reason),
-            "{reason} missing from the README's table"
-        );
+        assert!(seen.contains(&reason), "{reason} missing from the README's table");
     }
 }
