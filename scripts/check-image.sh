@@ -52,6 +52,7 @@ ctr=$("${BUILDAH[@]}" from --quiet --pull-never "oci-archive:$ARCHIVE" 2>"$work/
 # The image's configuration, as a runtime sees it.
 "${BUILDAH[@]}" inspect --type container "$ctr" >"$work/inspect.json"
 python3 scripts/check_image/image_config.py "$work/inspect.json" "$VERSION" "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  || fail "image configuration"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 GRPC_PORT=$(free_port) ADMIN_PORT=$(free_port) LISTEN_PORT=$(free_port) ENVOY_ADMIN_PORT=$(free_port) UPSTREAM_PORT=$(free_port)

@@ -38,7 +38,7 @@ if want fast; then
   echo "== cargo clippy"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
   echo "== cargo test (unit and property tests, benches and examples as tests)"
-  cargo test --lib --bins --benches --examples 2>&1 | tee -a "$log"
+  cargo test --workspace --lib --bins --benches --examples 2>  cargo test --lib --bins --benches --examples 2>&1 | tee -a "$log"1 | tee -a "$log"
 fi
 if want e2e; then
   echo "== cargo test --test tests (Envoy, nginx, moto and certgate on loopback)"
@@ -49,8 +49,9 @@ fi
 if want deploy; then
   # check-helm validates the rendered configurations with the debug binary, and check-image
   # packs it: the same image layout without a release build (~12 min on 2 cores);
-  # `scripts/check-image.sh` alone checks the release image.
-  cargo build --quiet --bin certgate
+  # `scripts/check-image.sh` alone checks the release image. --all-targets builds it with the
+  # test build's feature set, as build-image.sh does, so nothing is built twice.
+  cargo build --quiet --all-targets
   echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
   bash scripts/check-helm.sh
   echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"

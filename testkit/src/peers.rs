@@ -15,7 +15,7 @@ fn installed(var: &str, name: &str, setup: &str) -> PathBuf {
         assert!(
             bin.exists(),
             "{var}={} does not exist: run `{setup}` (installs {name} into .venv) or point {var} \
-             at a {name} binary",
+             at the {name} binary",
             bin.display()
         );
         return bin;

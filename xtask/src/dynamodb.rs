@@ -383,3 +383,34 @@ pub fn bench(run: &Run) -> Result<()> {
     writeln!(b, "{end}")?;
     report::write_section(SECTION, &run.out("dynamodb."), &b, false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_section_ends_at_the_next_top_level_key() {
+        let text =
+            "listen:\n  grpc: x\nstore:\n  backend: embedded\n\n  cache_ttl: 2s # c\nroles: {}\n";
+        let (start, end) = store_section(text).unwrap();
+        assert_eq!(
+            &text[start..end],
+            "store:\n  backend: embedded\n\n  cache_ttl: 2s # c\n"
+        );
+    }
+
+    #[test]
+    fn metric_sums_match_the_name_exactly_and_filter_by_label() {
+        let body = "# HELP certgate_store_calls_total x\n\
+                    certgate_store_calls_total{outcome=\"ok\"} 3\n\
+                    certgate_store_calls_total{outcome=\"error\"} 2\n\
+                    certgate_store_calls_total_other 100\n";
+        assert_eq!(metric_sum(body, "certgate_store_calls_total", None), 5.0);
+        let errors = metric_sum(
+            body,
+            "certgate_store_calls_total",
+            Some("outcome=\"error\""),
+        );
+        assert_eq!(errors, 2.0);
+    }
+}

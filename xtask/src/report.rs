@@ -124,3 +124,42 @@ pub fn write_section(name: &str, out: &Path, block: &str, top: bool) -> Result<(
     crate::measure::log(&format!("wrote {}", out.display()));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(name: &str, body: &str) -> String {
+        let (begin, end) = markers(name);
+        format!("{begin}\n{body}\n{end}\n")
+    }
+
+    #[test]
+    fn a_section_replaces_its_previous_run_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("B.md");
+        write_section("a", &out, &block("a", "one"), true).unwrap();
+        write_section("b", &out, &block("b", "two"), false).unwrap();
+        std::fs::write(
+            &out,
+            std::fs::read_to_string(&out).unwrap() + "\nhand-written\n",
+        )
+        .unwrap();
+        write_section("a", &out, &block("a", "three"), true).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "# Benchmarks\n\n{}\n{}\nhand-written\n",
+                block("a", "three"),
+                block("b", "two")
+            )
+        );
+    }
+
+    #[test]
+    fn latencies_switch_to_milliseconds_at_one() {
+        assert_eq!(lat(999.4), "999 µs");
+        assert_eq!(lat(1234.0), "1.23 ms");
+    }
+}
