@@ -38,7 +38,7 @@ if want fast; then
   echo "== cargo clippy"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
   echo "== cargo test (unit and property tests, benches and examples as tests)"
-  cargo test --workspace --lib --bins --benches --examples 2>  cargo test --lib --bins --benches --examples 2>&1 | tee -a "$log"1 | tee -a "$log"
+  cargo test --workspace --lib --bins --benches --examples 2>&1 | tee -a "$log"
 fi
 if want e2e; then
   echo "== cargo test --test tests (Envoy, nginx, moto and certgate on loopback)"
