@@ -16,27 +16,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use testkit::{AWS_ENV, Moto, Proc, free_port, http_get};
 
-use crate::measure::{Load, cargo_build, clock_ticks_per_sec, cpu_ticks, for_report, log, shown};
-use crate::report;
+use crate::measure::{
+    Load, cargo_build, clock_ticks_per_sec, cpu_ticks, for_report, metric_sum, shown,
+};
+use crate::report::{self, log};
 use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench dynamodb";
-
-/// The sum of every sample of metric `name` (whatever its labels), or of those whose labels
-/// contain `label` when given.
-pub fn metric_sum(body: &str, name: &str, label: Option<&str>) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter(|(series, _)| {
-            series
-                .strip_prefix(name)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
-                && label.is_none_or(|label| series.contains(label))
-        })
-        .filter_map(|(_, v)| v.parse::<f64>().ok())
-        .sum()
-}
 
 /// (calls, error calls, stale answers) of the store, from /metrics.
 fn store_metrics(admin_port: u16) -> Result<[f64; 3]> {

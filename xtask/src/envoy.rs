@@ -23,8 +23,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use testkit::{Proc, envoy_binary, free_port, http_get, port_open};
 
-use crate::measure::{Load, cargo_build, clock_ticks_per_sec, cpu_ticks, for_report, log, shown};
-use crate::report;
+use crate::measure::{Load, cargo_build, clock_ticks_per_sec, cpu_ticks, for_report, shown};
+use crate::report::{self, log};
 use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench envoy";

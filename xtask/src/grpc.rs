@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use testkit::{Proc, free_port, http_get};
 
-use crate::measure::{Load, cargo_build, clock_ticks_per_sec, cpu_ticks, for_report, log, shown};
-use crate::report;
+use crate::measure::{Load, cargo_build, clock_ticks_per_sec, cpu_ticks, for_report, shown};
+use crate::report::{self, log};
 use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench grpc";
@@ -30,7 +30,7 @@ fn pinned(pin: bool, cpu: &str, program: &Path) -> Command {
 /// The sum of certgate_decisions_total on the admin listener.
 fn decisions(admin_port: u16) -> f64 {
     let (_, body) = http_get(admin_port, "/metrics").unwrap_or_default();
-    crate::dynamodb::metric_sum(&body, "certgate_decisions_total", None)
+    crate::measure::metric_sum(&body, "certgate_decisions_total", None)
 }
 
 /// What h2load measured (the second table row).

@@ -6,10 +6,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// `==> message` on stderr, the progress lines of every benchmark.
-pub fn log(message: &str) {
-    eprintln!("==> {message}");
-}
+use crate::report::log;
 
 /// A command line as it would be typed (for the log and the report's Commands block).
 pub fn shown(cmd: &Command) -> String {
@@ -150,6 +147,22 @@ pub fn load_average(n: usize) -> String {
         .take(n)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The sum of every sample of metric `name` (whatever its labels), or of those whose labels
+/// contain `label` when given.
+pub fn metric_sum(body: &str, name: &str, label: Option<&str>) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                && label.is_none_or(|label| series.contains(label))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
 }
 
 /// `10s`, `500ms`, `1m`, `1h` in seconds.

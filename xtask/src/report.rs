@@ -5,6 +5,11 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+/// `==> message` on stderr, the progress lines of every benchmark.
+pub fn log(message: &str) {
+    eprintln!("==> {message}");
+}
+
 /// A latency in µs as a table cell: µs below 1 ms, ms from there.
 pub fn lat(us: f64) -> String {
     if us >= 1000.0 {
@@ -121,7 +126,7 @@ pub fn write_section(name: &str, out: &Path, block: &str, top: bool) -> Result<(
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(out, text).with_context(|| format!("write {}", out.display()))?;
-    crate::measure::log(&format!("wrote {}", out.display()));
+    log(&format!("wrote {}", out.display()));
     Ok(())
 }
 
