@@ -1,4 +1,4 @@
-//! The baseline for `scripts/bench-envoy.sh`: an Envoy ext_authz v3 gRPC server that allows
+//! The baseline for `cargo xtask bench envoy`: an Envoy ext_authz v3 gRPC server that allows
 //! every request without looking at it. Whatever Envoy with this server costs over Envoy
 //! alone is the ext_authz round trip itself; certgate is measured against it.
 //!

@@ -1,4 +1,4 @@
-//! The upstream application for `scripts/bench-envoy.sh`: a plain HTTP/1.1 server on loopback
+//! The upstream application for `cargo xtask bench envoy`: a plain HTTP/1.1 server on loopback
 //! that answers every request with `200 ok`, so that Envoy's forwarding costs next to nothing
 //! beyond itself and the measured differences are the authorization filters'.
 //!

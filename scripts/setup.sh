@@ -22,7 +22,7 @@ if [ "${SETUP_IMAGE:-0}" = 1 ]; then
   command -v objcopy >/dev/null && command -v readelf >/dev/null || need_apt+=(binutils)
   [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 fi
-# h2load (nghttp2) for the direct gRPC load row of scripts/bench.sh (SETUP_BENCH=1).
+# h2load (nghttp2) for the direct gRPC load row of `cargo xtask bench grpc` (SETUP_BENCH=1).
 if [ "${SETUP_BENCH:-0}" = 1 ]; then
   command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 fi

@@ -1,36 +1,73 @@
 #!/usr/bin/env bash
-# The full test suite: formatting, lints, unit and property tests, and the integration tests
-# that run real Envoy 1.40 and certgate processes on loopback.
+# The test suite, whole or in parts:
+#   --fast    formatting, lints, unit and property tests (no peers needed)
+#   --e2e     integration tests with real Envoy 1.40, nginx, moto and certgate processes on
+#             loopback, and the demo's smoke test
+#   --deploy  helm chart and deploy/ manifests, deploy/dynamodb, the container image
+#   --bench   the quick benchmarks (cargo xtask bench all --quick; they assert nothing about
+#             speed, only that every request that should pass did)
+# No flag runs every part. Either way it ends with one `tests: N passed, M failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SETUP_NGINX=1 SETUP_MOTO=1 SETUP_BENCH=1 SETUP_IMAGE=1 bash scripts/setup.sh
+parts=()
+for arg in "$@"; do
+  case $arg in
+    --fast | --e2e | --deploy | --bench) parts+=("${arg#--}") ;;
+    *) echo "usage: scripts/test.sh [--fast] [--e2e] [--deploy] [--bench]" >&2; exit 2 ;;
+  esac
+done
+((${#parts[@]})) || parts=(fast e2e deploy bench)
+want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+
+setup=()
+want e2e && setup+=(SETUP_NGINX=1 SETUP_MOTO=1)
+want deploy && setup+=(SETUP_MOTO=1 SETUP_IMAGE=1)
+want bench && setup+=(SETUP_MOTO=1 SETUP_BENCH=1)
+env "${setup[@]}" bash scripts/setup.sh
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
-echo "== cargo test"
+# Every cargo test run appends here; the closing line sums its `test result:` lines.
 mkdir -p target
-cargo test --all-targets 2>&1 | tee target/test-output.log
-echo "== quick benchmark (runs the load generator for 2s; asserts nothing about speed)"
-QUICK=1 bash scripts/bench.sh
-echo "== quick Envoy side-by-side benchmark (2s per configuration; asserts nothing about speed)"
-QUICK=1 bash scripts/bench-envoy.sh
-echo "== quick DynamoDB store benchmark (moto; 2s per configuration; asserts nothing about speed)"
-QUICK=1 bash scripts/bench-dynamodb.sh
-echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
-bash scripts/check-helm.sh
-echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"
-bash scripts/check-deploy-dynamodb.sh
-echo "== container image (buildah FROM scratch → OCI archive; run it: --version, config validate, serve behind Envoy)"
-# The debug binary cargo test built: the same image layout without a release build (~12 min
-# on 2 cores); `scripts/check-image.sh` alone checks the release image.
-PROFILE=debug bash scripts/check-image.sh
-echo "== demo smoke test"
-DEMO_SMOKE=1 bash scripts/demo.sh
+log=target/test-output.log
+: >"$log"
 
-# One closing line for the whole suite (cargo prints one summary per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
-  target/test-output.log
+if want fast; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "== cargo clippy"
+  cargo clippy --workspace --all-targets --quiet -- -D warnings
+  # Every integration test target but tests/tests.rs (the one that starts peers) runs here.
+  offline=()
+  for t in tests/*.rs; do
+    [[ $t == tests/tests.rs ]] || offline+=(--test "$(basename "$t" .rs)")
+  done
+  echo "== cargo test (unit and property tests, offline integration tests, benches and examples as tests)"
+  cargo test --workspace --lib --bins --benches --examples "${offline[@]}" 2>&1 | tee -a "$log"
+fi
+if want e2e; then
+  echo "== cargo test --test tests (Envoy, nginx, moto and certgate on loopback)"
+  cargo test --test tests 2>&1 | tee -a "$log"
+  echo "== demo smoke test"
+  DEMO_SMOKE=1 bash scripts/demo.sh
+fi
+if want deploy; then
+  # check-helm validates the rendered configurations with the debug binary, and check-image
+  # packs it: the same image layout without a release build (~12 min on 2 cores);
+  # `scripts/check-image.sh` alone checks the release image. --all-targets builds it with the
+  # test build's feature set, as build-image.sh does, so nothing is built twice.
+  cargo build --quiet --all-targets
+  echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
+  bash scripts/check-helm.sh
+  echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"
+  bash scripts/check-deploy-dynamodb.sh
+  echo "== container image (buildah FROM scratch → OCI archive; run it: --version, config validate, serve behind Envoy)"
+  PROFILE=debug bash scripts/check-image.sh
+fi
+if want bench; then
+  echo "== quick benchmarks: gRPC, through Envoy, DynamoDB store (2s per configuration; assert nothing about speed)"
+  cargo xtask bench all --quick
+fi
+
+# One closing line for the whole run (cargo prints one summary per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

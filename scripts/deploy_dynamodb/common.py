@@ -1,0 +1,49 @@
+"""The fixed table layout certgate uses, the least-privilege policies, and the problem list
+every check appends to."""
+
+from pathlib import Path
+
+D = Path("deploy/dynamodb")
+problems = []
+def problem(msg): problems.append(msg)
+
+# The fixed layout (the Rust backend uses exactly this).
+LAYOUT = {
+    "principals": {
+        "hash": "principal_id", "range": None,
+        "attributes": {"principal_id": "S"},
+        "gsis": {}, "ttl": None,
+    },
+    "certificates": {
+        "hash": "serial_number", "range": None,
+        "attributes": {"serial_number": "S", "principal_id": "S", "expiry_bucket": "S", "expires_at": "N"},
+        "gsis": {"by_principal": ("principal_id", "expires_at", "ALL"),
+                 "by_expiry": ("expiry_bucket", "expires_at", "ALL")},
+        "ttl": ("purge_at", True),
+    },
+}
+ROLE_BY_HASH = {v["hash"]: k for k, v in LAYOUT.items()}
+DEFAULT_NAMES = {"principals": "certgate_principals", "certificates": "certgate_certificates"}
+
+T = ["principals", "certificates"]
+IDX = [t + "/index/*" for t in T]
+def grant(actions, resources): return {("dynamodb:" + a, r) for a in actions for r in resources}
+OPERATOR = grant(["GetItem", "PutItem", "UpdateItem", "Scan"], T) | grant(["Query"], IDX)
+POLICIES = {
+    "server": grant(["GetItem"], T),
+    "operator": OPERATOR,
+    "admin": OPERATOR | grant(["CreateTable", "DescribeTable", "UpdateTable", "UpdateTimeToLive",
+                               "DescribeTimeToLive", "BatchWriteItem"], T),
+}
+
+def statements_grants(statements, token, where):
+    grants = set()
+    for st in statements:
+        if st.get("Effect") != "Allow" or set(st) - {"Sid", "Effect", "Action", "Resource"}:
+            problem(f"{where}: statement {st.get('Sid')}: only Allow with Action and Resource expected")
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        for a in actions:
+            for r in resources:
+                grants.add((a, token(r)))
+    return grants
