@@ -14,10 +14,10 @@ use certgate::check::{CheckInput, Checker};
 use certgate::config::{Config, ConfigError, StoreBackend};
 use certgate::metrics::Metrics;
 use certgate::store::{
-    self, CertificateRecord, DynamoStore, Principal, PrincipalStatus, Purpose, REVOCATION_REASONS,
-    Store, StoreError,
+    self, Admin, CertificateRecord, DynamoStore, Principal, PrincipalStatus, Purpose,
+    REVOCATION_REASONS, StoreError,
 };
-use certgate::{bootstrap, cert, clock, crl, server};
+use certgate::{app, bootstrap, cert, clock, crl};
 
 #[derive(Parser)]
 #[command(
@@ -418,7 +418,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
         Command::Serve => {
             // A bad config at start is a usage error (exit 2); failures later are exit 1.
             Config::load(config_path(&config)?)?;
-            server::serve(config_path(&config)?).await?;
+            app::serve(config_path(&config)?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {
@@ -469,14 +469,14 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
 /// Load the configuration and open its existing store. Commands that only read or change
 /// records refuse a store file that does not exist: a typo in `store.path` must not look
 /// like "every principal vanished".
-async fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+async fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Admin>), Failure> {
     let config = Config::load(config_path)?;
     require_store_file(&config)?;
     let store = store::open(&config.store.backend, Purpose::Admin).await?;
     Ok((config, store))
 }
 
-async fn open_or_create(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+async fn open_or_create(config_path: &Path) -> Result<(Config, Arc<dyn Admin>), Failure> {
     let config = Config::load(config_path)?;
     let store = store::open(&config.store.backend, Purpose::Admin).await?;
     Ok((config, store))
@@ -586,7 +586,7 @@ async fn store_command(cmd: StoreCommand, config_path: &Path) -> Result<ExitCode
                 }
             }
             let value = json!({
-                "target": server::describe_backend(&target_config.store.backend),
+                "target": app::describe_backend(&target_config.store.backend),
                 "principals": { "copied": counts[0][0], "already_present": counts[0][1] },
                 "certificates": { "copied": counts[1][0], "already_present": counts[1][1] },
             });
@@ -638,8 +638,7 @@ async fn check(
         .map_err(Failure::Usage)?;
     let metrics = Metrics::new();
     require_store_file(&config)?;
-    let store = server::open_store(&config, &metrics).await?;
-    let headers_config = config.headers.clone();
+    let store = app::open_store(&config, &metrics).await?;
     let checker = Checker::new(config, store, metrics);
     // The server keeps CRLs loaded in the background; a dry run loads them once, now.
     crl::refresh::load_once(checker.revocation()).await;
@@ -657,7 +656,7 @@ async fn check(
         )
         .await;
     let headers: serde_json::Map<String, Value> = outcome
-        .allow_headers(&headers_config)
+        .allow_headers()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), Value::String(v)))
         .collect();

@@ -10,5 +10,6 @@ mod envoy;
 mod forward_auth;
 mod grpc;
 mod limits;
+mod reload;
 mod security;
 mod store_conformance;

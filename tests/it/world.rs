@@ -7,7 +7,7 @@ use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
 
 use super::harness::{CertgateAddress, EnvoyOptions};
 use certgate::store::{
-    CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration, Store,
+    Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration,
 };
 use time::{Duration, OffsetDateTime};
 
