@@ -191,3 +191,29 @@ async fn reason_only_detail_hides_the_message() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn an_outcome_is_rendered_with_the_configuration_that_decided_it() {
+    let f = fixture(false);
+    let before = f.checker.generation();
+    let mut renamed = Config::clone(&before.config);
+    renamed.headers.principal = "x-renamed-principal".into();
+    f.checker.replace_config(renamed);
+    let principal_header = |outcome: &Outcome| {
+        let headers = outcome.allow_headers();
+        headers
+            .iter()
+            .find(|(_, value)| value == "w1")
+            .map(|(name, _)| (*name).to_owned())
+    };
+    let decided_before = f.checker.check_in(&before, input(&f.good), NOW).await;
+    assert_eq!(
+        principal_header(&decided_before).as_deref(),
+        Some("x-client-principal")
+    );
+    let decided_after = f.checker.check(input(&f.good), NOW).await;
+    assert_eq!(
+        principal_header(&decided_after).as_deref(),
+        Some("x-renamed-principal")
+    );
+}

@@ -4,16 +4,18 @@
 //! header named `x-a-…` or `x-b-…`), so an answer decided by one and rendered by the other
 //! shows as a roles value that does not match its header names.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 
 use super::forward_auth::{NGINX_SOURCE, escaped, setup};
+use super::grpc::request;
+use super::world::World;
 
 /// Identity header fields and the suffix each generation gives its name.
 const HEADERS: &[(&str, &str)] = &[
@@ -32,11 +34,14 @@ fn generation(base: &str, g: char) -> String {
         .iter()
         .map(|(field, suffix)| format!("{field}: x-{g}-{suffix}"))
         .collect();
-    let base = base.replacen(
-        "  admin: [admin]\n",
-        &format!("  admin: [admin, gen-{g}]\n"),
-        1,
-    );
+    let base = base
+        .replacen(
+            "  admin: [admin]\n",
+            &format!("  admin: [admin, gen-{g}]\n"),
+            1,
+        )
+        .replacen("interval: 200ms", "interval: 10ms", 1);
+    assert!(base.contains("interval: 10ms"), "reload interval not found");
     assert!(
         base.contains(&format!("gen-{g}")),
         "roles_by_type not found"
@@ -82,32 +87,19 @@ async fn grpc_answer(
     client: &mut AuthorizationClient<tonic::transport::Channel>,
     pem: &str,
 ) -> Result<char, String> {
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer {
-                certificate: percent_encoding::utf8_percent_encode(
-                    pem,
-                    percent_encoding::NON_ALPHANUMERIC,
-                )
-                .to_string(),
-                ..Default::default()
-            }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/api/x".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
+    let certificate =
+        percent_encoding::utf8_percent_encode(pem, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let request = request(certificate, "/api/x", &[]);
     let response = client
         .check(request)
         .await
         .map_err(|e| e.to_string())?
         .into_inner();
+    judge_response(response)
+}
+
+/// [`judge`] of an ext_authz answer: the names it sets and removes, and the roles it sets.
+fn judge_response(response: CheckResponse) -> Result<char, String> {
     let Some(HttpResponse::OkResponse(ok)) = response.http_response else {
         return Err(format!("not allowed: {response:?}"));
     };
@@ -146,78 +138,52 @@ async fn http_answer(client: &reqwest::Client, port: u16, cert: &str) -> Result<
     judge(identity, roles)
 }
 
-#[test]
-fn answers_during_reloads_come_from_one_configuration() {
-    let s = setup(NGINX_SOURCE);
-    let base = std::fs::read_to_string(&s.world.config).expect("read");
-    let config = s.world.config.clone();
-    write_config(&config, &generation(&base, 'a'));
-    let pem = std::fs::read_to_string(&s.admin.cert).expect("read");
-    let header_cert = escaped(&s.admin.cert);
-    let (grpc_port, http_port) = (s.world.grpc_port, s.http_port);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let answers = runtime.block_on(async move {
-        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
-            .await
-            .expect("connect");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while grpc_answer(&mut client, &pem).await != Ok('a') {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "generation a never in force"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut load = tokio::task::JoinSet::new();
-        for _ in 0..6 {
-            let (stop, pem, mut client) = (stop.clone(), pem.clone(), client.clone());
-            load.spawn(async move {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seen.push(grpc_answer(&mut client, &pem).await);
-                }
-                seen
-            });
-        }
-        let http = reqwest::Client::new();
-        for _ in 0..2 {
-            let (stop, cert, http) = (stop.clone(), header_cert.clone(), http.clone());
-            load.spawn(async move {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seen.push(http_answer(&http, http_port, &cert).await);
-                }
-                seen
-            });
-        }
-        // Reloads happen every 200 ms: flip often enough for several swaps under load,
-        // and end on b.
-        for round in 0..12 {
-            let g = if round % 2 == 0 { 'b' } else { 'a' };
-            write_config(&config, &generation(&base, g));
-            tokio::time::sleep(Duration::from_millis(350)).await;
-        }
-        write_config(&config, &generation(&base, 'b'));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while grpc_answer(&mut client, &pem).await != Ok('b') {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "generation b never in force"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        stop.store(true, Ordering::Relaxed);
+/// Concurrent tasks, each asking again and again until stopped, and what they were answered.
+#[derive(Default)]
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: tokio::task::JoinSet<Vec<Result<char, String>>>,
+}
+
+impl Load {
+    /// One more task asking `ask`.
+    fn spawn<F, A>(&mut self, mut ask: F)
+    where
+        F: FnMut() -> A + Send + 'static,
+        A: Future<Output = Result<char, String>> + Send,
+    {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                seen.push(ask().await);
+            }
+            seen
+        });
+    }
+
+    /// Stop every task; all the answers.
+    async fn stop(mut self) -> Vec<Result<char, String>> {
+        self.stop.store(true, Ordering::Relaxed);
         let mut answers = Vec::new();
-        while let Some(seen) = load.join_next().await {
+        while let Some(seen) = self.tasks.join_next().await {
             answers.extend(seen.expect("load task"));
         }
         answers
-    });
+    }
+}
+
+/// A runtime whose tasks run on two threads, so a reload can land in the middle of a check.
+fn parallel() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// No answer mixes two generations, and both were seen.
+fn assert_one_generation_each(answers: &[Result<char, String>]) {
     let wrong: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
     assert!(
         wrong.is_empty(),
@@ -233,4 +199,108 @@ fn answers_during_reloads_come_from_one_configuration() {
         count('a'),
         count('b')
     );
+}
+
+#[test]
+fn answers_during_reloads_come_from_one_configuration() {
+    let s = setup(NGINX_SOURCE);
+    let base = std::fs::read_to_string(&s.world.config).expect("read");
+    let config = s.world.config.clone();
+    write_config(&config, &generation(&base, 'a'));
+    let pem = std::fs::read_to_string(&s.admin.cert).expect("read");
+    let header_cert = escaped(&s.admin.cert);
+    let (grpc_port, http_port) = (s.world.grpc_port, s.http_port);
+    let answers = parallel().block_on(async move {
+        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{grpc_port}"))
+            .await
+            .expect("connect");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while grpc_answer(&mut client, &pem).await != Ok('a') {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "generation a never in force"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut load = Load::default();
+        for _ in 0..6 {
+            let (pem, client) = (pem.clone(), client.clone());
+            load.spawn(move || {
+                let (pem, mut client) = (pem.clone(), client.clone());
+                async move { grpc_answer(&mut client, &pem).await }
+            });
+        }
+        let http = reqwest::Client::new();
+        for _ in 0..2 {
+            let (cert, http) = (header_cert.clone(), http.clone());
+            load.spawn(move || {
+                let (cert, http) = (cert.clone(), http.clone());
+                async move { http_answer(&http, http_port, &cert).await }
+            });
+        }
+        // A mix needs a reload to land between reading the request and answering it, a
+        // window of microseconds: reload every 10 ms and flip for long enough to get ~100
+        // swaps under load, ending on b.
+        for round in 0..120 {
+            let g = if round % 2 == 0 { 'b' } else { 'a' };
+            write_config(&config, &generation(&base, g));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        write_config(&config, &generation(&base, 'b'));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while grpc_answer(&mut client, &pem).await != Ok('b') {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "generation b never in force"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        load.stop().await
+    });
+    assert_one_generation_each(&answers);
+}
+
+/// The same under thousands of reloads a second, in process: the reload that lands between
+/// an adapter reading the request and answering it, a window of microseconds, is then common.
+#[test]
+fn answers_during_rapid_reloads_come_from_one_configuration() {
+    use certgate::check::Checker;
+    use certgate::config::Config;
+    use certgate::server::ext_authz::ExtAuthz;
+    use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+
+    let world = World::new();
+    let (admin, _) = world.admin_and_worker();
+    let base = std::fs::read_to_string(&world.config).expect("read");
+    let load = |g| Config::from_yaml(&generation(&base, g), &world.config).expect("valid");
+    let (a, b) = (load('a'), load('b'));
+    let pem = std::fs::read_to_string(&admin.cert).expect("read");
+    let certificate =
+        percent_encoding::utf8_percent_encode(&pem, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let answers = parallel().block_on(async move {
+        let metrics = certgate::metrics::Metrics::new();
+        let store = certgate::app::open_store(&a, &metrics)
+            .await
+            .expect("store");
+        let checker = Arc::new(Checker::new(a.clone(), store, metrics));
+        let service = Arc::new(ExtAuthz::new(checker.clone()));
+        let mut load = Load::default();
+        for _ in 0..4 {
+            let (service, certificate) = (service.clone(), certificate.clone());
+            load.spawn(move || {
+                let service = service.clone();
+                let request = tonic::Request::new(request(certificate.clone(), "/api/x", &[]));
+                async move {
+                    let response = service.check(request).await.expect("rpc").into_inner();
+                    judge_response(response)
+                }
+            });
+        }
+        for round in 0..20_000 {
+            checker.replace_config(if round % 2 == 0 { b.clone() } else { a.clone() });
+            tokio::task::yield_now().await;
+        }
+        load.stop().await
+    });
+    assert_one_generation_each(&answers);
 }
