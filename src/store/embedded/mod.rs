@@ -15,11 +15,11 @@ use super::{
     StoreError,
 };
 
-/// Stored in `PRAGMA user_version`; bump it (and migrate) when the schema changes.
 mod admin;
 #[cfg(test)]
 mod tests;
 
+/// Stored in `PRAGMA user_version`; bump it (and migrate) when the schema changes.
 const SCHEMA_VERSION: i64 = 1;
 
 /// How long a statement waits for another process's write lock before giving up.
