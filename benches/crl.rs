@@ -1,6 +1,6 @@
 //! CRL benchmarks (BENCHMARKS.md, section "CRL"):
 //!
-//! - `crl/lookup_*`: one revocation lookup (hex serial → decode → hash → directory → bucket)
+//! - `crl/lookup_*`: one revocation lookup (serial → hash → directory → bucket)
 //!   in the index of a 1,000,000-entry CRL, for listed and unlisted random serials;
 //! - `crl/load_verify_1m`: decode + parse + signature + index of that CRL (time);
 //! - `check/cached_decision_*`: a full `Checker::check` of a cached identity with CRLs off
@@ -15,6 +15,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use certgate::cert::Serial;
 use certgate::check::{CheckInput, Checker};
 use certgate::config::Config;
 use certgate::crl::VerifiedCrl;
@@ -115,15 +116,15 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
     };
     group.bench_function("lookup_listed_1m", |b| {
         b.iter_batched(
-            || format!("{:016x}", listed(next() % entries)),
-            |hex| assert!(black_box(crl.index.get_hex(&hex)).is_some()),
+            || Serial::from_der_content(&listed(next() % entries).to_be_bytes()),
+            |serial| assert!(black_box(crl.index.get(&serial)).is_some()),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("lookup_unlisted_1m", |b| {
         b.iter_batched(
-            || format!("{:016x}", next() | (1 << 63)),
-            |hex| black_box(crl.index.get_hex(&hex)),
+            || Serial::from_der_content(&(next() | (1 << 63)).to_be_bytes()),
+            |serial| black_box(crl.index.get(&serial)),
             BatchSize::SmallInput,
         )
     });
@@ -133,7 +134,7 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
         let mut b = certgate::crl::RevocationIndexBuilder::default();
         for i in 0..1000 {
             let revoked = certgate::crl::Revoked {
-                reason: certgate::crl::RevocationReason::KeyCompromise,
+                reason: certgate::cert::RevocationReason::KeyCompromise,
                 revoked_at: 0,
             };
             b.push(&listed(i).to_be_bytes(), revoked).expect("push");
@@ -142,15 +143,15 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
     };
     group.bench_function("lookup_listed_1k", |b| {
         b.iter_batched(
-            || format!("{:016x}", listed(next() % 1000)),
-            |hex| assert!(black_box(small.get_hex(&hex)).is_some()),
+            || Serial::from_der_content(&listed(next() % 1000).to_be_bytes()),
+            |serial| assert!(black_box(small.get(&serial)).is_some()),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("lookup_unlisted_1k", |b| {
         b.iter_batched(
-            || format!("{:016x}", next() | (1 << 63)),
-            |hex| black_box(small.get_hex(&hex)),
+            || Serial::from_der_content(&(next() | (1 << 63)).to_be_bytes()),
+            |serial| black_box(small.get(&serial)),
             BatchSize::SmallInput,
         )
     });

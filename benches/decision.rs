@@ -125,7 +125,7 @@ impl Fixture {
         let store = self.checker.store();
         let facts = rt.block_on(async {
             anyhow::Ok(StoreFacts {
-                certificate: store.certificate(id.serial()).await?,
+                certificate: store.certificate(&id.serial().to_string()).await?,
                 principal: store.principal(&principal_id).await?,
             })
         })?;
@@ -147,7 +147,7 @@ fn issue_first_seen(dir: &Path, admin_pem: &str, now_unix: i64) -> anyhow::Resul
         &trust.trust,
         now_unix,
     )?;
-    let serial = u64::from_str_radix(admin.serial(), 16)
+    let serial = u64::from_str_radix(&admin.serial().to_string(), 16)
         .with_context(|| format!("admin serial {} does not fit in 64 bits", admin.serial()))?;
     let principal_id = admin
         .principal_id()

@@ -13,23 +13,18 @@ use crate::config::{Config, DEFAULT_PRINCIPAL_ID_OID, DEFAULT_PRINCIPAL_TYPE_OID
 use crate::pki::{CertAuthority, CertSpec, IssuedCert};
 use crate::store::{Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus};
 
-/// Arguments of `certgate bootstrap`.
-#[derive(Debug, Clone, clap::Args)]
+/// What `certgate bootstrap` writes, and where.
+#[derive(Debug, Clone)]
 pub struct BootstrapArgs {
     /// Directory to write into (created if missing).
-    #[arg(long)]
     pub out_dir: PathBuf,
     /// Domain used in names: admin@DOMAIN, worker-1@DOMAIN, certgate.DOMAIN.
-    #[arg(long, default_value = "example.com")]
     pub domain: String,
     /// ext_authz gRPC listen address written into the configuration.
-    #[arg(long, default_value = "127.0.0.1:9001")]
     pub grpc_listen: std::net::SocketAddr,
     /// Admin listen address written into the configuration.
-    #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin_listen: std::net::SocketAddr,
     /// Overwrite an existing bootstrap in the directory.
-    #[arg(long)]
     pub force: bool,
 }
 

@@ -12,8 +12,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub use policy::{Permission, PermissionError, Policy, RevocationPolicy};
+// The decision's CRL input, where its callers look.
+pub use crate::crl::CrlStatus;
 
 use crate::cert::{ClientAuthUsage, Identity, PrincipalTypeSource};
+use crate::clock::rfc3339;
 use crate::store::{CertificateRecord, Principal, PrincipalStatus, StoreError};
 
 /// Stable reason codes, used in the response body, the logs and the metrics.
@@ -252,27 +255,6 @@ pub fn check_certificate(
     Ok(())
 }
 
-/// What the CRLs say about one certificate (rows 7 and 7b), computed in memory from the
-/// loaded CRLs at `now` (see `crl::RevocationSnapshot::status`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CrlStatus {
-    /// No CRL source is configured for the certificate's issuer.
-    NotConfigured,
-    /// The issuer's CRL is usable and does not list the serial.
-    NotListed,
-    /// The issuer's usable CRL lists the serial.
-    Revoked {
-        /// RFC 5280 reason name (`key_compromise`, …).
-        reason: &'static str,
-        /// revocationDate, Unix seconds.
-        revoked_at: i64,
-    },
-    /// No usable CRL: never loaded, unverifiable, or stale. The text says which and why
-    /// (names the issuer and the age).
-    Unknown(String),
-}
-
 /// Rows 7 and 7b. Call after [`check_certificate`] passed.
 pub fn check_revocation(id: &Identity, policy: &Policy, status: &CrlStatus) -> Result<(), Deny> {
     let required = match policy.revocation {
@@ -428,17 +410,6 @@ fn days(secs: i64) -> String {
     } else {
         format!("{:.1}", secs as f64 / 86_400.0)
     }
-}
-
-/// RFC 3339 text of a Unix time, for messages.
-pub fn rfc3339(unix_secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix_secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{unix_secs}"))
 }
 
 #[cfg(test)]

@@ -303,7 +303,7 @@ fn principal_rows() {
     let pki = pki();
     let id = identity(&pki, &client("w@x", "worker"));
     let revoked = Arc::new(CertificateRecord {
-        serial_number: id.serial().to_owned(),
+        serial_number: id.serial().to_string(),
         registration: Some(Registration {
             principal_id: "w@x".into(),
             issuer: id.issuer().to_owned(),

@@ -4,6 +4,9 @@
 
 mod decode;
 mod forwarded;
+mod identity;
+mod reason;
+mod serial;
 mod verify;
 
 use std::sync::Arc;
@@ -13,6 +16,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub use decode::decode_certificate;
 pub use forwarded::{CertEncoding, extract};
+pub use identity::Identity;
+use identity::IdentityParts;
+pub use reason::{RevocationReason, UnknownRevocationReason};
+pub use serial::{Serial, SerialParseError};
 pub use verify::{Anchor, CaKey, ChainFailure, TrustBundle, TrustBundleError};
 
 /// Where the principal id is taken from, tried in the configured order.
@@ -61,237 +68,6 @@ pub enum ClientAuthUsage {
     Unrestricted,
     /// The EKU extension exists and does not include clientAuth.
     NotAllowed,
-}
-
-/// Everything the decision needs from one certificate, built once per distinct certificate.
-///
-/// Kept compact because the identity cache holds one per distinct client certificate
-/// (100,000 by default): the text fields share one heap block (`text`, each field ending
-/// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
-/// one of them, the SHA-256 is kept as bytes, the verifying CA is shared with the trust
-/// bundle and the rare chain failure is boxed. See
-/// "Memory at scale" in BENCHMARKS.md for what an entry costs.
-#[derive(Clone)]
-pub struct Identity {
-    text: Box<str>,
-    ends: [u32; TEXT_FIELDS],
-    principal_id: PrincipalIdField,
-    sha256: [u8; 32],
-    not_before: i64,
-    not_after: i64,
-    client_auth: ClientAuthUsage,
-    chain: Result<Arc<Anchor>, Box<ChainFailure>>,
-}
-
-/// Position of each text field in [`Identity::text`]. An optional field is absent when
-/// empty: `identify` never keeps an empty CN, OU, extension or SPIFFE id.
-#[derive(Clone, Copy)]
-enum TextField {
-    /// The principal id when it came from the extension (else it is another field).
-    PrincipalId,
-    TypeFromOid,
-    OrganizationalUnit,
-    CommonName,
-    SpiffeId,
-    Serial,
-    Issuer,
-    Subject,
-}
-
-const TEXT_FIELDS: usize = TextField::Subject as usize + 1;
-
-/// Which text field holds the principal id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PrincipalIdField {
-    None,
-    Own,
-    SpiffeId,
-    CommonName,
-}
-
-/// The fields of an [`Identity`] before packing.
-struct IdentityParts {
-    principal_id: Option<(PrincipalIdSource, String)>,
-    type_from_oid: Option<String>,
-    organizational_unit: Option<String>,
-    common_name: Option<String>,
-    spiffe_id: Option<String>,
-    serial: String,
-    issuer: String,
-    subject: String,
-    sha256: [u8; 32],
-    not_before: i64,
-    not_after: i64,
-    client_auth: ClientAuthUsage,
-    chain: Result<Arc<Anchor>, ChainFailure>,
-}
-
-impl Identity {
-    fn pack(parts: IdentityParts) -> Result<Self, MalformedCertificate> {
-        let principal_id = match &parts.principal_id {
-            None => PrincipalIdField::None,
-            Some((PrincipalIdSource::Spiffe, _)) => PrincipalIdField::SpiffeId,
-            Some((PrincipalIdSource::Cn, _)) => PrincipalIdField::CommonName,
-            Some((PrincipalIdSource::Oid, _)) => PrincipalIdField::Own,
-        };
-        let own_principal = match (&parts.principal_id, principal_id) {
-            (Some((_, id)), PrincipalIdField::Own) => id.as_str(),
-            _ => "",
-        };
-        let fields: [&str; TEXT_FIELDS] = [
-            own_principal,
-            parts.type_from_oid.as_deref().unwrap_or_default(),
-            parts.organizational_unit.as_deref().unwrap_or_default(),
-            parts.common_name.as_deref().unwrap_or_default(),
-            parts.spiffe_id.as_deref().unwrap_or_default(),
-            &parts.serial,
-            &parts.issuer,
-            &parts.subject,
-        ];
-        let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
-        let mut ends = [0u32; TEXT_FIELDS];
-        for (end, field) in ends.iter_mut().zip(fields) {
-            text.push_str(field);
-            // The input is at most 64 KiB of DER; its text fields cannot reach 4 GiB.
-            *end = u32::try_from(text.len())
-                .map_err(|_| MalformedCertificate::TooLarge(text.len()))?;
-        }
-        Ok(Identity {
-            text: text.into_boxed_str(),
-            ends,
-            principal_id,
-            sha256: parts.sha256,
-            not_before: parts.not_before,
-            not_after: parts.not_after,
-            client_auth: parts.client_auth,
-            chain: parts.chain.map_err(Box::new),
-        })
-    }
-
-    fn text(&self, field: TextField) -> &str {
-        let i = field as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
-    }
-
-    fn optional(&self, field: TextField) -> Option<&str> {
-        Some(self.text(field)).filter(|v| !v.is_empty())
-    }
-
-    /// Principal id per the identity rules; `None` if no source yields one.
-    pub fn principal_id(&self) -> Option<&str> {
-        match self.principal_id {
-            PrincipalIdField::None => None,
-            PrincipalIdField::Own => Some(self.text(TextField::PrincipalId)),
-            PrincipalIdField::SpiffeId => self.spiffe_id(),
-            PrincipalIdField::CommonName => self.common_name(),
-        }
-    }
-
-    /// Principal type from the custom extension, if present.
-    pub fn type_from_oid(&self) -> Option<&str> {
-        self.optional(TextField::TypeFromOid)
-    }
-
-    /// Subject OU (a principal type source).
-    pub fn organizational_unit(&self) -> Option<&str> {
-        self.optional(TextField::OrganizationalUnit)
-    }
-
-    /// Subject CN.
-    pub fn common_name(&self) -> Option<&str> {
-        self.optional(TextField::CommonName)
-    }
-
-    /// First `spiffe://` URI SAN.
-    pub fn spiffe_id(&self) -> Option<&str> {
-        self.optional(TextField::SpiffeId)
-    }
-
-    /// Serial, lowercase hex without colons or sign padding.
-    pub fn serial(&self) -> &str {
-        self.text(TextField::Serial)
-    }
-
-    /// Issuer DN (RFC 4514 text).
-    pub fn issuer(&self) -> &str {
-        self.text(TextField::Issuer)
-    }
-
-    /// Subject DN (RFC 4514 text).
-    pub fn subject(&self) -> &str {
-        self.text(TextField::Subject)
-    }
-
-    /// SHA-256 of the DER encoding.
-    pub fn sha256(&self) -> &[u8; 32] {
-        &self.sha256
-    }
-
-    /// Lowercase hex SHA-256 of the DER encoding (the `x-client-cert-sha256` value).
-    pub fn sha256_hex(&self) -> String {
-        hex::encode(self.sha256)
-    }
-
-    /// notBefore, Unix seconds.
-    pub fn not_before(&self) -> i64 {
-        self.not_before
-    }
-
-    /// notAfter, Unix seconds.
-    pub fn not_after(&self) -> i64 {
-        self.not_after
-    }
-
-    /// Extended key usage, as far as client authentication goes.
-    pub fn client_auth(&self) -> ClientAuthUsage {
-        self.client_auth
-    }
-
-    /// Outcome of the chain verification against the trust bundle: the CA whose key
-    /// verified it. The CA's own validity is not judged here; see [`Self::chain_at`].
-    pub fn chain(&self) -> Result<&Anchor, &ChainFailure> {
-        match &self.chain {
-            Ok(anchor) => Ok(anchor),
-            Err(failure) => Err(failure),
-        }
-    }
-
-    /// The chain at `now` (Unix seconds, ± `skew`): as [`Self::chain`], and the verifying CA
-    /// must itself be valid then. Judged per check, not when the identity is cached, because
-    /// a CA can expire while its leaves are still cached.
-    pub fn chain_at(&self, now: i64, skew: i64) -> Result<&Anchor, ChainFailure> {
-        let anchor = self.chain().map_err(Clone::clone)?;
-        match anchor.unusable_at(now, skew) {
-            Some(failure) => Err(failure),
-            None => Ok(anchor),
-        }
-    }
-
-    /// Certificate lifetime (notAfter − notBefore) in seconds.
-    pub fn lifetime_secs(&self) -> i64 {
-        self.not_after - self.not_before
-    }
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("principal_id", &self.principal_id())
-            .field("type_from_oid", &self.type_from_oid())
-            .field("organizational_unit", &self.organizational_unit())
-            .field("common_name", &self.common_name())
-            .field("spiffe_id", &self.spiffe_id())
-            .field("serial", &self.serial())
-            .field("sha256", &self.sha256_hex())
-            .field("issuer", &self.issuer())
-            .field("subject", &self.subject())
-            .field("not_before", &self.not_before)
-            .field("not_after", &self.not_after)
-            .field("client_auth", &self.client_auth)
-            .field("chain", &self.chain())
-            .finish()
-    }
 }
 
 /// Why a forwarded value is not a usable certificate (decision table row 2).
@@ -380,7 +156,7 @@ pub fn identify(
         organizational_unit,
         common_name,
         spiffe_id,
-        serial: serial_hex(cert.raw_serial()),
+        serial: Serial::from_der_content(cert.raw_serial()),
         sha256: Sha256::digest(&der).into(),
         issuer: cert.issuer().to_string(),
         subject: cert.subject().to_string(),
@@ -406,15 +182,6 @@ fn parse_problem(e: &x509_parser::nom::Err<x509_parser::error::X509Error>) -> St
 
 /// Result of [`identify`], shared by every request that presents the same certificate.
 pub type CachedIdentity = Arc<Result<Identity, MalformedCertificate>>;
-
-/// Lowercase hex of a DER INTEGER's content without the sign-padding zero bytes.
-pub fn serial_hex(raw: &[u8]) -> String {
-    let start = raw
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(raw.len().saturating_sub(1));
-    hex::encode(&raw[start..])
-}
 
 fn first_str<'a>(
     mut attrs: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
@@ -509,7 +276,7 @@ mod tests {
         let id = identify(pem.as_bytes(), &cn_first, &trust, NOW).expect("parses");
         assert_eq!(id.principal_id(), Some("w1"));
         assert_eq!(id.common_name(), Some("w1"));
-        assert_eq!(id.serial().len() % 2, 0);
+        assert_eq!(id.serial().to_string().len() % 2, 0);
         assert_eq!(id.sha256_hex().len(), 64);
     }
 
@@ -535,7 +302,7 @@ mod tests {
         assert_eq!(id.organizational_unit(), Some("worker"));
         assert_eq!(id.common_name(), Some("w1.example.com"));
         assert_eq!(id.spiffe_id(), Some("spiffe://example.com/w/1"));
-        assert_eq!(id.serial(), "deadbeef");
+        assert_eq!(id.serial().to_string(), "deadbeef");
         assert_eq!(id.issuer(), "O=certgate dev, CN=ca");
         assert_eq!(id.subject(), "OU=worker, CN=w1.example.com");
         assert_eq!(id.lifetime_secs(), 86_400);
@@ -698,13 +465,6 @@ mod tests {
                 "{spec:?}: {result:?}"
             );
         }
-    }
-
-    #[test]
-    fn serial_hex_strips_sign_padding_only() {
-        assert_eq!(serial_hex(&[0x00, 0xde, 0xad]), "dead");
-        assert_eq!(serial_hex(&[0x01, 0x00]), "0100");
-        assert_eq!(serial_hex(&[0x00]), "00");
     }
 
     proptest! {

@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use sha2::{Digest, Sha256};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 
-use crate::authz::rfc3339;
+use crate::clock::rfc3339;
 
 /// Why a certificate's chain does not lead to the trust bundle (decision table row 3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

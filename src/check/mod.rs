@@ -128,7 +128,10 @@ impl Checker {
     /// [`Self::revocation`] to load them.
     pub fn new(config: Config, store: CachedStore, metrics: Metrics) -> Self {
         let generation = Generation::new(config);
-        let revocation = Arc::new(Revocation::new(generation.config.clone(), metrics.clone()));
+        let revocation = Arc::new(Revocation::new(
+            generation.config.crl_inputs(),
+            metrics.clone(),
+        ));
         Checker {
             generation: ArcSwap::from_pointee(generation),
             revocation,
@@ -153,7 +156,7 @@ impl Checker {
     /// Put a new configuration in force (parsed identities are dropped with the old one).
     pub fn replace_config(&self, config: Config) {
         let generation = Generation::new(config);
-        self.revocation.reconfigure(generation.config.clone());
+        self.revocation.reconfigure(generation.config.crl_inputs());
         self.generation.store(Arc::new(generation));
     }
 
@@ -225,7 +228,7 @@ impl Checker {
                 message = %deny.message,
                 policy = %outcome.policy,
                 principal = outcome.principal().unwrap_or(""),
-                serial = outcome.identity().map_or("", Identity::serial),
+                serial = %outcome.identity().map(|id| id.serial().to_string()).unwrap_or_default(),
                 method = input.method,
                 path = input.path,
                 "request denied"
@@ -324,7 +327,7 @@ impl Checker {
         if let authz::CrlStatus::Unknown(why) = &crl_status
             && policy.revocation == authz::RevocationPolicy::Optional
         {
-            tracing::warn!(policy = %policy.name, serial = id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
+            tracing::warn!(policy = %policy.name, serial = %id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
         }
         outcome.decision = match self.store_facts(id).await {
             Ok(facts) => authz::check_principal(
@@ -382,7 +385,7 @@ impl Checker {
             if (0.0..7.0).contains(&days_left) {
                 tracing::warn!(
                     principal = id.principal_id().unwrap_or(""),
-                    serial = id.serial(),
+                    serial = %id.serial(),
                     days_left = format!("{days_left:.1}"),
                     "client certificate expires soon"
                 );
@@ -394,8 +397,9 @@ impl Checker {
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
         let principal_id = id.principal_id().unwrap_or_default();
+        let serial = id.serial().to_string();
         let (certificate, principal) = tokio::join!(
-            self.store.certificate(id.serial()),
+            self.store.certificate(&serial),
             self.store.principal(principal_id)
         );
         Ok(StoreFacts {

@@ -61,7 +61,7 @@ impl Outcome {
         if let Some(cn) = id.common_name() {
             headers.push((names.cn.as_str(), cn.to_owned()));
         }
-        headers.push((names.serial.as_str(), id.serial().to_owned()));
+        headers.push((names.serial.as_str(), id.serial().to_string()));
         headers.push((names.sha256.as_str(), id.sha256_hex()));
         if let Some(spiffe) = id.spiffe_id() {
             headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));

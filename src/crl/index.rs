@@ -9,103 +9,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-/// RFC 5280 CRLReason, by its snake_case name (the names the store and the CLI use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RevocationReason {
-    /// No reason code in the entry, or `unspecified`.
-    Unspecified,
-    /// The key was compromised.
-    KeyCompromise,
-    /// The CA was compromised.
-    CaCompromise,
-    /// The subject's affiliation changed.
-    AffiliationChanged,
-    /// Replaced by another certificate.
-    Superseded,
-    /// No longer needed.
-    CessationOfOperation,
-    /// On hold (may be released by a later CRL).
-    CertificateHold,
-    /// Released from hold (only in delta CRLs).
-    RemoveFromCrl,
-    /// A privilege was withdrawn.
-    PrivilegeWithdrawn,
-    /// An attribute authority was compromised.
-    AaCompromise,
-}
-
-impl RevocationReason {
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevocationReason::Unspecified => "unspecified",
-            RevocationReason::KeyCompromise => "key_compromise",
-            RevocationReason::CaCompromise => "ca_compromise",
-            RevocationReason::AffiliationChanged => "affiliation_changed",
-            RevocationReason::Superseded => "superseded",
-            RevocationReason::CessationOfOperation => "cessation_of_operation",
-            RevocationReason::CertificateHold => "certificate_hold",
-            RevocationReason::RemoveFromCrl => "remove_from_crl",
-            RevocationReason::PrivilegeWithdrawn => "privilege_withdrawn",
-            RevocationReason::AaCompromise => "aa_compromise",
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            RevocationReason::Unspecified => 0,
-            RevocationReason::KeyCompromise => 1,
-            RevocationReason::CaCompromise => 2,
-            RevocationReason::AffiliationChanged => 3,
-            RevocationReason::Superseded => 4,
-            RevocationReason::CessationOfOperation => 5,
-            RevocationReason::CertificateHold => 6,
-            RevocationReason::RemoveFromCrl => 8,
-            RevocationReason::PrivilegeWithdrawn => 9,
-            RevocationReason::AaCompromise => 10,
-        }
-    }
-
-    fn from_u8(code: u8) -> Self {
-        match code {
-            1 => RevocationReason::KeyCompromise,
-            2 => RevocationReason::CaCompromise,
-            3 => RevocationReason::AffiliationChanged,
-            4 => RevocationReason::Superseded,
-            5 => RevocationReason::CessationOfOperation,
-            6 => RevocationReason::CertificateHold,
-            8 => RevocationReason::RemoveFromCrl,
-            9 => RevocationReason::PrivilegeWithdrawn,
-            10 => RevocationReason::AaCompromise,
-            _ => RevocationReason::Unspecified,
-        }
-    }
-}
-
-impl std::fmt::Display for RevocationReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<webpki::RevocationReason> for RevocationReason {
-    fn from(r: webpki::RevocationReason) -> Self {
-        use webpki::RevocationReason as W;
-        match r {
-            W::Unspecified => RevocationReason::Unspecified,
-            W::KeyCompromise => RevocationReason::KeyCompromise,
-            W::CaCompromise => RevocationReason::CaCompromise,
-            W::AffiliationChanged => RevocationReason::AffiliationChanged,
-            W::Superseded => RevocationReason::Superseded,
-            W::CessationOfOperation => RevocationReason::CessationOfOperation,
-            W::CertificateHold => RevocationReason::CertificateHold,
-            W::RemoveFromCrl => RevocationReason::RemoveFromCrl,
-            W::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
-            W::AaCompromise => RevocationReason::AaCompromise,
-        }
-    }
-}
+use crate::cert::{RevocationReason, Serial};
 
 /// One listed serial: why and when it was revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,19 +37,6 @@ pub enum IndexError {
     TooLarge(String),
 }
 
-/// The canonical form of a serial as the index keys it: the DER INTEGER content without the
-/// leading zero bytes of sign padding (the form `Identity::serial` is the hex of).
-///
-/// Stripping every leading zero byte would let `00 80` (+128) and `80` (−128, which RFC 5280
-/// forbids) share a key; the only consequence is a deny of the negative serial, never an allow.
-pub fn canonical_serial(der_content: &[u8]) -> &[u8] {
-    let start = der_content
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(der_content.len().saturating_sub(1));
-    &der_content[start..]
-}
-
 /// Accumulates entries; [`RevocationIndexBuilder::build`] sorts and indexes them.
 #[derive(Debug, Default)]
 pub struct RevocationIndexBuilder {
@@ -164,7 +55,7 @@ impl RevocationIndexBuilder {
 
     /// Add one revoked serial (DER INTEGER content, sign padding allowed).
     pub fn push(&mut self, serial: &[u8], revoked: Revoked) -> Result<(), IndexError> {
-        let serial = canonical_serial(serial);
+        let serial = Serial::canonical(serial);
         let serial_len = u16::try_from(serial.len())
             .map_err(|_| IndexError::TooLarge(format!("a serial of {} bytes", serial.len())))?;
         let serial_at = u32::try_from(self.serials.len())
@@ -175,7 +66,7 @@ impl RevocationIndexBuilder {
             Entry {
                 serial_at,
                 serial_len,
-                reason: revoked.reason.to_u8(),
+                reason: revoked.reason.code(),
                 revoked_at: revoked.revoked_at,
             },
         ));
@@ -249,9 +140,9 @@ impl RevocationIndex {
             + self.directory.capacity() * 4
     }
 
-    /// The entry for `serial` (DER INTEGER content or its canonical form), if listed.
-    pub fn get(&self, serial: &[u8]) -> Option<Revoked> {
-        let serial = canonical_serial(serial);
+    /// The entry for `serial`, if listed.
+    pub fn get(&self, serial: &Serial) -> Option<Revoked> {
+        let serial = serial.as_bytes();
         let h = hash(serial);
         let slot = (h >> self.shift) as usize;
         let (Some(&start), Some(&end)) = (self.directory.get(slot), self.directory.get(slot + 1))
@@ -268,30 +159,10 @@ impl RevocationIndex {
                 let at = e.serial_at as usize;
                 let stored = self.serials.get(at..at + e.serial_len as usize)?;
                 (stored == serial).then_some(Revoked {
-                    reason: RevocationReason::from_u8(e.reason),
+                    reason: RevocationReason::from_code(e.reason),
                     revoked_at: e.revoked_at,
                 })
             })
-    }
-
-    /// Look up a serial given as lowercase hex (as [`crate::cert::Identity::serial`] is).
-    /// Decodes into a stack buffer: no allocation for serials up to 64 bytes.
-    pub fn get_hex(&self, serial_hex: &str) -> Option<Revoked> {
-        let mut buf = [0u8; 64];
-        let hex = serial_hex.as_bytes();
-        if hex.len().is_multiple_of(2) && hex.len() / 2 <= buf.len() {
-            let out = &mut buf[..hex.len() / 2];
-            hex::decode_to_slice(hex, out).ok()?;
-            self.get(out)
-        } else {
-            // Odd length (leading zero nibble dropped) or longer than any sane serial.
-            let padded = if hex.len() % 2 == 1 {
-                format!("0{serial_hex}")
-            } else {
-                serial_hex.to_owned()
-            };
-            self.get(&hex::decode(padded).ok()?)
-        }
     }
 }
 
@@ -318,13 +189,17 @@ mod tests {
         }
     }
 
+    fn serial(der_content: &[u8]) -> Serial {
+        Serial::from_der_content(der_content)
+    }
+
     #[test]
     fn empty_index_finds_nothing() {
         let index = RevocationIndex::default();
         assert!(index.is_empty());
-        assert_eq!(index.get(&[1, 2, 3]), None);
-        assert_eq!(index.get(&[]), None);
-        assert_eq!(index.get_hex("01"), None);
+        assert_eq!(index.get(&serial(&[1, 2, 3])), None);
+        assert_eq!(index.get(&serial(&[])), None);
+        assert_eq!(index.get(&serial(&[0])), None);
     }
 
     #[test]
@@ -338,10 +213,10 @@ mod tests {
         assert_eq!(index.len(), 5000);
         for i in 0u32..5000 {
             assert_eq!(
-                index.get(&(i * 2).to_be_bytes()),
+                index.get(&serial(&(i * 2).to_be_bytes())),
                 Some(revoked(i64::from(i)))
             );
-            assert_eq!(index.get(&(i * 2 + 1).to_be_bytes()), None);
+            assert_eq!(index.get(&serial(&(i * 2 + 1).to_be_bytes())), None);
         }
     }
 
@@ -351,22 +226,16 @@ mod tests {
         b.push(&[0x00, 0x80, 0x01], revoked(7)).expect("push");
         b.push(&[0x00], revoked(8)).expect("push");
         let index = b.build();
-        assert_eq!(index.get(&[0x80, 0x01]), Some(revoked(7)));
-        assert_eq!(index.get(&[0x00, 0x00, 0x80, 0x01]), Some(revoked(7)));
-        assert_eq!(index.get_hex("8001"), Some(revoked(7)));
-        assert_eq!(index.get_hex("00"), Some(revoked(8)));
-        assert_eq!(index.get_hex("801"), None, "odd length is 0801");
-        assert_eq!(index.get_hex("zz"), None);
-        let long = "ab".repeat(100);
-        assert_eq!(index.get_hex(&long), None);
-    }
-
-    #[test]
-    fn reasons_round_trip() {
-        for code in [0u8, 1, 2, 3, 4, 5, 6, 8, 9, 10] {
-            assert_eq!(RevocationReason::from_u8(code).to_u8(), code);
-        }
-        assert_eq!(RevocationReason::from_u8(7), RevocationReason::Unspecified);
+        assert_eq!(index.get(&serial(&[0x80, 0x01])), Some(revoked(7)));
+        assert_eq!(
+            index.get(&serial(&[0x00, 0x00, 0x80, 0x01])),
+            Some(revoked(7))
+        );
+        let parsed = |text: &str| text.parse::<Serial>().expect("hex");
+        assert_eq!(index.get(&parsed("8001")), Some(revoked(7)));
+        assert_eq!(index.get(&parsed("80:01")), Some(revoked(7)));
+        assert_eq!(index.get(&parsed("00")), Some(revoked(8)));
+        assert_eq!(index.get(&parsed("801")), None, "odd length is 0801");
     }
 
     proptest! {
@@ -381,12 +250,12 @@ mod tests {
             }
             let index = b.build();
             for s in &listed {
-                prop_assert!(index.get(s).is_some());
+                prop_assert!(index.get(&serial(s)).is_some());
             }
             for p in &probes {
-                let canonical = canonical_serial(p);
+                let canonical = Serial::canonical(p);
                 let want = listed.iter().any(|s| s.as_slice() == canonical);
-                prop_assert_eq!(index.get(p).is_some(), want);
+                prop_assert_eq!(index.get(&serial(p)).is_some(), want);
             }
         }
     }

@@ -11,264 +11,63 @@ pub mod high_water;
 mod index;
 mod parse;
 pub mod refresh;
+mod settings;
+mod verified;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 pub use high_water::HighWater;
-pub use index::{
-    IndexError, RevocationIndex, RevocationIndexBuilder, RevocationReason, Revoked,
-    canonical_serial,
-};
+pub use index::{IndexError, RevocationIndex, RevocationIndexBuilder, Revoked};
 pub use parse::{CrlError, ParsedCrl, decode_crl};
+pub use settings::{
+    CrlInputs, CrlIssuer, CrlLocation, CrlReadiness, CrlSettings, CrlSource, Freshness,
+};
+pub use verified::VerifiedCrl;
 
-use crate::authz::{CrlStatus, rfc3339};
-use crate::cert::{Anchor, CaKey, Identity, TrustBundle};
-use crate::config::Config;
+use crate::cert::{Anchor, CaKey, Identity, Serial};
+use crate::clock::rfc3339;
 use crate::metrics::Metrics;
 
-// ---------------------------------------------------------------------------------------
-// Configuration (built and validated by `config`).
-
-/// Whether `/readyz` waits for CRLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What the CRLs say about one certificate (rows 7 and 7b), computed in memory from the
+/// loaded CRLs at `now` (see [`RevocationSnapshot::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CrlReadiness {
-    /// Not ready while a configured issuer has no usable CRL (the reason is in `/readyz`).
-    #[default]
-    Wait,
-    /// Ready at once; checks that need a missing CRL are denied 503 meanwhile.
-    Serve,
-}
-
-/// How long a CRL stays usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Freshness {
-    /// Unusable once `now − thisUpdate` exceeds this (seconds).
-    pub max_age_secs: i64,
-    /// Still usable this long after nextUpdate (seconds).
-    pub next_update_grace_secs: i64,
-}
-
-/// Where a CRL is read from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CrlLocation {
-    /// `http://` or `https://` URL.
-    Url(String),
-    /// A file, refreshed by something else (cron, a sidecar).
-    File(PathBuf),
-}
-
-/// One source of an issuer's CRL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlSource {
-    /// URL or file.
-    pub location: CrlLocation,
-    /// Time between successful refreshes (jittered by ±10%).
-    pub refresh_interval: Duration,
-}
-
-impl CrlSource {
-    /// The URL or path, as shown in logs and the `source` metric label.
-    pub fn label(&self) -> String {
-        match &self.location {
-            CrlLocation::Url(u) => u.clone(),
-            CrlLocation::File(p) => p.display().to_string(),
-        }
-    }
-}
-
-/// The CRL configuration of one issuing CA.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlIssuer {
-    /// The CA's subject DN, as certgate prints it (and as `Identity::issuer` is).
-    pub name: String,
-    /// The CA's subject Name, DER: a CRL must carry exactly this issuer.
-    pub subject_der: Vec<u8>,
-    /// Freshness limits.
-    pub freshness: Freshness,
-    /// Sources, all refreshed; the newest verified CRL wins.
-    pub sources: Vec<CrlSource>,
-}
-
-/// Settings of the `crl` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlConfig {
-    /// `/readyz` behaviour.
-    pub readiness: CrlReadiness,
-    /// Per HTTP fetch, connect to last byte.
-    pub timeout: Duration,
-    /// First delay after a failed fetch; doubles on each further failure.
-    pub retry_backoff: Duration,
-    /// Cap of the failure delay.
-    pub max_retry_backoff: Duration,
-    /// Largest CRL accepted, bytes.
-    pub max_size: u64,
-    /// Where the last good CRL of each CA key is kept across restarts.
-    pub cache_dir: Option<PathBuf>,
-    /// Where the newest thisUpdate installed per CA key is recorded, outside `cache_dir`
-    /// (set whenever `cache_dir` is; see [`HighWater`]).
-    pub high_water_file: Option<PathBuf>,
-    /// Follow HTTP redirects of CRL URLs (to the same host only, never https → http).
-    pub follow_redirects: bool,
-    /// Per issuing CA.
-    pub issuers: Vec<CrlIssuer>,
-}
-
-impl Default for CrlConfig {
-    fn default() -> Self {
-        CrlConfig {
-            readiness: CrlReadiness::Wait,
-            timeout: Duration::from_secs(10),
-            retry_backoff: Duration::from_secs(1),
-            max_retry_backoff: Duration::from_secs(300),
-            max_size: 64 << 20,
-            cache_dir: None,
-            high_water_file: None,
-            follow_redirects: false,
-            issuers: Vec::new(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// A verified CRL.
-
-/// A CRL that passed every check, indexed.
-#[derive(Debug)]
-pub struct VerifiedCrl {
-    /// Issuer DN.
-    pub issuer: String,
-    /// thisUpdate, Unix seconds.
-    pub this_update: i64,
-    /// nextUpdate, Unix seconds.
-    pub next_update: i64,
-    /// SHA-256 of the DER, hex.
-    pub sha256: String,
-    /// The key of the CA that verified it: the state it goes to.
-    pub verified_by: CaKey,
-    /// Where it was loaded from.
-    pub source: String,
-    /// Size of the DER.
-    pub der_len: usize,
-    /// The revoked serials.
-    pub index: RevocationIndex,
-}
-
-impl VerifiedCrl {
-    /// Decode, parse, check the issuer is `expected_issuer` (DER Name), verify the signature
-    /// against the trust bundle, check the times at `now` (± `skew` seconds) and index.
-    pub fn load(
-        input: &[u8],
-        trust: &TrustBundle,
-        expected: &CrlIssuer,
-        now: i64,
-        skew: i64,
-        source: &str,
-    ) -> Result<VerifiedCrl, CrlError> {
-        let der = decode_crl(input)?;
-        let parsed = ParsedCrl::parse(&der)?;
-        if parsed.issuer_der() != expected.subject_der.as_slice() {
-            return Err(CrlError::WrongIssuer {
-                expected: expected.name.clone(),
-                found: parsed.issuer.clone(),
-            });
-        }
-        let by = parsed.verify_signature(trust.ca_certificates())?;
-        let verified_by =
-            trust
-                .cas()
-                .get(by)
-                .map(|ca| ca.key)
-                .ok_or_else(|| CrlError::UnknownIssuer {
-                    issuer: parsed.issuer.clone(),
-                })?;
-        parsed.check_times(now, skew)?;
-        let index = parsed.index()?;
-        let crl = VerifiedCrl {
-            issuer: expected.name.clone(),
-            this_update: parsed.this_update,
-            next_update: parsed.next_update,
-            sha256: parsed.sha256(),
-            verified_by,
-            source: source.to_owned(),
-            der_len: der.len(),
-            index,
-        };
-        Ok(crl)
-    }
-
-    /// Why this CRL cannot be used at `now`, if it cannot ("stale: …", to follow "is").
-    pub fn unusable(&self, freshness: &Freshness, now: i64) -> Option<String> {
-        let age = now.saturating_sub(self.this_update);
-        if age > freshness.max_age_secs {
-            return Some(format!(
-                "stale: issued {} ago (thisUpdate {}), max_age is {}",
-                human(age),
-                rfc3339(self.this_update),
-                human(freshness.max_age_secs)
-            ));
-        }
-        if now
-            > self
-                .next_update
-                .saturating_add(freshness.next_update_grace_secs)
-        {
-            return Some(format!(
-                "stale: past its nextUpdate {} by {} (grace {}), age {}",
-                rfc3339(self.next_update),
-                human(now - self.next_update),
-                human(freshness.next_update_grace_secs),
-                human(age)
-            ));
-        }
-        None
-    }
+pub enum CrlStatus {
+    /// No CRL source is configured for the certificate's issuer.
+    NotConfigured,
+    /// The issuer's CRL is usable and does not list the serial.
+    NotListed,
+    /// The issuer's usable CRL lists the serial.
+    Revoked {
+        /// RFC 5280 reason name (`key_compromise`, …).
+        reason: &'static str,
+        /// revocationDate, Unix seconds.
+        revoked_at: i64,
+    },
+    /// No usable CRL: never loaded, unverifiable, or stale. The text says which and why
+    /// (names the issuer and the age).
+    Unknown(String),
 }
 
 /// One CRL state per CA key configured under `crl.issuers`: every CA of the bundle whose
 /// subject is a configured issuer's gets its own, and copies of one key share one. A CA's
 /// name only says which configuration (sources, freshness) applies; the key says whose CRL
 /// decides (a name is not a key).
-fn configured_states(config: &Config) -> Vec<(CaKey, Arc<CrlIssuer>)> {
+fn configured_states(inputs: &CrlInputs) -> Vec<(CaKey, Arc<CrlIssuer>)> {
     let mut states: Vec<(CaKey, Arc<CrlIssuer>)> = Vec::new();
-    for issuer in &config.crl.issuers {
+    for issuer in &inputs.settings.issuers {
         let issuer = Arc::new(issuer.clone());
-        for ca in config.trust.cas() {
+        for ca in inputs.trust.cas() {
             if ca.subject_der == issuer.subject_der && !states.iter().any(|(k, _)| *k == ca.key) {
                 states.push((ca.key, issuer.clone()));
             }
         }
     }
     states
-}
-
-/// Whether two configurations load and verify CRLs identically (same sources, limits,
-/// trust bundle and clock skew), so the refresher and the loaded CRLs can stay as they are.
-pub fn same_crl_inputs(a: &Config, b: &Config) -> bool {
-    a.crl == b.crl
-        && a.trust.ca_certificates() == b.trust.ca_certificates()
-        && a.certificate_rules.clock_skew_secs == b.certificate_rules.clock_skew_secs
-}
-
-/// `3h05m`, `2d4h`, `45s`: short durations for messages.
-pub fn human(secs: i64) -> String {
-    let s = secs.unsigned_abs();
-    let sign = if secs < 0 { "-" } else { "" };
-    let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{sign}{sec}s"),
-        (0, 0, _) => format!("{sign}{m}m{sec:02}s"),
-        (0, _, _) => format!("{sign}{h}h{m:02}m"),
-        _ => format!("{sign}{d}d{h}h"),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -359,10 +158,10 @@ pub struct RevocationSnapshot {
 }
 
 impl RevocationSnapshot {
-    /// The CRL status of the certificate `serial_hex` whose chain `anchor` verified, at `now`.
+    /// The CRL status of the certificate `serial` whose chain `anchor` verified, at `now`.
     /// Only the CRL signed by that CA's key decides; no I/O, no allocation unless the answer
     /// is a deny.
-    pub fn status(&self, anchor: &Anchor, serial_hex: &str, now: i64) -> CrlStatus {
+    pub fn status(&self, anchor: &Anchor, serial: &Serial, now: i64) -> CrlStatus {
         let Some(state) = self
             .states
             .get(&anchor.key)
@@ -388,7 +187,7 @@ impl RevocationSnapshot {
                 None => format!("the CRL of '{issuer}' (CA key {key}) is {why}"),
             });
         }
-        match crl.index.get_hex(serial_hex) {
+        match crl.index.get(serial) {
             Some(r) => CrlStatus::Revoked {
                 reason: r.reason.as_str(),
                 revoked_at: r.revoked_at,
@@ -459,13 +258,13 @@ impl Offered {
     }
 }
 
-/// The shared revocation state: the snapshot checks read, the configuration the background
+/// The shared revocation state: the snapshot checks read, the inputs the background
 /// refresher follows, and the high-water marks of the CRLs installed.
 pub struct Revocation {
     snapshot: ArcSwap<RevocationSnapshot>,
     /// Serializes writers (readers never wait).
     write: Mutex<()>,
-    config: watch::Sender<Arc<Config>>,
+    inputs: watch::Sender<Arc<CrlInputs>>,
     metrics: Metrics,
     high_water: Mutex<HighWater>,
     /// Serializes writes of `crl.high_water_file`.
@@ -473,10 +272,10 @@ pub struct Revocation {
 }
 
 impl Revocation {
-    /// State for `config`, with no CRL loaded yet.
-    pub fn new(config: Arc<Config>, metrics: Metrics) -> Self {
+    /// State for `inputs`, with no CRL loaded yet.
+    pub fn new(inputs: CrlInputs, metrics: Metrics) -> Self {
         let snapshot = RevocationSnapshot {
-            states: configured_states(&config)
+            states: configured_states(&inputs)
                 .into_iter()
                 .map(|(key, issuer)| {
                     let state = IssuerState {
@@ -489,11 +288,11 @@ impl Revocation {
                 })
                 .collect(),
         };
-        let (tx, _) = watch::channel(config);
+        let (tx, _) = watch::channel(Arc::new(inputs));
         Revocation {
             snapshot: ArcSwap::from_pointee(snapshot),
             write: Mutex::new(()),
-            config: tx,
+            inputs: tx,
             metrics,
             high_water: Mutex::new(HighWater::default()),
             high_water_file: tokio::sync::Mutex::new(()),
@@ -514,30 +313,31 @@ impl Revocation {
         }
     }
 
-    /// The configuration the refresher follows.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
-        self.config.subscribe()
+    /// The inputs the refresher follows.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<CrlInputs>> {
+        self.inputs.subscribe()
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.borrow().clone()
+    /// The inputs in force.
+    pub fn inputs(&self) -> Arc<CrlInputs> {
+        self.inputs.borrow().clone()
     }
 
-    /// Follow a new configuration: CA keys no longer configured are dropped, new ones start
-    /// empty, and a loaded CRL is kept only if its CA key is still in the bundle under the
-    /// same configured issuer name.
-    pub fn reconfigure(&self, config: Arc<Config>) {
-        if same_crl_inputs(&self.config(), &config) {
+    /// Follow new inputs: CA keys no longer configured are dropped, new ones start empty,
+    /// and a loaded CRL is kept only if its CA key is still in the bundle under the same
+    /// configured issuer name.
+    pub fn reconfigure(&self, inputs: CrlInputs) {
+        let inputs = Arc::new(inputs);
+        if self.inputs().loads_like(&inputs) {
             // Policies may have changed (readiness depends on them); CRLs and the refresher
             // need nothing.
-            self.config.send_replace(config);
+            self.inputs.send_replace(inputs);
             return;
         }
         {
             let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
             let current = self.snapshot.load_full();
-            let states = configured_states(&config)
+            let states = configured_states(&inputs)
                 .into_iter()
                 .map(|(key, issuer)| {
                     let kept = current
@@ -559,7 +359,7 @@ impl Revocation {
         self.metrics.crl_age_seconds.reset();
         self.metrics.crl_next_update_seconds.reset();
         self.metrics.crl_usable.reset();
-        self.config.send_replace(config);
+        self.inputs.send_replace(inputs);
     }
 
     /// Offer a verified CRL at `now`; it goes to the state of the CA key that verified it and
@@ -672,8 +472,8 @@ impl Revocation {
     /// CA key has no usable CRL. The reason names each such CA (name and key) and the kind of
     /// failure; URLs and error texts are in the logs.
     pub fn readiness(&self, now: i64) -> Result<(), String> {
-        let config = self.config();
-        if config.crl.readiness == CrlReadiness::Serve || !config.crl_required() {
+        let inputs = self.inputs();
+        if inputs.settings.readiness == CrlReadiness::Serve || !inputs.required {
             return Ok(());
         }
         let snapshot = self.snapshot.load();

@@ -16,6 +16,7 @@ use x509_parser::time::ASN1Time;
 use x509_parser::x509::X509Name;
 
 use super::index::{IndexError, RevocationIndex, RevocationIndexBuilder, Revoked};
+use crate::cert::{RevocationReason, Serial};
 
 /// Why bytes are not a usable CRL. Every variant means "do not use it"; none replaces a CRL
 /// already in force.
@@ -266,14 +267,14 @@ impl<'a> ParsedCrl<'a> {
         if self.next_update <= self.this_update {
             return Err(bad(format!(
                 "nextUpdate {} is not after thisUpdate {}",
-                crate::authz::rfc3339(self.next_update),
-                crate::authz::rfc3339(self.this_update)
+                crate::clock::rfc3339(self.next_update),
+                crate::clock::rfc3339(self.this_update)
             )));
         }
         if self.this_update > now.saturating_add(skew) {
             return Err(bad(format!(
                 "thisUpdate {} is in the future",
-                crate::authz::rfc3339(self.this_update)
+                crate::clock::rfc3339(self.this_update)
             )));
         }
         Ok(())
@@ -292,7 +293,7 @@ impl<'a> ParsedCrl<'a> {
                 Revoked {
                     reason: entry
                         .reason_code
-                        .map_or(super::RevocationReason::Unspecified, Into::into),
+                        .map_or(RevocationReason::Unspecified, Into::into),
                     revoked_at: unix_secs(entry.revocation_date),
                 },
             )?;
@@ -305,16 +306,15 @@ impl<'a> ParsedCrl<'a> {
         (&self.crl).into_iter().count()
     }
 
-    /// Whether `serial` (DER INTEGER content) is listed; scans the entries.
-    pub fn find(&self, serial: &[u8]) -> Result<Option<Revoked>, CrlError> {
-        let want = super::index::canonical_serial(serial);
+    /// Whether `serial` is listed; scans the entries.
+    pub fn find(&self, serial: &Serial) -> Result<Option<Revoked>, CrlError> {
         for entry in &self.crl {
             let entry = entry.map_err(|e| malformed(format!("revoked entry: {e:?}")))?;
-            if super::index::canonical_serial(entry.serial_number) == want {
+            if Serial::canonical(entry.serial_number) == serial.as_bytes() {
                 return Ok(Some(Revoked {
                     reason: entry
                         .reason_code
-                        .map_or(super::RevocationReason::Unspecified, Into::into),
+                        .map_or(RevocationReason::Unspecified, Into::into),
                     revoked_at: unix_secs(entry.revocation_date),
                 }));
             }
@@ -330,7 +330,6 @@ fn unix_secs(t: rustls_pki_types::UnixTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crl::RevocationReason;
     use crate::pki::{CertAuthority, CrlSpec};
     use proptest::prelude::*;
     use time::{Duration, OffsetDateTime};
@@ -375,12 +374,13 @@ mod tests {
         assert_eq!(parsed.count_entries(), 2);
         let index = parsed.index().expect("index");
         assert_eq!(index.len(), 2);
-        let hit = index.get_hex("1234").expect("listed");
+        let serial = |text: &str| text.parse::<Serial>().expect("hex");
+        let hit = index.get(&serial("1234")).expect("listed");
         assert_eq!(hit.reason, RevocationReason::KeyCompromise);
         assert_eq!(hit.revoked_at, NOW - 7200);
-        assert!(index.get_hex("1235").is_none());
-        assert!(parsed.find(&[0x12, 0x34]).expect("scan").is_some());
-        assert!(parsed.find(&[0x12, 0x35]).expect("scan").is_none());
+        assert!(index.get(&serial("1235")).is_none());
+        assert!(parsed.find(&serial("1234")).expect("scan").is_some());
+        assert!(parsed.find(&serial("1235")).expect("scan").is_none());
     }
 
     #[test]

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use super::fetch::{self, FetchError, Fetched, Validators};
 use super::{
-    CrlIssuer, CrlLocation, CrlSource, FailureClass, Offered, RefreshFailure, Revocation,
-    VerifiedCrl, high_water,
+    CrlInputs, CrlIssuer, CrlLocation, CrlSource, FailureClass, Offered, RefreshFailure,
+    Revocation, VerifiedCrl, high_water,
 };
 use crate::cert::CaKey;
 use crate::clock;
-use crate::config::Config;
 
 /// The outcome of one refresh round of one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,20 +59,20 @@ pub fn spawn(revocation: Arc<Revocation>) -> tokio::task::JoinHandle<()> {
 
 /// Follow the configuration: (re)start one loop per source whenever it changes.
 pub async fn run(revocation: Arc<Revocation>) {
-    let mut config_rx = revocation.subscribe();
+    let mut inputs_rx = revocation.subscribe();
     loop {
-        let config = config_rx.borrow_and_update().clone();
+        let inputs = inputs_rx.borrow_and_update().clone();
         let mut tasks = tokio::task::JoinSet::new();
-        if !config.crl.issuers.is_empty() {
-            load_persisted(&revocation, &config).await;
-            match fetch::client(config.crl.timeout, config.crl.follow_redirects) {
+        if !inputs.settings.issuers.is_empty() {
+            load_persisted(&revocation, &inputs).await;
+            match fetch::client(inputs.settings.timeout, inputs.settings.follow_redirects) {
                 Ok(client) => {
-                    for issuer in &config.crl.issuers {
+                    for issuer in &inputs.settings.issuers {
                         let issuer = Arc::new(issuer.clone());
                         for source in &issuer.sources {
                             tasks.spawn(source_loop(
                                 revocation.clone(),
-                                config.clone(),
+                                inputs.clone(),
                                 issuer.clone(),
                                 source.clone(),
                                 client.clone(),
@@ -86,10 +85,10 @@ pub async fn run(revocation: Arc<Revocation>) {
         }
         // Reloads that change only policies keep the loops (and their conditional-GET state).
         loop {
-            if config_rx.changed().await.is_err() {
+            if inputs_rx.changed().await.is_err() {
                 return;
             }
-            if !super::same_crl_inputs(&config, &config_rx.borrow()) {
+            if !inputs.loads_like(&inputs_rx.borrow()) {
                 break;
             }
         }
@@ -100,18 +99,19 @@ pub async fn run(revocation: Arc<Revocation>) {
 /// Fetch every source once, concurrently (for `certgate check` and tests), after loading
 /// persisted CRLs.
 pub async fn load_once(revocation: &Arc<Revocation>) {
-    let config = revocation.config();
-    load_persisted(revocation, &config).await;
-    let Ok(client) = fetch::client(config.crl.timeout, config.crl.follow_redirects) else {
+    let inputs = revocation.inputs();
+    load_persisted(revocation, &inputs).await;
+    let Ok(client) = fetch::client(inputs.settings.timeout, inputs.settings.follow_redirects)
+    else {
         return;
     };
     let mut tasks = tokio::task::JoinSet::new();
-    for issuer in &config.crl.issuers {
+    for issuer in &inputs.settings.issuers {
         let issuer = Arc::new(issuer.clone());
         for source in &issuer.sources {
-            let (revocation, config, issuer, source, client) = (
+            let (revocation, inputs, issuer, source, client) = (
                 revocation.clone(),
-                config.clone(),
+                inputs.clone(),
                 issuer.clone(),
                 source.clone(),
                 client.clone(),
@@ -120,7 +120,7 @@ pub async fn load_once(revocation: &Arc<Revocation>) {
                 let mut validators = Validators::default();
                 refresh_once(
                     &revocation,
-                    &config,
+                    &inputs,
                     &issuer,
                     &source,
                     &client,
@@ -135,18 +135,18 @@ pub async fn load_once(revocation: &Arc<Revocation>) {
 
 async fn source_loop(
     revocation: Arc<Revocation>,
-    config: Arc<Config>,
+    inputs: Arc<CrlInputs>,
     issuer: Arc<CrlIssuer>,
     source: CrlSource,
     client: reqwest::Client,
 ) {
     let mut validators = Validators::default();
-    let settings = &config.crl;
+    let settings = &inputs.settings;
     let mut backoff = settings.retry_backoff;
     loop {
         let outcome = refresh_once(
             &revocation,
-            &config,
+            &inputs,
             &issuer,
             &source,
             &client,
@@ -168,14 +168,14 @@ async fn source_loop(
 /// One round for one source: fetch, verify, offer, count, log.
 pub async fn refresh_once(
     revocation: &Revocation,
-    config: &Arc<Config>,
+    inputs: &Arc<CrlInputs>,
     issuer: &Arc<CrlIssuer>,
     source: &CrlSource,
     client: &reqwest::Client,
     validators: &mut Validators,
 ) -> RoundOutcome {
     let label = source.label();
-    let settings = &config.crl;
+    let settings = &inputs.settings;
     let metrics = revocation.metrics();
     let outcome = match fetch::fetch(
         client,
@@ -199,14 +199,14 @@ pub async fn refresh_once(
         Ok(Fetched::Body(bytes, new_validators)) => {
             *validators = new_validators;
             let job = {
-                let (config, issuer, label) = (config.clone(), issuer.clone(), label.clone());
+                let (inputs, issuer, label) = (inputs.clone(), issuer.clone(), label.clone());
                 tokio::task::spawn_blocking(move || {
                     let loaded = VerifiedCrl::load(
                         &bytes,
-                        &config.trust,
+                        &inputs.trust,
                         &issuer,
                         clock::unix_now(),
-                        config.certificate_rules.clock_skew_secs,
+                        inputs.clock_skew_secs,
                         &label,
                     );
                     loaded.map(|crl| (crl, bytes))
@@ -220,7 +220,7 @@ pub async fn refresh_once(
                         // The mark first: a crash between the two leaves a persisted CRL
                         // older than the mark (refused at start, fail-secure), never the
                         // other way round.
-                        let recorded = save_high_water(revocation, config).await;
+                        let recorded = save_high_water(revocation, inputs).await;
                         if let (true, Some(dir), CrlLocation::Url(_)) =
                             (recorded, &settings.cache_dir, &source.location)
                         {
@@ -284,8 +284,8 @@ async fn persist(dir: &Path, key: &CaKey, bytes: &[u8]) {
 /// Record the high-water marks in `crl.high_water_file`, if configured; false when that
 /// failed: then the CRL is not persisted either, so the recorded mark always covers what
 /// `cache_dir` holds.
-async fn save_high_water(revocation: &Revocation, config: &Config) -> bool {
-    let Some(path) = &config.crl.high_water_file else {
+async fn save_high_water(revocation: &Revocation, inputs: &CrlInputs) -> bool {
+    let Some(path) = &inputs.settings.high_water_file else {
         return true;
     };
     match revocation.save_high_water(path).await {
@@ -300,8 +300,8 @@ async fn save_high_water(revocation: &Revocation, config: &Config) -> bool {
 /// Read `crl.high_water_file` into the state. `false` when the file exists but cannot be
 /// used: then nothing is loaded from `cache_dir` (a mark that cannot be read cannot protect
 /// it), and fetched CRLs alone count.
-async fn load_high_water(revocation: &Revocation, config: &Config) -> bool {
-    let Some(path) = &config.crl.high_water_file else {
+async fn load_high_water(revocation: &Revocation, inputs: &CrlInputs) -> bool {
+    let Some(path) = &inputs.settings.high_water_file else {
         return true;
     };
     match high_water::read(path).await {
@@ -319,10 +319,10 @@ async fn load_high_water(revocation: &Revocation, config: &Config) -> bool {
 /// Load the persisted CRLs of CA keys that have none in force yet, after the high-water
 /// marks. They are verified like any other, an older one than the mark is refused, and a
 /// fresher fetched CRL replaces them.
-async fn load_persisted(revocation: &Revocation, config: &Arc<Config>) {
+async fn load_persisted(revocation: &Revocation, inputs: &Arc<CrlInputs>) {
     // The marks first, with or without a cache: they hold fetched CRLs to them too.
-    let marks_usable = load_high_water(revocation, config).await;
-    let (Some(dir), true) = (&config.crl.cache_dir, marks_usable) else {
+    let marks_usable = load_high_water(revocation, inputs).await;
+    let (Some(dir), true) = (&inputs.settings.cache_dir, marks_usable) else {
         return;
     };
     let empty: Vec<_> = revocation
@@ -337,14 +337,14 @@ async fn load_persisted(revocation: &Revocation, config: &Arc<Config>) {
         let Ok(bytes) = tokio::fs::read(&path).await else {
             continue;
         };
-        let (config, label) = (config.clone(), format!("{} (persisted)", path.display()));
+        let (inputs, label) = (inputs.clone(), format!("{} (persisted)", path.display()));
         let job = tokio::task::spawn_blocking(move || {
             VerifiedCrl::load(
                 &bytes,
-                &config.trust,
+                &inputs.trust,
                 &issuer,
                 clock::unix_now(),
-                config.certificate_rules.clock_skew_secs,
+                inputs.clock_skew_secs,
                 &label,
             )
         });

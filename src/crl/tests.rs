@@ -6,6 +6,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::cert::Anchor;
+use crate::config::Config;
 use crate::pki::{CertAuthority, CrlSpec};
 
 const NOW: i64 = 1_790_000_000;
@@ -80,7 +81,7 @@ fn load(f: &Fixture, cn: &str, der: &[u8], source: &str) -> Result<VerifiedCrl, 
 }
 
 fn revocation(f: &Fixture) -> Revocation {
-    Revocation::new(f.config.clone(), Metrics::new())
+    Revocation::new(f.config.crl_inputs(), Metrics::new())
 }
 
 /// Look up as a check does, for a certificate issued by the CA of the bundle in force whose
@@ -91,9 +92,12 @@ trait StatusByName {
 
 impl StatusByName for Revocation {
     fn status_of(&self, issuer: &str, serial_hex: &str, now: i64) -> CrlStatus {
-        let config = self.config();
-        match config.trust.cas().iter().find(|ca| ca.subject == issuer) {
-            Some(ca) => self.snapshot().status(ca, serial_hex, now),
+        let inputs = self.inputs();
+        match inputs.trust.cas().iter().find(|ca| ca.subject == issuer) {
+            Some(ca) => {
+                let serial = serial_hex.parse().expect("hex serial");
+                self.snapshot().status(ca, &serial, now)
+            }
             None => CrlStatus::NotConfigured,
         }
     }
@@ -309,7 +313,7 @@ fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
     )
     .expect("write");
     let yaml = "crl:\n  next_update_grace: 1h\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{url: \"http://127.0.0.1:1/root.crl\"}]\n";
-    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    state.reconfigure(config_with(&dir, yaml).expect("valid").crl_inputs());
     assert!(matches!(
         state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Revoked { .. }
@@ -317,7 +321,7 @@ fn reconfigure_keeps_crls_whose_issuer_and_key_remain() {
     // The root CA replaced by a look-alike with another key: the CRL goes.
     let lookalike = CertAuthority::new("root", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
     std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
-    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    state.reconfigure(config_with(&dir, yaml).expect("valid").crl_inputs());
     assert!(matches!(
         state.status_of(&root_name(&f), "09", NOW),
         CrlStatus::Unknown(_)
@@ -331,7 +335,7 @@ fn readiness_can_be_waived() {
     std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
     let serve = "crl:\n  readiness: serve\n  issuers:\n    - ca: \"CN=root,O=certgate dev\"\n      sources: [{file: r.crl}]\n";
     let state = Revocation::new(
-        Arc::new(config_with(&dir, serve).expect("valid")),
+        config_with(&dir, serve).expect("valid").crl_inputs(),
         Metrics::new(),
     );
     assert_eq!(state.readiness(NOW), Ok(()));
@@ -345,7 +349,7 @@ fn readiness_can_be_waived() {
 fn gauges_follow_the_crl_in_force() {
     let f = fixture();
     let metrics = Metrics::new();
-    let state = Revocation::new(f.config.clone(), metrics.clone());
+    let state = Revocation::new(f.config.crl_inputs(), metrics.clone());
     let good = load(&f, "root", &crl(&f.root, NOW - 60, &[1, 2, 3]), "a").expect("valid");
     state.offer(good, NOW);
     state.export_gauges(NOW);
@@ -373,60 +377,9 @@ fn a_large_crl_loads_and_indexes() {
     let serials: Vec<u64> = (0..20_000u64).map(|i| i * 7 + 1).collect();
     let loaded = load(&f, "root", &crl(&f.root, NOW - 60, &serials), "big").expect("valid");
     assert_eq!(loaded.index.len(), 20_000);
-    assert!(loaded.index.get(&8u64.to_be_bytes()).is_some());
-    assert!(loaded.index.get(&9u64.to_be_bytes()).is_none());
-}
-
-#[test]
-fn human_durations() {
-    assert_eq!(human(45), "45s");
-    assert_eq!(human(125), "2m05s");
-    assert_eq!(human(3 * 3600 + 60), "3h01m");
-    assert_eq!(human(2 * 86_400 + 4 * 3600), "2d4h");
-    assert_eq!(human(-30), "-30s");
-}
-
-#[test]
-fn bad_crl_config_names_every_key() {
-    let f = fixture();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
-    let yaml = r#"crl:
-  max_age: "soon"
-  max_size: "lots"
-  issuers:
-    - ca: "CN=nobody"
-      sources: [{url: "http://x/a.crl"}]
-    - ca: "CN=root, O=certgate dev"
-      sources:
-        - {url: "ftp://x/a.crl"}
-        - {url: "http://x/a.crl", file: "a.crl"}
-        - {file: "a.crl", refresh_interval: "0s"}
-    - ca: "CN=root, O=certgate dev"
-      sources: []
-"#;
-    let problems = config_with(&dir, yaml).expect_err("invalid");
-    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "crl.max_age",
-        "crl.max_size",
-        "crl.issuers[0].ca",
-        "crl.issuers[1].sources[0].url",
-        "crl.issuers[1].sources[1]",
-        "crl.issuers[1].sources[2].refresh_interval",
-        "crl.issuers[2].ca",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {problems:?}");
-    }
-    let unknown = problems
-        .iter()
-        .find(|p| p.key == "crl.issuers[0].ca")
-        .expect("reported");
-    assert!(
-        unknown.message.contains("CN=root"),
-        "lists the bundle's subjects: {}",
-        unknown.message
-    );
+    let serial = |n: u64| crate::cert::Serial::from_der_content(&n.to_be_bytes());
+    assert!(loaded.index.get(&serial(8)).is_some());
+    assert!(loaded.index.get(&serial(9)).is_none());
 }
 
 #[test]
@@ -449,8 +402,9 @@ fn a_policy_only_reload_keeps_crls_and_updates_readiness() {
     )
     .expect("valid");
     relaxed.crl = f.config.crl.clone();
-    assert!(same_crl_inputs(&f.config, &relaxed));
-    state.reconfigure(Arc::new(relaxed));
+    let relaxed = relaxed.crl_inputs();
+    assert!(f.config.crl_inputs().loads_like(&relaxed));
+    state.reconfigure(relaxed);
     assert_eq!(state.readiness(NOW), Ok(()));
     assert!(matches!(
         state.status_of(&root_name(&f), "09", NOW),
@@ -469,7 +423,7 @@ fn a_crl_verified_by_a_ca_no_longer_trusted_is_not_installed() {
     std::fs::write(dir.path().join("ca.pem"), lookalike.cert_pem()).expect("write");
     let yaml =
         "crl:\n  issuers:\n    - ca: \"CN=root, O=certgate dev\"\n      sources: [{file: r.crl}]\n";
-    state.reconfigure(Arc::new(config_with(&dir, yaml).expect("valid")));
+    state.reconfigure(config_with(&dir, yaml).expect("valid").crl_inputs());
     assert_eq!(state.offer(late, NOW), Offered::Unconfigured);
     assert!(matches!(
         state.status_of(&root_name(&f), "09", NOW),
@@ -497,11 +451,11 @@ fn rollover() -> Rollover {
     )
     .expect("write");
     let yaml = "crl:\n  issuers:\n    - ca: \"CN=ca, O=certgate dev\"\n      sources: [{file: a.crl}, {file: b.crl}]\n";
-    let config = Arc::new(config_with(&dir, yaml).unwrap_or_else(|p| panic!("{p:?}")));
+    let config = config_with(&dir, yaml).unwrap_or_else(|p| panic!("{p:?}"));
     Rollover {
         old,
         new,
-        state: Revocation::new(config, Metrics::new()),
+        state: Revocation::new(config.crl_inputs(), Metrics::new()),
         _dir: dir,
     }
 }
@@ -509,22 +463,22 @@ fn rollover() -> Rollover {
 impl Rollover {
     fn anchor(&self, ca: &CertAuthority) -> Arc<Anchor> {
         let der = ca.cert_der();
-        let config = self.state.config();
-        let at = config
+        let inputs = self.state.inputs();
+        let at = inputs
             .trust
             .ca_certificates()
             .iter()
             .position(|c| c.as_ref() == der.as_slice())
             .expect("in the bundle");
-        config.trust.cas()[at].clone()
+        inputs.trust.cas()[at].clone()
     }
 
     fn offer(&self, ca: &CertAuthority, this_update: i64, serials: &[u64]) -> Offered {
-        let config = self.state.config();
+        let inputs = self.state.inputs();
         let crl = VerifiedCrl::load(
             &crl(ca, this_update, serials),
-            &config.trust,
-            &config.crl.issuers[0],
+            &inputs.trust,
+            &inputs.settings.issuers[0],
             NOW,
             60,
             "test",
@@ -539,7 +493,8 @@ impl Rollover {
     }
 
     fn status(&self, ca: &CertAuthority, serial: &str) -> CrlStatus {
-        self.state.snapshot().status(&self.anchor(ca), serial, NOW)
+        let serial = serial.parse().expect("hex serial");
+        self.state.snapshot().status(&self.anchor(ca), &serial, NOW)
     }
 }
 
@@ -623,66 +578,4 @@ fn the_high_water_mark_keeps_older_crls_out_after_a_restart() {
         second.status_of(&root_name(&f), "07", NOW),
         CrlStatus::Revoked { .. }
     ));
-}
-
-#[test]
-fn the_high_water_file_lives_outside_the_cache() {
-    let f = fixture();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("ca.pem"), f.root.cert_pem()).expect("write");
-    let config = config_with(&dir, "crl:\n  cache_dir: state/crl/\n").expect("valid");
-    assert_eq!(
-        config.crl.high_water_file,
-        Some(dir.path().join("state/crl.high-water.json")),
-        "beside the cache directory by default"
-    );
-    let config = config_with(
-        &dir,
-        "crl:\n  high_water_file: /var/lib/certgate/crl.json\n",
-    )
-    .expect("valid");
-    assert_eq!(
-        config.crl.high_water_file.as_deref(),
-        Some(std::path::Path::new("/var/lib/certgate/crl.json"))
-    );
-    assert_eq!(
-        config_with(&dir, "").expect("valid").crl.high_water_file,
-        None
-    );
-    let problems = config_with(
-        &dir,
-        "crl:\n  cache_dir: cache\n  high_water_file: cache/marks.json\n",
-    )
-    .expect_err("inside the cache");
-    assert_eq!(problems[0].key, "crl.high_water_file", "{problems:?}");
-    assert!(problems[0].message.contains("inside crl.cache_dir"));
-}
-
-#[test]
-fn one_key_under_two_configured_names_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = CertAuthority::new("a", at(NOW - 86_400), at(NOW + 86_400)).expect("CA");
-    let b = a
-        .reissued("b", at(NOW - 86_400), at(NOW + 86_400))
-        .expect("CA");
-    std::fs::write(
-        dir.path().join("ca.pem"),
-        format!("{}{}", a.cert_pem(), b.cert_pem()),
-    )
-    .expect("write");
-    let issuers =
-        "crl:\n  issuers:\n    - ca: \"CN=a, O=certgate dev\"\n      sources: [{file: a.crl}]\n";
-    assert!(
-        config_with(&dir, issuers).is_ok(),
-        "CRLs for one of the names"
-    );
-    let both =
-        format!("{issuers}    - ca: \"CN=b, O=certgate dev\"\n      sources: [{{file: b.crl}}]\n");
-    let problems = config_with(&dir, &both).expect_err("two names, one key");
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.key == "crl.issuers" && p.message.contains("share one key")),
-        "{problems:?}"
-    );
 }

@@ -9,6 +9,7 @@ pub mod embedded;
 #[cfg(test)]
 pub(crate) mod fake;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,17 @@ pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
 
-use crate::config::StoreBackend;
+/// `store.backend` and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// One SQLite file (`store.path`).
+    Embedded {
+        /// Path of the SQLite file.
+        path: PathBuf,
+    },
+    /// Amazon DynamoDB tables (`store.dynamodb`).
+    DynamoDb(dynamodb::DynamoSettings),
+}
 
 /// Open the backend `store.backend` names. The embedded file is created when missing;
 /// DynamoDB tables are not (`certgate store init` does that). The server hands it to
@@ -77,19 +88,6 @@ pub struct Principal {
     pub created_at: Option<EpochMillis>,
 }
 
-/// RFC 5280 revocation reasons, in their snake_case names.
-pub const REVOCATION_REASONS: &[&str] = &[
-    "unspecified",
-    "key_compromise",
-    "ca_compromise",
-    "affiliation_changed",
-    "superseded",
-    "cessation_of_operation",
-    "certificate_hold",
-    "privilege_withdrawn",
-    "aa_compromise",
-];
-
 /// A certificate record (README "Store"): a registered certificate, or a revocation-only
 /// record — an item that says `revoked = true` of a serial certgate never registered (the
 /// runbook's unconditional `update-item` revoke creates one).
@@ -105,7 +103,7 @@ pub struct CertificateRecord {
     pub revoked: bool,
     /// When it was revoked.
     pub revoked_at: Option<EpochMillis>,
-    /// One of [`REVOCATION_REASONS`] (free text when written by hand).
+    /// A [`crate::cert::RevocationReason`] name (free text when written by hand).
     pub revocation_reason: Option<String>,
 }
 
@@ -128,7 +126,7 @@ impl CertificateRecord {
     /// A fresh, unrevoked record for a parsed certificate, owned by `principal_id`.
     pub fn for_identity(id: &crate::cert::Identity, principal_id: String) -> Self {
         CertificateRecord {
-            serial_number: id.serial().to_owned(),
+            serial_number: id.serial().to_string(),
             registration: Some(Registration {
                 principal_id,
                 issuer: id.issuer().to_owned(),

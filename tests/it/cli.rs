@@ -462,3 +462,44 @@ fn man_page_is_roff_for_certgate_and_its_commands() {
         assert!(text.contains(".TH"), "{page}: {text}");
     }
 }
+
+#[test]
+fn every_serial_spelling_finds_the_certificate_and_long_ids_keep_the_columns() {
+    let pki = Pki::bootstrap();
+    let (_, json) = pki.json(&["cert", "list", "-o", "json"]);
+    let serial = json[0]["serial_number"]
+        .as_str()
+        .expect("a registered certificate")
+        .to_owned();
+    let colons = serial
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":");
+    for spelling in [format!("0x{serial}"), format!("00{serial}"), colons] {
+        let (code, json) = pki.json(&["cert", "get", &spelling, "-o", "json"]);
+        assert_eq!(
+            (code, json["serial_number"].as_str()),
+            (0, Some(serial.as_str())),
+            "{spelling}"
+        );
+    }
+    let (code, out) = pki.run(&["cert", "get", "not-hex"]);
+    assert_eq!(code, 2, "a malformed serial is a usage error: {out}");
+
+    let long = format!("{}@example.com", "a-very-long-principal-id".repeat(3));
+    let (code, out) = pki.run(&["principal", "create", &long, "--type", "service"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = pki.run(&["principal", "list"]);
+    assert_eq!(code, 0, "{out}");
+    let type_column = |line: &str| line.find(" service").or_else(|| line.find(" admin"));
+    let header = out.lines().next().expect("header");
+    let row = out.lines().find(|l| l.starts_with(&long)).expect("listed");
+    let admin = out
+        .lines()
+        .find(|l| l.starts_with("admin@"))
+        .expect("listed");
+    assert_eq!(header.find(" TYPE"), type_column(row), "{out}");
+    assert_eq!(header.find(" TYPE"), type_column(admin), "{out}");
+}

@@ -1,7 +1,9 @@
 //! Many replicas, one truth: two certgate replicas, each behind its own Envoy 1.40, share
 //! DynamoDB tables on a real DynamoDB-compatible server (moto). Suspensions made with the
 //! CLI and with a raw runbook-style `UpdateItem` reach both; bad data denies; an outage is
-//! served from cache for the stale window, then 503, and recovers without a restart.
+//! served from cache for the stale window, then 503, and recovers without a restart. A store
+//! timeout right after a corrupt record bringing back the older answer is a known bug (its
+//! test is ignored).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +16,9 @@ use super::harness::{
     wait_until,
 };
 use super::store_conformance::{moto_settings, moto_store};
-use super::world::{Client, World, cli_with_env, config_yaml, run_async};
+use super::world::{
+    Client, World, certgate_deny, cli_with_env, config_yaml, deny_reason, run_async, write_file,
+};
 
 const PRINCIPALS: &str = "e2e_principals";
 const CERTIFICATES: &str = "e2e_certificates";
@@ -34,26 +38,44 @@ struct Fleet {
     _upstream: EchoUpstream,
 }
 
-fn store_yaml(moto: &Moto) -> String {
+/// Serving deadlines at half of Envoy's 0.5 s ext_authz timeout, so that certgate's own 503
+/// (with its body) normally arrives before Envoy gives up with a bodiless one; the tests still
+/// only count a deny that carries certgate's body. Shorter deadlines make moto, slow under a
+/// full suite, time out on ordinary lookups.
+pub(super) const SERVING_DEADLINE: &str = "timeout: 250ms, attempt_timeout: 100ms";
+
+fn store_yaml(moto: &Moto, deadline: &str) -> String {
     format!(
-        "store:\n  backend: dynamodb\n  cache_ttl: 1s\n  stale_if_error: 4s\n  dynamodb:\n    \
-         region: eu-west-1\n    endpoint_url: \"{}\"\n    principals_table: {PRINCIPALS}\n    \
-         certificates_table: {CERTIFICATES}\n",
+        "store:\n  backend: dynamodb\n  cache_ttl: 1s\n  stale_if_error: 4s\n  dynamodb: {{\
+         region: eu-west-1, endpoint_url: \"{}\", principals_table: {PRINCIPALS}, \
+         certificates_table: {CERTIFICATES}, {deadline}}}\n",
         moto.endpoint()
     )
 }
 
 fn replica_config(world: &World, moto: &Moto, name: &str, grpc: u16, admin: u16) -> PathBuf {
+    replica_config_with(world, moto, name, grpc, admin, SERVING_DEADLINE)
+}
+
+/// A replica's configuration with `deadline` (flow-mapping entries) for its DynamoDB calls.
+pub(super) fn replica_config_with(
+    world: &World,
+    moto: &Moto,
+    name: &str,
+    grpc: u16,
+    admin: u16,
+    deadline: &str,
+) -> PathBuf {
     let yaml = config_yaml(&format!("127.0.0.1:{grpc}"), &format!("127.0.0.1:{admin}")).replace(
         "store: {path: certgate.db, cache_ttl: 1s}\n",
-        &store_yaml(moto),
+        &store_yaml(moto, deadline),
     );
     assert!(
         yaml.contains("backend: dynamodb"),
         "template changed: {yaml}"
     );
     let path = world.path(name);
-    std::fs::write(&path, yaml).expect("write");
+    write_file(&path, yaml);
     path
 }
 
@@ -150,14 +172,18 @@ impl Fleet {
             .collect()
     }
 
-    /// Wait (up to `within`) until every replica answers `status`; then return the replies.
+    /// Wait (up to `within`) until every replica answers `status` — a deny only with
+    /// certgate's body, never Envoy's own error page; then return the replies.
     fn all_answer(&self, client: &Client, status: u16, within: Duration) -> Vec<Reply> {
+        let answers = |r: &Reply| r.status == status && (status == 200 || deny_reason(r).is_some());
         let ok = wait_until(within, || {
-            self.statuses(client).iter().all(|s| *s == status)
+            self.replicas
+                .iter()
+                .all(|replica| answers(&self.get(replica, client)))
         });
         let replies: Vec<Reply> = self.replicas.iter().map(|r| self.get(r, client)).collect();
         assert!(
-            ok && replies.iter().all(|r| r.status == status),
+            ok && replies.iter().all(answers),
             "expected {status} from every replica within {within:?}, got {:?}\n{}",
             replies
                 .iter()
@@ -268,7 +294,7 @@ fn now_ms() -> String {
 
 fn assert_reason(replies: &[Reply], error: &str, message: &str) {
     for r in replies {
-        let body = r.json();
+        let body = certgate_deny(r).unwrap_or_else(|| panic!("not certgate's answer: {r:?}"));
         assert_eq!(body["error"], error, "{body}");
         let text = body["message"].as_str().unwrap_or_default();
         assert!(text.contains(message), "{message:?} not in {body}");
@@ -512,28 +538,26 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
     );
     fleet.all_answer(&worker, 200, Duration::from_secs(10));
 
-    // Frozen DynamoDB: requests hang until certgate's own deadline.
+    // Frozen DynamoDB: requests hang until certgate's own deadline. Past the 1 s TTL every
+    // replica serves the cached principal from the stale window (counted); before it, from
+    // the cache. Either way, every answer until then is an allow.
     fleet.moto.pause();
-    std::thread::sleep(Duration::from_millis(1500)); // past the 1s cache TTL
-    assert_eq!(fleet.statuses(&worker), [200, 200], "{}", fleet.logs());
-    for r in &fleet.replicas {
-        let metrics = r.certgate.metrics();
-        let stale = metric(&metrics, "certgate_store_stale_served_total");
-        assert!(stale > 0.0, "stale answers are counted\n{metrics}");
-    }
-    let replies: Vec<Reply> = fleet
-        .replicas
-        .iter()
-        .map(|r| fleet.get(r, &newcomer))
-        .collect();
-    assert!(
-        replies.iter().all(|r| r.status == 503),
-        "nothing cached → 503, never an allow: {:?}",
-        replies
+    let mut seen = Vec::new();
+    let stale_served = wait_until(Duration::from_secs(4), || {
+        seen.extend(fleet.statuses(&worker));
+        fleet
+            .replicas
             .iter()
-            .map(|r| (r.status, &r.body))
-            .collect::<Vec<_>>()
+            .all(|r| metric(&r.certgate.metrics(), "certgate_store_stale_served_total") > 0.0)
+    });
+    assert!(stale_served, "no stale answers counted\n{}", fleet.logs());
+    assert!(
+        seen.iter().all(|s| *s == 200),
+        "a cached principal is allowed within the stale window: {seen:?}\n{}",
+        fleet.logs()
     );
+    // Nothing cached: certgate's 503, never an allow.
+    let replies = fleet.all_answer(&newcomer, 503, Duration::from_secs(4));
     assert_reason(
         &replies,
         "store_unavailable",
@@ -1034,4 +1058,44 @@ fn store_init_adopt_gives_pre_existing_tables_certgates_indexes() {
     let (code, out) = cli(&["check", "--cert", cert, "--path", "/api/jobs", "-o", "json"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"principal_type\": \"worker\""), "{out}");
+}
+
+/// A corrupt record replaces what was known: when the store then times out, the older good
+/// answer must not come back from the stale window.
+#[test]
+#[ignore = "bug: after a corrupt record was read, a store timeout within cache_ttl + stale_if_error serves the older good record again (the corrupt answer leaves the old cache entry in place), i.e. an allow"]
+fn a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer() {
+    let fleet = Fleet::start();
+    let worker = fleet.worker.clone();
+    fleet.all_answer(&worker, 200, Duration::from_secs(10));
+    put_item(
+        &fleet.moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s("worker-1@example.com")),
+            ("principal_type", s("worker")),
+            ("status", s("paused")),
+            ("created_at", AttributeValue::N("1".into())),
+        ],
+    );
+    fleet.all_answer(&worker, 503, TTL_AND_SLACK);
+    fleet.moto.pause();
+    // Past the TTL of the corrupt answer, within the stale window of the good one.
+    let mut seen = Vec::new();
+    let stale = wait_until(Duration::from_secs(3), || {
+        seen.extend(fleet.statuses(&worker));
+        fleet.replicas.iter().all(|r| {
+            metric(
+                &r.certgate.metrics(),
+                "certgate_store_calls_total{operation=\"get_principal\",outcome=\"error\"}",
+            ) > 2.0
+        })
+    });
+    fleet.moto.resume();
+    assert!(stale, "no failed lookups\n{}", fleet.logs());
+    assert!(
+        seen.iter().all(|s| *s != 200),
+        "the good answer came back after the corrupt one: {seen:?}\n{}",
+        fleet.logs()
+    );
 }

@@ -1,5 +1,9 @@
-//! End to end through a real Envoy 1.40 and curl: every decision row (except CRLs), the
-//! identity headers at the upstream, suspension while serving, certgate down, hot reload.
+//! End to end through a real Envoy 1.40, a running certgate and curl: the decision rows a
+//! certificate and the embedded store decide (1, 3, 4, 5, 6, 6a, 8–12) and `unknown_policy`,
+//! each with its status and body; the identity headers at the upstream, checked against values
+//! `openssl` reads from the certificate; suspension while serving; certgate down. Hot reload
+//! through Envoy: `envoy_reload`. Elsewhere through Envoy: row 7 (`crl`), row 7b
+//! (`fail_secure`), `store_unavailable` (`dynamodb`), `malformed_request` (`security`).
 
 use std::time::Duration;
 
@@ -7,7 +11,7 @@ use certgate::pki::Eku;
 use time::Duration as Span;
 
 use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
-use super::world::{Client, World, eku, now};
+use super::world::{Client, World, assert_allowed_as, certgate_deny, eku, now, write_file};
 
 /// World + certgate + upstream + Envoy, with the usual clients enrolled.
 pub(super) struct Stack {
@@ -25,7 +29,7 @@ impl Stack {
     }
 
     /// `prepare` runs after the standard clients exist and before certgate starts.
-    fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
+    pub(super) fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
         Self::start_configured(world, prepare, "ACCEPT_UNTRUSTED", &[])
     }
 
@@ -59,7 +63,7 @@ impl Stack {
         }
     }
 
-    fn get(&self, client: Option<&Client>, path: &str) -> Reply {
+    pub(super) fn get(&self, client: Option<&Client>, path: &str) -> Reply {
         self.request(client, "GET", path, vec![])
     }
 
@@ -81,14 +85,19 @@ impl Stack {
         .send()
     }
 
-    fn logs(&self) -> String {
+    pub(super) fn logs(&self) -> String {
         format!("{}\n{}", self.certgate.proc.logs(), self.envoy.proc.logs())
     }
 }
 
 /// Assert a deny with `status` and `reason`, and that the body has the documented shape.
 #[track_caller]
-fn assert_denied(stack: &Stack, reply: &Reply, status: u16, reason: &str) -> serde_json::Value {
+pub(super) fn assert_denied(
+    stack: &Stack,
+    reply: &Reply,
+    status: u16,
+    reason: &str,
+) -> serde_json::Value {
     assert_eq!(
         reply.status,
         status,
@@ -96,7 +105,8 @@ fn assert_denied(stack: &Stack, reply: &Reply, status: u16, reason: &str) -> ser
         reply.body,
         stack.logs()
     );
-    let body = reply.json();
+    let body = certgate_deny(reply)
+        .unwrap_or_else(|| panic!("{reason}: not certgate's body: {reply:?}\n{}", stack.logs()));
     assert_eq!(body["error"], reason, "{body}");
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
@@ -132,9 +142,14 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
     );
     assert_eq!(
         header("x-client-cert-serial"),
-        Some(stack.worker.serial.clone())
+        Some(stack.worker.serial.clone()),
+        "the serial as openssl reads it"
     );
-    assert_eq!(header("x-client-cert-sha256").map(|s| s.len()), Some(64));
+    assert_eq!(
+        header("x-client-cert-sha256"),
+        Some(stack.worker.sha256.clone()),
+        "SHA-256 of the DER as openssl computes it"
+    );
     assert_eq!(
         header("x-client-spiffe-id"),
         None,
@@ -157,7 +172,7 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
 }
 
 #[test]
-fn every_decision_row_through_envoy() {
+fn certificate_and_store_rows_through_envoy() {
     let world = World::new();
     let base = |id: &str, kind: &str, cn: &str| World::spec(id, kind, cn);
     let t0 = now();
@@ -289,14 +304,7 @@ fn every_decision_row_through_envoy() {
             "key_compromise",
         ]);
         assert_eq!(code, 0, "{out}");
-        let (code, out) = w.cli(&[
-            "principal",
-            "suspend",
-            "bob@example.com",
-            "--reason",
-            "Compromised credentials detected",
-        ]);
-        assert_eq!(code, 0, "{out}");
+        w.suspend("bob@example.com", "Compromised credentials detected");
         let _ = &suspended;
     });
 
@@ -430,14 +438,9 @@ fn every_decision_row_through_envoy() {
 fn suspension_reaches_a_running_server_within_the_ttl() {
     let stack = Stack::start();
     assert_eq!(stack.get(Some(&stack.worker), "/api/jobs").status, 200);
-    let (code, out) = stack.world.cli(&[
-        "principal",
-        "suspend",
-        "worker-1@example.com",
-        "--reason",
-        "Compromised credentials detected",
-    ]);
-    assert_eq!(code, 0, "{out}");
+    stack
+        .world
+        .suspend("worker-1@example.com", "Compromised credentials detected");
     let mut last = None;
     let denied = wait_until(Duration::from_secs(10), || {
         let reply = stack.get(Some(&stack.worker), "/api/jobs");
@@ -493,81 +496,6 @@ fn certgate_down_means_503_never_allow() {
 }
 
 #[test]
-fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
-    let world = World::new();
-    let admin2 = world.client(
-        "admin2",
-        "admin2@example.com",
-        &World::spec("admin2@example.com", "admin", "admin2.example.com"),
-    );
-    let stack = Stack::start_with(world, |w| w.enrol(&[("admin2@example.com", "admin")], &[]));
-    let reply = stack.get(Some(&admin2), "/admin/x");
-    assert_denied(&stack, &reply, 403, "cn_not_allowed");
-
-    std::fs::write(
-        stack.world.path("admin-allowlist.txt"),
-        "admin.example.com\nadmin2.example.com\n",
-    )
-    .expect("write allowlist");
-    let allowed = wait_until(Duration::from_secs(10), || {
-        stack.get(Some(&admin2), "/admin/x").status == 200
-    });
-    assert!(allowed, "allowlist change not picked up\n{}", stack.logs());
-
-    // A broken config is refused; the last good one (with admin2 allowed) stays in force.
-    let good = std::fs::read_to_string(&stack.world.config).expect("read config");
-    let broken = good.replace("max_lifetime: 7d", "max_lifetime: 7x");
-    std::fs::write(&stack.world.config, broken).expect("write config");
-    let refused = wait_until(Duration::from_secs(10), || {
-        stack
-            .certgate
-            .metrics()
-            .contains("certgate_config_reloads_total{outcome=\"failure\"} 1")
-    });
-    assert!(
-        refused,
-        "bad reload not counted:\n{}",
-        stack.certgate.metrics()
-    );
-    assert!(
-        stack.certgate.proc.logs().contains("7x"),
-        "the refusal names the bad value"
-    );
-    assert_eq!(stack.get(Some(&admin2), "/admin/x").status, 200);
-    assert_eq!(stack.get(Some(&stack.admin), "/api/x").status, 200);
-
-    // A version naming an allowlist file that does not exist yet is refused too; creating
-    // the file is noticed, and the new list (without admin2) takes effect.
-    let pointed = good.replace("admin-allowlist.txt", "admin-allowlist-v2.txt");
-    std::fs::write(&stack.world.config, pointed).expect("write config");
-    let refused = wait_until(Duration::from_secs(10), || {
-        stack
-            .certgate
-            .metrics()
-            .contains("certgate_config_reloads_total{outcome=\"failure\"} 2")
-    });
-    assert!(
-        refused,
-        "missing allowlist not refused:\n{}",
-        stack.certgate.metrics()
-    );
-    std::fs::write(
-        stack.world.path("admin-allowlist-v2.txt"),
-        "admin.example.com\n",
-    )
-    .expect("write allowlist");
-    let denied = wait_until(Duration::from_secs(10), || {
-        stack.get(Some(&admin2), "/admin/x").status == 403
-    });
-    assert!(
-        denied,
-        "creating the missing file was not noticed\n{}",
-        stack.logs()
-    );
-    assert_eq!(stack.get(Some(&stack.admin), "/admin/x").status, 200);
-}
-
-#[test]
 fn envoy_reaches_certgate_over_a_unix_socket() {
     let world = World::new();
     let socket = world.path("ext_authz.sock");
@@ -576,7 +504,7 @@ fn envoy_reaches_certgate_over_a_unix_socket() {
         &format!("grpc: \"127.0.0.1:{}\"", world.grpc_port),
         &format!("grpc: \"\"\n  grpc_unix: \"{}\"", socket.display()),
     );
-    std::fs::write(&world.config, config).expect("write");
+    write_file(&world.config, config);
     let admin = world.client(
         "admin",
         "admin@example.com",
@@ -599,17 +527,55 @@ fn envoy_reaches_certgate_over_a_unix_socket() {
         headers: vec![],
     }
     .send();
-    assert_eq!(
-        reply.status,
-        200,
-        "{}\n{}",
-        reply.body,
-        certgate.proc.logs()
-    );
-    assert_eq!(
-        reply.upstream_header("x-client-principal").as_deref(),
-        Some("admin@example.com")
-    );
+    assert_allowed_as(&reply, "admin@example.com", &certgate.proc.logs());
     assert_eq!(certgate.proc.terminate(Duration::from_secs(10)), Some(0));
     assert!(!socket.exists(), "the socket is removed on shutdown");
+}
+
+#[test]
+fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_refused() {
+    let world = World::new();
+    let spiffe_id = "spiffe://example.com/ns/prod/sa/worker";
+    let spiffe = world.client(
+        "spiffe",
+        "worker-1@example.com",
+        &certgate::pki::CertSpec {
+            uri_sans: vec![spiffe_id.to_owned()],
+            ..World::spec("worker-1@example.com", "worker", "worker-1.example.com")
+        },
+    );
+    // The configuration loses its `admin` policy, which Envoy's /admin route still names in
+    // its context extension.
+    let stack = Stack::start_with(world, |w| {
+        w.enrol(&[], &[&spiffe]);
+        let config = std::fs::read_to_string(&w.config).expect("read");
+        let (kept, _) = config
+            .split_once("  admin:\n    max_lifetime")
+            .expect("the admin policy is last");
+        write_file(&w.config, kept);
+    });
+    let reply = stack.get(Some(&spiffe), "/api/jobs");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
+    assert_eq!(
+        reply.upstream_header("x-client-spiffe-id").as_deref(),
+        Some(spiffe_id)
+    );
+    assert_eq!(
+        reply.upstream_header("x-client-cert-serial"),
+        Some(spiffe.serial.clone())
+    );
+    assert_eq!(
+        reply.upstream_header("x-client-cert-sha256"),
+        Some(spiffe.sha256.clone())
+    );
+
+    let reply = stack.get(Some(&stack.admin), "/admin/x");
+    let body = assert_denied(&stack, &reply, 403, "unknown_policy");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'admin'")),
+        "the message names the policy: {body}"
+    );
+    assert_eq!(stack.upstream.requests(), 1, "only the allowed request");
 }

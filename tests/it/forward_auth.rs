@@ -1,5 +1,6 @@
 //! Forwarded certificates and the HTTP forward-auth endpoint: directly, through a real nginx
-//! (`auth_request`), and through Envoy forwarding XFCC to the ext_authz check.
+//! (`auth_request`, also with a route naming an undefined policy), and through Envoy
+//! forwarding XFCC to the ext_authz check. The other header formats: `forwarded`.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use super::harness::{
     Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Proc, free_port, http_get, wait_until,
 };
-use super::world::{Client, World};
+use super::world::{Client, World, assert_allowed_as, certgate_deny, write_file};
 
 pub(super) const SOURCES: &str = r#"
 forwarded_certificates:
@@ -64,11 +65,10 @@ pub(super) fn setup_with(host: &str, pair: &str, extra: &str) -> Setup {
         &format!("listen:\n  http: \"{host}:{http_port}\"\n"),
         1,
     );
-    std::fs::write(
+    write_file(
         &world.config,
         format!("{config}forward_auth: {{request_headers: {pair}}}\n{extra}"),
-    )
-    .expect("write");
+    );
     let (admin, worker) = world.admin_and_worker();
     let certgate = Certgate::start(&world.config, world.admin_port);
     Setup {
@@ -292,6 +292,18 @@ pub(super) struct Nginx {
 }
 
 pub(super) fn start_nginx(world: &World, certgate_http: u16, upstream: u16) -> Nginx {
+    start_nginx_with(world, certgate_http, upstream, "default", &[])
+}
+
+/// nginx from `nginx.conf` asking certgate with `?policy=policy`, with each `(from, to)` of
+/// `edits` replaced in the rendered configuration (every `from` must be there).
+pub(super) fn start_nginx_with(
+    world: &World,
+    certgate_http: u16,
+    upstream: u16,
+    policy: &str,
+    edits: &[(&str, &str)],
+) -> Nginx {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let template = include_str!("nginx.conf");
@@ -302,14 +314,18 @@ pub(super) fn start_nginx(world: &World, certgate_http: u16, upstream: u16) -> N
         ("SERVER_CERT", world.server_cert.display().to_string()),
         ("SERVER_KEY", world.server_key.display().to_string()),
         ("UPSTREAM_PORT", upstream.to_string()),
-        ("POLICY", "default".to_owned()),
+        ("POLICY", policy.to_owned()),
     ]
     .iter()
     .fold(template.to_owned(), |t, (k, v)| {
         t.replace(&format!("{{{{{k}}}}}"), v)
     });
+    let conf = edits.iter().fold(conf, |conf, (from, to)| {
+        assert!(conf.contains(from), "nginx.conf has no {from:?}");
+        conf.replace(from, to)
+    });
     let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
+    write_file(&path, conf);
     let mut proc = Proc::spawn(
         "nginx",
         Command::new(nginx_binary())
@@ -403,7 +419,7 @@ fn nginx_auth_request_end_to_end() {
 fn envoy_xfcc_forwarding_to_ext_authz() {
     let world = World::new();
     let config = std::fs::read_to_string(&world.config).expect("read");
-    std::fs::write(&world.config, format!("{config}{SOURCES}")).expect("write");
+    write_file(&world.config, format!("{config}{SOURCES}"));
     let admin = world.client(
         "admin",
         "admin@example.com",
@@ -437,17 +453,7 @@ fn envoy_xfcc_forwarding_to_ext_authz() {
         .send()
     };
     let reply = send(Some(&admin), vec![]);
-    assert_eq!(
-        reply.status,
-        200,
-        "{}\n{}",
-        reply.body,
-        certgate.proc.logs()
-    );
-    assert_eq!(
-        reply.upstream_header("x-client-principal").as_deref(),
-        Some("admin@example.com")
-    );
+    assert_allowed_as(&reply, "admin@example.com", &certgate.proc.logs());
 
     // A client-forged XFCC element never counts: without a client certificate there is none.
     let forged = format!("Cert=\"{}\"", escaped(&admin.cert));
@@ -459,4 +465,51 @@ fn envoy_xfcc_forwarding_to_ext_authz() {
         reply.body
     );
     let _ = http_get(certgate.admin_port, "/healthz");
+}
+
+#[test]
+fn nginx_asking_for_an_undefined_policy_gets_403_unknown_policy() {
+    let s = setup(NGINX_SOURCE);
+    let upstream = EchoUpstream::start();
+    let nginx = start_nginx_with(&s.world, s.http_port, upstream.port, "nope", &[]);
+    let reply = Curl {
+        port: nginx.port,
+        ca: &s.world.ca_pem,
+        client: Some((s.worker.cert.as_path(), s.worker.key.as_path())),
+        method: "GET",
+        path: "/api/jobs",
+        headers: vec![],
+    }
+    .send();
+    // nginx passes the status on and answers with its own error page.
+    assert_eq!(reply.status, 403, "{}\n{}", reply.body, nginx.proc.logs());
+    assert_eq!(upstream.requests(), 0);
+    let metrics = s.certgate.metrics();
+    let unknown: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("certgate_decisions_total"))
+        .filter(|l| l.contains("reason=\"unknown_policy\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        unknown, 1.0,
+        "certgate decided nginx's subrequest:\n{metrics}"
+    );
+
+    // certgate's own answer to the same subrequest: status and body.
+    let (status, _, body) = auth(
+        s.http_port,
+        "/auth?policy=nope",
+        &get_with_cert("/api/jobs", &s.worker.cert),
+    );
+    assert_eq!(status, 403, "{body}");
+    let reply = super::harness::Reply { status, body };
+    let body = certgate_deny(&reply).unwrap_or_else(|| panic!("not certgate's: {reply:?}"));
+    assert_eq!(body["error"], "unknown_policy", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'nope'")),
+        "{body}"
+    );
 }

@@ -1,5 +1,7 @@
 //! certgate's gRPC API driven directly (no Envoy): hostile input gets a clean deny, never a
-//! crash; health checks answer; SIGTERM drains and exits cleanly.
+//! crash; health checks answer; `unknown_policy` and `malformed_request` carry their status
+//! and gRPC code; the peer certificate wins over a trusted forwarded one. SIGTERM with a
+//! check in flight: `drain`.
 
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
@@ -58,7 +60,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with("")
+}
+
+/// [`setup`] with `extra` appended to the configuration.
+fn setup_with(extra: &str) -> Setup {
     let world = World::new();
+    super::world::append_file(&world.config, extra);
     let admin = world.client(
         "admin",
         "admin@example.com",
@@ -315,5 +323,56 @@ fn unknown_policy_and_ambiguous_paths_are_denied_with_their_status() {
                 Some(tonic::Code::InvalidArgument as i32)
             );
         }
+    });
+}
+
+/// The caller is a trusted Envoy (127.0.0.1, an `ext_authz` XFCC source trusting it): a
+/// certificate in `source.certificate` decides even when XFCC names another one; the XFCC
+/// certificate is read only when `source.certificate` is empty.
+#[test]
+fn the_peer_certificate_wins_over_a_trusted_forwarded_one() {
+    let s = setup_with(super::forward_auth::SOURCES);
+    let worker = s.world.client(
+        "worker",
+        "worker-1@example.com",
+        &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
+    );
+    s.world
+        .enrol(&[("worker-1@example.com", "worker")], &[&worker]);
+    let worker_pem = std::fs::read_to_string(&worker.cert).expect("read");
+    let port = s.world.grpc_port;
+    let xfcc = vec![(
+        "x-forwarded-client-cert",
+        format!("By=spiffe://gw;Cert=\"{}\"", url_encode(&s.admin_pem)),
+    )];
+    super::world::run_async(async move {
+        let mut c = client(port).await;
+        let principal = |response: &CheckResponse| match response.http_response.as_ref() {
+            Some(HttpResponse::OkResponse(ok)) => ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .find(|h| h.key == "x-client-principal")
+                .map(|h| h.value.clone()),
+            _ => None,
+        };
+        let both = c
+            .check(request(url_encode(&worker_pem), "/api/jobs", &xfcc))
+            .await
+            .expect("rpc");
+        assert_eq!(
+            principal(both.get_ref()).as_deref(),
+            Some("worker-1@example.com"),
+            "{both:?}"
+        );
+        let header_only = c
+            .check(request(String::new(), "/api/jobs", &xfcc))
+            .await
+            .expect("rpc");
+        assert_eq!(
+            principal(header_only.get_ref()).as_deref(),
+            Some("admin@example.com"),
+            "the header is trusted here: {header_only:?}"
+        );
     });
 }

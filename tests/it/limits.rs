@@ -25,7 +25,7 @@ fn configure(world: &World, http_port: u16, limits: &str) {
         1,
     );
     let config = format!("{config}forward_auth: {{request_headers: original}}\n");
-    std::fs::write(&world.config, config).expect("write");
+    super::world::write_file(&world.config, config);
 }
 
 /// certgate under `ulimit -n {nofile}` (soft and hard), ready.
@@ -244,8 +244,16 @@ fn an_unreadable_config_file_is_not_a_change() {
     let link = world.path("certgate.yaml.link");
     std::os::unix::fs::symlink(&dir, &link).expect("symlink");
     std::fs::rename(&link, &world.config).expect("unreadable config in place");
-    std::thread::sleep(Duration::from_millis(1500));
+    let noticed = wait_until(Duration::from_secs(10), || {
+        certgate.proc.logs().contains("cannot read")
+    });
+    assert!(
+        noticed,
+        "the unreadable file is logged\n{}",
+        certgate.proc.logs()
+    );
     std::fs::rename(&aside, &world.config).expect("config back");
+    // Absence of a reload cannot be polled for: give it several reload intervals.
     std::thread::sleep(Duration::from_millis(1500));
 
     let metrics = certgate.metrics();

@@ -21,8 +21,7 @@ fn envoy_setup_with(overrides: &[(&str, &str)]) -> Stack {
     Stack::start_configured(
         World::new(),
         |world| {
-            let config = std::fs::read_to_string(&world.config).expect("read");
-            std::fs::write(&world.config, format!("{config}{SOURCES}")).expect("write");
+            super::world::append_file(&world.config, SOURCES);
         },
         "VERIFY_TRUST_CHAIN",
         overrides,
@@ -129,7 +128,7 @@ fn config_refuses_client_controllable_ext_authz_sources() {
             Some(listener) => base.replacen("listen:\n", &format!("listen:\n {listener}"), 1),
             None => format!("{base}{extra}"),
         };
-        std::fs::write(&world.config, &text).expect("write");
+        super::world::write_file(&world.config, &text);
         let (code, out) = cli_with_config(&world.config, &["config", "validate"]);
         assert_eq!(code, 2, "{extra}: {out}");
         assert!(out.contains(why), "{extra}: expected {why:?} in {out}");

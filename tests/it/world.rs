@@ -1,11 +1,14 @@
 //! A test world: a PKI generated in code with one client certificate per decision row, a
 //! certgate configuration on free ports, and an embedded store with the principals enrolled.
+//! Also what many tests share: writing a file the way an operator's deploy tool does (whole,
+//! by rename), starting certgate without waiting for readiness, and telling certgate's deny
+//! body from a proxy's own error page.
 
 use std::path::{Path, PathBuf};
 
 use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
 
-use super::harness::{CertgateAddress, EnvoyOptions};
+use super::harness::{Certgate, CertgateAddress, EnvoyOptions, Proc, Reply, http_get, wait_until};
 use certgate::store::{
     Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration,
 };
@@ -20,7 +23,10 @@ pub struct Client {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub principal: String,
+    /// Lowercase hex without leading zero bytes, read from the certificate by `openssl`.
     pub serial: String,
+    /// SHA-256 of the DER, lowercase hex, from `openssl x509 -fingerprint -sha256`.
+    pub sha256: String,
 }
 
 pub struct World {
@@ -79,24 +85,23 @@ impl World {
         let stranger_ca =
             CertAuthority::new("e2e CA", start, start + Duration::days(3650)).expect("CA");
         let p = |name: &str| dir.path().join(name);
-        std::fs::write(p("ca.pem"), ca.cert_pem()).expect("write");
+        write_file(&p("ca.pem"), ca.cert_pem());
         let server = ca
             .issue(&CertSpec::server(&["localhost"], start, Duration::days(30)))
             .expect("server cert");
-        std::fs::write(p("server.pem"), &server.cert_pem).expect("write");
-        std::fs::write(p("server-key.pem"), &server.key_pem).expect("write");
-        std::fs::write(p("admin-allowlist.txt"), "admin.example.com\n").expect("write");
+        write_file(&p("server.pem"), &server.cert_pem);
+        write_file(&p("server-key.pem"), &server.key_pem);
+        write_file(&p("admin-allowlist.txt"), "admin.example.com\n");
         let grpc_port = crate::it::harness::free_port();
         let admin_port = crate::it::harness::free_port();
         let config = p("certgate.yaml");
-        std::fs::write(
+        write_file(
             &config,
             config_yaml(
                 &format!("127.0.0.1:{grpc_port}"),
                 &format!("127.0.0.1:{admin_port}"),
             ),
-        )
-        .expect("write");
+        );
         World {
             ca_pem: p("ca.pem"),
             server_cert: p("server.pem"),
@@ -129,21 +134,14 @@ impl World {
     fn write_client(&self, name: &str, principal: &str, issued: &IssuedCert) -> Client {
         let cert = self.path(&format!("{name}.pem"));
         let key = self.path(&format!("{name}-key.pem"));
-        std::fs::write(&cert, &issued.cert_pem).expect("write");
-        std::fs::write(&key, &issued.key_pem).expect("write");
-        let identity = certgate::cert::decode_certificate(issued.cert_pem.as_bytes())
-            .expect("own certificate decodes");
-        let serial = {
-            use x509_parser::prelude::FromDer;
-            let (_, parsed) =
-                x509_parser::certificate::X509Certificate::from_der(&identity).expect("parses");
-            certgate::cert::serial_hex(parsed.raw_serial())
-        };
+        write_file(&cert, &issued.cert_pem);
+        write_file(&key, &issued.key_pem);
         Client {
+            serial: openssl_serial(&cert),
+            sha256: openssl_sha256(&cert),
             cert,
             key,
             principal: principal.to_owned(),
-            serial,
         }
     }
 
@@ -156,6 +154,12 @@ impl World {
     /// Sign a CRL with the trusted CA.
     pub fn crl(&self, spec: &certgate::pki::CrlSpec) -> certgate::pki::IssuedCrl {
         self.ca.crl(spec).expect("sign CRL")
+    }
+
+    /// The CA that [`World::stranger`] issues from (same name as the trusted one, another
+    /// key), PEM.
+    pub fn stranger_ca_pem(&self) -> String {
+        self.stranger_ca.cert_pem()
     }
 
     /// Issue a client certificate from a CA outside the trust bundle.
@@ -249,6 +253,12 @@ impl World {
         }
     }
 
+    /// Suspend `principal` with `reason` through the CLI.
+    pub fn suspend(&self, principal: &str, reason: &str) {
+        let (code, out) = self.cli(&["principal", "suspend", principal, "--reason", reason]);
+        assert_eq!(code, 0, "{out}");
+    }
+
     /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
         cli_with_config(&self.config, args)
@@ -285,16 +295,17 @@ pub fn eku(spec: CertSpec, eku: Eku) -> CertSpec {
     CertSpec { eku, ..spec }
 }
 
-/// One ext_authz `Check` of `GET path` with `pem` as the client certificate, sent straight to
-/// certgate's gRPC port (no Envoy): `("allow", "")` or `(reason code, message)` of the deny.
-pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
+/// An ext_authz `Check` of `GET path` with `pem` (URL-encoded, as Envoy sends it) as the
+/// client certificate.
+pub fn check_request(
+    pem: &str,
+    path: &str,
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
         HttpRequest, Peer, Request,
     };
-    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-    let request = CheckRequest {
+    CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(Peer {
                 certificate: percent_encoding::utf8_percent_encode(
@@ -314,7 +325,25 @@ pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
             }),
             ..Default::default()
         }),
-    };
+    }
+}
+
+/// Assert an allow whose upstream request carried `principal`; `logs` on failure.
+#[track_caller]
+pub fn assert_allowed_as(reply: &Reply, principal: &str, logs: &str) {
+    assert_eq!(reply.status, 200, "{}\n{logs}", reply.body);
+    assert_eq!(
+        reply.upstream_header("x-client-principal").as_deref(),
+        Some(principal)
+    );
+}
+
+/// One ext_authz `Check` of `GET path` with `pem` as the client certificate, sent straight to
+/// certgate's gRPC port (no Envoy): `("allow", "")` or `(reason code, message)` of the deny.
+pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    let request = check_request(pem, path);
     let (tx, rx) = std::sync::mpsc::channel();
     run_async(async move {
         let answer = async {
@@ -339,4 +368,86 @@ pub fn grpc_decision(port: u16, pem: &str, path: &str) -> (String, String) {
     rx.recv()
         .expect("an answer")
         .unwrap_or_else(|e| ("rpc_failed".to_owned(), e))
+}
+
+/// Write `contents` to `path` whole: a temporary file beside it, then a rename, so a running
+/// certgate that polls the file never reads half of it.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) {
+    let dir = path.parent().expect("a file in a directory");
+    let mut temp = tempfile::NamedTempFile::new_in(dir).expect("temp file");
+    std::io::Write::write_all(&mut temp, contents.as_ref()).expect("write temp file");
+    temp.persist(path)
+        .unwrap_or_else(|e| panic!("rename onto {}: {e}", path.display()));
+}
+
+/// [`write_file`] with `text` appended to what `path` holds.
+pub fn append_file(path: &Path, text: &str) {
+    let old = std::fs::read_to_string(path).expect("read");
+    write_file(path, format!("{old}{text}"));
+}
+
+fn openssl_x509(cert: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-in"])
+        .arg(cert)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "openssl x509 {args:?} failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, value) = text.trim().split_once('=').expect("NAME=VALUE");
+    value.to_ascii_lowercase()
+}
+
+/// The serial as the decision contract spells it (lowercase hex, no colons, no leading zero
+/// bytes), from `openssl x509 -serial`.
+pub fn openssl_serial(cert: &Path) -> String {
+    let hex = openssl_x509(cert, &["-serial"]);
+    let mut digits = hex.as_str();
+    while digits.len() > 2 && digits.starts_with("00") {
+        digits = &digits[2..];
+    }
+    digits.to_owned()
+}
+
+/// SHA-256 of the certificate's DER, lowercase hex, from `openssl x509 -fingerprint`.
+pub fn openssl_sha256(cert: &Path) -> String {
+    openssl_x509(cert, &["-fingerprint", "-sha256"]).replace(':', "")
+}
+
+/// certgate's deny body (`error`, `message`, `request_id`), or None when the body is not one
+/// — e.g. Envoy's own bodiless 503 when certgate did not answer within Envoy's timeout.
+pub fn certgate_deny(reply: &Reply) -> Option<serde_json::Value> {
+    let body: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+    ["error", "message", "request_id"]
+        .iter()
+        .all(|k| body[k].is_string())
+        .then_some(body)
+}
+
+/// The reason code of certgate's deny, or None for an allow or a body that is not certgate's.
+pub fn deny_reason(reply: &Reply) -> Option<String> {
+    certgate_deny(reply).and_then(|b| b["error"].as_str().map(str::to_owned))
+}
+
+/// `certgate serve` without waiting for `/readyz` (for tests of a certgate that is not
+/// ready); it is up once `/readyz` answers at all.
+pub fn spawn_certgate(config: &Path, admin_port: u16, env: &[(&str, &str)]) -> Certgate {
+    let mut proc = Proc::spawn(
+        "certgate",
+        std::process::Command::new(env!("CARGO_BIN_EXE_certgate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("CERTGATE_LOG", "info")
+            .envs(env.iter().copied()),
+    );
+    let up = wait_until(std::time::Duration::from_secs(20), || {
+        !proc.is_running() || http_get(admin_port, "/readyz").is_some()
+    });
+    assert!(
+        up && proc.is_running(),
+        "certgate did not start\n{}",
+        proc.logs()
+    );
+    Certgate { proc, admin_port }
 }

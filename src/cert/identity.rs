@@ -1,0 +1,238 @@
+//! [`Identity`]: what one certificate says, packed compactly for the identity cache.
+
+use std::sync::Arc;
+
+use super::{
+    Anchor, ChainFailure, ClientAuthUsage, MalformedCertificate, PrincipalIdSource, Serial,
+};
+
+/// Everything the decision needs from one certificate, built once per distinct certificate.
+///
+/// Kept compact because the identity cache holds one per distinct client certificate
+/// (100,000 by default): the text fields share one heap block (`text`, each field ending
+/// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
+/// one of them, the serial and the SHA-256 are kept as bytes, the verifying CA is shared with the trust
+/// bundle and the rare chain failure is boxed. See
+/// "Memory at scale" in BENCHMARKS.md for what an entry costs.
+#[derive(Clone)]
+pub struct Identity {
+    text: Box<str>,
+    ends: [u32; TEXT_FIELDS],
+    principal_id: PrincipalIdField,
+    serial: Serial,
+    sha256: [u8; 32],
+    not_before: i64,
+    not_after: i64,
+    client_auth: ClientAuthUsage,
+    chain: Result<Arc<Anchor>, Box<ChainFailure>>,
+}
+
+/// Position of each text field in [`Identity::text`]. An optional field is absent when
+/// empty: `identify` never keeps an empty CN, OU, extension or SPIFFE id.
+#[derive(Clone, Copy)]
+enum TextField {
+    /// The principal id when it came from the extension (else it is another field).
+    PrincipalId,
+    TypeFromOid,
+    OrganizationalUnit,
+    CommonName,
+    SpiffeId,
+    Issuer,
+    Subject,
+}
+
+const TEXT_FIELDS: usize = TextField::Subject as usize + 1;
+
+/// Which text field holds the principal id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrincipalIdField {
+    None,
+    Own,
+    SpiffeId,
+    CommonName,
+}
+
+/// The fields of an [`Identity`] before packing.
+pub(super) struct IdentityParts {
+    pub(super) principal_id: Option<(PrincipalIdSource, String)>,
+    pub(super) type_from_oid: Option<String>,
+    pub(super) organizational_unit: Option<String>,
+    pub(super) common_name: Option<String>,
+    pub(super) spiffe_id: Option<String>,
+    pub(super) serial: Serial,
+    pub(super) issuer: String,
+    pub(super) subject: String,
+    pub(super) sha256: [u8; 32],
+    pub(super) not_before: i64,
+    pub(super) not_after: i64,
+    pub(super) client_auth: ClientAuthUsage,
+    pub(super) chain: Result<Arc<Anchor>, ChainFailure>,
+}
+
+impl Identity {
+    pub(super) fn pack(parts: IdentityParts) -> Result<Self, MalformedCertificate> {
+        let principal_id = match &parts.principal_id {
+            None => PrincipalIdField::None,
+            Some((PrincipalIdSource::Spiffe, _)) => PrincipalIdField::SpiffeId,
+            Some((PrincipalIdSource::Cn, _)) => PrincipalIdField::CommonName,
+            Some((PrincipalIdSource::Oid, _)) => PrincipalIdField::Own,
+        };
+        let own_principal = match (&parts.principal_id, principal_id) {
+            (Some((_, id)), PrincipalIdField::Own) => id.as_str(),
+            _ => "",
+        };
+        let fields: [&str; TEXT_FIELDS] = [
+            own_principal,
+            parts.type_from_oid.as_deref().unwrap_or_default(),
+            parts.organizational_unit.as_deref().unwrap_or_default(),
+            parts.common_name.as_deref().unwrap_or_default(),
+            parts.spiffe_id.as_deref().unwrap_or_default(),
+            &parts.issuer,
+            &parts.subject,
+        ];
+        let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
+        let mut ends = [0u32; TEXT_FIELDS];
+        for (end, field) in ends.iter_mut().zip(fields) {
+            text.push_str(field);
+            // The input is at most 64 KiB of DER; its text fields cannot reach 4 GiB.
+            *end = u32::try_from(text.len())
+                .map_err(|_| MalformedCertificate::TooLarge(text.len()))?;
+        }
+        Ok(Identity {
+            text: text.into_boxed_str(),
+            ends,
+            principal_id,
+            serial: parts.serial,
+            sha256: parts.sha256,
+            not_before: parts.not_before,
+            not_after: parts.not_after,
+            client_auth: parts.client_auth,
+            chain: parts.chain.map_err(Box::new),
+        })
+    }
+
+    fn text(&self, field: TextField) -> &str {
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn optional(&self, field: TextField) -> Option<&str> {
+        Some(self.text(field)).filter(|v| !v.is_empty())
+    }
+
+    /// Principal id per the identity rules; `None` if no source yields one.
+    pub fn principal_id(&self) -> Option<&str> {
+        match self.principal_id {
+            PrincipalIdField::None => None,
+            PrincipalIdField::Own => Some(self.text(TextField::PrincipalId)),
+            PrincipalIdField::SpiffeId => self.spiffe_id(),
+            PrincipalIdField::CommonName => self.common_name(),
+        }
+    }
+
+    /// Principal type from the custom extension, if present.
+    pub fn type_from_oid(&self) -> Option<&str> {
+        self.optional(TextField::TypeFromOid)
+    }
+
+    /// Subject OU (a principal type source).
+    pub fn organizational_unit(&self) -> Option<&str> {
+        self.optional(TextField::OrganizationalUnit)
+    }
+
+    /// Subject CN.
+    pub fn common_name(&self) -> Option<&str> {
+        self.optional(TextField::CommonName)
+    }
+
+    /// First `spiffe://` URI SAN.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        self.optional(TextField::SpiffeId)
+    }
+
+    /// Serial number.
+    pub fn serial(&self) -> &Serial {
+        &self.serial
+    }
+
+    /// Issuer DN (RFC 4514 text).
+    pub fn issuer(&self) -> &str {
+        self.text(TextField::Issuer)
+    }
+
+    /// Subject DN (RFC 4514 text).
+    pub fn subject(&self) -> &str {
+        self.text(TextField::Subject)
+    }
+
+    /// SHA-256 of the DER encoding.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
+    /// Lowercase hex SHA-256 of the DER encoding (the `x-client-cert-sha256` value).
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// notBefore, Unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.not_before
+    }
+
+    /// notAfter, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// Extended key usage, as far as client authentication goes.
+    pub fn client_auth(&self) -> ClientAuthUsage {
+        self.client_auth
+    }
+
+    /// Outcome of the chain verification against the trust bundle: the CA whose key
+    /// verified it. The CA's own validity is not judged here; see [`Self::chain_at`].
+    pub fn chain(&self) -> Result<&Anchor, &ChainFailure> {
+        match &self.chain {
+            Ok(anchor) => Ok(anchor),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// The chain at `now` (Unix seconds, ± `skew`): as [`Self::chain`], and the verifying CA
+    /// must itself be valid then. Judged per check, not when the identity is cached, because
+    /// a CA can expire while its leaves are still cached.
+    pub fn chain_at(&self, now: i64, skew: i64) -> Result<&Anchor, ChainFailure> {
+        let anchor = self.chain().map_err(Clone::clone)?;
+        match anchor.unusable_at(now, skew) {
+            Some(failure) => Err(failure),
+            None => Ok(anchor),
+        }
+    }
+
+    /// Certificate lifetime (notAfter − notBefore) in seconds.
+    pub fn lifetime_secs(&self) -> i64 {
+        self.not_after - self.not_before
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("principal_id", &self.principal_id())
+            .field("type_from_oid", &self.type_from_oid())
+            .field("organizational_unit", &self.organizational_unit())
+            .field("common_name", &self.common_name())
+            .field("spiffe_id", &self.spiffe_id())
+            .field("serial", &self.serial())
+            .field("sha256", &self.sha256_hex())
+            .field("issuer", &self.issuer())
+            .field("subject", &self.subject())
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("client_auth", &self.client_auth)
+            .field("chain", &self.chain())
+            .finish()
+    }
+}

@@ -1,0 +1,150 @@
+//! `certgate cert …`: register, show, list and revoke certificates in the store.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+
+use certgate::cert;
+use certgate::clock;
+use certgate::clock::rfc3339;
+use certgate::store::{CertificateRecord, StoreError};
+
+use super::output::{print, print_list, table};
+use super::store::{open_existing, open_or_create};
+use super::{CertCommand, Failure, config_path};
+
+const HEADER: &[&str] = &["SERIAL", "PRINCIPAL", "EXPIRES", "STATUS"];
+
+/// A certificate as JSON: its fields, `revocation_only` (true for a record that only says
+/// the serial is revoked, with no registration) and the expiry as RFC 3339 when known.
+fn json(c: &CertificateRecord) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.insert("revocation_only".into(), json!(c.registration.is_none()));
+        if let Some(at) = c.expires_at() {
+            map.insert("expires_at_rfc3339".into(), json!(rfc3339(at / 1000)));
+        }
+    }
+    v
+}
+
+fn row(c: &CertificateRecord) -> [String; 4] {
+    let status = if c.revoked {
+        format!(
+            "revoked ({}){}",
+            c.revocation_reason.as_deref().unwrap_or("unspecified"),
+            if c.registration.is_none() {
+                ", revocation-only record"
+            } else {
+                ""
+            }
+        )
+    } else if c.expires_at().is_some_and(|at| at < clock::unix_millis()) {
+        "expired".to_owned()
+    } else {
+        "valid".to_owned()
+    };
+    [
+        c.serial_number.clone(),
+        c.principal_id().unwrap_or("-").to_owned(),
+        c.expires_at()
+            .map_or_else(|| "-".to_owned(), |at| rfc3339(at / 1000)),
+        status,
+    ]
+}
+
+pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitCode, Failure> {
+    let (record, output) = match cmd {
+        CertCommand::Register {
+            cert: path,
+            principal,
+            force,
+            output,
+        } => (
+            register(config_path(config)?, &path, principal, force).await?,
+            output.output,
+        ),
+        CertCommand::Get { serial, output } => {
+            let (_, store) = open_existing(config_path(config)?).await?;
+            let key = serial.to_string();
+            let found = store
+                .get_certificate(&key)
+                .await?
+                .ok_or(StoreError::NotFound {
+                    kind: "certificate",
+                    key,
+                })?;
+            (found, output.output)
+        }
+        CertCommand::List {
+            principal,
+            expiring_within,
+            output,
+        } => {
+            let (_, store) = open_existing(config_path(config)?).await?;
+            let now = clock::unix_millis();
+            let before = expiring_within.map(|d| now.saturating_add(d.as_millis() as i64));
+            let mut all = store
+                .list_certificates(principal.as_deref(), before)
+                .await?;
+            if before.is_some() {
+                all.retain(|c| c.expires_at().is_some_and(|at| at >= now));
+            }
+            print_list(output.output, &all, HEADER, json, row);
+            return Ok(ExitCode::SUCCESS);
+        }
+        CertCommand::Revoke {
+            serial,
+            reason,
+            output,
+        } => {
+            let (_, store) = open_existing(config_path(config)?).await?;
+            let revoked = store
+                .revoke_certificate(&serial.to_string(), reason.as_str(), clock::unix_millis())
+                .await?;
+            (revoked, output.output)
+        }
+    };
+    print(output, &json(&record), || table(HEADER, [row(&record)]));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registers the certificate at `path` for `principal` (default: the certificate's own),
+/// refusing an untrusted certificate or an unknown principal unless `force`.
+async fn register(
+    config_path: &Path,
+    path: &Path,
+    principal: Option<String>,
+    force: bool,
+) -> Result<CertificateRecord, Failure> {
+    let (config, store) = open_or_create(config_path).await?;
+    let raw = std::fs::read(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .map_err(Failure::Usage)?;
+    let id = cert::identify(&raw, &config.identity, &config.trust, clock::unix_now())
+        .map_err(|e| Failure::Failed(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let Some(principal_id) = principal.or(id.principal_id().map(str::to_owned)) else {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "the certificate yields no principal id; pass --principal"
+        )));
+    };
+    if !force {
+        if let Err(failure) = id.chain() {
+            return Err(Failure::Failed(anyhow::anyhow!(
+                "{}: {failure}; pass --force to register it anyway",
+                path.display()
+            )));
+        }
+        if store.get_principal(&principal_id).await?.is_none() {
+            return Err(Failure::Failed(anyhow::anyhow!(
+                "principal '{principal_id}' is not enrolled (certgate principal create \
+                 {principal_id} --type TYPE); pass --force to register anyway"
+            )));
+        }
+    }
+    let record = CertificateRecord::for_identity(&id, principal_id);
+    store.register_certificate(&record).await?;
+    Ok(record)
+}

@@ -1,0 +1,341 @@
+//! Configuration (README "Configuration"): YAML → `Raw` (serde, unknown keys refused) → validated `Config`.
+//! Every problem is reported at once with its key path; the files a config names (CA bundle,
+//! allowlists) are read here so a `Config` is always complete and usable.
+//!
+//! This module assembles the domain modules' own settings types (`crl`, `store`, `authz`,
+//! `cert`); none of them knows the YAML file.
+
+mod dn;
+mod problems;
+mod raw;
+mod reload;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::store::StoreBackend;
+pub use problems::{ConfigError, Problem};
+pub use reload::{Unreadable, fingerprint};
+use validate::Validator;
+
+use crate::authz::{CertificateRules, Policy, PrincipalRules, RevocationPolicy};
+use crate::cert::{CertEncoding, IdentityRules, TrustBundle};
+use crate::crl::{CrlInputs, CrlSettings};
+use crate::store::CacheSettings;
+
+/// Default OID of the principal id extension (a private arc; configurable).
+pub const DEFAULT_PRINCIPAL_ID_OID: &str = "1.3.6.1.4.1.59999.1.1";
+/// Default OID of the principal type extension.
+pub const DEFAULT_PRINCIPAL_TYPE_OID: &str = "1.3.6.1.4.1.59999.1.2";
+
+/// How much of a deny the client sees in the response body (logs always have everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyDetail {
+    /// Reason code and the full message.
+    #[default]
+    Full,
+    /// Reason code only; the message is a generic text for the status.
+    Reason,
+}
+
+/// Listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// ext_authz gRPC over TCP.
+    pub grpc: Option<SocketAddr>,
+    /// ext_authz gRPC over a unix socket.
+    pub grpc_unix: Option<PathBuf>,
+    /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: Option<SocketAddr>,
+    /// HTTP forward-auth (nginx `auth_request`, ingress-nginx `auth-url`, Traefik, Caddy).
+    pub http: Option<SocketAddr>,
+    /// What one client may hold on the listeners.
+    pub limits: ListenLimits,
+}
+
+/// `listen.limits`: bounds that keep one slow or hostile client from taking the process's
+/// file descriptors, memory or tasks away from everyone else (each listener has its own
+/// connection cap, so a flood on forward-auth leaves admin and gRPC their share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenLimits {
+    /// Open connections on the gRPC TCP listener (and, separately, on the unix socket).
+    pub grpc_max_connections: usize,
+    /// Open connections on the forward-auth listener.
+    pub http_max_connections: usize,
+    /// Open connections on the admin listener.
+    pub admin_max_connections: usize,
+    /// How long an HTTP client has to send a complete request head, on a new connection
+    /// and between keep-alive requests; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// How long one request may take, gRPC or HTTP, before it is answered with an error.
+    pub request_timeout: Duration,
+    /// Idle time before TCP keepalive probes (and HTTP/2 pings on gRPC) check the peer.
+    pub tcp_keepalive: Duration,
+    /// Largest gRPC request message decoded; larger ones are refused (`OUT_OF_RANGE`)
+    /// from their length prefix, before any of it is buffered.
+    pub grpc_max_message_size: usize,
+    /// Concurrent HTTP/2 streams per gRPC connection.
+    pub grpc_max_concurrent_streams: u32,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            grpc_max_connections: 4096,
+            http_max_connections: 4096,
+            admin_max_connections: 64,
+            // An ingress sends its auth subrequest's head at once; 10 s is generous for a
+            // real client and short for a slowloris.
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(60),
+            // A CheckRequest is a few KiB: the PEM certificate (~1-2 KiB per certificate)
+            // and the request headers (Envoy's default cap is 60 KiB). 1 MiB leaves room
+            // for `with_request_body` and long chains; tonic's default is 4 MiB.
+            grpc_max_message_size: 1 << 20,
+            grpc_max_concurrent_streams: 1024,
+        }
+    }
+}
+
+/// The way in a forwarded-certificate header is believed on (`forwarded_certificates[].via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The ext_authz gRPC listener. Envoy passes client headers through, so only XFCC from an
+    /// Envoy that replaces any client-sent copy (`forward_client_cert_details: SANITIZE_SET`)
+    /// is acceptable here.
+    ExtAuthz,
+    /// The HTTP forward-auth listener: the ingress that calls certgate sets the header itself.
+    ForwardAuth,
+}
+
+impl Via {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::ExtAuthz => "ext_authz",
+            Via::ForwardAuth => "forward_auth",
+        }
+    }
+}
+
+/// Who may hand certgate a forwarded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustedProxy {
+    /// Callers from this network (the ext_authz gRPC peer, or the forward-auth HTTP peer).
+    Net(ipnet::IpNet),
+    /// Callers on the unix socket (a sidecar Envoy; ext_authz only).
+    Unix,
+}
+
+/// A header that carries a client certificate, the way in it is read on, and the proxies
+/// trusted to set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedSource {
+    /// The listener this header is read on; it is ignored on the other.
+    pub via: Via,
+    /// Lowercase header name.
+    pub header: String,
+    /// How the certificate is encoded in it.
+    pub encoding: CertEncoding,
+    /// Callers whose header is believed; from anyone else it is ignored.
+    pub trusted: Vec<TrustedProxy>,
+}
+
+impl ForwardedSource {
+    /// Whether a caller at `peer` (`None`: the unix socket) may set this header.
+    /// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`, what a dual-stack listener reports) are
+    /// judged as the IPv4 address they are.
+    pub fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
+        let peer = peer.map(|ip| ip.to_canonical());
+        self.trusted.iter().any(|t| match (t, peer) {
+            (TrustedProxy::Unix, None) => true,
+            (TrustedProxy::Net(net), Some(ip)) => net.contains(&ip),
+            _ => false,
+        })
+    }
+}
+
+/// Which pair of headers an ingress sends the original request's method and URI in
+/// (`forward_auth.request_headers`). Only that pair is read: a client can add the other
+/// pair, and most ingresses pass it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestHeaders {
+    /// `X-Original-Method` / `X-Original-URI`: nginx `auth_request`, ingress-nginx.
+    Original,
+    /// `X-Forwarded-Method` / `X-Forwarded-Uri`: Traefik `forwardAuth`, Caddy `forward_auth`.
+    Forwarded,
+}
+
+impl RequestHeaders {
+    /// The (method, URI) header names, lowercase.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            RequestHeaders::Original => ("x-original-method", "x-original-uri"),
+            RequestHeaders::Forwarded => ("x-forwarded-method", "x-forwarded-uri"),
+        }
+    }
+}
+
+/// Which store backend and how it is cached.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The backend.
+    pub backend: StoreBackend,
+    /// Cache in front of it.
+    pub cache: CacheSettings,
+}
+
+/// Names of the identity headers set on allow and removed from every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// Principal id.
+    pub principal: String,
+    /// Principal type.
+    pub principal_type: String,
+    /// Comma-separated roles.
+    pub roles: String,
+    /// Subject CN.
+    pub cn: String,
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// SHA-256 fingerprint.
+    pub sha256: String,
+    /// SPIFFE id, when present.
+    pub spiffe_id: String,
+}
+
+impl HeaderNames {
+    /// Every identity header name, for `headers_to_remove`.
+    pub fn all(&self) -> [&str; 7] {
+        [
+            &self.principal,
+            &self.principal_type,
+            &self.roles,
+            &self.cn,
+            &self.serial,
+            &self.sha256,
+            &self.spiffe_id,
+        ]
+    }
+}
+
+/// A validated configuration: every file it names has been read and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The YAML file it came from.
+    pub source: PathBuf,
+    /// Listeners (changes need a restart).
+    pub listen: Listen,
+    /// CAs client certificates must chain to.
+    pub trust: TrustBundle,
+    /// Rows 3–5 settings.
+    pub certificate_rules: CertificateRules,
+    /// How identity fields are read.
+    pub identity: IdentityRules,
+    /// Cache of parsed identities: TTL and bound.
+    pub identity_cache: CacheSettings,
+    /// Store backend (changes need a restart).
+    pub store: StoreConfig,
+    /// Type sources and default roles.
+    pub principal_rules: PrincipalRules,
+    /// Named policies.
+    pub policies: HashMap<String, Arc<Policy>>,
+    /// Policy used when the request names none.
+    pub default_policy: String,
+    /// Identity header names.
+    pub headers: HeaderNames,
+    /// Client-visible deny detail.
+    pub deny_detail: DenyDetail,
+    /// How often files are checked for changes.
+    pub reload_interval: Duration,
+    /// Every file this config depends on (itself included), for reload.
+    pub watched_files: Vec<PathBuf>,
+    /// CRL sources and freshness per issuing CA.
+    pub crl: CrlSettings,
+    /// Headers that may carry a client certificate, each with the proxies trusted to set it
+    /// (none by default: a forwarded certificate is never trusted unless configured).
+    pub forwarded_certificates: Vec<ForwardedSource>,
+    /// The headers the forward-auth listener reads the original method and URI from
+    /// (required when `listen.http` is set).
+    pub forward_auth_request_headers: Option<RequestHeaders>,
+}
+
+impl Config {
+    /// What the revocation state follows from this configuration.
+    pub fn crl_inputs(&self) -> CrlInputs {
+        CrlInputs {
+            settings: self.crl.clone(),
+            trust: self.trust.clone(),
+            clock_skew_secs: self.certificate_rules.clock_skew_secs,
+            required: self.crl_required(),
+        }
+    }
+
+    /// Whether some policy requires a usable CRL (so `/readyz` waits for CRLs).
+    pub fn crl_required(&self) -> bool {
+        !self.crl.issuers.is_empty()
+            && self.policies.values().any(|p| {
+                matches!(
+                    p.revocation,
+                    RevocationPolicy::Required | RevocationPolicy::Strict
+                )
+            })
+    }
+}
+
+impl Config {
+    /// Read, parse and validate `path` and every file it names, at the current time (a CA of
+    /// the trust bundle that has expired is refused).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut watched = Vec::new();
+        let result = std::fs::read_to_string(path)
+            .map_err(|e| {
+                vec![Problem {
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                }]
+            })
+            .and_then(|text| {
+                Self::validate_yaml(&text, path, &mut watched, Some(crate::clock::unix_now()))
+            });
+        result.map_err(|problems| ConfigError {
+            file: path.to_owned(),
+            problems,
+            watched_files: if watched.is_empty() {
+                vec![path.to_owned()]
+            } else {
+                watched
+            },
+        })
+    }
+
+    /// Parse and validate YAML text; relative paths are resolved against `path`'s directory.
+    /// Pure: the clock is not read, so the validity of the bundle's CAs is not judged here
+    /// (checks still judge it per request).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
+        Self::validate_yaml(text, path, &mut Vec::new(), None)
+    }
+
+    fn validate_yaml(
+        text: &str,
+        path: &Path,
+        watched: &mut Vec<PathBuf>,
+        now: Option<i64>,
+    ) -> Result<Config, Vec<Problem>> {
+        let raw = raw::parse_raw(text)?;
+        Validator::new(path.parent().unwrap_or(Path::new(".")), now).validate(raw, path, watched)
+    }
+}
+
+#[cfg(test)]
+mod tests;
