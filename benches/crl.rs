@@ -184,7 +184,7 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
         let config = config(f, with);
         let metrics = Metrics::new();
         let store = runtime
-            .block_on(certgate::server::open_store(&config, &metrics))
+            .block_on(certgate::app::open_store(&config, &metrics))
             .expect("store");
         let checker = Arc::new(Checker::new(config.clone(), store, metrics));
         if with {

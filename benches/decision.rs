@@ -88,7 +88,7 @@ impl Fixture {
 
         let config = Config::load(&dir.path().join("certgate.yaml"))?;
         let metrics = Metrics::new();
-        let store = rt.block_on(certgate::server::open_store(&config, &metrics))?;
+        let store = rt.block_on(certgate::app::open_store(&config, &metrics))?;
         let fixture = Fixture {
             _dir: dir,
             now,

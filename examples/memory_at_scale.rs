@@ -36,7 +36,7 @@ use certgate::check::{CheckInput, Checker};
 use certgate::config::{Config, DEFAULT_PRINCIPAL_ID_OID, DEFAULT_PRINCIPAL_TYPE_OID};
 use certgate::metrics::Metrics;
 use certgate::pki::{CertAuthority, CertSpec};
-use certgate::store::{EmbeddedStore, Principal, PrincipalStatus, Store};
+use certgate::store::{Admin, EmbeddedStore, Principal, PrincipalStatus};
 
 /// Certificates kept from phase 3 and checked again in phase 4.
 const SAMPLE: usize = 1_000;
@@ -162,7 +162,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     let config = Config::load(&config_path)?;
     let metrics = Metrics::new();
-    let store = certgate::server::open_store(&config, &metrics).await?;
+    let store = certgate::app::open_store(&config, &metrics).await?;
     let checker = Checker::new(config, store, metrics);
 
     let started = Instant::now();

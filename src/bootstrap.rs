@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use crate::cert;
 use crate::config::{Config, DEFAULT_PRINCIPAL_ID_OID, DEFAULT_PRINCIPAL_TYPE_OID};
 use crate::pki::{CertAuthority, CertSpec, IssuedCert};
-use crate::store::{CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Store};
+use crate::store::{Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus};
 
 /// What `certgate bootstrap` writes, and where.
 #[derive(Debug, Clone)]
@@ -162,7 +162,7 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(db)?);
+    let store: Arc<dyn Admin> = Arc::new(EmbeddedStore::open(db)?);
     for (c, cert) in clients.iter().zip(&issued) {
         store
             .create_principal(&Principal {

@@ -2,9 +2,10 @@
 //!
 //! The decision (`authz`) is pure and knows nothing of gRPC or HTTP; `server` translates the
 //! wire to it, `store` answers what the state says, `config` turns YAML into a policy set, `crl` keeps verified CRLs fresh in the background,
-//! and `check` runs one request through all of them.
+//! `check` runs one request through all of them, and `app` assembles them into the server.
 
 pub mod admin;
+pub mod app;
 pub mod authz;
 pub mod bootstrap;
 pub mod cert;

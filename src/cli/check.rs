@@ -11,7 +11,7 @@ use certgate::check::{CheckInput, Checker};
 use certgate::clock::rfc3339;
 use certgate::config::Config;
 use certgate::metrics::Metrics;
-use certgate::{clock, crl, server};
+use certgate::{app, clock, crl};
 
 use super::Failure;
 use super::output::{Output, fields, print};
@@ -36,8 +36,7 @@ pub(super) async fn run(
         .map_err(Failure::Usage)?;
     let metrics = Metrics::new();
     require_store_file(&config)?;
-    let store = server::open_store(&config, &metrics).await?;
-    let headers_config = config.headers.clone();
+    let store = app::open_store(&config, &metrics).await?;
     let checker = Checker::new(config, store, metrics);
     // The server keeps CRLs loaded in the background; a dry run loads them once, now.
     crl::refresh::load_once(checker.revocation()).await;
@@ -55,7 +54,7 @@ pub(super) async fn run(
         )
         .await;
     let headers: serde_json::Map<String, Value> = outcome
-        .allow_headers(&headers_config)
+        .allow_headers()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), Value::String(v)))
         .collect();

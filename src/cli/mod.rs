@@ -21,7 +21,7 @@ use certgate::bootstrap::{self, BootstrapArgs};
 use certgate::cert::{RevocationReason, Serial};
 use certgate::config::{Config, ConfigError};
 use certgate::store::StoreError;
-use certgate::{clock, server};
+use certgate::{app, clock};
 
 use output::{OutputArg, emit, print_generated};
 
@@ -438,7 +438,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
         Command::Serve => {
             // A bad config at start is a usage error (exit 2); failures later are exit 1.
             Config::load(config_path(&config)?)?;
-            server::serve(config_path(&config)?).await?;
+            app::serve(config_path(&config)?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

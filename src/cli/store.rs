@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use certgate::app;
 use certgate::config::{Config, StoreBackend};
-use certgate::server;
 use certgate::store::dynamodb::{Finding, TableCheck};
-use certgate::store::{self, DynamoStore, EmbeddedStore, Purpose, Store, StoreError};
+use certgate::store::{self, Admin, DynamoStore, EmbeddedStore, Purpose, StoreError};
 
 use super::output::{print, table};
 use super::{Failure, StoreCommand};
@@ -18,7 +18,7 @@ use super::{Failure, StoreCommand};
 /// Load the configuration and open its existing store. Commands that only read or change
 /// records refuse a store file that does not exist: a typo in `store.path` must not look
 /// like "every principal vanished".
-pub(super) async fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Store>), Failure> {
+pub(super) async fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn Admin>), Failure> {
     let config = Config::load(config_path)?;
     require_store_file(&config)?;
     let store = store::open(&config.store.backend, Purpose::Admin).await?;
@@ -27,7 +27,7 @@ pub(super) async fn open_existing(config_path: &Path) -> Result<(Config, Arc<dyn
 
 pub(super) async fn open_or_create(
     config_path: &Path,
-) -> Result<(Config, Arc<dyn Store>), Failure> {
+) -> Result<(Config, Arc<dyn Admin>), Failure> {
     let config = Config::load(config_path)?;
     let store = store::open(&config.store.backend, Purpose::Admin).await?;
     Ok((config, store))
@@ -131,10 +131,7 @@ async fn migrate(from: &Path, to: &Path) -> Result<(String, [[u64; 2]; 2]), Fail
     for c in from.list_certificates(None, None).await? {
         count(&mut counts[1], target.register_certificate(&c).await)?;
     }
-    Ok((
-        server::describe_backend(&target_config.store.backend),
-        counts,
-    ))
+    Ok((app::describe_backend(&target_config.store.backend), counts))
 }
 
 fn count(counts: &mut [u64; 2], copied: Result<(), StoreError>) -> Result<(), Failure> {

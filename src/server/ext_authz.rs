@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
-use crate::config::{Config, Via};
+use crate::config::Via;
 
 /// The ext_authz gRPC service.
 pub struct ExtAuthz {
@@ -39,7 +39,10 @@ impl Authorization for ExtAuthz {
         let http = attributes
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        let config = self.checker.config();
+        // One generation from reading the request to answering it: trusted proxies here, the
+        // decision, and the header names and deny detail of the answer.
+        let generation = self.checker.generation();
+        let config = &generation.config;
         // Envoy's own view of the TLS peer first. Without one, only a `via: ext_authz` source
         // (XFCC from an Envoy that runs SANITIZE_SET, so a client-sent copy never gets here)
         // and only from a trusted caller: Envoy copies every other client header verbatim.
@@ -70,19 +73,23 @@ impl Authorization for ExtAuthz {
         let request_id = http
             .and_then(|h| h.headers.get("x-request-id"))
             .map_or("", String::as_str);
-        let outcome = self.checker.check(input, crate::clock::unix_now()).await;
-        Ok(Response::new(to_response(&outcome, &config, request_id)))
+        let outcome = self
+            .checker
+            .check_in(&generation, input, crate::clock::unix_now())
+            .await;
+        Ok(Response::new(to_response(&outcome, request_id)))
     }
 }
 
 /// Build the `CheckResponse` for an outcome: status code, identity headers to set on allow,
-/// identity headers to strip on every answer, and the JSON body on deny.
-pub fn to_response(outcome: &Outcome, config: &Config, request_id: &str) -> CheckResponse {
-    let names = &config.headers;
+/// identity headers to strip on every answer, and the JSON body on deny; all of it from the
+/// configuration that decided.
+pub fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse {
+    let names = &outcome.config().headers;
     let status = outcome.http_status();
-    let (code, http_response) = match outcome.deny_body(config.deny_detail, request_id) {
+    let (code, http_response) = match outcome.deny_body(request_id) {
         None => {
-            let set = outcome.allow_headers(names);
+            let set = outcome.allow_headers();
             // Envoy applies `headers_to_remove` after `headers`, so only the identity headers
             // not set here are removed; the ones set here overwrite whatever the client sent.
             let headers_to_remove = names

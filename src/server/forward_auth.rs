@@ -37,7 +37,10 @@ async fn auth(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let config = checker.config();
+    // One generation from reading the request to answering it: trusted proxies and request
+    // header names here, the decision, and the header names and deny detail of the answer.
+    let generation = checker.generation();
+    let config = &generation.config;
     let mut malformed = None;
     // A trusted ingress sets the certificate header itself (replacing any client copy); two
     // copies mean something upstream appended instead of replacing.
@@ -77,13 +80,15 @@ async fn auth(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let outcome = checker.check(input, crate::clock::unix_now()).await;
+    let outcome = checker
+        .check_in(&generation, input, crate::clock::unix_now())
+        .await;
     let status = StatusCode::from_u16(outcome.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-    match outcome.deny_body(config.deny_detail, request_id) {
+    match outcome.deny_body(request_id) {
         Some(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         None => {
             let mut response = StatusCode::OK.into_response();
-            for (name, value) in outcome.allow_headers(&config.headers) {
+            for (name, value) in outcome.allow_headers() {
                 if let (Ok(name), Ok(value)) =
                     (HeaderName::try_from(name), HeaderValue::try_from(value))
                 {

@@ -169,6 +169,24 @@ impl Acceptor for UnixListener {
     }
 }
 
+/// The remote address of a connection, which forward-auth judges trusted proxies by.
+pub trait PeerAddr {
+    /// `None` when there is none (a unix socket) or it cannot be read.
+    fn peer(&self) -> Option<SocketAddr>;
+}
+
+impl PeerAddr for TcpStream {
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer_addr().ok()
+    }
+}
+
+impl PeerAddr for UnixStream {
+    fn peer(&self) -> Option<SocketAddr> {
+        None
+    }
+}
+
 /// Accept from `listener` while fewer than `cap` of its connections are open, and hand each
 /// to the returned channel. At the cap, new connections wait in the kernel's accept queue,
 /// where they cost the process no descriptor. The loop ends when the receiver is dropped.
@@ -258,19 +276,21 @@ impl Throttle {
 
 /// Serve `router` over HTTP/1.1 on the connections `conns` yields, with the header-read and
 /// request timeouts of `limits`, until `shutdown`; then let open connections finish.
-pub async fn serve_http(
-    mut conns: mpsc::Receiver<Limited<TcpStream>>,
+pub async fn serve_http<T>(
+    mut conns: mpsc::Receiver<Limited<T>>,
     router: axum::Router,
     limits: ListenLimits,
     shutdown: watch::Receiver<bool>,
-) {
+) where
+    T: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     // Also closes a keep-alive connection idle for this long between requests.
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let mut open = tokio::task::JoinSet::new();
-    let mut stop = std::pin::pin!(super::wait_for(shutdown.clone()));
+    let mut stop = std::pin::pin!(wait_for(shutdown.clone()));
     loop {
         tokio::select! {
             conn = conns.recv() => match conn {
@@ -295,14 +315,16 @@ pub async fn serve_http(
 }
 
 /// Serve one connection; on shutdown, finish the request in flight and close.
-async fn serve_connection(
+async fn serve_connection<T>(
     builder: hyper::server::conn::http1::Builder,
-    conn: Limited<TcpStream>,
+    conn: Limited<T>,
     router: axum::Router,
     request_timeout: Duration,
     shutdown: watch::Receiver<bool>,
-) {
-    let peer: Option<SocketAddr> = conn.io.peer_addr().ok();
+) where
+    T: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
+{
+    let peer = conn.io.peer();
     let service = hyper::service::service_fn(move |mut request| {
         // What `into_make_service_with_connect_info` did: handlers read the peer address.
         if let Some(peer) = peer {
@@ -325,11 +347,16 @@ async fn serve_connection(
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         }
-        () = super::wait_for(shutdown) => {
+        () = wait_for(shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
     }
+}
+
+/// Resolves once `shutdown` says stop.
+pub async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 fn timed_out() -> axum::response::Response {

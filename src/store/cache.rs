@@ -10,7 +10,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use prometheus::IntCounter;
 
-use super::{CacheSettings, CertificateRecord, Principal, Store, StoreError};
+use super::{CacheSettings, CertificateRecord, Lookup, Principal, StoreError};
 use crate::metrics::Metrics;
 
 /// The clock edge: the only place this module reads the time.
@@ -23,7 +23,7 @@ type Answer<T> = (Instant, Option<Arc<T>>);
 
 /// The cache of one record kind, with its counters resolved once so a hit does no
 /// label lookup.
-struct Lookup<T> {
+struct CachedLookup<T> {
     answers: Cache<String, Answer<T>>,
     ttl: Duration,
     /// `ttl + stale_if_error`: how long an answer may be served when the backend fails.
@@ -35,7 +35,7 @@ struct Lookup<T> {
     stale_served: IntCounter,
 }
 
-impl<T: Send + Sync + 'static> Lookup<T> {
+impl<T: Send + Sync + 'static> CachedLookup<T> {
     fn new(settings: &CacheSettings, metrics: &Metrics, cache: &str, operation: &str) -> Self {
         // Validation bounds both (1 day, 7 days); saturating and capped anyway, because moka
         // panics on a time-to-live over 1000 years and a `Duration` add can overflow.
@@ -43,7 +43,7 @@ impl<T: Send + Sync + 'static> Lookup<T> {
             .ttl
             .saturating_add(settings.stale_if_error)
             .min(Duration::from_secs(100 * 365 * 24 * 3600));
-        Lookup {
+        CachedLookup {
             answers: Cache::builder()
                 .max_capacity(settings.max_entries)
                 .time_to_live(stale_limit)
@@ -116,18 +116,18 @@ impl<T: Send + Sync + 'static> Lookup<T> {
 
 /// The cache every authorization check reads the store through.
 pub struct CachedStore {
-    inner: Arc<dyn Store>,
-    principals: Lookup<Principal>,
-    certificates: Lookup<CertificateRecord>,
+    inner: Arc<dyn Lookup>,
+    principals: CachedLookup<Principal>,
+    certificates: CachedLookup<CertificateRecord>,
 }
 
 impl CachedStore {
     /// Cache `inner` with `settings`, recording lookups and store calls in `metrics`.
-    pub fn new(inner: Arc<dyn Store>, settings: CacheSettings, metrics: Metrics) -> Self {
+    pub fn new(inner: Arc<dyn Lookup>, settings: CacheSettings, metrics: Metrics) -> Self {
         CachedStore {
             inner,
-            principals: Lookup::new(&settings, &metrics, "principal", "get_principal"),
-            certificates: Lookup::new(&settings, &metrics, "certificate", "get_certificate"),
+            principals: CachedLookup::new(&settings, &metrics, "principal", "get_principal"),
+            certificates: CachedLookup::new(&settings, &metrics, "certificate", "get_certificate"),
         }
     }
 
@@ -149,7 +149,7 @@ impl CachedStore {
     }
 
     /// The backend behind the cache, for the operations that are never cached.
-    pub fn inner(&self) -> &Arc<dyn Store> {
+    pub fn inner(&self) -> &Arc<dyn Lookup> {
         &self.inner
     }
 
@@ -162,114 +162,8 @@ impl CachedStore {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::store::{EpochMillis, PrincipalStatus};
-
-    /// A backend that counts lookups, can be made to fail, and can be slow.
-    #[derive(Default)]
-    struct FakeStore {
-        principals: Mutex<HashMap<String, Principal>>,
-        calls: AtomicUsize,
-        failing: AtomicBool,
-        corrupt: AtomicBool,
-        delay: Duration,
-    }
-
-    impl FakeStore {
-        fn put(&self, id: &str, principal_type: &str) {
-            let principal = Principal {
-                principal_id: id.to_owned(),
-                principal_type: Some(principal_type.to_owned()),
-                status: PrincipalStatus::Active,
-                suspended_at: None,
-                suspended_reason: None,
-                roles: None,
-                created_at: Some(0),
-            };
-            self.principals
-                .lock()
-                .unwrap()
-                .insert(id.to_owned(), principal);
-        }
-
-        fn calls(&self) -> usize {
-            self.calls.load(Ordering::SeqCst)
-        }
-
-        fn fail(&self, failing: bool) {
-            self.failing.store(failing, Ordering::SeqCst);
-        }
-
-        fn unused<T>() -> Result<T, StoreError> {
-            Err(StoreError::Unavailable("not used by the cache".into()))
-        }
-    }
-
-    #[async_trait]
-    impl Store for FakeStore {
-        async fn get_principal(&self, id: &str) -> Result<Option<Principal>, StoreError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(StoreError::Unavailable("backend down".into()));
-            }
-            if self.corrupt.load(Ordering::SeqCst) {
-                return Err(StoreError::Corrupt {
-                    key: id.to_owned(),
-                    detail: "unknown status \"paused\"".to_owned(),
-                });
-            }
-            Ok(self.principals.lock().unwrap().get(id).cloned())
-        }
-        async fn get_certificate(&self, _: &str) -> Result<Option<CertificateRecord>, StoreError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            Ok(None)
-        }
-        async fn create_principal(&self, _: &Principal) -> Result<(), StoreError> {
-            Self::unused()
-        }
-        async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
-            Self::unused()
-        }
-        async fn suspend_principal(
-            &self,
-            _: &str,
-            _: &str,
-            _: EpochMillis,
-        ) -> Result<Principal, StoreError> {
-            Self::unused()
-        }
-        async fn activate_principal(&self, _: &str) -> Result<Principal, StoreError> {
-            Self::unused()
-        }
-        async fn register_certificate(&self, _: &CertificateRecord) -> Result<(), StoreError> {
-            Self::unused()
-        }
-        async fn list_certificates(
-            &self,
-            _: Option<&str>,
-            _: Option<EpochMillis>,
-        ) -> Result<Vec<CertificateRecord>, StoreError> {
-            Self::unused()
-        }
-        async fn revoke_certificate(
-            &self,
-            _: &str,
-            _: &str,
-            _: EpochMillis,
-        ) -> Result<CertificateRecord, StoreError> {
-            Self::unused()
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
+    use crate::store::fake::FakeStore;
 
     fn cached(backend: &Arc<FakeStore>, ttl_ms: u64, stale_ms: u64) -> (CachedStore, Metrics) {
         let settings = CacheSettings {
@@ -278,7 +172,7 @@ mod tests {
             stale_if_error: Duration::from_millis(stale_ms),
         };
         let metrics = Metrics::new();
-        let inner: Arc<dyn Store> = backend.clone();
+        let inner: Arc<dyn Lookup> = backend.clone();
         (CachedStore::new(inner, settings, metrics.clone()), metrics)
     }
 
@@ -378,7 +272,7 @@ mod tests {
         backend.put("alice", "user");
         let (cache, metrics) = cached(&backend, 20, 60_000);
         cache.principal("alice").await.unwrap();
-        backend.corrupt.store(true, Ordering::SeqCst);
+        backend.corrupt(true);
         sleep_ms(50).await;
         let err = cache.principal("alice").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
@@ -423,10 +317,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_misses_ask_the_backend_once() {
-        let backend = Arc::new(FakeStore {
-            delay: Duration::from_millis(50),
-            ..Default::default()
-        });
+        let backend = Arc::new(FakeStore::slow(Duration::from_millis(50)));
         backend.put("alice", "user");
         let (cache, _) = cached(&backend, 60_000, 0);
         let cache = Arc::new(cache);

@@ -1,10 +1,13 @@
-//! Principal and certificate state (README "Store"): the `Store` trait, the embedded
-//! SQLite backend, and the TTL cache that sits in front of every backend.
+//! Principal and certificate state (README "Store"): the [`Lookup`] side the decision reads
+//! and the [`Admin`] side the CLI writes, the embedded SQLite and DynamoDB backends, and the
+//! TTL cache that sits in front of every backend.
 //! Nothing here decides anything: it only answers "what does the store say".
 
 pub mod cache;
 pub mod dynamodb;
 pub mod embedded;
+#[cfg(test)]
+pub(crate) mod fake;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,8 +33,9 @@ pub enum StoreBackend {
 }
 
 /// Open the backend `store.backend` names. The embedded file is created when missing;
-/// DynamoDB tables are not (`certgate store init` does that).
-pub async fn open(backend: &StoreBackend, purpose: Purpose) -> Result<Arc<dyn Store>, StoreError> {
+/// DynamoDB tables are not (`certgate store init` does that). The server hands it to
+/// [`CachedStore`] as a [`Lookup`]; commands use the [`Admin`] side.
+pub async fn open(backend: &StoreBackend, purpose: Purpose) -> Result<Arc<dyn Admin>, StoreError> {
     Ok(match backend {
         StoreBackend::Embedded { path } => Arc::new(EmbeddedStore::open(path)?),
         StoreBackend::DynamoDb(settings) => {
@@ -243,15 +247,22 @@ impl OutageCause {
     }
 }
 
-/// The operations a backend provides, implemented by [`EmbeddedStore`] and
-/// [`DynamoStore`] (one conformance suite runs against both); the decision path only ever calls the two `get_` methods,
-/// through [`CachedStore`].
+/// What the decision path reads, through [`CachedStore`]: the two lookups a check makes and
+/// the readiness probe.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Lookup: Send + Sync + 'static {
     /// One principal, or `None` when it is not enrolled.
     async fn get_principal(&self, principal_id: &str) -> Result<Option<Principal>, StoreError>;
     /// One certificate by lowercase hex serial, or `None` when not registered.
     async fn get_certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError>;
+    /// Cheap reachability probe for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What the CLI changes and lists, implemented by [`EmbeddedStore`] and [`DynamoStore`] (one
+/// conformance suite runs against both). It reads too: a command checks what it changes.
+#[async_trait]
+pub trait Admin: Lookup {
     /// Create a principal; `AlreadyExists` if the id is taken.
     async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError>;
     /// All principals, ordered by id.
@@ -281,8 +292,6 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError>;
-    /// Cheap reachability probe for `/readyz`.
-    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Cache settings for [`CachedStore`].

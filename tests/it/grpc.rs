@@ -13,7 +13,7 @@ use prost::Message;
 use super::harness::Certgate;
 use super::world::World;
 
-fn request(certificate: String, path: &str, headers: &[(&str, String)]) -> CheckRequest {
+pub(super) fn request(certificate: String, path: &str, headers: &[(&str, String)]) -> CheckRequest {
     CheckRequest {
         attributes: Some(AttributeContext {
             source: Some(Peer {

@@ -15,5 +15,6 @@ mod forward_auth;
 mod forwarded;
 mod grpc;
 mod limits;
+mod reload;
 mod security;
 mod store_conformance;

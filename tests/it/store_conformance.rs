@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use certgate::store::dynamodb::DynamoSettings;
 use certgate::store::{
-    CertificateRecord, DynamoStore, EmbeddedStore, Principal, PrincipalStatus, Purpose,
-    Registration, Store, StoreError,
+    Admin, CertificateRecord, DynamoStore, EmbeddedStore, Lookup, Principal, PrincipalStatus,
+    Purpose, Registration, StoreError,
 };
 
 use super::harness::Moto;
@@ -46,7 +46,7 @@ fn serials(certs: &[CertificateRecord]) -> Vec<&str> {
 }
 
 /// Every behaviour the CLI and the decision rely on, in one pass over a fresh store.
-async fn conformance(store: Arc<dyn Store>) {
+async fn conformance(store: Arc<dyn Admin>) {
     store.ping().await.expect("ping");
 
     // create, get, list

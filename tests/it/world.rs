@@ -10,7 +10,7 @@ use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
 
 use super::harness::{Certgate, CertgateAddress, EnvoyOptions, Proc, Reply, http_get, wait_until};
 use certgate::store::{
-    CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration, Store,
+    Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration,
 };
 use time::{Duration, OffsetDateTime};
 

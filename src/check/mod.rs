@@ -3,6 +3,9 @@
 //! endpoint and `certgate check`, so a dry run decides exactly as the server does.
 
 mod identity_cache;
+mod outcome;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,10 +16,12 @@ use sha2::{Digest, Sha256};
 
 use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
 use crate::cert::{self, CachedIdentity, CertEncoding, Identity};
-use crate::config::{Config, DenyDetail, HeaderNames};
+use crate::config::Config;
 use crate::crl::Revocation;
 use crate::metrics::Metrics;
 use crate::store::{CachedStore, StoreError};
+
+pub use outcome::Outcome;
 
 /// A configuration generation with the caches that depend on it (parsed identities are only
 /// valid for the trust bundle and identity rules they were built with).
@@ -80,89 +85,9 @@ impl std::fmt::Display for RequestProblem<'_> {
     }
 }
 
-/// The result of a check, with everything needed to answer and to explain it.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Allow (with the grant) or deny.
-    pub decision: Result<Grant, Deny>,
-    /// Policy that was applied (or asked for, when unknown).
-    pub policy: String,
-    /// Parsed certificate, when one was present and parsed.
-    pub identity: Option<Arc<Result<Identity, cert::MalformedCertificate>>>,
-}
-
-impl Outcome {
-    /// The parsed identity, if the certificate parsed.
-    pub fn identity(&self) -> Option<&Identity> {
-        self.identity.as_deref().and_then(|r| r.as_ref().ok())
-    }
-
-    /// The principal id, when the certificate yielded one.
-    pub fn principal(&self) -> Option<&str> {
-        self.identity().and_then(Identity::principal_id)
-    }
-
-    /// HTTP status of the answer (200 on allow).
-    pub fn http_status(&self) -> u16 {
-        match &self.decision {
-            Ok(_) => 200,
-            Err(deny) => deny.reason.http_status(),
-        }
-    }
-
-    /// Identity headers to set upstream on allow (empty on deny).
-    pub fn allow_headers<'h>(&self, names: &'h HeaderNames) -> Vec<(&'h str, String)> {
-        let (Ok(grant), Some(id)) = (&self.decision, self.identity()) else {
-            return Vec::new();
-        };
-        let mut headers = Vec::with_capacity(7);
-        headers.push((
-            names.principal.as_str(),
-            id.principal_id().unwrap_or_default().to_owned(),
-        ));
-        headers.push((names.principal_type.as_str(), grant.principal_type.clone()));
-        headers.push((names.roles.as_str(), grant.roles.join(",")));
-        if let Some(cn) = id.common_name() {
-            headers.push((names.cn.as_str(), cn.to_owned()));
-        }
-        headers.push((names.serial.as_str(), id.serial().to_string()));
-        headers.push((names.sha256.as_str(), id.sha256_hex()));
-        if let Some(spiffe) = id.spiffe_id() {
-            headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));
-        }
-        headers
-    }
-
-    /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows").
-    pub fn deny_body(&self, detail: DenyDetail, request_id: &str) -> Option<String> {
-        let deny = self.decision.as_ref().err()?;
-        let message = match detail {
-            DenyDetail::Full => deny.message.as_str(),
-            DenyDetail::Reason => generic_message(deny.reason.http_status()),
-        };
-        Some(
-            serde_json::json!({
-                "error": deny.reason.as_str(),
-                "message": message,
-                "request_id": request_id,
-            })
-            .to_string(),
-        )
-    }
-}
-
 /// An HTTP method token as proxies send it: letters only (`GET`, `PROPFIND`), at most 32.
 fn is_method(method: &str) -> bool {
     (1..=32).contains(&method.len()) && method.bytes().all(|b| b.is_ascii_alphabetic())
-}
-
-fn generic_message(status: u16) -> &'static str {
-    match status {
-        400 => "request cannot be judged",
-        401 => "client certificate not accepted",
-        403 => "access denied",
-        _ => "authorization temporarily unavailable",
-    }
 }
 
 /// Runs checks against the current configuration generation and the cached store.
@@ -221,6 +146,13 @@ impl Checker {
         self.generation.load().config.clone()
     }
 
+    /// The generation in force. An adapter reads what it needs to build the input from it
+    /// (trusted proxies, request header names) and decides with [`Self::check_in`], so that
+    /// one request sees one configuration from reading to answering.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation.load_full()
+    }
+
     /// Put a new configuration in force (parsed identities are dropped with the old one).
     pub fn replace_config(&self, config: Config) {
         let generation = Generation::new(config);
@@ -249,11 +181,21 @@ impl Checker {
         &self.metrics
     }
 
-    /// Decide one request. `now` is Unix seconds, read by the caller at the edge.
+    /// Decide one request with the generation in force. `now` is Unix seconds, read by the
+    /// caller at the edge.
     pub async fn check(&self, input: CheckInput<'_>, now: i64) -> Outcome {
+        self.check_in(&self.generation(), input, now).await
+    }
+
+    /// Decide one request with `generation`; the outcome carries it for rendering.
+    pub async fn check_in(
+        &self,
+        generation: &Generation,
+        input: CheckInput<'_>,
+        now: i64,
+    ) -> Outcome {
         let started = Instant::now();
-        let generation = self.generation.load_full();
-        let outcome = self.decide(&generation, input, now).await;
+        let outcome = self.decide(generation, input, now).await;
         let config = &generation.config;
         let (result, check_seconds) = if outcome.decision.is_ok() {
             ("allow", &self.hot.check_seconds_allow)
@@ -305,6 +247,7 @@ impl Checker {
             decision: Err(Deny::new(reason, message)),
             policy: policy_name.to_owned(),
             identity: None,
+            config: config.clone(),
         };
         if let Some(problem) = input.malformed {
             return deny(
@@ -360,6 +303,7 @@ impl Checker {
             decision: Ok(Grant::default()),
             policy: policy_name.to_owned(),
             identity: Some(identity.clone()),
+            config: config.clone(),
         };
         let id = match identity.as_ref() {
             Ok(id) => id,
@@ -462,276 +406,5 @@ impl Checker {
             certificate: certificate?,
             principal: principal?,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use async_trait::async_trait;
-
-    use super::*;
-    use crate::pki::{CertAuthority, CertSpec};
-    use crate::store::{
-        CacheSettings, CertificateRecord, EpochMillis, Principal, PrincipalStatus, Store,
-    };
-
-    /// A store that counts lookups and can be switched to failing.
-    #[derive(Default)]
-    struct FakeStore {
-        calls: AtomicUsize,
-        failing: bool,
-    }
-
-    #[async_trait]
-    impl Store for FakeStore {
-        async fn get_principal(&self, id: &str) -> Result<Option<Principal>, StoreError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.failing {
-                return Err(StoreError::Unavailable("connection refused".into()));
-            }
-            Ok(Some(Principal {
-                principal_id: id.into(),
-                principal_type: Some("worker".into()),
-                status: PrincipalStatus::Active,
-                suspended_at: None,
-                suspended_reason: None,
-                roles: None,
-                created_at: Some(0),
-            }))
-        }
-        async fn get_certificate(&self, _: &str) -> Result<Option<CertificateRecord>, StoreError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.failing {
-                return Err(StoreError::Unavailable("connection refused".into()));
-            }
-            Ok(None)
-        }
-        async fn create_principal(&self, _: &Principal) -> Result<(), StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn suspend_principal(
-            &self,
-            _: &str,
-            _: &str,
-            _: EpochMillis,
-        ) -> Result<Principal, StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn activate_principal(&self, _: &str) -> Result<Principal, StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn register_certificate(&self, _: &CertificateRecord) -> Result<(), StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn list_certificates(
-            &self,
-            _: Option<&str>,
-            _: Option<EpochMillis>,
-        ) -> Result<Vec<CertificateRecord>, StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn revoke_certificate(
-            &self,
-            _: &str,
-            _: &str,
-            _: EpochMillis,
-        ) -> Result<CertificateRecord, StoreError> {
-            unimplemented!("not used by checks")
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-    }
-
-    const NOW: i64 = 1_790_000_000;
-
-    struct Fixture {
-        checker: Checker,
-        store: Arc<FakeStore>,
-        good: String,
-        stranger: String,
-        _dir: tempfile::TempDir,
-    }
-
-    fn fixture(failing: bool) -> Fixture {
-        let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
-        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
-        let other = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
-        let spec = CertSpec {
-            organizational_unit: Some("worker".into()),
-            ..CertSpec::client("w1", now, time::Duration::days(1))
-        };
-        let good = ca.issue(&spec).expect("leaf").cert_pem;
-        let stranger = other.issue(&spec).expect("leaf").cert_pem;
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("write");
-        let yaml = "trust: {ca_bundle: ca.pem}\nroles_by_type: {worker: [worker]}\n\
-                    policies:\n  default:\n    permissions: {worker: [\"GET /api/*\"]}\n";
-        let config = Config::from_yaml(yaml, &dir.path().join("c.yaml")).expect("valid");
-        let store = Arc::new(FakeStore {
-            failing,
-            ..Default::default()
-        });
-        let settings = CacheSettings {
-            ttl: Duration::from_secs(60),
-            max_entries: 100,
-            stale_if_error: Duration::ZERO,
-        };
-        let metrics = Metrics::new();
-        let cached = CachedStore::new(store.clone(), settings, metrics.clone());
-        Fixture {
-            checker: Checker::new(config, cached, metrics),
-            store,
-            good,
-            stranger,
-            _dir: dir,
-        }
-    }
-
-    fn input(cert: &str) -> CheckInput<'_> {
-        CheckInput {
-            certificate: Some(cert.as_bytes()),
-            encoding: Default::default(),
-            policy: None,
-            method: "GET",
-            path: "/api/x",
-            malformed: None,
-        }
-    }
-
-    fn reason(outcome: &Outcome) -> Option<ReasonCode> {
-        outcome.decision.as_ref().err().map(|d| d.reason)
-    }
-
-    #[tokio::test]
-    async fn allow_sets_identity_headers() {
-        let f = fixture(false);
-        let outcome = f.checker.check(input(&f.good), NOW).await;
-        assert_eq!(reason(&outcome), None, "{:?}", outcome.decision);
-        let config = f.checker.config();
-        let headers = outcome.allow_headers(&config.headers);
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("x-client-principal"), Some("w1"));
-        assert_eq!(get("x-client-principal-type"), Some("worker"));
-        assert_eq!(get("x-client-roles"), Some("worker"));
-        assert_eq!(
-            get("x-client-spiffe-id"),
-            None,
-            "no SPIFFE id in this certificate"
-        );
-        assert_eq!(outcome.deny_body(config.deny_detail, "r1"), None);
-    }
-
-    #[tokio::test]
-    async fn store_down_and_nothing_cached_is_503() {
-        let f = fixture(true);
-        let outcome = f.checker.check(input(&f.good), NOW).await;
-        assert_eq!(reason(&outcome), Some(ReasonCode::StoreUnavailable));
-        assert_eq!(outcome.http_status(), 503);
-        let body = outcome
-            .deny_body(DenyDetail::Full, "req-7")
-            .expect("deny body");
-        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(json["error"], "store_unavailable");
-        assert_eq!(json["request_id"], "req-7");
-        // The backend's own text stays in the logs: the client sees the kind of failure.
-        assert_eq!(
-            json["message"],
-            "principal store unavailable (backend error)"
-        );
-    }
-
-    #[tokio::test]
-    async fn untrusted_certificates_never_reach_the_store() {
-        let f = fixture(false);
-        let outcome = f.checker.check(input(&f.stranger), NOW).await;
-        assert_eq!(reason(&outcome), Some(ReasonCode::UntrustedIssuer));
-        assert_eq!(f.store.calls.load(Ordering::SeqCst), 0);
-    }
-
-    #[tokio::test]
-    async fn each_certificate_is_parsed_once_and_store_answers_are_cached() {
-        let f = fixture(false);
-        for _ in 0..3 {
-            assert_eq!(reason(&f.checker.check(input(&f.good), NOW).await), None);
-        }
-        let m = f.checker.metrics();
-        assert_eq!(
-            m.cache_lookups
-                .with_label_values(&["identity", "miss"])
-                .get(),
-            1
-        );
-        assert_eq!(
-            m.cache_lookups
-                .with_label_values(&["identity", "hit"])
-                .get(),
-            2
-        );
-        assert_eq!(
-            f.store.calls.load(Ordering::SeqCst),
-            2,
-            "one principal + one cert lookup"
-        );
-    }
-
-    #[tokio::test]
-    async fn no_certificate_unknown_policy_and_garbage() {
-        let f = fixture(false);
-        let none = CheckInput {
-            certificate: None,
-            ..input("")
-        };
-        assert_eq!(
-            reason(&f.checker.check(none, NOW).await),
-            Some(ReasonCode::NoClientCertificate)
-        );
-        let blank = input("  \n");
-        assert_eq!(
-            reason(&f.checker.check(blank, NOW).await),
-            Some(ReasonCode::NoClientCertificate)
-        );
-        let garbage = input("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
-        assert_eq!(
-            reason(&f.checker.check(garbage, NOW).await),
-            Some(ReasonCode::MalformedCertificate)
-        );
-        let unknown = CheckInput {
-            policy: Some("nope"),
-            ..input(&f.good)
-        };
-        let outcome = f.checker.check(unknown, NOW).await;
-        assert_eq!(reason(&outcome), Some(ReasonCode::UnknownPolicy));
-        assert_eq!(
-            f.checker
-                .metrics()
-                .decisions
-                .with_label_values(&["deny", "unknown_policy", "unknown", ""])
-                .get(),
-            1,
-            "unknown policy names do not become metric labels"
-        );
-    }
-
-    #[tokio::test]
-    async fn reason_only_detail_hides_the_message() {
-        let f = fixture(false);
-        let outcome = f.checker.check(input(&f.stranger), NOW).await;
-        let body = outcome.deny_body(DenyDetail::Reason, "r").expect("deny");
-        assert!(
-            body.contains("untrusted_issuer") && !body.contains("trust bundle"),
-            "{body}"
-        );
     }
 }

@@ -1,0 +1,97 @@
+//! What a check answers, and how an adapter renders it: always with the configuration the
+//! decision was made with, so a reload between deciding and answering cannot mix two.
+
+use std::sync::Arc;
+
+use crate::authz::{Deny, Grant};
+use crate::cert::{self, Identity};
+use crate::config::{Config, DenyDetail};
+
+/// The result of a check, with everything needed to answer and to explain it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Allow (with the grant) or deny.
+    pub decision: Result<Grant, Deny>,
+    /// Policy that was applied (or asked for, when unknown).
+    pub policy: String,
+    /// Parsed certificate, when one was present and parsed.
+    pub identity: Option<Arc<Result<Identity, cert::MalformedCertificate>>>,
+    /// The configuration that decided: the answer's header names and deny detail come from
+    /// it, never from one loaded later.
+    pub(super) config: Arc<Config>,
+}
+
+impl Outcome {
+    /// The configuration generation this outcome was decided with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The parsed identity, if the certificate parsed.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref().and_then(|r| r.as_ref().ok())
+    }
+
+    /// The principal id, when the certificate yielded one.
+    pub fn principal(&self) -> Option<&str> {
+        self.identity().and_then(Identity::principal_id)
+    }
+
+    /// HTTP status of the answer (200 on allow).
+    pub fn http_status(&self) -> u16 {
+        match &self.decision {
+            Ok(_) => 200,
+            Err(deny) => deny.reason.http_status(),
+        }
+    }
+
+    /// Identity headers to set upstream on allow (empty on deny).
+    pub fn allow_headers(&self) -> Vec<(&str, String)> {
+        let (Ok(grant), Some(id)) = (&self.decision, self.identity()) else {
+            return Vec::new();
+        };
+        let names = &self.config.headers;
+        let mut headers = Vec::with_capacity(7);
+        headers.push((
+            names.principal.as_str(),
+            id.principal_id().unwrap_or_default().to_owned(),
+        ));
+        headers.push((names.principal_type.as_str(), grant.principal_type.clone()));
+        headers.push((names.roles.as_str(), grant.roles.join(",")));
+        if let Some(cn) = id.common_name() {
+            headers.push((names.cn.as_str(), cn.to_owned()));
+        }
+        headers.push((names.serial.as_str(), id.serial().to_string()));
+        headers.push((names.sha256.as_str(), id.sha256_hex()));
+        if let Some(spiffe) = id.spiffe_id() {
+            headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));
+        }
+        headers
+    }
+
+    /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows").
+    pub fn deny_body(&self, request_id: &str) -> Option<String> {
+        let deny = self.decision.as_ref().err()?;
+        let message = match self.config.deny_detail {
+            DenyDetail::Full => deny.message.as_str(),
+            DenyDetail::Reason => generic_message(deny.reason.http_status()),
+        };
+        Some(
+            serde_json::json!({
+                "error": deny.reason.as_str(),
+                "message": message,
+                "request_id": request_id,
+            })
+            .to_string(),
+        )
+    }
+}
+
+fn generic_message(status: u16) -> &'static str {
+    match status {
+        400 => "request cannot be judged",
+        401 => "client certificate not accepted",
+        403 => "access denied",
+        _ => "authorization temporarily unavailable",
+    }
+}

@@ -1,0 +1,219 @@
+use std::time::Duration;
+
+use super::*;
+use crate::config::DenyDetail;
+use crate::pki::{CertAuthority, CertSpec};
+use crate::store::CacheSettings;
+use crate::store::fake::FakeStore;
+
+const NOW: i64 = 1_790_000_000;
+
+struct Fixture {
+    checker: Checker,
+    store: Arc<FakeStore>,
+    good: String,
+    stranger: String,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(failing: bool) -> Fixture {
+    fixture_with(failing, "")
+}
+
+/// A fixture whose configuration also holds `extra_yaml`.
+fn fixture_with(failing: bool, extra_yaml: &str) -> Fixture {
+    let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
+    let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+    let other = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+    let spec = CertSpec {
+        organizational_unit: Some("worker".into()),
+        ..CertSpec::client("w1", now, time::Duration::days(1))
+    };
+    let good = ca.issue(&spec).expect("leaf").cert_pem;
+    let stranger = other.issue(&spec).expect("leaf").cert_pem;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).expect("write");
+    let yaml = format!(
+        "trust: {{ca_bundle: ca.pem}}\nroles_by_type: {{worker: [worker]}}\n\
+         policies:\n  default:\n    permissions: {{worker: [\"GET /api/*\"]}}\n{extra_yaml}"
+    );
+    let config = Config::from_yaml(&yaml, &dir.path().join("c.yaml")).expect("valid");
+    let store = Arc::new(FakeStore::default());
+    store.put("w1", "worker");
+    store.fail(failing);
+    let settings = CacheSettings {
+        ttl: Duration::from_secs(60),
+        max_entries: 100,
+        stale_if_error: Duration::ZERO,
+    };
+    let metrics = Metrics::new();
+    let cached = CachedStore::new(store.clone(), settings, metrics.clone());
+    Fixture {
+        checker: Checker::new(config, cached, metrics),
+        store,
+        good,
+        stranger,
+        _dir: dir,
+    }
+}
+
+fn input(cert: &str) -> CheckInput<'_> {
+    CheckInput {
+        certificate: Some(cert.as_bytes()),
+        encoding: Default::default(),
+        policy: None,
+        method: "GET",
+        path: "/api/x",
+        malformed: None,
+    }
+}
+
+fn reason(outcome: &Outcome) -> Option<ReasonCode> {
+    outcome.decision.as_ref().err().map(|d| d.reason)
+}
+
+#[tokio::test]
+async fn allow_sets_identity_headers() {
+    let f = fixture(false);
+    let outcome = f.checker.check(input(&f.good), NOW).await;
+    assert_eq!(reason(&outcome), None, "{:?}", outcome.decision);
+    let headers = outcome.allow_headers();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("x-client-principal"), Some("w1"));
+    assert_eq!(get("x-client-principal-type"), Some("worker"));
+    assert_eq!(get("x-client-roles"), Some("worker"));
+    assert_eq!(
+        get("x-client-spiffe-id"),
+        None,
+        "no SPIFFE id in this certificate"
+    );
+    assert_eq!(outcome.deny_body("r1"), None);
+}
+
+#[tokio::test]
+async fn store_down_and_nothing_cached_is_503() {
+    let f = fixture(true);
+    let outcome = f.checker.check(input(&f.good), NOW).await;
+    assert_eq!(reason(&outcome), Some(ReasonCode::StoreUnavailable));
+    assert_eq!(outcome.http_status(), 503);
+    let body = outcome.deny_body("req-7").expect("deny body");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(json["error"], "store_unavailable");
+    assert_eq!(json["request_id"], "req-7");
+    // The backend's own text stays in the logs: the client sees the kind of failure.
+    assert_eq!(
+        json["message"],
+        "principal store unavailable (backend error)"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_certificates_never_reach_the_store() {
+    let f = fixture(false);
+    let outcome = f.checker.check(input(&f.stranger), NOW).await;
+    assert_eq!(reason(&outcome), Some(ReasonCode::UntrustedIssuer));
+    assert_eq!(f.store.calls(), 0);
+}
+
+#[tokio::test]
+async fn each_certificate_is_parsed_once_and_store_answers_are_cached() {
+    let f = fixture(false);
+    for _ in 0..3 {
+        assert_eq!(reason(&f.checker.check(input(&f.good), NOW).await), None);
+    }
+    let m = f.checker.metrics();
+    assert_eq!(
+        m.cache_lookups
+            .with_label_values(&["identity", "miss"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        m.cache_lookups
+            .with_label_values(&["identity", "hit"])
+            .get(),
+        2
+    );
+    assert_eq!(f.store.calls(), 2, "one principal + one cert lookup");
+}
+
+#[tokio::test]
+async fn no_certificate_unknown_policy_and_garbage() {
+    let f = fixture(false);
+    let none = CheckInput {
+        certificate: None,
+        ..input("")
+    };
+    assert_eq!(
+        reason(&f.checker.check(none, NOW).await),
+        Some(ReasonCode::NoClientCertificate)
+    );
+    let blank = input("  \n");
+    assert_eq!(
+        reason(&f.checker.check(blank, NOW).await),
+        Some(ReasonCode::NoClientCertificate)
+    );
+    let garbage = input("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    assert_eq!(
+        reason(&f.checker.check(garbage, NOW).await),
+        Some(ReasonCode::MalformedCertificate)
+    );
+    let unknown = CheckInput {
+        policy: Some("nope"),
+        ..input(&f.good)
+    };
+    let outcome = f.checker.check(unknown, NOW).await;
+    assert_eq!(reason(&outcome), Some(ReasonCode::UnknownPolicy));
+    assert_eq!(
+        f.checker
+            .metrics()
+            .decisions
+            .with_label_values(&["deny", "unknown_policy", "unknown", ""])
+            .get(),
+        1,
+        "unknown policy names do not become metric labels"
+    );
+}
+
+#[tokio::test]
+async fn reason_only_detail_hides_the_message() {
+    let f = fixture_with(false, "response: {deny_detail: reason}\n");
+    let outcome = f.checker.check(input(&f.stranger), NOW).await;
+    assert_eq!(outcome.config().deny_detail, DenyDetail::Reason);
+    let body = outcome.deny_body("r").expect("deny");
+    assert!(
+        body.contains("untrusted_issuer") && !body.contains("trust bundle"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_outcome_is_rendered_with_the_configuration_that_decided_it() {
+    let f = fixture(false);
+    let before = f.checker.generation();
+    let mut renamed = Config::clone(&before.config);
+    renamed.headers.principal = "x-renamed-principal".into();
+    f.checker.replace_config(renamed);
+    let principal_header = |outcome: &Outcome| {
+        let headers = outcome.allow_headers();
+        headers
+            .iter()
+            .find(|(_, value)| value == "w1")
+            .map(|(name, _)| (*name).to_owned())
+    };
+    let decided_before = f.checker.check_in(&before, input(&f.good), NOW).await;
+    assert_eq!(
+        principal_header(&decided_before).as_deref(),
+        Some("x-client-principal")
+    );
+    let decided_after = f.checker.check(input(&f.good), NOW).await;
+    assert_eq!(
+        principal_header(&decided_after).as_deref(),
+        Some("x-renamed-principal")
+    );
+}

@@ -1,0 +1,161 @@
+//! The admin side: creating, changing and listing records for the CLI.
+
+use super::*;
+
+#[async_trait]
+impl Admin for EmbeddedStore {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+        let p = principal.clone();
+        let (Some(principal_type), Some(created_at)) = (&p.principal_type, p.created_at) else {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "principal '{}': the embedded store keeps only principals with a type and \
+                     a creation time",
+                    p.principal_id
+                )
+                .into(),
+            ));
+        };
+        let (principal_type, created_at) = (principal_type.clone(), created_at);
+        self.run(move |conn| {
+            let roles = p.roles.as_ref().map(|roles| {
+                serde_json::to_string(roles).expect("a list of strings always serializes")
+            });
+            conn.execute(
+                "INSERT INTO principals (principal_id, principal_type, status, suspended_at, \
+                 suspended_reason, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    p.principal_id,
+                    principal_type,
+                    p.status.as_str(),
+                    p.suspended_at,
+                    p.suspended_reason,
+                    roles,
+                    created_at
+                ],
+            )
+            .map_err(|e| insert_error(e, "principal", &p.principal_id))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
+        self.run(|conn| {
+            let sql = format!("{SELECT_PRINCIPALS} ORDER BY principal_id");
+            query(conn, &sql, [], read_principal)
+        })
+        .await
+    }
+
+    async fn suspend_principal(
+        &self,
+        principal_id: &str,
+        reason: &str,
+        at: EpochMillis,
+    ) -> Result<Principal, StoreError> {
+        let (id, reason) = (principal_id.to_owned(), reason.to_owned());
+        self.run(move |conn| {
+            let sql = "UPDATE principals SET status = 'suspended', suspended_at = ?2, \
+                       suspended_reason = ?3 WHERE principal_id = ?1";
+            update_and_read(
+                conn,
+                sql,
+                params![id, at, reason],
+                "principal",
+                &id,
+                principal_by_id,
+            )
+        })
+        .await
+    }
+
+    async fn activate_principal(&self, principal_id: &str) -> Result<Principal, StoreError> {
+        let id = principal_id.to_owned();
+        self.run(move |conn| {
+            let sql = "UPDATE principals SET status = 'active', suspended_at = NULL, \
+                       suspended_reason = NULL WHERE principal_id = ?1";
+            update_and_read(conn, sql, params![id], "principal", &id, principal_by_id)
+        })
+        .await
+    }
+
+    async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
+        let c = cert.clone();
+        let Some(r) = c.registration.clone() else {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "certificate '{}': the embedded store keeps only registered certificates, \
+                     not revocation-only records",
+                    c.serial_number
+                )
+                .into(),
+            ));
+        };
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO certificates (serial_number, principal_id, issuer, sha256, \
+                 not_before, expires_at, revoked, revoked_at, revocation_reason) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.serial_number,
+                    r.principal_id,
+                    r.issuer,
+                    r.sha256,
+                    r.not_before,
+                    r.expires_at,
+                    c.revoked,
+                    c.revoked_at,
+                    c.revocation_reason
+                ],
+            )
+            .map_err(|e| insert_error(e, "certificate", &c.serial_number))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_certificates(
+        &self,
+        principal_id: Option<&str>,
+        expiring_before: Option<EpochMillis>,
+    ) -> Result<Vec<CertificateRecord>, StoreError> {
+        // Only the filters given go into the SQL, so SQLite can use the matching index.
+        let mut sql = format!("{SELECT_CERTIFICATES} WHERE 1 = 1");
+        let mut args = Vec::new();
+        if let Some(id) = principal_id {
+            sql.push_str(" AND principal_id = ?");
+            args.push(Value::from(id.to_owned()));
+        }
+        if let Some(before) = expiring_before {
+            sql.push_str(" AND expires_at <= ?");
+            args.push(Value::from(before));
+        }
+        sql.push_str(" ORDER BY expires_at, serial_number");
+        self.run(move |conn| query(conn, &sql, params_from_iter(args), read_certificate))
+            .await
+    }
+
+    async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: &str,
+        at: EpochMillis,
+    ) -> Result<CertificateRecord, StoreError> {
+        let (serial, reason) = (serial.to_owned(), reason.to_owned());
+        self.run(move |conn| {
+            let sql = "UPDATE certificates SET revoked = 1, revoked_at = ?2, \
+                       revocation_reason = ?3 WHERE serial_number = ?1";
+            let args = params![serial, at, reason];
+            update_and_read(
+                conn,
+                sql,
+                args,
+                "certificate",
+                &serial,
+                certificate_by_serial,
+            )
+        })
+        .await
+    }
+}

@@ -1,0 +1,314 @@
+use super::*;
+
+fn principal(id: &str) -> Principal {
+    Principal {
+        principal_id: id.to_owned(),
+        principal_type: Some("user".to_owned()),
+        status: PrincipalStatus::Active,
+        suspended_at: None,
+        suspended_reason: None,
+        roles: Some(vec!["reader".to_owned(), "writer".to_owned()]),
+        created_at: Some(1_700_000_000_000),
+    }
+}
+
+fn cert(serial: &str, principal_id: &str, expires_at: EpochMillis) -> CertificateRecord {
+    CertificateRecord {
+        serial_number: serial.to_owned(),
+        registration: Some(Registration {
+            principal_id: principal_id.to_owned(),
+            issuer: "CN=Test CA,O=Example".to_owned(),
+            sha256: "ab".repeat(32),
+            not_before: 1_700_000_000_000,
+            expires_at,
+        }),
+        revoked: false,
+        revoked_at: None,
+        revocation_reason: None,
+    }
+}
+
+/// A store on a fresh file; keep the directory alive as long as the store.
+fn open() -> (tempfile::TempDir, EmbeddedStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("certgate.db")).unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn create_get_list_principals() {
+    let (_dir, store) = open();
+    let mut bob = principal("bob@example.com");
+    bob.roles = None;
+    store
+        .create_principal(&principal("alice@example.com"))
+        .await
+        .unwrap();
+    store.create_principal(&bob).await.unwrap();
+
+    let alice = store.get_principal("alice@example.com").await.unwrap();
+    assert_eq!(alice, Some(principal("alice@example.com")));
+    assert_eq!(
+        store.get_principal("bob@example.com").await.unwrap(),
+        Some(bob)
+    );
+    assert_eq!(store.get_principal("nobody").await.unwrap(), None);
+    let ids: Vec<_> = store.list_principals().await.unwrap();
+    let ids: Vec<_> = ids.iter().map(|p| p.principal_id.as_str()).collect();
+    assert_eq!(ids, ["alice@example.com", "bob@example.com"]);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn duplicates_are_already_exists() {
+    let (_dir, store) = open();
+    store.create_principal(&principal("alice")).await.unwrap();
+    let err = store
+        .create_principal(&principal("alice"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { kind: "principal", key } if key == "alice"),
+        "{err:?}"
+    );
+    store
+        .register_certificate(&cert("0a", "alice", 5))
+        .await
+        .unwrap();
+    let err = store
+        .register_certificate(&cert("0a", "alice", 5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::AlreadyExists {
+                kind: "certificate",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn suspend_and_activate() {
+    let (_dir, store) = open();
+    store.create_principal(&principal("alice")).await.unwrap();
+
+    let suspended = store
+        .suspend_principal("alice", "left the company", 42)
+        .await
+        .unwrap();
+    assert_eq!(suspended.status, PrincipalStatus::Suspended);
+    assert_eq!(suspended.suspended_at, Some(42));
+    assert_eq!(
+        suspended.suspended_reason.as_deref(),
+        Some("left the company")
+    );
+    assert_eq!(store.get_principal("alice").await.unwrap(), Some(suspended));
+
+    let active = store.activate_principal("alice").await.unwrap();
+    assert_eq!(active, principal("alice"));
+    assert_eq!(store.get_principal("alice").await.unwrap(), Some(active));
+}
+
+#[tokio::test]
+async fn updates_of_unknown_keys_are_not_found() {
+    let (_dir, store) = open();
+    let err = store
+        .suspend_principal("ghost", "why", 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound { kind: "principal", key } if key == "ghost"),
+        "{err:?}"
+    );
+    let err = store.activate_principal("ghost").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                kind: "principal",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = store
+        .revoke_certificate("ff", "superseded", 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                kind: "certificate",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        store.list_principals().await.unwrap().is_empty(),
+        "no silent create"
+    );
+}
+
+#[tokio::test]
+async fn incomplete_records_are_refused_not_filled_in() {
+    let (_dir, store) = open();
+    let only = CertificateRecord {
+        registration: None,
+        revoked: true,
+        ..cert("0c", "alice", 5)
+    };
+    let err = store.register_certificate(&only).await.unwrap_err();
+    assert!(err.to_string().contains("revocation-only"), "{err}");
+    assert_eq!(store.get_certificate("0c").await.unwrap(), None);
+    let untyped = Principal {
+        principal_type: None,
+        ..principal("bob")
+    };
+    let err = store.create_principal(&untyped).await.unwrap_err();
+    assert!(err.to_string().contains("with a type"), "{err}");
+    assert_eq!(store.get_principal("bob").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn register_revoke_and_list_certificates() {
+    let (_dir, store) = open();
+    for c in [
+        cert("03", "alice", 300),
+        cert("01", "alice", 100),
+        cert("02", "bob", 100),
+    ] {
+        store.register_certificate(&c).await.unwrap();
+    }
+    assert_eq!(
+        store.get_certificate("01").await.unwrap(),
+        Some(cert("01", "alice", 100))
+    );
+    assert_eq!(store.get_certificate("99").await.unwrap(), None);
+
+    let revoked = store
+        .revoke_certificate("01", "key_compromise", 77)
+        .await
+        .unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(revoked.revoked_at, Some(77));
+    assert_eq!(revoked.revocation_reason.as_deref(), Some("key_compromise"));
+    assert_eq!(store.get_certificate("01").await.unwrap(), Some(revoked));
+
+    let serials = |certs: Vec<CertificateRecord>| -> Vec<String> {
+        certs.into_iter().map(|c| c.serial_number).collect()
+    };
+    let all = store.list_certificates(None, None).await.unwrap();
+    assert_eq!(serials(all), ["01", "02", "03"]);
+    let alices = store.list_certificates(Some("alice"), None).await.unwrap();
+    assert_eq!(serials(alices), ["01", "03"]);
+    let expiring = store.list_certificates(None, Some(100)).await.unwrap();
+    assert_eq!(serials(expiring), ["01", "02"]);
+    let both = store
+        .list_certificates(Some("bob"), Some(99))
+        .await
+        .unwrap();
+    assert!(both.is_empty());
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_corrupt() {
+    let (dir, store) = open();
+    let raw = Connection::open(dir.path().join("certgate.db")).unwrap();
+    raw.execute_batch(
+        "INSERT INTO principals (principal_id, principal_type, status, created_at)
+             VALUES ('frozen', 'user', 'frozen', 1);
+         INSERT INTO principals (principal_id, principal_type, status, roles, created_at)
+             VALUES ('badroles', 'user', 'active', '{\"not\": \"a list\"}', 1);
+         INSERT INTO certificates (serial_number, principal_id, issuer, sha256,
+             not_before, expires_at) VALUES ('0b', 'x', 'CN=CA', 'ab', 'soon', 2);",
+    )
+    .unwrap();
+
+    for (key, result) in [
+        ("frozen", store.get_principal("frozen").await.map(drop)),
+        ("badroles", store.get_principal("badroles").await.map(drop)),
+        ("0b", store.get_certificate("0b").await.map(drop)),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { key: k, .. } if k == key),
+            "{err:?}"
+        );
+    }
+    let err = store.list_principals().await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn two_handles_on_one_file_see_each_others_writes() {
+    let (dir, server) = open();
+    let cli = EmbeddedStore::open(&dir.path().join("certgate.db")).unwrap();
+    server.create_principal(&principal("alice")).await.unwrap();
+    cli.suspend_principal("alice", "incident 42", 5)
+        .await
+        .unwrap();
+    let seen = server.get_principal("alice").await.unwrap().unwrap();
+    assert_eq!(seen.suspended_reason.as_deref(), Some("incident 42"));
+    cli.register_certificate(&cert("0c", "alice", 9))
+        .await
+        .unwrap();
+    assert!(server.get_certificate("0c").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_do_not_fail_with_locked() {
+    let (dir, first) = open();
+    first.create_principal(&principal("alice")).await.unwrap();
+    let path = dir.path().join("certgate.db");
+    let mut tasks = tokio::task::JoinSet::new();
+    for handle in 0..4 {
+        let store = Arc::new(EmbeddedStore::open(&path).unwrap());
+        for i in 0..10 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let at = handle * 100 + i;
+                store.suspend_principal("alice", "busy", at).await?;
+                store.activate_principal("alice").await.map(drop)
+            });
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap().unwrap();
+    }
+    assert_eq!(
+        first.get_principal("alice").await.unwrap(),
+        Some(principal("alice"))
+    );
+}
+
+#[test]
+fn open_is_idempotent_and_reports_the_path() {
+    let (dir, _store) = open();
+    EmbeddedStore::open(&dir.path().join("certgate.db")).unwrap();
+    let missing = dir.path().join("no/such/dir/certgate.db");
+    let Err(StoreError::Unavailable(msg)) = EmbeddedStore::open(&missing) else {
+        panic!("opening under a missing directory must fail");
+    };
+    assert!(msg.detail.contains("no/such/dir"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_new_store_and_its_wal_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = open();
+    // A write, so the -wal and -shm files exist.
+    store.create_principal(&principal("alice")).await.unwrap();
+    for name in ["certgate.db", "certgate.db-wal", "certgate.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
