@@ -16,7 +16,7 @@ use crate::check::Checker;
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The admin routes.
-pub fn router(checker: Arc<Checker>) -> Router {
+pub(crate) fn router(checker: Arc<Checker>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

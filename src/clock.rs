@@ -12,14 +12,14 @@ pub fn unix_now() -> i64 {
 
 /// Current Unix time in milliseconds (store timestamps).
 #[allow(clippy::disallowed_methods)]
-pub fn unix_millis() -> i64 {
+pub(crate) fn unix_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// RFC 3339 text of a Unix time, for messages.
-pub fn rfc3339(unix_secs: i64) -> String {
+pub(crate) fn rfc3339(unix_secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix_secs)
         .ok()
         .and_then(|t| {
@@ -30,7 +30,7 @@ pub fn rfc3339(unix_secs: i64) -> String {
 }
 
 /// `3h05m`, `2d4h`, `45s`: short durations for messages.
-pub fn human(secs: i64) -> String {
+pub(crate) fn human(secs: i64) -> String {
     let s = secs.unsigned_abs();
     let sign = if secs < 0 { "-" } else { "" };
     let (d, h, m, sec) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60, s % 60);

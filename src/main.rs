@@ -1,6 +1,4 @@
-//! The `certgate` binary: parse arguments, set up logging, hand off to `cli::run`.
-
-mod cli;
+//! The `certgate` binary: the command line lives in the library (`certgate::main`).
 
 /// mimalloc instead of glibc's malloc: a check allocates and frees many small buffers
 /// (prost, h2), where glibc's allocator showed up as ~14% of the CPU profile under load.
@@ -8,5 +6,5 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    certgate::main()
 }

@@ -13,33 +13,33 @@ pub struct Metrics {
     /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`.
     pub decisions: IntCounterVec,
     /// Check latency in seconds, by `result`.
-    pub check_seconds: HistogramVec,
+    pub(crate) check_seconds: HistogramVec,
     /// Cache lookups by `cache` (identity|principal|certificate) and `result` (hit|miss).
     pub cache_lookups: IntCounterVec,
     /// Store calls by `operation` and `outcome` (ok|error).
-    pub store_calls: IntCounterVec,
+    pub(crate) store_calls: IntCounterVec,
     /// Stale cache entries served because the store failed.
-    pub store_stale_served: IntCounter,
+    pub(crate) store_stale_served: IntCounter,
     /// Config reloads by `outcome` (success|failure).
-    pub config_reloads: IntCounterVec,
+    pub(crate) config_reloads: IntCounterVec,
     /// 1 when the last reload attempt failed (the previous config is still in force).
-    pub config_last_reload_failed: IntGauge,
+    pub(crate) config_last_reload_failed: IntGauge,
     /// Days to expiry of recently seen client certificates, bucketed (bounded cardinality).
-    pub client_cert_days_to_expiry: HistogramVec,
+    pub(crate) client_cert_days_to_expiry: HistogramVec,
     /// CRL refresh rounds by `source` (URL or file) and `outcome` (updated, unchanged,
     /// not_modified, older, stale, invalid, error).
     pub crl_fetches: IntCounterVec,
     /// CRLs refused by `issuer` and `reason` (bad_signature, wrong_issuer, unknown_issuer,
     /// malformed, bad_times, too_large, not_crl_signer).
-    pub crl_verification_failures: IntCounterVec,
+    pub(crate) crl_verification_failures: IntCounterVec,
     /// Seconds since thisUpdate of the CRL in force, by `issuer`.
-    pub crl_age_seconds: GaugeVec,
+    pub(crate) crl_age_seconds: GaugeVec,
     /// Seconds until nextUpdate of the CRL in force (negative when past), by `issuer`.
-    pub crl_next_update_seconds: GaugeVec,
+    pub(crate) crl_next_update_seconds: GaugeVec,
     /// Entries of the CRL in force, by `issuer`.
-    pub crl_entries: IntGaugeVec,
+    pub(crate) crl_entries: IntGaugeVec,
     /// 1 when the issuer has a usable (verified, fresh) CRL, by `issuer`.
-    pub crl_usable: IntGaugeVec,
+    pub(crate) crl_usable: IntGaugeVec,
 }
 
 impl Metrics {

@@ -34,7 +34,7 @@ pub async fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Ca
 }
 
 /// One line naming the backend, for logs and errors.
-pub fn describe_backend(backend: &StoreBackend) -> String {
+pub(crate) fn describe_backend(backend: &StoreBackend) -> String {
     match backend {
         StoreBackend::Embedded { path } => format!("embedded {}", path.display()),
         StoreBackend::DynamoDb(d) => format!(

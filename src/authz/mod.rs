@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-pub use policy::{Permission, PermissionError, Policy, RevocationPolicy};
+pub use policy::Policy;
+pub use policy::{Permission, PermissionError, RevocationPolicy};
 // The decision's CRL input, where its callers look.
 pub use crate::crl::CrlStatus;
 
@@ -169,9 +170,9 @@ pub struct Grant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertificateRules {
     /// Allowed clock difference for notBefore/notAfter, seconds.
-    pub clock_skew_secs: i64,
+    pub(crate) clock_skew_secs: i64,
     /// Row 5 on or off.
-    pub require_client_auth_eku: bool,
+    pub(crate) require_client_auth_eku: bool,
 }
 
 /// The request being authorized.
@@ -196,7 +197,7 @@ pub struct StoreFacts {
 #[derive(Debug, Clone, Default)]
 pub struct PrincipalRules {
     /// Order of principal type sources.
-    pub type_sources: Vec<PrincipalTypeSource>,
+    pub(crate) type_sources: Vec<PrincipalTypeSource>,
     /// Default roles by principal type, when the record has no override.
     pub roles_by_type: HashMap<String, Vec<String>>,
 }
@@ -256,7 +257,11 @@ pub fn check_certificate(
 }
 
 /// Rows 7 and 7b. Call after [`check_certificate`] passed.
-pub fn check_revocation(id: &Identity, policy: &Policy, status: &CrlStatus) -> Result<(), Deny> {
+pub(crate) fn check_revocation(
+    id: &Identity,
+    policy: &Policy,
+    status: &CrlStatus,
+) -> Result<(), Deny> {
     let required = match policy.revocation {
         RevocationPolicy::Off => return Ok(()),
         RevocationPolicy::Required | RevocationPolicy::Strict => true,
@@ -392,7 +397,7 @@ pub fn check_principal(
 }
 
 /// The principal type from the first source, in the configured order, that has one.
-pub fn resolve_type<'a>(
+pub(crate) fn resolve_type<'a>(
     id: &'a Identity,
     record: Option<&'a Principal>,
     sources: &[PrincipalTypeSource],

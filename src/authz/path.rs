@@ -40,7 +40,7 @@ impl PathMode {
 /// Why a request path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum PathRejection {
+pub(crate) enum PathRejection {
     /// Empty, or not starting with `/` (`*`, absolute-form).
     NotAbsolute,
     /// A raw byte no request target may carry here: control, space, non-ASCII, `#`.
@@ -83,7 +83,7 @@ impl fmt::Display for PathRejection {
 /// The path permissions are matched against: the query string removed and percent-encoding
 /// decoded once, or why the path is refused. In `Lenient` mode encoded `/`, `\`, `;` and `%`
 /// stay encoded (uppercase hex) in the result.
-pub fn normalize(raw: &str, mode: PathMode) -> Result<Cow<'_, str>, PathRejection> {
+pub(crate) fn normalize(raw: &str, mode: PathMode) -> Result<Cow<'_, str>, PathRejection> {
     let path = raw.split_once('?').map_or(raw, |(p, _)| p);
     if !path.starts_with('/') {
         return Err(PathRejection::NotAbsolute);

@@ -9,13 +9,13 @@ pub struct Policy {
     /// Its name, as used in `context_extensions["policy"]`.
     pub name: String,
     /// Longest certificate lifetime accepted (notAfter − notBefore), in seconds.
-    pub max_lifetime_secs: Option<i64>,
+    pub(crate) max_lifetime_secs: Option<i64>,
     /// Whether the principal must have a record in the store.
     pub require_enrolment: bool,
     /// Principal types admitted; `None` admits every type.
     pub allowed_principal_types: Option<HashSet<String>>,
     /// CNs admitted; `None` means the policy has no allowlist.
-    pub cn_allowlist: Option<HashSet<String>>,
+    pub(crate) cn_allowlist: Option<HashSet<String>>,
     /// Role → what it grants.
     pub permissions: HashMap<String, Vec<Permission>>,
     /// How CRLs are applied (rows 7 and 7b).

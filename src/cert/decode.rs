@@ -9,10 +9,10 @@ use rustls_pki_types::pem::PemObject;
 use super::MalformedCertificate;
 
 /// Largest forwarded certificate accepted, in bytes (real client certificates are 1–4 KiB).
-pub const MAX_INPUT: usize = 64 * 1024;
+pub(crate) const MAX_INPUT: usize = 64 * 1024;
 
 /// Decode exactly one certificate to DER.
-pub fn decode_certificate(input: &[u8]) -> Result<Vec<u8>, MalformedCertificate> {
+pub(crate) fn decode_certificate(input: &[u8]) -> Result<Vec<u8>, MalformedCertificate> {
     if input.len() > MAX_INPUT {
         return Err(MalformedCertificate::TooLarge(input.len()));
     }
@@ -62,7 +62,7 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
 }
 
 /// The text of a DER UTF8String, PrintableString or IA5String; `None` for anything else.
-pub fn der_string(der: &[u8]) -> Option<&str> {
+pub(crate) fn der_string(der: &[u8]) -> Option<&str> {
     let (&tag, rest) = der.split_first()?;
     if !matches!(tag, 0x0c | 0x13 | 0x16) {
         return None;

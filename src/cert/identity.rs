@@ -132,7 +132,7 @@ impl Identity {
     }
 
     /// Principal type from the custom extension, if present.
-    pub fn type_from_oid(&self) -> Option<&str> {
+    pub(crate) fn type_from_oid(&self) -> Option<&str> {
         self.optional(TextField::TypeFromOid)
     }
 
@@ -172,7 +172,7 @@ impl Identity {
     }
 
     /// Lowercase hex SHA-256 of the DER encoding (the `x-client-cert-sha256` value).
-    pub fn sha256_hex(&self) -> String {
+    pub(crate) fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
     }
 
@@ -187,7 +187,7 @@ impl Identity {
     }
 
     /// Extended key usage, as far as client authentication goes.
-    pub fn client_auth(&self) -> ClientAuthUsage {
+    pub(crate) fn client_auth(&self) -> ClientAuthUsage {
         self.client_auth
     }
 
@@ -203,7 +203,7 @@ impl Identity {
     /// The chain at `now` (Unix seconds, ± `skew`): as [`Self::chain`], and the verifying CA
     /// must itself be valid then. Judged per check, not when the identity is cached, because
     /// a CA can expire while its leaves are still cached.
-    pub fn chain_at(&self, now: i64, skew: i64) -> Result<&Anchor, ChainFailure> {
+    pub(crate) fn chain_at(&self, now: i64, skew: i64) -> Result<&Anchor, ChainFailure> {
         let anchor = self.chain().map_err(Clone::clone)?;
         match anchor.unusable_at(now, skew) {
             Some(failure) => Err(failure),
@@ -212,7 +212,7 @@ impl Identity {
     }
 
     /// Certificate lifetime (notAfter − notBefore) in seconds.
-    pub fn lifetime_secs(&self) -> i64 {
+    pub(crate) fn lifetime_secs(&self) -> i64 {
         self.not_after - self.not_before
     }
 }

@@ -14,18 +14,21 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-pub use decode::decode_certificate;
-pub use forwarded::{CertEncoding, extract};
+pub(crate) use decode::decode_certificate;
+pub use forwarded::CertEncoding;
+pub use forwarded::extract;
 pub use identity::Identity;
 use identity::IdentityParts;
-pub use reason::{RevocationReason, UnknownRevocationReason};
-pub use serial::{Serial, SerialParseError};
+pub use reason::RevocationReason;
+pub use reason::UnknownRevocationReason;
+pub use serial::Serial;
+pub use serial::SerialParseError;
 pub use verify::{Anchor, CaKey, ChainFailure, TrustBundle, TrustBundleError};
 
 /// Where the principal id is taken from, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PrincipalIdSource {
+pub(crate) enum PrincipalIdSource {
     /// The custom extension `identity.principal_id_oid`.
     Oid,
     /// The first `spiffe://` URI SAN.
@@ -37,7 +40,7 @@ pub enum PrincipalIdSource {
 /// Where the principal type is taken from, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PrincipalTypeSource {
+pub(crate) enum PrincipalTypeSource {
     /// The custom extension `identity.principal_type_oid`.
     Oid,
     /// The subject organizational unit.
@@ -50,18 +53,18 @@ pub enum PrincipalTypeSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRules {
     /// Principal id sources, in order.
-    pub principal_id_sources: Vec<PrincipalIdSource>,
+    pub(crate) principal_id_sources: Vec<PrincipalIdSource>,
     /// Dotted OID of the principal id extension.
-    pub principal_id_oid: x509_parser::der_parser::oid::Oid<'static>,
+    pub(crate) principal_id_oid: x509_parser::der_parser::oid::Oid<'static>,
     /// Principal type sources, in order (resolved by the decision, which knows the store).
-    pub principal_type_sources: Vec<PrincipalTypeSource>,
+    pub(crate) principal_type_sources: Vec<PrincipalTypeSource>,
     /// Dotted OID of the principal type extension.
-    pub principal_type_oid: x509_parser::der_parser::oid::Oid<'static>,
+    pub(crate) principal_type_oid: x509_parser::der_parser::oid::Oid<'static>,
 }
 
 /// Whether the extended key usage allows TLS client authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthUsage {
+pub(crate) enum ClientAuthUsage {
     /// The EKU extension lists clientAuth (or anyExtendedKeyUsage).
     Allowed,
     /// No EKU extension: unrestricted (RFC 5280 4.2.1.12).
@@ -181,7 +184,7 @@ fn parse_problem(e: &x509_parser::nom::Err<x509_parser::error::X509Error>) -> St
 }
 
 /// Result of [`identify`], shared by every request that presents the same certificate.
-pub type CachedIdentity = Arc<Result<Identity, MalformedCertificate>>;
+pub(crate) type CachedIdentity = Arc<Result<Identity, MalformedCertificate>>;
 
 fn first_str<'a>(
     mut attrs: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,

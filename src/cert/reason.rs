@@ -84,7 +84,7 @@ impl RevocationReason {
     }
 
     /// The reason of an RFC 5280 code; `unspecified` for 7 (unused) and unknown codes.
-    pub fn from_code(code: u8) -> Self {
+    pub(crate) fn from_code(code: u8) -> Self {
         Self::ALL
             .into_iter()
             .find(|r| r.code() == code)

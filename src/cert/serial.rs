@@ -24,7 +24,7 @@ impl Serial {
     /// Stripping every leading zero byte would let `00 80` (+128) and `80` (−128, which
     /// RFC 5280 forbids) be one serial; the only consequence is a deny of the negative serial,
     /// never an allow.
-    pub fn canonical(der_content: &[u8]) -> &[u8] {
+    pub(crate) fn canonical(der_content: &[u8]) -> &[u8] {
         let start = der_content
             .iter()
             .position(|b| *b != 0)

@@ -71,7 +71,7 @@ impl CaKey {
     }
 
     /// Parse [`Self::hex`] back.
-    pub fn from_hex(text: &str) -> Option<CaKey> {
+    pub(crate) fn from_hex(text: &str) -> Option<CaKey> {
         let mut key = [0u8; 32];
         hex::decode_to_slice(text, &mut key).ok()?;
         Some(CaKey(key))
@@ -99,7 +99,7 @@ pub struct Anchor {
     /// Subject DN (RFC 4514 text, as `Identity::issuer` is).
     pub subject: String,
     /// Subject Name, DER.
-    pub subject_der: Vec<u8>,
+    pub(crate) subject_der: Vec<u8>,
     /// Its key.
     pub key: CaKey,
     /// notBefore, Unix seconds.
@@ -129,7 +129,7 @@ impl Anchor {
 
     /// Why this CA cannot vouch for a certificate at `now` (Unix seconds, ± `skew`), if it
     /// cannot: expired or not yet valid.
-    pub fn unusable_at(&self, now: i64, skew: i64) -> Option<ChainFailure> {
+    pub(crate) fn unusable_at(&self, now: i64, skew: i64) -> Option<ChainFailure> {
         if now.saturating_sub(skew) > self.not_after {
             return Some(ChainFailure::CaExpired {
                 ca: self.subject.clone(),
@@ -231,7 +231,7 @@ impl TrustBundle {
     }
 
     /// The CA certificates, DER, in file order (for CRL signature checks).
-    pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
+    pub(crate) fn ca_certificates(&self) -> &[CertificateDer<'static>] {
         &self.ca_ders
     }
 

@@ -12,10 +12,10 @@ use crate::cert::CachedIdentity;
 
 /// A SHA-256 of the forwarded certificate and its encoding. The whole key is compared on a
 /// hit, so two certificates are never taken for each other.
-pub type Key = [u8; 32];
+pub(crate) type Key = [u8; 32];
 
 /// Bounded, expiring map from [`Key`] to [`CachedIdentity`].
-pub struct IdentityCache {
+pub(crate) struct IdentityCache {
     /// `None` when caching is off (`identity.cache_max_entries: 0`).
     entries: Option<Cache<Key, (i64, CachedIdentity)>>,
     ttl_secs: i64,

@@ -188,7 +188,7 @@ impl Checker {
     }
 
     /// Decide one request with `generation`; the outcome carries it for rendering.
-    pub async fn check_in(
+    pub(crate) async fn check_in(
         &self,
         generation: &Generation,
         input: CheckInput<'_>,

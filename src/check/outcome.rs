@@ -46,7 +46,7 @@ impl Outcome {
     }
 
     /// Identity headers to set upstream on allow (empty on deny).
-    pub fn allow_headers(&self) -> Vec<(&str, String)> {
+    pub(crate) fn allow_headers(&self) -> Vec<(&str, String)> {
         let (Ok(grant), Some(id)) = (&self.decision, self.identity()) else {
             return Vec::new();
         };

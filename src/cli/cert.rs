@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use certgate::cert;
-use certgate::clock;
-use certgate::clock::rfc3339;
-use certgate::store::{CertificateRecord, StoreError};
+use crate::cert;
+use crate::clock;
+use crate::clock::rfc3339;
+use crate::store::{CertificateRecord, StoreError};
 
 use super::output::{print, print_list, table};
 use super::store::{open_existing, open_or_create};

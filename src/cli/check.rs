@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use certgate::cert::CertEncoding;
-use certgate::check::{CheckInput, Checker};
-use certgate::clock::rfc3339;
-use certgate::config::Config;
-use certgate::metrics::Metrics;
-use certgate::{app, clock, crl};
+use crate::cert::CertEncoding;
+use crate::check::{CheckInput, Checker};
+use crate::clock::rfc3339;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::{app, clock, crl};
 
 use super::Failure;
 use super::output::{Output, fields, print};

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use certgate::clock;
-use certgate::clock::rfc3339;
-use certgate::config::Config;
+use crate::clock;
+use crate::clock::rfc3339;
+use crate::config::Config;
 
 use super::Failure;
 use super::output::{Output, print};

@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use certgate::cert::Serial;
-use certgate::clock;
-use certgate::clock::{human, rfc3339};
-use certgate::config::Config;
-use certgate::crl::{self, ParsedCrl, Revoked};
+use crate::cert::Serial;
+use crate::clock;
+use crate::clock::{human, rfc3339};
+use crate::config::Config;
+use crate::crl::{self, ParsedCrl, Revoked};
 
 use super::Failure;
 use super::output::{Output, fields, print};

@@ -17,11 +17,11 @@ use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use certgate::bootstrap::{self, BootstrapArgs};
-use certgate::cert::{RevocationReason, Serial};
-use certgate::config::{Config, ConfigError};
-use certgate::store::StoreError;
-use certgate::{app, clock};
+use crate::bootstrap::{self, BootstrapArgs};
+use crate::cert::{RevocationReason, Serial};
+use crate::config::{Config, ConfigError};
+use crate::store::StoreError;
+use crate::{app, clock};
 
 use output::{OutputArg, emit, print_generated};
 

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use certgate::clock;
-use certgate::store::{Principal, PrincipalStatus, StoreError};
+use crate::clock;
+use crate::store::{Principal, PrincipalStatus, StoreError};
 
 use super::output::{Output, print, print_list, table};
 use super::store::{open_existing, open_or_create};

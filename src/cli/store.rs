@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use certgate::app;
-use certgate::config::{Config, StoreBackend};
-use certgate::store::dynamodb::{Finding, TableCheck};
-use certgate::store::{self, Admin, DynamoStore, EmbeddedStore, Purpose, StoreError};
+use crate::app;
+use crate::config::{Config, StoreBackend};
+use crate::store::dynamodb::{Finding, TableCheck};
+use crate::store::{self, Admin, DynamoStore, EmbeddedStore, Purpose, StoreError};
 
 use super::output::{print, table};
 use super::{Failure, StoreCommand};

@@ -21,7 +21,8 @@ use serde::Deserialize;
 
 pub use crate::store::StoreBackend;
 pub use problems::{ConfigError, Problem};
-pub use reload::{Unreadable, fingerprint};
+pub use reload::Unreadable;
+pub use reload::fingerprint;
 use validate::Validator;
 
 use crate::authz::{CertificateRules, Policy, PrincipalRules, RevocationPolicy};
@@ -75,14 +76,14 @@ pub struct ListenLimits {
     /// and between keep-alive requests; then the connection is closed.
     pub header_read_timeout: Duration,
     /// How long one request may take, gRPC or HTTP, before it is answered with an error.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Idle time before TCP keepalive probes (and HTTP/2 pings on gRPC) check the peer.
-    pub tcp_keepalive: Duration,
+    pub(crate) tcp_keepalive: Duration,
     /// Largest gRPC request message decoded; larger ones are refused (`OUT_OF_RANGE`)
     /// from their length prefix, before any of it is buffered.
-    pub grpc_max_message_size: usize,
+    pub(crate) grpc_max_message_size: usize,
     /// Concurrent HTTP/2 streams per gRPC connection.
-    pub grpc_max_concurrent_streams: u32,
+    pub(crate) grpc_max_concurrent_streams: u32,
 }
 
 impl Default for ListenLimits {
@@ -154,7 +155,7 @@ impl ForwardedSource {
     /// Whether a caller at `peer` (`None`: the unix socket) may set this header.
     /// IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`, what a dual-stack listener reports) are
     /// judged as the IPv4 address they are.
-    pub fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
+    pub(crate) fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
         let peer = peer.map(|ip| ip.to_canonical());
         self.trusted.iter().any(|t| match (t, peer) {
             (TrustedProxy::Unix, None) => true,
@@ -169,7 +170,7 @@ impl ForwardedSource {
 /// pair, and most ingresses pass it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RequestHeaders {
+pub(crate) enum RequestHeaders {
     /// `X-Original-Method` / `X-Original-URI`: nginx `auth_request`, ingress-nginx.
     Original,
     /// `X-Forwarded-Method` / `X-Forwarded-Uri`: Traefik `forwardAuth`, Caddy `forward_auth`.
@@ -243,7 +244,7 @@ pub struct Config {
     /// How identity fields are read.
     pub identity: IdentityRules,
     /// Cache of parsed identities: TTL and bound.
-    pub identity_cache: CacheSettings,
+    pub(crate) identity_cache: CacheSettings,
     /// Store backend (changes need a restart).
     pub store: StoreConfig,
     /// Type sources and default roles.
@@ -257,9 +258,9 @@ pub struct Config {
     /// Client-visible deny detail.
     pub deny_detail: DenyDetail,
     /// How often files are checked for changes.
-    pub reload_interval: Duration,
+    pub(crate) reload_interval: Duration,
     /// Every file this config depends on (itself included), for reload.
-    pub watched_files: Vec<PathBuf>,
+    pub(crate) watched_files: Vec<PathBuf>,
     /// CRL sources and freshness per issuing CA.
     pub crl: CrlSettings,
     /// Headers that may carry a client certificate, each with the proxies trusted to set it
@@ -267,12 +268,12 @@ pub struct Config {
     pub forwarded_certificates: Vec<ForwardedSource>,
     /// The headers the forward-auth listener reads the original method and URI from
     /// (required when `listen.http` is set).
-    pub forward_auth_request_headers: Option<RequestHeaders>,
+    pub(crate) forward_auth_request_headers: Option<RequestHeaders>,
 }
 
 impl Config {
     /// What the revocation state follows from this configuration.
-    pub fn crl_inputs(&self) -> CrlInputs {
+    pub(crate) fn crl_inputs(&self) -> CrlInputs {
         CrlInputs {
             settings: self.crl.clone(),
             trust: self.trust.clone(),
@@ -282,7 +283,7 @@ impl Config {
     }
 
     /// Whether some policy requires a usable CRL (so `/readyz` waits for CRLs).
-    pub fn crl_required(&self) -> bool {
+    pub(crate) fn crl_required(&self) -> bool {
         !self.crl.issuers.is_empty()
             && self.policies.values().any(|p| {
                 matches!(

@@ -30,7 +30,7 @@ pub struct ConfigError {
     /// Every problem, in key order of discovery.
     pub problems: Vec<Problem>,
     /// The files this version names (itself included), so a reload loop can notice the fix.
-    pub watched_files: Vec<PathBuf>,
+    pub(crate) watched_files: Vec<PathBuf>,
 }
 
 impl fmt::Display for ConfigError {

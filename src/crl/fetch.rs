@@ -13,9 +13,9 @@ pub struct Validators {
     /// HTTP `ETag`.
     pub etag: Option<String>,
     /// HTTP `Last-Modified`.
-    pub last_modified: Option<String>,
+    pub(crate) last_modified: Option<String>,
     /// File modification time and length.
-    pub file_stamp: Option<(SystemTime, u64)>,
+    pub(crate) file_stamp: Option<(SystemTime, u64)>,
 }
 
 /// The result of one read.

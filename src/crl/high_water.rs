@@ -19,7 +19,7 @@ use crate::cert::CaKey;
 /// Why the high-water file cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum HighWaterError {
+pub(crate) enum HighWaterError {
     /// It exists but cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -51,7 +51,7 @@ struct Mark {
 /// The marks, keyed by CA key (hex of [`CaKey`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HighWater {
+pub(crate) struct HighWater {
     version: u32,
     marks: BTreeMap<String, Mark>,
 }
@@ -63,7 +63,7 @@ impl HighWater {
     }
 
     /// Raise the mark of `key` to `this_update` (never lowers it).
-    pub fn raise(&mut self, key: CaKey, this_update: i64, issuer: &str) {
+    pub(crate) fn raise(&mut self, key: CaKey, this_update: i64, issuer: &str) {
         let mark = self.marks.entry(key.hex()).or_insert_with(|| Mark {
             this_update,
             issuer: issuer.to_owned(),
@@ -84,7 +84,7 @@ impl HighWater {
     }
 
     /// The file's content.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let file = HighWater {
             version: 1,
             marks: self.marks.clone(),
@@ -93,7 +93,7 @@ impl HighWater {
     }
 
     /// Parse the file's content.
-    pub fn from_json(text: &str, path: &Path) -> Result<HighWater, HighWaterError> {
+    pub(crate) fn from_json(text: &str, path: &Path) -> Result<HighWater, HighWaterError> {
         let malformed = |detail: String| HighWaterError::Malformed {
             path: path.display().to_string(),
             detail,

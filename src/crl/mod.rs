@@ -7,7 +7,7 @@
 //! (`refresh`). A CRL that fails any check never replaces one in force.
 
 pub mod fetch;
-pub mod high_water;
+pub(crate) mod high_water;
 mod index;
 mod parse;
 pub mod refresh;
@@ -20,12 +20,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use high_water::HighWater;
-pub use index::{IndexError, RevocationIndex, RevocationIndexBuilder, Revoked};
-pub use parse::{CrlError, ParsedCrl, decode_crl};
-pub use settings::{
-    CrlInputs, CrlIssuer, CrlLocation, CrlReadiness, CrlSettings, CrlSource, Freshness,
-};
+pub(crate) use high_water::HighWater;
+pub use index::{IndexError, RevocationIndex};
+pub use index::{RevocationIndexBuilder, Revoked};
+pub use parse::CrlError;
+pub(crate) use parse::{ParsedCrl, decode_crl};
+pub use settings::{CrlInputs, CrlIssuer, CrlReadiness, CrlSettings, CrlSource};
+pub(crate) use settings::{CrlLocation, Freshness};
 pub use verified::VerifiedCrl;
 
 use crate::cert::{Anchor, CaKey, Identity, Serial};
@@ -77,7 +78,7 @@ fn configured_states(inputs: &CrlInputs) -> Vec<(CaKey, Arc<CrlIssuer>)> {
 /// (URLs and transport errors stay in the logs and in [`RefreshFailure::detail`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum FailureClass {
+pub(crate) enum FailureClass {
     /// The source could not be read (HTTP status, timeout, transport, size limit, file I/O).
     FetchFailed,
     /// Bytes were read but are not a usable CRL of this CA (encoding, profile, signature…).
@@ -103,9 +104,9 @@ impl FailureClass {
 
 /// The last failed refresh of a CA's CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefreshFailure {
+pub(crate) struct RefreshFailure {
     /// What kind of failure.
-    pub class: FailureClass,
+    pub(crate) class: FailureClass,
     /// The whole story (source, error): for logs and deny messages.
     pub detail: String,
 }
@@ -126,7 +127,7 @@ pub struct IssuerState {
     /// The CRL in force, if one was ever loaded.
     pub crl: Option<Arc<VerifiedCrl>>,
     /// The last failure (fetch or verification), for messages and `/readyz`.
-    pub last_error: Option<RefreshFailure>,
+    pub(crate) last_error: Option<RefreshFailure>,
 }
 
 impl IssuerState {
@@ -314,7 +315,7 @@ impl Revocation {
     }
 
     /// The inputs the refresher follows.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<CrlInputs>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Arc<CrlInputs>> {
         self.inputs.subscribe()
     }
 
@@ -326,7 +327,7 @@ impl Revocation {
     /// Follow new inputs: CA keys no longer configured are dropped, new ones start empty,
     /// and a loaded CRL is kept only if its CA key is still in the bundle under the same
     /// configured issuer name.
-    pub fn reconfigure(&self, inputs: CrlInputs) {
+    pub(crate) fn reconfigure(&self, inputs: CrlInputs) {
         let inputs = Arc::new(inputs);
         if self.inputs().loads_like(&inputs) {
             // Policies may have changed (readiness depends on them); CRLs and the refresher
@@ -453,7 +454,7 @@ impl Revocation {
 
     /// Record a failed refresh of a source of `issuer` (the CRL in force, if any, stays). A
     /// source is configured per issuer name, so every CA key of that name notes it.
-    pub fn record_failure(&self, issuer: &str, failure: RefreshFailure) {
+    pub(crate) fn record_failure(&self, issuer: &str, failure: RefreshFailure) {
         let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.snapshot.load_full();
         if !current.states.values().any(|s| s.config.name == issuer) {
@@ -525,14 +526,14 @@ impl Revocation {
     }
 
     /// Raise the high-water marks to those read from `crl.high_water_file` (at start).
-    pub fn merge_high_water(&self, marks: &HighWater) {
+    pub(crate) fn merge_high_water(&self, marks: &HighWater) {
         self.high_water().merge(marks);
     }
 
     /// Write the high-water marks to `path` (temp file + rename, so a crash never leaves
     /// half a file), raised first to what the file holds, so another process writing it
     /// (`certgate check`) never has its marks lowered; one writer at a time per process.
-    pub async fn save_high_water(&self, path: &std::path::Path) -> std::io::Result<()> {
+    pub(crate) async fn save_high_water(&self, path: &std::path::Path) -> std::io::Result<()> {
         let _one_writer = self.high_water_file.lock().await;
         match high_water::read(path).await {
             Ok(on_disk) => self.merge_high_water(&on_disk),

@@ -96,7 +96,7 @@ impl CrlError {
 
 /// The DER of one CRL from DER or PEM input (exactly one `X509 CRL` block). DER input is
 /// borrowed, not copied: a 1M-entry CRL is 40 MB.
-pub fn decode_crl(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CrlError> {
+pub(crate) fn decode_crl(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CrlError> {
     if input.first() == Some(&0x30) {
         return Ok(std::borrow::Cow::Borrowed(input));
     }
@@ -114,16 +114,16 @@ pub fn decode_crl(input: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CrlError> 
 }
 
 /// A CRL that parsed to the RFC 5280 profile; not yet verified.
-pub struct ParsedCrl<'a> {
+pub(crate) struct ParsedCrl<'a> {
     der: &'a [u8],
     crl: webpki::BorrowedCertRevocationList<'a>,
     issuer_der: &'a [u8],
     /// Issuer DN as text (x509-parser's rendering, as `Identity::issuer` is).
     pub issuer: String,
     /// thisUpdate, Unix seconds.
-    pub this_update: i64,
+    pub(crate) this_update: i64,
     /// nextUpdate, Unix seconds.
-    pub next_update: i64,
+    pub(crate) next_update: i64,
     tbs: &'a [u8],
     signature_alg: &'a [u8],
     signature: &'a [u8],
@@ -193,7 +193,7 @@ impl<'a> ParsedCrl<'a> {
     }
 
     /// The issuer Name, DER.
-    pub fn issuer_der(&self) -> &[u8] {
+    pub(crate) fn issuer_der(&self) -> &[u8] {
         self.issuer_der
     }
 
@@ -206,7 +206,7 @@ impl<'a> ParsedCrl<'a> {
     /// the index in `cas` of the CA whose key verified it.
     ///
     /// Same name, different key (a look-alike CA) fails here: only the signature tells.
-    pub fn verify_signature(&self, cas: &[CertificateDer<'_>]) -> Result<usize, CrlError> {
+    pub(crate) fn verify_signature(&self, cas: &[CertificateDer<'_>]) -> Result<usize, CrlError> {
         let mut named = 0;
         let mut last_detail = String::new();
         for (i, ca_der) in cas.iter().enumerate() {
@@ -259,7 +259,7 @@ impl<'a> ParsedCrl<'a> {
 
     /// Check thisUpdate/nextUpdate against `now` (Unix seconds) with `skew` seconds of
     /// tolerance for a CRL published a moment "in the future".
-    pub fn check_times(&self, now: i64, skew: i64) -> Result<(), CrlError> {
+    pub(crate) fn check_times(&self, now: i64, skew: i64) -> Result<(), CrlError> {
         let bad = |detail: String| CrlError::BadTimes {
             issuer: self.issuer.clone(),
             detail,
@@ -302,7 +302,7 @@ impl<'a> ParsedCrl<'a> {
     }
 
     /// Number of entries, counted without indexing (malformed entries count too).
-    pub fn count_entries(&self) -> usize {
+    pub(crate) fn count_entries(&self) -> usize {
         (&self.crl).into_iter().count()
     }
 

@@ -19,7 +19,7 @@ use crate::clock;
 /// The outcome of one refresh round of one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RoundOutcome {
+pub(crate) enum RoundOutcome {
     /// Fetched and verified; what the state did with it.
     Verified(Offered),
     /// 304, or the file is unchanged.
@@ -32,7 +32,7 @@ pub enum RoundOutcome {
 
 impl RoundOutcome {
     /// Metric label of `certgate_crl_fetches_total{outcome}`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             RoundOutcome::Verified(o) => o.as_str(),
             RoundOutcome::NotModified => "not_modified",
@@ -42,7 +42,7 @@ impl RoundOutcome {
     }
 
     /// Whether the next round should come after the failure back-off.
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         matches!(
             self,
             RoundOutcome::Invalid(_)
@@ -98,7 +98,7 @@ pub async fn run(revocation: Arc<Revocation>) {
 
 /// Fetch every source once, concurrently (for `certgate check` and tests), after loading
 /// persisted CRLs.
-pub async fn load_once(revocation: &Arc<Revocation>) {
+pub(crate) async fn load_once(revocation: &Arc<Revocation>) {
     let inputs = revocation.inputs();
     load_persisted(revocation, &inputs).await;
     let Ok(client) = fetch::client(inputs.settings.timeout, inputs.settings.follow_redirects)
@@ -166,7 +166,7 @@ async fn source_loop(
 }
 
 /// One round for one source: fetch, verify, offer, count, log.
-pub async fn refresh_once(
+pub(crate) async fn refresh_once(
     revocation: &Revocation,
     inputs: &Arc<CrlInputs>,
     issuer: &Arc<CrlIssuer>,
@@ -268,7 +268,7 @@ pub async fn refresh_once(
 }
 
 /// Where the last good CRL of the CA key `key` is kept.
-pub fn persisted_path(dir: &Path, key: &CaKey) -> PathBuf {
+pub(crate) fn persisted_path(dir: &Path, key: &CaKey) -> PathBuf {
     dir.join(format!("{}.crl", &key.hex()[..24]))
 }
 

@@ -21,17 +21,17 @@ pub enum CrlReadiness {
 
 /// How long a CRL stays usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Freshness {
+pub(crate) struct Freshness {
     /// Unusable once `now − thisUpdate` exceeds this (seconds).
-    pub max_age_secs: i64,
+    pub(crate) max_age_secs: i64,
     /// Still usable this long after nextUpdate (seconds).
-    pub next_update_grace_secs: i64,
+    pub(crate) next_update_grace_secs: i64,
 }
 
 /// Where a CRL is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum CrlLocation {
+pub(crate) enum CrlLocation {
     /// `http://` or `https://` URL.
     Url(String),
     /// A file, refreshed by something else (cron, a sidecar).
@@ -42,14 +42,14 @@ pub enum CrlLocation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrlSource {
     /// URL or file.
-    pub location: CrlLocation,
+    pub(crate) location: CrlLocation,
     /// Time between successful refreshes (jittered by ±10%).
     pub refresh_interval: Duration,
 }
 
 impl CrlSource {
     /// The URL or path, as shown in logs and the `source` metric label.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.location {
             CrlLocation::Url(u) => u.clone(),
             CrlLocation::File(p) => p.display().to_string(),
@@ -63,9 +63,9 @@ pub struct CrlIssuer {
     /// The CA's subject DN, as certgate prints it (and as `Identity::issuer` is).
     pub name: String,
     /// The CA's subject Name, DER: a CRL must carry exactly this issuer.
-    pub subject_der: Vec<u8>,
+    pub(crate) subject_der: Vec<u8>,
     /// Freshness limits.
-    pub freshness: Freshness,
+    pub(crate) freshness: Freshness,
     /// Sources, all refreshed; the newest verified CRL wins.
     pub sources: Vec<CrlSource>,
 }
@@ -87,7 +87,7 @@ pub struct CrlSettings {
     pub cache_dir: Option<PathBuf>,
     /// Where the newest thisUpdate installed per CA key is recorded, outside `cache_dir`
     /// (set whenever `cache_dir` is; see [`HighWater`](super::HighWater)).
-    pub high_water_file: Option<PathBuf>,
+    pub(crate) high_water_file: Option<PathBuf>,
     /// Follow HTTP redirects of CRL URLs (to the same host only, never https → http).
     pub follow_redirects: bool,
     /// Per issuing CA.
@@ -119,15 +119,15 @@ pub struct CrlInputs {
     /// The CAs whose keys verify CRLs (the trust bundle of the chain check).
     pub trust: TrustBundle,
     /// Tolerance on thisUpdate/nextUpdate, seconds (the chain check's clock skew).
-    pub clock_skew_secs: i64,
+    pub(crate) clock_skew_secs: i64,
     /// Whether some policy requires a usable CRL (so `/readyz` waits for CRLs).
-    pub required: bool,
+    pub(crate) required: bool,
 }
 
 impl CrlInputs {
     /// Whether CRLs load and verify identically under both (same sources, limits, trust
     /// bundle and clock skew), so the refresher and the loaded CRLs can stay as they are.
-    pub fn loads_like(&self, other: &CrlInputs) -> bool {
+    pub(crate) fn loads_like(&self, other: &CrlInputs) -> bool {
         self.settings == other.settings
             && self.trust.ca_certificates() == other.trust.ca_certificates()
             && self.clock_skew_secs == other.clock_skew_secs

@@ -10,17 +10,15 @@ pub struct VerifiedCrl {
     /// Issuer DN.
     pub issuer: String,
     /// thisUpdate, Unix seconds.
-    pub this_update: i64,
+    pub(crate) this_update: i64,
     /// nextUpdate, Unix seconds.
-    pub next_update: i64,
+    pub(crate) next_update: i64,
     /// SHA-256 of the DER, hex.
     pub sha256: String,
     /// The key of the CA that verified it: the state it goes to.
-    pub verified_by: CaKey,
+    pub(crate) verified_by: CaKey,
     /// Where it was loaded from.
     pub source: String,
-    /// Size of the DER.
-    pub der_len: usize,
     /// The revoked serials.
     pub index: RevocationIndex,
 }
@@ -62,14 +60,13 @@ impl VerifiedCrl {
             sha256: parsed.sha256(),
             verified_by,
             source: source.to_owned(),
-            der_len: der.len(),
             index,
         };
         Ok(crl)
     }
 
     /// Why this CRL cannot be used at `now`, if it cannot ("stale: …", to follow "is").
-    pub fn unusable(&self, freshness: &Freshness, now: i64) -> Option<String> {
+    pub(crate) fn unusable(&self, freshness: &Freshness, now: i64) -> Option<String> {
         let age = now.saturating_sub(self.this_update);
         if age > freshness.max_age_secs {
             return Some(format!(

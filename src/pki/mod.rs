@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
 /// Organization (O) written into every CA subject.
-pub const CA_ORGANIZATION: &str = "certgate dev";
+pub(crate) const CA_ORGANIZATION: &str = "certgate dev";
 
 /// Why a certificate could not be generated.
 #[derive(thiserror::Error, Debug)]
@@ -114,7 +114,8 @@ pub struct IssuedCert {
     /// The certificate, PEM.
     pub cert_pem: String,
     /// The certificate, DER.
-    pub cert_der: Vec<u8>,
+    #[cfg(test)]
+    pub(crate) cert_der: Vec<u8>,
     /// The private key, PKCS#8 PEM.
     pub key_pem: String,
     /// The serial number written into the certificate.
@@ -154,7 +155,8 @@ impl CertAuthority {
     /// Another self-signed CA certificate with this CA's key: subject `CN=cn, O=certgate dev`,
     /// valid `not_before..not_after` (a CA re-issued with new validity when `cn` is the same;
     /// two names on one key when it is not).
-    pub fn reissued(
+    #[cfg(test)]
+    pub(crate) fn reissued(
         &self,
         cn: &str,
         not_before: OffsetDateTime,
@@ -168,7 +170,8 @@ impl CertAuthority {
     }
 
     /// Intermediate CA signed by this one, subject `CN=cn, O=certgate dev`.
-    pub fn intermediate(
+    #[cfg(test)]
+    pub(crate) fn intermediate(
         &self,
         cn: &str,
         not_before: OffsetDateTime,
@@ -188,7 +191,8 @@ impl CertAuthority {
     }
 
     /// The CA certificate, DER.
-    pub fn cert_der(&self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn cert_der(&self) -> Vec<u8> {
         self.issuer.der().to_vec()
     }
 
@@ -252,6 +256,7 @@ impl CertAuthority {
         let cert = params.signed_by(key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
+            #[cfg(test)]
             cert_der: cert.der().to_vec(),
             key_pem: key.serialize_pem(),
             serial,

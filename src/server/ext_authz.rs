@@ -84,7 +84,7 @@ impl Authorization for ExtAuthz {
 /// Build the `CheckResponse` for an outcome: status code, identity headers to set on allow,
 /// identity headers to strip on every answer, and the JSON body on deny; all of it from the
 /// configuration that decided.
-pub fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse {
+pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse {
     let names = &outcome.config().headers;
     let status = outcome.http_status();
     let (code, http_response) = match outcome.deny_body(request_id) {

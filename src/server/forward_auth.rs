@@ -16,7 +16,7 @@ use crate::check::{CheckInput, Checker, RequestProblem};
 use crate::config::{RequestHeaders, Via};
 
 /// Every path and method is an auth request; the policy comes from `?policy=NAME`.
-pub fn router(checker: Arc<Checker>) -> Router {
+pub(crate) fn router(checker: Arc<Checker>) -> Router {
     Router::new().fallback(auth).with_state(checker)
 }
 

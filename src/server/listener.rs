@@ -23,7 +23,7 @@ use crate::config::ListenLimits;
 /// Descriptors kept out of the listeners' caps for everything else the process opens: stdio,
 /// the runtime's epoll and wake-up descriptors, the listeners themselves, the SQLite file and
 /// its -wal/-shm, DynamoDB and CRL connection pools, config and CRL files being read.
-pub const RESERVED_FDS: u64 = 128;
+pub(crate) const RESERVED_FDS: u64 = 128;
 
 /// How long the accept loop rests after an error such as EMFILE: long enough not to burn a
 /// core retrying, short enough that a freed descriptor is used promptly.
@@ -35,7 +35,7 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force, or
 /// `None` when it cannot be read.
-pub fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => Some(limit),
         Err(e) => {
@@ -50,7 +50,7 @@ pub fn raise_fd_limit() -> Option<u64> {
 /// Lower the largest `caps` until they fit in `nofile - RESERVED_FDS` together ("water
 /// filling": small caps such as the admin listener's are kept, large ones share the rest).
 /// A cap of 0 (no such listener) stays 0. Returns whether anything was lowered.
-pub fn fit_caps(caps: &mut [usize], nofile: u64) -> bool {
+pub(crate) fn fit_caps(caps: &mut [usize], nofile: u64) -> bool {
     let budget = usize::try_from(nofile.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
     let total = |level: usize, caps: &[usize]| -> usize {
         caps.iter()
@@ -77,7 +77,7 @@ pub fn fit_caps(caps: &mut [usize], nofile: u64) -> bool {
 }
 
 /// A connection holding one of its listener's permits until it is dropped.
-pub struct Limited<T> {
+pub(crate) struct Limited<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
 }
@@ -131,7 +131,7 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
 }
 
 /// A listening socket the accept loop takes connections from.
-pub trait Acceptor: Send + Sync + 'static {
+pub(crate) trait Acceptor: Send + Sync + 'static {
     /// One accepted connection.
     type Io: Send + 'static;
     /// The next connection, set up for serving.
@@ -143,7 +143,7 @@ pub struct Tcp {
     /// The bound listener.
     pub listener: TcpListener,
     /// Idle time before keepalive probes.
-    pub keepalive: Duration,
+    pub(crate) keepalive: Duration,
 }
 
 impl Acceptor for Tcp {
@@ -170,7 +170,7 @@ impl Acceptor for UnixListener {
 }
 
 /// The remote address of a connection, which forward-auth judges trusted proxies by.
-pub trait PeerAddr {
+pub(crate) trait PeerAddr {
     /// `None` when there is none (a unix socket) or it cannot be read.
     fn peer(&self) -> Option<SocketAddr>;
 }
@@ -190,7 +190,7 @@ impl PeerAddr for UnixStream {
 /// Accept from `listener` while fewer than `cap` of its connections are open, and hand each
 /// to the returned channel. At the cap, new connections wait in the kernel's accept queue,
 /// where they cost the process no descriptor. The loop ends when the receiver is dropped.
-pub fn spawn_accept<A: Acceptor>(
+pub(crate) fn spawn_accept<A: Acceptor>(
     listener: A,
     cap: usize,
     name: &'static str,
@@ -276,7 +276,7 @@ impl Throttle {
 
 /// Serve `router` over HTTP/1.1 on the connections `conns` yields, with the header-read and
 /// request timeouts of `limits`, until `shutdown`; then let open connections finish.
-pub async fn serve_http<T>(
+pub(crate) async fn serve_http<T>(
     mut conns: mpsc::Receiver<Limited<T>>,
     router: axum::Router,
     limits: ListenLimits,
@@ -355,7 +355,7 @@ async fn serve_connection<T>(
 }
 
 /// Resolves once `shutdown` says stop.
-pub async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 

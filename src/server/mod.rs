@@ -14,7 +14,7 @@ use crate::config::{ForwardedSource, Via};
 /// trusted to set (`peer` `None`: the unix socket) and that the request carries, with the
 /// header's value as `header` reads it. Sources of the other way in, and untrusted callers'
 /// headers, are ignored.
-pub fn forwarded_certificate<'s, T>(
+pub(crate) fn forwarded_certificate<'s, T>(
     sources: &'s [ForwardedSource],
     via: Via,
     peer: Option<IpAddr>,

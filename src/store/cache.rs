@@ -149,14 +149,8 @@ impl CachedStore {
     }
 
     /// The backend behind the cache, for the operations that are never cached.
-    pub fn inner(&self) -> &Arc<dyn Lookup> {
+    pub(crate) fn inner(&self) -> &Arc<dyn Lookup> {
         &self.inner
-    }
-
-    /// Forget every cached answer, so the next lookups ask the backend.
-    pub fn invalidate_all(&self) {
-        self.principals.answers.invalidate_all();
-        self.certificates.answers.invalidate_all();
     }
 }
 
@@ -300,17 +294,6 @@ mod tests {
         backend.fail(true);
         assert!(cache.principal("alice").await.is_err());
         backend.fail(false);
-        assert!(cache.principal("alice").await.unwrap().is_some());
-        assert_eq!(backend.calls(), 2);
-    }
-
-    #[tokio::test]
-    async fn invalidate_all_forgets_answers() {
-        let backend = Arc::new(FakeStore::default());
-        let (cache, _) = cached(&backend, 60_000, 0);
-        cache.principal("alice").await.unwrap();
-        cache.invalidate_all();
-        backend.put("alice", "user");
         assert!(cache.principal("alice").await.unwrap().is_some());
         assert_eq!(backend.calls(), 2);
     }

@@ -45,7 +45,7 @@ pub async fn open(backend: &StoreBackend, purpose: Purpose) -> Result<Arc<dyn Ad
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time (as in the runbooks).
-pub type EpochMillis = i64;
+pub(crate) type EpochMillis = i64;
 
 /// Whether a principal may currently authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +124,7 @@ pub struct Registration {
 
 impl CertificateRecord {
     /// A fresh, unrevoked record for a parsed certificate, owned by `principal_id`.
-    pub fn for_identity(id: &crate::cert::Identity, principal_id: String) -> Self {
+    pub(crate) fn for_identity(id: &crate::cert::Identity, principal_id: String) -> Self {
         CertificateRecord {
             serial_number: id.serial().to_string(),
             registration: Some(Registration {
@@ -190,7 +190,7 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct Outage {
     /// What kind of failure, for the client.
-    pub cause: OutageCause,
+    pub(crate) cause: OutageCause,
     /// Everything known, for the logs.
     pub detail: String,
 }
@@ -298,9 +298,9 @@ pub trait Admin: Lookup {
 #[derive(Debug, Clone, Copy)]
 pub struct CacheSettings {
     /// How long a lookup (found or not found) is reused.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Bound on cached entries per kind (principals, certificates).
-    pub max_entries: u64,
+    pub(crate) max_entries: u64,
     /// When the backend fails, an entry older than `ttl` but younger than
     /// `ttl + stale_if_error` is still served (and counted); beyond that the lookup fails.
     pub stale_if_error: Duration,

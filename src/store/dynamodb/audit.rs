@@ -15,7 +15,7 @@ pub enum Finding {
 
 /// One kind of problem found by [`DynamoStore::check_tables`].
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Refused or read with defaults.
     pub finding: Finding,
     /// What is wrong, without the item's values (`attribute status is missing`).
@@ -28,7 +28,7 @@ pub struct Problem {
 
 /// What [`DynamoStore::check_tables`] found in one table.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct TableCheck {
+pub(crate) struct TableCheck {
     /// `principals` or `certificates`.
     pub kind: &'static str,
     /// The table name.
@@ -195,7 +195,7 @@ fn tally(
 impl DynamoStore {
     /// `store check`: scan both tables (read only) and report, per kind of problem, how
     /// many items certgate would refuse or read with defaults, with a few example keys.
-    pub async fn check_tables(&self) -> Result<Vec<TableCheck>, StoreError> {
+    pub(crate) async fn check_tables(&self) -> Result<Vec<TableCheck>, StoreError> {
         let principals = &self.settings.principals_table;
         let certificates = &self.settings.certificates_table;
         let p = self.scan_all(principals).await?;

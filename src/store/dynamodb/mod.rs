@@ -46,19 +46,20 @@ mod audit;
 mod item;
 mod schema;
 
-pub use audit::{Finding, Problem, TableCheck};
+pub use audit::Finding;
+pub(crate) use audit::TableCheck;
 use item::{read_certificate, read_principal};
 
 /// Value of `expiry_bucket` on every certificate: the one partition of the expiry index.
 /// Certificate writes are rare, so one partition is no hot spot, and
 /// `cert list --expiring-within` becomes one `Query` instead of a `Scan`.
-pub const EXPIRY_BUCKET: &str = "all";
+pub(crate) const EXPIRY_BUCKET: &str = "all";
 /// Index of certificates by owner, sorted by expiry.
-pub const BY_PRINCIPAL_INDEX: &str = "by_principal";
+pub(crate) const BY_PRINCIPAL_INDEX: &str = "by_principal";
 /// Index of all certificates sorted by expiry.
-pub const BY_EXPIRY_INDEX: &str = "by_expiry";
+pub(crate) const BY_EXPIRY_INDEX: &str = "by_expiry";
 /// The DynamoDB TTL attribute (epoch seconds) on certificates.
-pub const PURGE_AT: &str = "purge_at";
+pub(crate) const PURGE_AT: &str = "purge_at";
 
 /// Settings of the DynamoDB backend (`store.dynamodb` in the configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -126,7 +126,7 @@ impl DynamoStore {
     /// before certgate (created with their hash keys only) certgate's indexes, and set
     /// `expiry_bucket` on the registered certificates that lack it. Other attributes are
     /// not touched; safe to run again.
-    pub async fn adopt_tables(&self) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn adopt_tables(&self) -> Result<Vec<String>, StoreError> {
         let table = &self.settings.certificates_table;
         let mut report = Vec::new();
         for (name, hash) in [
