@@ -4,7 +4,7 @@
 //! rows 1–7b: rows 3–6 from the certificate, rows 7/7b from a CRL status computed in memory
 //! (`crl`), rows 8–12 from what the store says.
 
-pub mod path;
+pub(crate) mod path;
 mod policy;
 
 use std::collections::HashMap;

@@ -60,19 +60,6 @@ pub enum FetchError {
     Io(String),
 }
 
-impl FetchError {
-    /// Metric label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            FetchError::Status(_) | FetchError::Redirect { .. } => "http_status",
-            FetchError::Timeout(_) => "timeout",
-            FetchError::Transport(_) => "transport",
-            FetchError::TooLarge { .. } => "too_large",
-            FetchError::Io(_) => "io",
-        }
-    }
-}
-
 /// An HTTP client for CRL fetches (rustls; no cookies). The overall deadline is applied per
 /// fetch by [`fetch`].
 ///

@@ -6,7 +6,7 @@
 //! does one hash lookup; fetching, verifying and indexing happen in the background
 //! (`refresh`). A CRL that fails any check never replaces one in force.
 
-pub mod fetch;
+pub(crate) mod fetch;
 pub(crate) mod high_water;
 mod index;
 mod parse;

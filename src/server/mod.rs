@@ -3,8 +3,8 @@
 //! [`crate::check::CheckInput`] and an [`crate::check::Outcome`] back; none decides anything.
 
 pub mod ext_authz;
-pub mod forward_auth;
-pub mod listener;
+pub(crate) mod forward_auth;
+pub(crate) mod listener;
 
 use std::net::IpAddr;
 

@@ -3,9 +3,9 @@
 //! TTL cache that sits in front of every backend.
 //! Nothing here decides anything: it only answers "what does the store say".
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod dynamodb;
-pub mod embedded;
+pub(crate) mod embedded;
 #[cfg(test)]
 pub(crate) mod fake;
 
