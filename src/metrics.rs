@@ -11,7 +11,7 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`.
-    pub decisions: IntCounterVec,
+    pub(crate) decisions: IntCounterVec,
     /// Check latency in seconds, by `result`.
     pub(crate) check_seconds: HistogramVec,
     /// Cache lookups by `cache` (identity|principal|certificate) and `result` (hit|miss).

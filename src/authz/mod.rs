@@ -134,7 +134,7 @@ pub struct Deny {
 
 impl Deny {
     /// A deny with `reason` and `message`.
-    pub fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: ReasonCode, message: impl Into<String>) -> Self {
         Deny {
             reason,
             message: message.into(),
@@ -145,7 +145,7 @@ impl Deny {
     /// names the kind of failure only: an outage's text has the DynamoDB endpoint, table
     /// names or the SQLite path, which the "store lookup failed" log line keeps. A corrupt
     /// record names the record (the client's own principal or serial) and what is wrong.
-    pub fn store_unavailable(err: &StoreError) -> Self {
+    pub(crate) fn store_unavailable(err: &StoreError) -> Self {
         let message = match err {
             StoreError::Unavailable(outage) => {
                 format!("principal store unavailable ({})", outage.cause.as_str())
@@ -161,9 +161,9 @@ impl Deny {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Grant {
     /// Resolved principal type (empty when no source yields one).
-    pub principal_type: String,
+    pub(crate) principal_type: String,
     /// Roles, in configured order.
-    pub roles: Vec<String>,
+    pub(crate) roles: Vec<String>,
 }
 
 /// Settings of rows 3–5 that are not per policy.
@@ -180,7 +180,7 @@ pub struct CertificateRules {
 pub struct RequestInfo<'a> {
     /// HTTP method (`POST` for gRPC).
     pub method: &'a str,
-    /// Path as [`path::normalize`] returned it for the policy's mode (no query string).
+    /// Path as `path::normalize` returned it for the policy's mode (no query string).
     pub path: &'a str,
 }
 
@@ -199,7 +199,7 @@ pub struct PrincipalRules {
     /// Order of principal type sources.
     pub(crate) type_sources: Vec<PrincipalTypeSource>,
     /// Default roles by principal type, when the record has no override.
-    pub roles_by_type: HashMap<String, Vec<String>>,
+    pub(crate) roles_by_type: HashMap<String, Vec<String>>,
 }
 
 /// Rows 3–6 (and the principal id): everything decidable from the certificate alone.

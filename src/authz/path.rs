@@ -29,7 +29,7 @@ pub enum PathMode {
 
 impl PathMode {
     /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PathMode::Strict => "strict",
             PathMode::Lenient => "lenient",

@@ -7,21 +7,21 @@ use std::collections::{HashMap, HashSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Its name, as used in `context_extensions["policy"]`.
-    pub name: String,
+    pub(crate) name: String,
     /// Longest certificate lifetime accepted (notAfter − notBefore), in seconds.
     pub(crate) max_lifetime_secs: Option<i64>,
     /// Whether the principal must have a record in the store.
-    pub require_enrolment: bool,
+    pub(crate) require_enrolment: bool,
     /// Principal types admitted; `None` admits every type.
-    pub allowed_principal_types: Option<HashSet<String>>,
+    pub(crate) allowed_principal_types: Option<HashSet<String>>,
     /// CNs admitted; `None` means the policy has no allowlist.
     pub(crate) cn_allowlist: Option<HashSet<String>>,
     /// Role → what it grants.
-    pub permissions: HashMap<String, Vec<Permission>>,
+    pub(crate) permissions: HashMap<String, Vec<Permission>>,
     /// How CRLs are applied (rows 7 and 7b).
-    pub revocation: RevocationPolicy,
+    pub(crate) revocation: RevocationPolicy,
     /// How strictly request paths are judged before permissions are matched.
-    pub paths: super::path::PathMode,
+    pub(crate) paths: super::path::PathMode,
 }
 
 /// How a policy applies CRLs (decision table rows 7 and 7b).
@@ -43,18 +43,6 @@ pub enum RevocationPolicy {
     Off,
 }
 
-impl RevocationPolicy {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevocationPolicy::Required => "required",
-            RevocationPolicy::Strict => "strict",
-            RevocationPolicy::Optional => "optional",
-            RevocationPolicy::Off => "off",
-        }
-    }
-}
-
 /// A permission: an optional HTTP method and a path pattern where `*` matches any run of
 /// characters (including `/`). gRPC methods are paths: `/job.v1.JobService/ListJobs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +59,7 @@ pub struct PermissionError(String);
 
 impl Permission {
     /// Parse `"PATH"`, `"* PATH"` or `"METHOD PATH"`; the path must start with `/` or be `*`.
-    pub fn parse(text: &str) -> Result<Self, PermissionError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, PermissionError> {
         let mut parts = text.split_whitespace();
         let (method, path) = match (parts.next(), parts.next(), parts.next()) {
             (Some(path), None, _) => (None, path),
@@ -100,18 +88,13 @@ impl Permission {
     }
 
     /// Whether this permission grants `method` on `path` (query string already removed).
-    pub fn grants(&self, method: &str, path: &str) -> bool {
+    pub(crate) fn grants(&self, method: &str, path: &str) -> bool {
         if let Some(m) = &self.method
             && !m.eq_ignore_ascii_case(method)
         {
             return false;
         }
         glob_match(&self.segments, path)
-    }
-
-    /// The text it was parsed from.
-    pub fn as_str(&self) -> &str {
-        &self.source
     }
 }
 

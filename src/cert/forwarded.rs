@@ -35,7 +35,7 @@ pub enum CertEncoding {
 
 impl CertEncoding {
     /// The configuration spelling (`format:`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CertEncoding::Auto => "auto",
             CertEncoding::Xfcc => "xfcc",
@@ -49,7 +49,7 @@ impl CertEncoding {
 
 /// The certificate bytes (PEM or DER, for [`super::decode_certificate`]) carried in `value`,
 /// or `None` when the header says no certificate was presented.
-pub fn extract(
+pub(crate) fn extract(
     encoding: CertEncoding,
     value: &[u8],
 ) -> Result<Option<Cow<'_, [u8]>>, MalformedCertificate> {

@@ -137,17 +137,17 @@ impl Identity {
     }
 
     /// Subject OU (a principal type source).
-    pub fn organizational_unit(&self) -> Option<&str> {
+    pub(crate) fn organizational_unit(&self) -> Option<&str> {
         self.optional(TextField::OrganizationalUnit)
     }
 
     /// Subject CN.
-    pub fn common_name(&self) -> Option<&str> {
+    pub(crate) fn common_name(&self) -> Option<&str> {
         self.optional(TextField::CommonName)
     }
 
     /// First `spiffe://` URI SAN.
-    pub fn spiffe_id(&self) -> Option<&str> {
+    pub(crate) fn spiffe_id(&self) -> Option<&str> {
         self.optional(TextField::SpiffeId)
     }
 
@@ -157,18 +157,13 @@ impl Identity {
     }
 
     /// Issuer DN (RFC 4514 text).
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         self.text(TextField::Issuer)
     }
 
     /// Subject DN (RFC 4514 text).
-    pub fn subject(&self) -> &str {
+    pub(crate) fn subject(&self) -> &str {
         self.text(TextField::Subject)
-    }
-
-    /// SHA-256 of the DER encoding.
-    pub fn sha256(&self) -> &[u8; 32] {
-        &self.sha256
     }
 
     /// Lowercase hex SHA-256 of the DER encoding (the `x-client-cert-sha256` value).
@@ -177,12 +172,12 @@ impl Identity {
     }
 
     /// notBefore, Unix seconds.
-    pub fn not_before(&self) -> i64 {
+    pub(crate) fn not_before(&self) -> i64 {
         self.not_before
     }
 
     /// notAfter, Unix seconds.
-    pub fn not_after(&self) -> i64 {
+    pub(crate) fn not_after(&self) -> i64 {
         self.not_after
     }
 
@@ -193,7 +188,7 @@ impl Identity {
 
     /// Outcome of the chain verification against the trust bundle: the CA whose key
     /// verified it. The CA's own validity is not judged here; see [`Self::chain_at`].
-    pub fn chain(&self) -> Result<&Anchor, &ChainFailure> {
+    pub(crate) fn chain(&self) -> Result<&Anchor, &ChainFailure> {
         match &self.chain {
             Ok(anchor) => Ok(anchor),
             Err(failure) => Err(failure),

@@ -16,7 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 pub(crate) use decode::decode_certificate;
 pub use forwarded::CertEncoding;
-pub use forwarded::extract;
+pub(crate) use forwarded::extract;
 pub use identity::Identity;
 use identity::IdentityParts;
 pub use reason::RevocationReason;
@@ -419,8 +419,8 @@ mod tests {
         let a = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("pem");
         let b = identify(encoded.as_bytes(), &rules(), &trust, NOW).expect("url-encoded");
         let c = identify(&der, &rules(), &trust, NOW).expect("der");
-        assert_eq!((a.sha256(), a.serial()), (b.sha256(), b.serial()));
-        assert_eq!(a.sha256(), c.sha256());
+        assert_eq!((a.sha256_hex(), a.serial()), (b.sha256_hex(), b.serial()));
+        assert_eq!(a.sha256_hex(), c.sha256_hex());
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl RevocationReason {
     ];
 
     /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RevocationReason::Unspecified => "unspecified",
             RevocationReason::KeyCompromise => "key_compromise",
@@ -63,12 +63,12 @@ impl RevocationReason {
 
     /// Whether a certificate can be revoked for this reason: `remove_from_crl` only
     /// releases a hold in a delta CRL.
-    pub fn revokes(self) -> bool {
+    pub(crate) fn revokes(self) -> bool {
         self != RevocationReason::RemoveFromCrl
     }
 
     /// The RFC 5280 code.
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             RevocationReason::Unspecified => 0,
             RevocationReason::KeyCompromise => 1,

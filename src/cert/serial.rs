@@ -33,7 +33,7 @@ impl Serial {
     }
 
     /// The canonical bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }

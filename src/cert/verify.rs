@@ -66,7 +66,7 @@ pub struct CaKey(pub [u8; 32]);
 
 impl CaKey {
     /// The full digest, lowercase hex.
-    pub fn hex(&self) -> String {
+    pub(crate) fn hex(&self) -> String {
         hex::encode(self.0)
     }
 
@@ -95,17 +95,17 @@ impl std::fmt::Debug for CaKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
     /// 1-based position in the bundle file.
-    pub position: usize,
+    pub(crate) position: usize,
     /// Subject DN (RFC 4514 text, as `Identity::issuer` is).
     pub subject: String,
     /// Subject Name, DER.
     pub(crate) subject_der: Vec<u8>,
     /// Its key.
-    pub key: CaKey,
+    pub(crate) key: CaKey,
     /// notBefore, Unix seconds.
-    pub not_before: i64,
+    pub(crate) not_before: i64,
     /// notAfter, Unix seconds.
-    pub not_after: i64,
+    pub(crate) not_after: i64,
 }
 
 impl Anchor {
@@ -176,7 +176,7 @@ pub struct TrustBundle {
 
 impl TrustBundle {
     /// Every certificate in the PEM text becomes a trust anchor.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, TrustBundleError> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, TrustBundleError> {
         let ca_ders = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TrustBundleError::Pem(e.to_string()))?;
@@ -207,13 +207,13 @@ impl TrustBundle {
         })
     }
 
-    /// The CAs, in file order (the same order as [`Self::ca_certificates`]).
+    /// The CAs, in file order (the same order as `ca_certificates`).
     pub fn cas(&self) -> &[Arc<Anchor>] {
         &self.cas
     }
 
     /// The CAs past their notAfter at `now` (± `skew`).
-    pub fn expired(&self, now: i64, skew: i64) -> impl Iterator<Item = &Anchor> {
+    pub(crate) fn expired(&self, now: i64, skew: i64) -> impl Iterator<Item = &Anchor> {
         self.cas
             .iter()
             .map(|a| a.as_ref())
@@ -221,12 +221,12 @@ impl TrustBundle {
     }
 
     /// Number of CAs in the bundle.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.anchors.len()
     }
 
     /// Whether the bundle is empty (never true for a bundle built by [`Self::from_pem`]).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.anchors.is_empty()
     }
 
@@ -237,7 +237,7 @@ impl TrustBundle {
 
     /// Verify that `leaf_der` chains to a CA of the bundle at `at` (Unix seconds); the CA
     /// whose key verified it. Its own validity is not judged here (see [`Anchor::unusable_at`]).
-    pub fn verify(&self, leaf_der: &[u8], at: i64) -> Result<Arc<Anchor>, ChainFailure> {
+    pub(crate) fn verify(&self, leaf_der: &[u8], at: i64) -> Result<Arc<Anchor>, ChainFailure> {
         let der = CertificateDer::from(leaf_der);
         let leaf = EndEntityCert::try_from(&der).map_err(|e| ChainFailure::Other(e.to_string()))?;
         let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.max(0) as u64));

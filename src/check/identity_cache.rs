@@ -23,7 +23,7 @@ pub(crate) struct IdentityCache {
 
 impl IdentityCache {
     /// At most `max_entries` entries (0: cache nothing), each served for `ttl_secs` seconds.
-    pub fn new(max_entries: u64, ttl_secs: i64) -> Self {
+    pub(crate) fn new(max_entries: u64, ttl_secs: i64) -> Self {
         let max = usize::try_from(max_entries).unwrap_or(usize::MAX);
         IdentityCache {
             entries: (max > 0).then(|| Cache::new(max)),
@@ -32,21 +32,21 @@ impl IdentityCache {
     }
 
     /// The entry for `key`, unless missing or expired at `now` (Unix seconds).
-    pub fn get(&self, key: &Key, now: i64) -> Option<CachedIdentity> {
+    pub(crate) fn get(&self, key: &Key, now: i64) -> Option<CachedIdentity> {
         let (expires, value) = self.entries.as_ref()?.get(key)?;
         (now < expires).then_some(value)
     }
 
     /// Store `value` for `key` at `now` (Unix seconds); an entry already there is replaced,
     /// and when the cache is full the eviction policy (CLOCK-Pro) picks what goes.
-    pub fn insert(&self, key: Key, value: CachedIdentity, now: i64) {
+    pub(crate) fn insert(&self, key: Key, value: CachedIdentity, now: i64) {
         if let Some(entries) = &self.entries {
             entries.insert(key, (now.saturating_add(self.ttl_secs), value));
         }
     }
 
     /// Entries held (expired ones included until they are evicted or replaced).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.as_ref().map_or(0, Cache::len)
     }
 }

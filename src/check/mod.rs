@@ -27,13 +27,13 @@ pub use outcome::Outcome;
 /// valid for the trust bundle and identity rules they were built with).
 pub struct Generation {
     /// The validated configuration.
-    pub config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     identities: identity_cache::IdentityCache,
 }
 
 impl Generation {
     /// A generation for `config`, with an empty identity cache.
-    pub fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         let ttl_secs = i64::try_from(config.identity_cache.ttl.as_secs()).unwrap_or(i64::MAX);
         let identities =
             identity_cache::IdentityCache::new(config.identity_cache.max_entries, ttl_secs);
@@ -149,7 +149,7 @@ impl Checker {
     /// The generation in force. An adapter reads what it needs to build the input from it
     /// (trusted proxies, request header names) and decides with [`Self::check_in`], so that
     /// one request sees one configuration from reading to answering.
-    pub fn generation(&self) -> Arc<Generation> {
+    pub(crate) fn generation(&self) -> Arc<Generation> {
         self.generation.load_full()
     }
 

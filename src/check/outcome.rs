@@ -13,9 +13,9 @@ pub struct Outcome {
     /// Allow (with the grant) or deny.
     pub decision: Result<Grant, Deny>,
     /// Policy that was applied (or asked for, when unknown).
-    pub policy: String,
+    pub(crate) policy: String,
     /// Parsed certificate, when one was present and parsed.
-    pub identity: Option<Arc<Result<Identity, cert::MalformedCertificate>>>,
+    pub(crate) identity: Option<Arc<Result<Identity, cert::MalformedCertificate>>>,
     /// The configuration that decided: the answer's header names and deny detail come from
     /// it, never from one loaded later.
     pub(super) config: Arc<Config>,
@@ -23,22 +23,22 @@ pub struct Outcome {
 
 impl Outcome {
     /// The configuration generation this outcome was decided with.
-    pub fn config(&self) -> &Arc<Config> {
+    pub(crate) fn config(&self) -> &Arc<Config> {
         &self.config
     }
 
     /// The parsed identity, if the certificate parsed.
-    pub fn identity(&self) -> Option<&Identity> {
+    pub(crate) fn identity(&self) -> Option<&Identity> {
         self.identity.as_deref().and_then(|r| r.as_ref().ok())
     }
 
     /// The principal id, when the certificate yielded one.
-    pub fn principal(&self) -> Option<&str> {
+    pub(crate) fn principal(&self) -> Option<&str> {
         self.identity().and_then(Identity::principal_id)
     }
 
     /// HTTP status of the answer (200 on allow).
-    pub fn http_status(&self) -> u16 {
+    pub(crate) fn http_status(&self) -> u16 {
         match &self.decision {
             Ok(_) => 200,
             Err(deny) => deny.reason.http_status(),
@@ -70,7 +70,7 @@ impl Outcome {
     }
 
     /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows").
-    pub fn deny_body(&self, request_id: &str) -> Option<String> {
+    pub(crate) fn deny_body(&self, request_id: &str) -> Option<String> {
         let deny = self.decision.as_ref().err()?;
         let message = match self.config.deny_detail {
             DenyDetail::Full => deny.message.as_str(),

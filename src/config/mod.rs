@@ -50,15 +50,15 @@ pub enum DenyDetail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     /// ext_authz gRPC over TCP.
-    pub grpc: Option<SocketAddr>,
+    pub(crate) grpc: Option<SocketAddr>,
     /// ext_authz gRPC over a unix socket.
-    pub grpc_unix: Option<PathBuf>,
+    pub(crate) grpc_unix: Option<PathBuf>,
     /// Admin HTTP (`/healthz`, `/readyz`, `/metrics`).
-    pub admin: Option<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
     /// HTTP forward-auth (nginx `auth_request`, ingress-nginx `auth-url`, Traefik, Caddy).
-    pub http: Option<SocketAddr>,
+    pub(crate) http: Option<SocketAddr>,
     /// What one client may hold on the listeners.
-    pub limits: ListenLimits,
+    pub(crate) limits: ListenLimits,
 }
 
 /// `listen.limits`: bounds that keep one slow or hostile client from taking the process's
@@ -67,14 +67,14 @@ pub struct Listen {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenLimits {
     /// Open connections on the gRPC TCP listener (and, separately, on the unix socket).
-    pub grpc_max_connections: usize,
+    pub(crate) grpc_max_connections: usize,
     /// Open connections on the forward-auth listener.
-    pub http_max_connections: usize,
+    pub(crate) http_max_connections: usize,
     /// Open connections on the admin listener.
-    pub admin_max_connections: usize,
+    pub(crate) admin_max_connections: usize,
     /// How long an HTTP client has to send a complete request head, on a new connection
     /// and between keep-alive requests; then the connection is closed.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long one request may take, gRPC or HTTP, before it is answered with an error.
     pub(crate) request_timeout: Duration,
     /// Idle time before TCP keepalive probes (and HTTP/2 pings on gRPC) check the peer.
@@ -118,16 +118,6 @@ pub enum Via {
     ForwardAuth,
 }
 
-impl Via {
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::ExtAuthz => "ext_authz",
-            Via::ForwardAuth => "forward_auth",
-        }
-    }
-}
-
 /// Who may hand certgate a forwarded certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustedProxy {
@@ -142,13 +132,13 @@ pub enum TrustedProxy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardedSource {
     /// The listener this header is read on; it is ignored on the other.
-    pub via: Via,
+    pub(crate) via: Via,
     /// Lowercase header name.
-    pub header: String,
+    pub(crate) header: String,
     /// How the certificate is encoded in it.
-    pub encoding: CertEncoding,
+    pub(crate) encoding: CertEncoding,
     /// Callers whose header is believed; from anyone else it is ignored.
-    pub trusted: Vec<TrustedProxy>,
+    pub(crate) trusted: Vec<TrustedProxy>,
 }
 
 impl ForwardedSource {
@@ -179,7 +169,7 @@ pub(crate) enum RequestHeaders {
 
 impl RequestHeaders {
     /// The (method, URI) header names, lowercase.
-    pub fn names(self) -> (&'static str, &'static str) {
+    pub(crate) fn names(self) -> (&'static str, &'static str) {
         match self {
             RequestHeaders::Original => ("x-original-method", "x-original-uri"),
             RequestHeaders::Forwarded => ("x-forwarded-method", "x-forwarded-uri"),
@@ -200,24 +190,24 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderNames {
     /// Principal id.
-    pub principal: String,
+    pub(crate) principal: String,
     /// Principal type.
-    pub principal_type: String,
+    pub(crate) principal_type: String,
     /// Comma-separated roles.
-    pub roles: String,
+    pub(crate) roles: String,
     /// Subject CN.
-    pub cn: String,
+    pub(crate) cn: String,
     /// Serial, lowercase hex.
-    pub serial: String,
+    pub(crate) serial: String,
     /// SHA-256 fingerprint.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// SPIFFE id, when present.
-    pub spiffe_id: String,
+    pub(crate) spiffe_id: String,
 }
 
 impl HeaderNames {
     /// Every identity header name, for `headers_to_remove`.
-    pub fn all(&self) -> [&str; 7] {
+    pub(crate) fn all(&self) -> [&str; 7] {
         [
             &self.principal,
             &self.principal_type,
@@ -234,9 +224,9 @@ impl HeaderNames {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The YAML file it came from.
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
     /// Listeners (changes need a restart).
-    pub listen: Listen,
+    pub(crate) listen: Listen,
     /// CAs client certificates must chain to.
     pub trust: TrustBundle,
     /// Rows 3–5 settings.
@@ -254,9 +244,9 @@ pub struct Config {
     /// Policy used when the request names none.
     pub default_policy: String,
     /// Identity header names.
-    pub headers: HeaderNames,
+    pub(crate) headers: HeaderNames,
     /// Client-visible deny detail.
-    pub deny_detail: DenyDetail,
+    pub(crate) deny_detail: DenyDetail,
     /// How often files are checked for changes.
     pub(crate) reload_interval: Duration,
     /// Every file this config depends on (itself included), for reload.
@@ -265,7 +255,7 @@ pub struct Config {
     pub crl: CrlSettings,
     /// Headers that may carry a client certificate, each with the proxies trusted to set it
     /// (none by default: a forwarded certificate is never trusted unless configured).
-    pub forwarded_certificates: Vec<ForwardedSource>,
+    pub(crate) forwarded_certificates: Vec<ForwardedSource>,
     /// The headers the forward-auth listener reads the original method and URI from
     /// (required when `listen.http` is set).
     pub(crate) forward_auth_request_headers: Option<RequestHeaders>,

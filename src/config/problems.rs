@@ -7,9 +7,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// Dotted key path, e.g. `policies.admin.max_lifetime`.
-    pub key: String,
+    pub(crate) key: String,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {
@@ -26,9 +26,9 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
     /// The file.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Every problem, in key order of discovery.
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
     /// The files this version names (itself included), so a reload loop can notice the fix.
     pub(crate) watched_files: Vec<PathBuf>,
 }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 #[error("cannot read {}: {source}", path.display())]
 pub struct Unreadable {
     /// The file.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Why.
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 /// A cheap fingerprint of the contents of `files`, used to notice that a config, CA bundle

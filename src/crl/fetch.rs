@@ -11,7 +11,7 @@ use super::{CrlLocation, CrlSource};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Validators {
     /// HTTP `ETag`.
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
     /// HTTP `Last-Modified`.
     pub(crate) last_modified: Option<String>,
     /// File modification time and length.

@@ -58,7 +58,7 @@ pub(crate) struct HighWater {
 
 impl HighWater {
     /// thisUpdate of the newest CRL of `key` installed, if any.
-    pub fn newest(&self, key: &CaKey) -> Option<i64> {
+    pub(crate) fn newest(&self, key: &CaKey) -> Option<i64> {
         self.marks.get(&key.hex()).map(|m| m.this_update)
     }
 
@@ -75,7 +75,7 @@ impl HighWater {
     }
 
     /// Raise every mark to `other`'s.
-    pub fn merge(&mut self, other: &HighWater) {
+    pub(crate) fn merge(&mut self, other: &HighWater) {
         for (key, mark) in &other.marks {
             if let Some(key) = CaKey::from_hex(key) {
                 self.raise(key, mark.this_update, &mark.issuer);

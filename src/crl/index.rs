@@ -46,7 +46,7 @@ pub struct RevocationIndexBuilder {
 
 impl RevocationIndexBuilder {
     /// A builder with room for `entries` entries of about `serial_bytes` bytes in total.
-    pub fn with_capacity(entries: usize, serial_bytes: usize) -> Self {
+    pub(crate) fn with_capacity(entries: usize, serial_bytes: usize) -> Self {
         RevocationIndexBuilder {
             keyed: Vec::with_capacity(entries),
             serials: Vec::with_capacity(serial_bytes),

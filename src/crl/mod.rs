@@ -92,7 +92,7 @@ pub(crate) enum FailureClass {
 
 impl FailureClass {
     /// Words for `/readyz`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureClass::FetchFailed => "fetch failed",
             FailureClass::Invalid => "invalid CRL",
@@ -108,7 +108,7 @@ pub(crate) struct RefreshFailure {
     /// What kind of failure.
     pub(crate) class: FailureClass,
     /// The whole story (source, error): for logs and deny messages.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl std::fmt::Display for RefreshFailure {
@@ -121,11 +121,11 @@ impl std::fmt::Display for RefreshFailure {
 #[derive(Debug, Clone)]
 pub struct IssuerState {
     /// The configuration of its issuer name.
-    pub config: Arc<CrlIssuer>,
+    pub(crate) config: Arc<CrlIssuer>,
     /// The CA key whose CRLs this state holds.
-    pub key: CaKey,
+    pub(crate) key: CaKey,
     /// The CRL in force, if one was ever loaded.
-    pub crl: Option<Arc<VerifiedCrl>>,
+    pub(crate) crl: Option<Arc<VerifiedCrl>>,
     /// The last failure (fetch or verification), for messages and `/readyz`.
     pub(crate) last_error: Option<RefreshFailure>,
 }
@@ -198,15 +198,10 @@ impl RevocationSnapshot {
     }
 
     /// Every CA key's state, sorted by issuer name, then key.
-    pub fn issuers(&self) -> Vec<&IssuerState> {
+    pub(crate) fn issuers(&self) -> Vec<&IssuerState> {
         let mut all: Vec<_> = self.states.values().collect();
         all.sort_by(|a, b| (&a.config.name, a.key).cmp(&(&b.config.name, b.key)));
         all
-    }
-
-    /// The state of one CA key.
-    pub fn state(&self, key: &CaKey) -> Option<&IssuerState> {
-        self.states.get(key)
     }
 
     /// The `issuer` label of a state's metrics: the name, and the key when several CAs of
@@ -247,7 +242,7 @@ pub enum Offered {
 
 impl Offered {
     /// Metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Offered::Installed => "updated",
             Offered::Unchanged => "unchanged",
@@ -274,7 +269,7 @@ pub struct Revocation {
 
 impl Revocation {
     /// State for `inputs`, with no CRL loaded yet.
-    pub fn new(inputs: CrlInputs, metrics: Metrics) -> Self {
+    pub(crate) fn new(inputs: CrlInputs, metrics: Metrics) -> Self {
         let snapshot = RevocationSnapshot {
             states: configured_states(&inputs)
                 .into_iter()
@@ -307,7 +302,7 @@ impl Revocation {
 
     /// The CRL status of `id` at `now`: judged by the CRL of the CA whose key verified its
     /// chain (call after the chain check passed).
-    pub fn status(&self, id: &Identity, now: i64) -> CrlStatus {
+    pub(crate) fn status(&self, id: &Identity, now: i64) -> CrlStatus {
         match id.chain() {
             Ok(anchor) => self.snapshot.load().status(anchor, id.serial(), now),
             Err(failure) => CrlStatus::Unknown(format!("the chain is not verified: {failure}")),
@@ -320,7 +315,7 @@ impl Revocation {
     }
 
     /// The inputs in force.
-    pub fn inputs(&self) -> Arc<CrlInputs> {
+    pub(crate) fn inputs(&self) -> Arc<CrlInputs> {
         self.inputs.borrow().clone()
     }
 
@@ -521,7 +516,7 @@ impl Revocation {
     }
 
     /// The metrics this state records into.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 

@@ -80,7 +80,7 @@ pub enum CrlError {
 
 impl CrlError {
     /// A short stable label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             CrlError::TooLarge { .. } => "too_large",
             CrlError::Encoding(_) | CrlError::Malformed(_) => "malformed",
@@ -119,7 +119,7 @@ pub(crate) struct ParsedCrl<'a> {
     crl: webpki::BorrowedCertRevocationList<'a>,
     issuer_der: &'a [u8],
     /// Issuer DN as text (x509-parser's rendering, as `Identity::issuer` is).
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// thisUpdate, Unix seconds.
     pub(crate) this_update: i64,
     /// nextUpdate, Unix seconds.
@@ -146,7 +146,7 @@ fn malformed(what: impl std::fmt::Display) -> CrlError {
 
 impl<'a> ParsedCrl<'a> {
     /// Parse DER (see [`decode_crl`] for PEM).
-    pub fn parse(der: &'a [u8]) -> Result<Self, CrlError> {
+    pub(crate) fn parse(der: &'a [u8]) -> Result<Self, CrlError> {
         // The strict profile parse first: whatever it accepts is well-formed DER, so the
         // header reads below cannot be fooled by trailing data or bad lengths.
         let crl = webpki::BorrowedCertRevocationList::from_der(der)
@@ -198,7 +198,7 @@ impl<'a> ParsedCrl<'a> {
     }
 
     /// SHA-256 of the DER, lowercase hex.
-    pub fn sha256(&self) -> String {
+    pub(crate) fn sha256(&self) -> String {
         hex::encode(Sha256::digest(self.der))
     }
 
@@ -282,7 +282,7 @@ impl<'a> ParsedCrl<'a> {
 
     /// Iterate the entries into an index. Any malformed entry fails the whole CRL: a CRL is
     /// used entirely or not at all.
-    pub fn index(&self) -> Result<RevocationIndex, CrlError> {
+    pub(crate) fn index(&self) -> Result<RevocationIndex, CrlError> {
         // About 40 bytes of DER per entry; reserve from the size instead of growing.
         let estimate = self.der.len() / 40;
         let mut builder = RevocationIndexBuilder::with_capacity(estimate, estimate * 16);
@@ -307,7 +307,7 @@ impl<'a> ParsedCrl<'a> {
     }
 
     /// Whether `serial` is listed; scans the entries.
-    pub fn find(&self, serial: &Serial) -> Result<Option<Revoked>, CrlError> {
+    pub(crate) fn find(&self, serial: &Serial) -> Result<Option<Revoked>, CrlError> {
         for entry in &self.crl {
             let entry = entry.map_err(|e| malformed(format!("revoked entry: {e:?}")))?;
             if Serial::canonical(entry.serial_number) == serial.as_bytes() {

@@ -44,7 +44,7 @@ pub struct CrlSource {
     /// URL or file.
     pub(crate) location: CrlLocation,
     /// Time between successful refreshes (jittered by ±10%).
-    pub refresh_interval: Duration,
+    pub(crate) refresh_interval: Duration,
 }
 
 impl CrlSource {
@@ -61,35 +61,35 @@ impl CrlSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrlIssuer {
     /// The CA's subject DN, as certgate prints it (and as `Identity::issuer` is).
-    pub name: String,
+    pub(crate) name: String,
     /// The CA's subject Name, DER: a CRL must carry exactly this issuer.
     pub(crate) subject_der: Vec<u8>,
     /// Freshness limits.
     pub(crate) freshness: Freshness,
     /// Sources, all refreshed; the newest verified CRL wins.
-    pub sources: Vec<CrlSource>,
+    pub(crate) sources: Vec<CrlSource>,
 }
 
 /// Settings of the `crl` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrlSettings {
     /// `/readyz` behaviour.
-    pub readiness: CrlReadiness,
+    pub(crate) readiness: CrlReadiness,
     /// Per HTTP fetch, connect to last byte.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// First delay after a failed fetch; doubles on each further failure.
-    pub retry_backoff: Duration,
+    pub(crate) retry_backoff: Duration,
     /// Cap of the failure delay.
-    pub max_retry_backoff: Duration,
+    pub(crate) max_retry_backoff: Duration,
     /// Largest CRL accepted, bytes.
-    pub max_size: u64,
+    pub(crate) max_size: u64,
     /// Where the last good CRL of each CA key is kept across restarts.
-    pub cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Where the newest thisUpdate installed per CA key is recorded, outside `cache_dir`
     /// (set whenever `cache_dir` is; see [`HighWater`](super::HighWater)).
     pub(crate) high_water_file: Option<PathBuf>,
     /// Follow HTTP redirects of CRL URLs (to the same host only, never https → http).
-    pub follow_redirects: bool,
+    pub(crate) follow_redirects: bool,
     /// Per issuing CA.
     pub issuers: Vec<CrlIssuer>,
 }
@@ -111,13 +111,13 @@ impl Default for CrlSettings {
 }
 
 /// Everything the revocation state follows. A reload hands over a new value; CRLs are
-/// refetched only when [`CrlInputs::loads_like`] says they would load differently.
+/// refetched only when `loads_like` says they would load differently.
 #[derive(Debug, Clone)]
 pub struct CrlInputs {
     /// The `crl` section.
-    pub settings: CrlSettings,
+    pub(crate) settings: CrlSettings,
     /// The CAs whose keys verify CRLs (the trust bundle of the chain check).
-    pub trust: TrustBundle,
+    pub(crate) trust: TrustBundle,
     /// Tolerance on thisUpdate/nextUpdate, seconds (the chain check's clock skew).
     pub(crate) clock_skew_secs: i64,
     /// Whether some policy requires a usable CRL (so `/readyz` waits for CRLs).

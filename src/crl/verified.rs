@@ -8,17 +8,17 @@ use crate::clock::{human, rfc3339};
 #[derive(Debug)]
 pub struct VerifiedCrl {
     /// Issuer DN.
-    pub issuer: String,
+    pub(crate) issuer: String,
     /// thisUpdate, Unix seconds.
     pub(crate) this_update: i64,
     /// nextUpdate, Unix seconds.
     pub(crate) next_update: i64,
     /// SHA-256 of the DER, hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// The key of the CA that verified it: the state it goes to.
     pub(crate) verified_by: CaKey,
     /// Where it was loaded from.
-    pub source: String,
+    pub(crate) source: String,
     /// The revoked serials.
     pub index: RevocationIndex,
 }

@@ -197,7 +197,7 @@ impl CertAuthority {
     }
 
     /// The CA private key, PKCS#8 PEM.
-    pub fn key_pem(&self) -> String {
+    pub(crate) fn key_pem(&self) -> String {
         self.issuer.key().serialize_pem()
     }
 

@@ -141,7 +141,7 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
 /// A TCP listener whose connections get TCP_NODELAY and keepalive.
 pub struct Tcp {
     /// The bound listener.
-    pub listener: TcpListener,
+    pub(crate) listener: TcpListener,
     /// Idle time before keepalive probes.
     pub(crate) keepalive: Duration,
 }

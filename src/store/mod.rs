@@ -59,7 +59,7 @@ pub enum PrincipalStatus {
 
 impl PrincipalStatus {
     /// The stored spelling: `active` or `suspended`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PrincipalStatus::Active => "active",
             PrincipalStatus::Suspended => "suspended",
@@ -141,12 +141,12 @@ impl CertificateRecord {
     }
 
     /// The owner, when registered.
-    pub fn principal_id(&self) -> Option<&str> {
+    pub(crate) fn principal_id(&self) -> Option<&str> {
         self.registration.as_ref().map(|r| r.principal_id.as_str())
     }
 
     /// notAfter, when registered.
-    pub fn expires_at(&self) -> Option<EpochMillis> {
+    pub(crate) fn expires_at(&self) -> Option<EpochMillis> {
         self.registration.as_ref().map(|r| r.expires_at)
     }
 }
@@ -192,12 +192,12 @@ pub struct Outage {
     /// What kind of failure, for the client.
     pub(crate) cause: OutageCause,
     /// Everything known, for the logs.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl Outage {
     /// An outage of `cause`, described by `detail`.
-    pub fn new(cause: OutageCause, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(cause: OutageCause, detail: impl Into<String>) -> Self {
         Outage {
             cause,
             detail: detail.into(),
@@ -238,7 +238,7 @@ pub enum OutageCause {
 
 impl OutageCause {
     /// Client-facing name: `timeout`, `unreachable`, `backend error`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OutageCause::Timeout => "timeout",
             OutageCause::Unreachable => "unreachable",
@@ -303,5 +303,5 @@ pub struct CacheSettings {
     pub(crate) max_entries: u64,
     /// When the backend fails, an entry older than `ttl` but younger than
     /// `ttl + stale_if_error` is still served (and counted); beyond that the lookup fails.
-    pub stale_if_error: Duration,
+    pub(crate) stale_if_error: Duration,
 }

@@ -17,30 +17,30 @@ pub enum Finding {
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Problem {
     /// Refused or read with defaults.
-    pub finding: Finding,
+    pub(crate) finding: Finding,
     /// What is wrong, without the item's values (`attribute status is missing`).
-    pub problem: String,
+    pub(crate) problem: String,
     /// How many items have it.
-    pub count: u64,
+    pub(crate) count: u64,
     /// The keys of the first few of them.
-    pub examples: Vec<String>,
+    pub(crate) examples: Vec<String>,
 }
 
 /// What [`DynamoStore::check_tables`] found in one table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct TableCheck {
     /// `principals` or `certificates`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The table name.
-    pub table: String,
+    pub(crate) table: String,
     /// Items scanned.
-    pub items: u64,
+    pub(crate) items: u64,
     /// Items certgate would refuse.
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Items read with at least one default (and not refused).
-    pub defaults: u64,
+    pub(crate) defaults: u64,
     /// By kind of problem, refused first.
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// Example keys kept per kind of problem.

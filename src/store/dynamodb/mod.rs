@@ -132,11 +132,14 @@ impl DynamoStore {
     /// Build a client from the standard AWS configuration chain (environment, profile,
     /// web identity / IRSA, container and instance roles) and `settings`. No request is
     /// made; credentials are resolved on first use.
-    pub async fn connect(settings: DynamoSettings, purpose: Purpose) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(
+        settings: DynamoSettings,
+        purpose: Purpose,
+    ) -> Result<Self, StoreError> {
         Self::connect_with(settings, purpose, |loader| loader).await
     }
 
-    /// [`DynamoStore::connect`], with a last say over the AWS configuration (tests use it to
+    /// `DynamoStore::connect`, with a last say over the AWS configuration (tests use it to
     /// give static credentials to a local server).
     pub async fn connect_with(
         settings: DynamoSettings,
@@ -193,11 +196,6 @@ impl DynamoStore {
     /// The SDK client, for callers that need a raw DynamoDB call.
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    /// The settings this store was opened with.
-    pub fn settings(&self) -> &DynamoSettings {
-        &self.settings
     }
 }
 
