@@ -153,6 +153,8 @@ fn split_unquoted(text: &str, sep: char) -> Result<Vec<&str>, MalformedCertifica
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cert::decode_certificate;
+    use crate::pki::{CertAuthority, CertSpec};
 
     fn cert(encoding: CertEncoding, value: &str) -> Result<Option<Vec<u8>>, MalformedCertificate> {
         extract(encoding, value.as_bytes()).map(|c| c.map(Cow::into_owned))
@@ -220,7 +222,106 @@ mod tests {
         ));
     }
 
+    /// A leaf issued to `cn` by a fresh CA: its DER, PEM, and the CA's DER (a chain's second
+    /// certificate).
+    fn issued(cn: &str) -> (Vec<u8>, String, Vec<u8>) {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("time");
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let leaf = ca
+            .issue(&CertSpec::client(cn, now, time::Duration::days(1)))
+            .expect("leaf");
+        (leaf.cert_der, leaf.cert_pem, ca.cert_der())
+    }
+
+    fn url_encoded(text: &str) -> String {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    fn base64(der: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(der)
+    }
+
+    /// The leaf as the proxy of each format writes it. `subject` is a value Envoy quotes
+    /// (escaping `"`); `variant` picks among the spellings a format allows.
+    fn header(
+        encoding: CertEncoding,
+        (der, pem, ca_der): &(Vec<u8>, String, Vec<u8>),
+        subject: &str,
+        variant: u8,
+    ) -> Vec<u8> {
+        let text = match encoding {
+            CertEncoding::Xfcc => {
+                let subject = format!("Subject=\"{}\"", subject.replace('"', "\\\""));
+                let cert = format!("Cert=\"{}\"", url_encoded(pem));
+                // An element added by a farther proxy, with a certificate that is not ours.
+                let farther = format!("By=spiffe://edge;Cert=\"{}\";{subject}", base64(ca_der));
+                let ours = if variant % 2 == 0 {
+                    format!("By=spiffe://gw;Hash=ab;{cert};{subject};URI=spiffe://w")
+                } else {
+                    format!("{subject};DNS=w.example.com;{cert}")
+                };
+                if variant % 3 == 0 {
+                    ours
+                } else {
+                    format!("{farther},{ours}")
+                }
+            }
+            CertEncoding::UrlEncodedPem | CertEncoding::AwsAlb => url_encoded(pem),
+            CertEncoding::Base64Der => {
+                let chain = format!("{},{}", base64(der), base64(ca_der));
+                match variant % 3 {
+                    0 => base64(der),
+                    1 => chain,
+                    _ => url_encoded(&chain),
+                }
+            }
+            CertEncoding::Rfc9440 => format!(":{}:", base64(der)),
+            CertEncoding::Auto => match variant % 3 {
+                0 => return der.clone(),
+                1 => pem.clone(),
+                _ => url_encoded(pem),
+            },
+        };
+        text.into_bytes()
+    }
+
     proptest::proptest! {
+        /// Whatever certificate a header carries, the proxy's spelling of it extracts to the
+        /// same DER.
+        #[test]
+        fn every_format_round_trips_the_certificate(
+            cn in "[a-z0-9.@-]{1,32}",
+            subject in "[ -\\[\\]-~]{0,40}",
+            variant in proptest::prelude::any::<u8>(),
+            padding in " {0,2}",
+        ) {
+            let cert = issued(&cn);
+            for encoding in [
+                CertEncoding::Auto,
+                CertEncoding::Xfcc,
+                CertEncoding::UrlEncodedPem,
+                CertEncoding::Base64Der,
+                CertEncoding::Rfc9440,
+                CertEncoding::AwsAlb,
+            ] {
+                let mut value = padding.clone().into_bytes();
+                value.extend(header(encoding, &cert, &subject, variant));
+                value.extend(padding.as_bytes());
+                let der = match extract(encoding, &value) {
+                    Ok(Some(bytes)) => decode_certificate(&bytes).map_err(|e| e.to_string()),
+                    other => Err(format!("{other:?}")),
+                };
+                proptest::prop_assert_eq!(
+                    der,
+                    Ok(cert.0.clone()),
+                    "{:?}: {}",
+                    encoding,
+                    String::from_utf8_lossy(&value)
+                );
+            }
+        }
+
+        /// Paired with the round trip above: no header value panics.
         #[test]
         fn any_header_value_is_handled(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
             for e in [CertEncoding::Xfcc, CertEncoding::Base64Der, CertEncoding::Rfc9440, CertEncoding::UrlEncodedPem] {

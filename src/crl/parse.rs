@@ -485,32 +485,40 @@ mod tests {
         );
     }
 
+    /// Whether `bytes` (PEM or DER) parse as a CRL whose signature verifies against `cas`.
+    fn verifies(bytes: &[u8], cas: &[CertificateDer<'_>]) -> bool {
+        decode_crl(bytes).is_ok_and(|der| {
+            ParsedCrl::parse(&der).is_ok_and(|crl| crl.verify_signature(cas).is_ok())
+        })
+    }
+
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            if let Ok(der) = decode_crl(&bytes)
-                && let Ok(parsed) = ParsedCrl::parse(&der)
-            {
-                let _ = parsed.index();
-                let _ = parsed.verify_signature(&[]);
-            }
+        fn arbitrary_bytes_never_verify(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            prop_assert!(!verifies(&bytes, &bundle(&[&ca("root")])));
         }
 
+        /// Every byte of a CRL is signed or is the signature: no change to it may verify.
         #[test]
-        fn corrupted_crls_never_panic(
-            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)
+        fn a_changed_crl_never_verifies(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1..=u8::MAX), 1..8)
         ) {
             let root = ca("root");
-            let mut der = root.crl(&spec(&[1, 0x0102, 0x01_0203])).expect("crl").der;
-            for (at, byte) in flips {
-                let i = at.index(der.len());
-                der[i] = byte;
+            let cas = bundle(&[&root]);
+            let der = root.crl(&spec(&[1, 0x0102, 0x01_0203])).expect("crl").der;
+            prop_assert!(verifies(&der, &cas), "the CRL as signed verifies");
+            let mut changed = der.clone();
+            for (at, mask) in flips {
+                let i = at.index(changed.len());
+                changed[i] ^= mask;
             }
-            if let Ok(parsed) = ParsedCrl::parse(&der) {
+            prop_assume!(changed != der);
+            // What parses must also index and be judged on its times without panicking.
+            if let Ok(parsed) = ParsedCrl::parse(&changed) {
                 let _ = parsed.index();
                 let _ = parsed.check_times(NOW, 60);
-                let _ = parsed.verify_signature(&bundle(&[&root]));
             }
+            prop_assert!(!verifies(&changed, &cas));
         }
     }
 }
