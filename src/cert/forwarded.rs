@@ -56,6 +56,11 @@ pub(crate) fn extract(
     if value.len() > MAX_INPUT * 2 {
         return Err(MalformedCertificate::TooLarge(value.len()));
     }
+    // Raw DER (a file, or Envoy's `source.certificate` read as bytes) is passed on untouched:
+    // its last byte may be whitespace.
+    if encoding == CertEncoding::Auto && value.first() == Some(&0x30) {
+        return Ok(Some(Cow::Borrowed(value)));
+    }
     let value = value.trim_ascii();
     if value.is_empty() {
         return Ok(None);
@@ -255,12 +260,12 @@ mod tests {
                 let cert = format!("Cert=\"{}\"", url_encoded(pem));
                 // An element added by a farther proxy, with a certificate that is not ours.
                 let farther = format!("By=spiffe://edge;Cert=\"{}\";{subject}", base64(ca_der));
-                let ours = if variant % 2 == 0 {
+                let ours = if variant.is_multiple_of(2) {
                     format!("By=spiffe://gw;Hash=ab;{cert};{subject};URI=spiffe://w")
                 } else {
                     format!("{subject};DNS=w.example.com;{cert}")
                 };
-                if variant % 3 == 0 {
+                if variant.is_multiple_of(3) {
                     ours
                 } else {
                     format!("{farther},{ours}")
@@ -304,9 +309,13 @@ mod tests {
                 CertEncoding::Rfc9440,
                 CertEncoding::AwsAlb,
             ] {
-                let mut value = padding.clone().into_bytes();
-                value.extend(header(encoding, &cert, &subject, variant));
-                value.extend(padding.as_bytes());
+                let raw = header(encoding, &cert, &subject, variant);
+                // Proxies pad text; raw DER is binary and comes as it is.
+                let value = if raw.first() == Some(&0x30) {
+                    raw
+                } else {
+                    [padding.as_bytes(), &raw, padding.as_bytes()].concat()
+                };
                 let der = match extract(encoding, &value) {
                     Ok(Some(bytes)) => decode_certificate(&bytes).map_err(|e| e.to_string()),
                     other => Err(format!("{other:?}")),
