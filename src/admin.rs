@@ -15,7 +15,6 @@ use crate::check::Checker;
 /// How long `/readyz` waits for the store before reporting it unusable.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The admin routes.
 pub(crate) fn router(checker: Arc<Checker>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -100,7 +100,6 @@ pub struct Anchor {
     pub subject: String,
     /// Subject Name, DER.
     pub(crate) subject_der: Vec<u8>,
-    /// Its key.
     pub(crate) key: CaKey,
     /// notBefore, Unix seconds.
     pub(crate) not_before: i64,

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 pub struct Problem {
     /// Dotted key path, e.g. `policies.admin.max_lifetime`.
     pub(crate) key: String,
-    /// What is wrong.
     pub(crate) message: String,
 }
 
@@ -25,7 +24,6 @@ impl fmt::Display for Problem {
 /// The configuration cannot be used; lists every problem found.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
-    /// The file.
     pub(crate) file: PathBuf,
     /// Every problem, in key order of discovery.
     pub(crate) problems: Vec<Problem>,

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {}: {source}", path.display())]
 pub struct Unreadable {
-    /// The file.
     pub(crate) path: PathBuf,
-    /// Why.
     pub(crate) source: std::io::Error,
 }
 

@@ -105,7 +105,6 @@ impl FailureClass {
 /// The last failed refresh of a CA's CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RefreshFailure {
-    /// What kind of failure.
     pub(crate) class: FailureClass,
     /// The whole story (source, error): for logs and deny messages.
     pub(crate) detail: String,

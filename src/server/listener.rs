@@ -140,7 +140,6 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
 
 /// A TCP listener whose connections get TCP_NODELAY and keepalive.
 pub struct Tcp {
-    /// The bound listener.
     pub(crate) listener: TcpListener,
     /// Idle time before keepalive probes.
     pub(crate) keepalive: Duration,

@@ -31,7 +31,6 @@ pub(crate) struct Problem {
 pub(crate) struct TableCheck {
     /// `principals` or `certificates`.
     pub(crate) kind: &'static str,
-    /// The table name.
     pub(crate) table: String,
     /// Items scanned.
     pub(crate) items: u64,
