@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 pub use policy::Policy;
-pub use policy::{Permission, PermissionError, RevocationPolicy};
+pub(crate) use policy::{Permission, RevocationPolicy};
 // The decision's CRL input, where its callers look.
 pub use crate::crl::CrlStatus;
 

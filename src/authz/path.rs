@@ -15,7 +15,7 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum PathMode {
+pub(crate) enum PathMode {
     /// Refuse every ambiguous path: encoded `/` `\` `%` `;`, raw `;` `\`, NUL and other
     /// control characters, non-UTF-8, empty or dot segments (after decoding).
     #[default]

@@ -28,7 +28,7 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum RevocationPolicy {
+pub(crate) enum RevocationPolicy {
     /// Fail-secure default: where the certificate's issuer has CRL sources configured, a
     /// usable CRL is required (503 `revocation_status_unknown` without one). Issuers without
     /// CRL sources are not checked.
@@ -46,7 +46,7 @@ pub enum RevocationPolicy {
 /// A permission: an optional HTTP method and a path pattern where `*` matches any run of
 /// characters (including `/`). gRPC methods are paths: `/job.v1.JobService/ListJobs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permission {
+pub(crate) struct Permission {
     method: Option<String>,
     segments: Vec<String>,
     source: String,
@@ -55,7 +55,7 @@ pub struct Permission {
 /// A permission string that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct PermissionError(String);
+pub(crate) struct PermissionError(String);
 
 impl Permission {
     /// Parse `"PATH"`, `"* PATH"` or `"METHOD PATH"`; the path must start with `/` or be `*`.

@@ -23,7 +23,8 @@ pub use reason::RevocationReason;
 pub use reason::UnknownRevocationReason;
 pub use serial::Serial;
 pub use serial::SerialParseError;
-pub use verify::{Anchor, CaKey, ChainFailure, TrustBundle, TrustBundleError};
+pub use verify::{Anchor, TrustBundle};
+pub(crate) use verify::{CaKey, ChainFailure};
 
 /// Where the principal id is taken from, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -19,7 +19,7 @@ use crate::clock::rfc3339;
 /// Why a certificate's chain does not lead to the trust bundle (decision table row 3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ChainFailure {
+pub(crate) enum ChainFailure {
     /// No CA in the bundle issued it.
     #[error("issuer '{issuer}' is not in the trust bundle")]
     UnknownIssuer {
@@ -62,7 +62,7 @@ pub enum ChainFailure {
 /// `CaKey`. Operators get the same value from
 /// `openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CaKey(pub [u8; 32]);
+pub(crate) struct CaKey(pub [u8; 32]);
 
 impl CaKey {
     /// The full digest, lowercase hex.
@@ -148,7 +148,7 @@ impl Anchor {
 /// A trust bundle file could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TrustBundleError {
+pub(crate) enum TrustBundleError {
     /// The PEM could not be read.
     #[error("bad PEM in trust bundle: {0}")]
     Pem(String),

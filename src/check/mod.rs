@@ -25,7 +25,7 @@ pub use outcome::Outcome;
 
 /// A configuration generation with the caches that depend on it (parsed identities are only
 /// valid for the trust bundle and identity rules they were built with).
-pub struct Generation {
+pub(crate) struct Generation {
     /// The validated configuration.
     pub(crate) config: Arc<Config>,
     identities: identity_cache::IdentityCache,

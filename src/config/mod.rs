@@ -38,7 +38,7 @@ pub const DEFAULT_PRINCIPAL_TYPE_OID: &str = "1.3.6.1.4.1.59999.1.2";
 /// How much of a deny the client sees in the response body (logs always have everything).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DenyDetail {
+pub(crate) enum DenyDetail {
     /// Reason code and the full message.
     #[default]
     Full,
@@ -48,7 +48,7 @@ pub enum DenyDetail {
 
 /// Listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listen {
+pub(crate) struct Listen {
     /// ext_authz gRPC over TCP.
     pub(crate) grpc: Option<SocketAddr>,
     /// ext_authz gRPC over a unix socket.
@@ -65,7 +65,7 @@ pub struct Listen {
 /// file descriptors, memory or tasks away from everyone else (each listener has its own
 /// connection cap, so a flood on forward-auth leaves admin and gRPC their share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenLimits {
+pub(crate) struct ListenLimits {
     /// Open connections on the gRPC TCP listener (and, separately, on the unix socket).
     pub(crate) grpc_max_connections: usize,
     /// Open connections on the forward-auth listener.
@@ -109,7 +109,7 @@ impl Default for ListenLimits {
 /// The way in a forwarded-certificate header is believed on (`forwarded_certificates[].via`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Via {
+pub(crate) enum Via {
     /// The ext_authz gRPC listener. Envoy passes client headers through, so only XFCC from an
     /// Envoy that replaces any client-sent copy (`forward_client_cert_details: SANITIZE_SET`)
     /// is acceptable here.
@@ -120,7 +120,7 @@ pub enum Via {
 
 /// Who may hand certgate a forwarded certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TrustedProxy {
+pub(crate) enum TrustedProxy {
     /// Callers from this network (the ext_authz gRPC peer, or the forward-auth HTTP peer).
     Net(ipnet::IpNet),
     /// Callers on the unix socket (a sidecar Envoy; ext_authz only).
@@ -130,7 +130,7 @@ pub enum TrustedProxy {
 /// A header that carries a client certificate, the way in it is read on, and the proxies
 /// trusted to set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ForwardedSource {
+pub(crate) struct ForwardedSource {
     /// The listener this header is read on; it is ignored on the other.
     pub(crate) via: Via,
     /// Lowercase header name.
@@ -188,7 +188,7 @@ pub struct StoreConfig {
 
 /// Names of the identity headers set on allow and removed from every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderNames {
+pub(crate) struct HeaderNames {
     /// Principal id.
     pub(crate) principal: String,
     /// Principal type.

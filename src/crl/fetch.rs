@@ -9,7 +9,7 @@ use super::{CrlLocation, CrlSource};
 
 /// What the previous successful read returned, to ask "changed since?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Validators {
+pub(crate) struct Validators {
     /// HTTP `ETag`.
     pub(crate) etag: Option<String>,
     /// HTTP `Last-Modified`.
@@ -21,7 +21,7 @@ pub struct Validators {
 /// The result of one read.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Fetched {
+pub(crate) enum Fetched {
     /// 304 Not Modified, or the file is unchanged.
     NotModified,
     /// New bytes, with the validators to send next time.
@@ -31,7 +31,7 @@ pub enum Fetched {
 /// Why a read failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The server answered with a status other than 200 or 304.
     #[error("HTTP status {0}")]
     Status(u16),

@@ -25,7 +25,8 @@ pub use index::{IndexError, RevocationIndex};
 pub use index::{RevocationIndexBuilder, Revoked};
 pub use parse::CrlError;
 pub(crate) use parse::{ParsedCrl, decode_crl};
-pub use settings::{CrlInputs, CrlIssuer, CrlReadiness, CrlSettings, CrlSource};
+pub(crate) use settings::{CrlInputs, CrlReadiness, CrlSource};
+pub use settings::{CrlIssuer, CrlSettings};
 pub(crate) use settings::{CrlLocation, Freshness};
 pub use verified::VerifiedCrl;
 
@@ -118,7 +119,7 @@ impl std::fmt::Display for RefreshFailure {
 
 /// What is known about the CRL of one CA key.
 #[derive(Debug, Clone)]
-pub struct IssuerState {
+pub(crate) struct IssuerState {
     /// The configuration of its issuer name.
     pub(crate) config: Arc<CrlIssuer>,
     /// The CA key whose CRLs this state holds.

@@ -11,7 +11,7 @@ use crate::cert::TrustBundle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum CrlReadiness {
+pub(crate) enum CrlReadiness {
     /// Not ready while a configured issuer has no usable CRL (the reason is in `/readyz`).
     #[default]
     Wait,
@@ -40,7 +40,7 @@ pub(crate) enum CrlLocation {
 
 /// One source of an issuer's CRL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrlSource {
+pub(crate) struct CrlSource {
     /// URL or file.
     pub(crate) location: CrlLocation,
     /// Time between successful refreshes (jittered by ±10%).
@@ -113,7 +113,7 @@ impl Default for CrlSettings {
 /// Everything the revocation state follows. A reload hands over a new value; CRLs are
 /// refetched only when `loads_like` says they would load differently.
 #[derive(Debug, Clone)]
-pub struct CrlInputs {
+pub(crate) struct CrlInputs {
     /// The `crl` section.
     pub(crate) settings: CrlSettings,
     /// The CAs whose keys verify CRLs (the trust bundle of the chain check).

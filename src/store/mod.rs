@@ -227,7 +227,7 @@ impl From<&str> for Outage {
 /// The kinds of [`Outage`], named without any internal detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum OutageCause {
+pub(crate) enum OutageCause {
     /// No answer within the deadline.
     Timeout,
     /// No connection could be made.
