@@ -528,7 +528,16 @@ fn crl_rows_7_and_7b() {
         reason: "key_compromise",
         revoked_at: NOW - 60,
     };
-    let unknown = CrlStatus::Unknown("CRL of 'CN=test CA' is stale (age 30h, max_age 24h)".into());
+    let unknown = CrlStatus::Unknown(crate::crl::UnknownCause::Stale {
+        issuer: "CN=test CA".to_owned(),
+        key: crate::cert::CaKey([7; 32]),
+        staleness: crate::crl::Staleness::TooOld {
+            this_update: NOW - 30 * 3600,
+            age_secs: 30 * 3600,
+            max_age_secs: 24 * 3600,
+        },
+        last_error: None,
+    });
     let with = |revocation| Policy {
         revocation,
         ..policy()
@@ -548,7 +557,7 @@ fn crl_rows_7_and_7b() {
             Required,
             &unknown,
             Some(ReasonCode::RevocationStatusUnknown),
-            "age 30h",
+            "issued 1d6h ago",
         ),
         (Strict, &CrlStatus::NotListed, None, ""),
         (

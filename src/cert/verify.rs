@@ -49,9 +49,17 @@ pub enum ChainFailure {
         /// Its notBefore, Unix seconds.
         not_before: i64,
     },
-    /// Any other verifier verdict (CA constraints, unsupported algorithm…).
+    /// The verifier cannot read the certificate at all.
     #[error("chain verification failed: {0}")]
-    Other(String),
+    Undecodable(webpki::Error),
+    /// Any other verdict of the verifier on the chain (CA constraints, unsupported
+    /// algorithm…).
+    #[error("chain verification failed: {0:?}")]
+    Rejected(webpki::Error),
+    /// The verifier named a trust anchor the bundle does not hold (never expected: the
+    /// verifier only gets the bundle's anchors).
+    #[error("chain verification failed: the verifying trust anchor is not in the bundle")]
+    AnchorNotInBundle,
 }
 
 /// SHA-256 of a CA's SubjectPublicKeyInfo (DER): the identity of a CA for revocation.
@@ -239,7 +247,7 @@ impl TrustBundle {
     /// whose key verified it. Its own validity is not judged here (see [`Anchor::unusable_at`]).
     pub fn verify(&self, leaf_der: &[u8], at: i64) -> Result<Arc<Anchor>, ChainFailure> {
         let der = CertificateDer::from(leaf_der);
-        let leaf = EndEntityCert::try_from(&der).map_err(|e| ChainFailure::Other(e.to_string()))?;
+        let leaf = EndEntityCert::try_from(&der).map_err(ChainFailure::Undecodable)?;
         let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.max(0) as u64));
         leaf.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -257,7 +265,7 @@ impl TrustBundle {
                 webpki::Error::InvalidSignatureForPublicKey => {
                     ChainFailure::BadSignature { issuer: issuer() }
                 }
-                other => ChainFailure::Other(format!("{other:?}")),
+                other => ChainFailure::Rejected(other),
             }
         })
         .and_then(|path| {
@@ -266,9 +274,9 @@ impl TrustBundle {
                 .anchors
                 .iter()
                 .position(|a| std::ptr::eq(a, path.anchor()));
-            at.and_then(|i| self.cas.get(i)).cloned().ok_or_else(|| {
-                ChainFailure::Other("the verifying trust anchor is not in the bundle".into())
-            })
+            at.and_then(|i| self.cas.get(i))
+                .cloned()
+                .ok_or(ChainFailure::AnchorNotInBundle)
         })
     }
 }
