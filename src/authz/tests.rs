@@ -528,7 +528,7 @@ fn crl_rows_7_and_7b() {
         reason: "key_compromise",
         revoked_at: NOW - 60,
     };
-    let unknown = CrlStatus::Unknown(crate::crl::UnknownCause::Stale {
+    let unknown = CrlStatus::Unknown(Box::new(crate::crl::UnknownCause::Stale {
         issuer: "CN=test CA".to_owned(),
         key: crate::cert::CaKey([7; 32]),
         staleness: crate::crl::Staleness::TooOld {
@@ -537,7 +537,7 @@ fn crl_rows_7_and_7b() {
             max_age_secs: 24 * 3600,
         },
         last_error: None,
-    });
+    }));
     let with = |revocation| Policy {
         revocation,
         ..policy()

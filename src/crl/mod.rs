@@ -69,7 +69,7 @@ pub struct IssuerState {
 
 impl IssuerState {
     /// The CRL in force if it is usable at `now`; otherwise why none is.
-    fn usable(&self, now: i64) -> Result<&VerifiedCrl, UnknownCause> {
+    fn usable(&self, now: i64) -> Result<&VerifiedCrl, Box<UnknownCause>> {
         let staleness = match &self.crl {
             Some(crl) => match crl.unusable(&self.config.freshness, now) {
                 None => return Ok(crl),
@@ -79,7 +79,7 @@ impl IssuerState {
         };
         let (issuer, key, last_error) =
             (self.config.name.clone(), self.key, self.last_error.clone());
-        Err(match staleness {
+        Err(Box::new(match staleness {
             None => UnknownCause::NeverLoaded {
                 issuer,
                 key,
@@ -91,7 +91,7 @@ impl IssuerState {
                 staleness,
                 last_error,
             },
-        })
+        }))
     }
 }
 
@@ -239,7 +239,9 @@ impl Revocation {
     pub fn status(&self, id: &Identity, now: i64) -> CrlStatus {
         match id.chain() {
             Ok(anchor) => self.snapshot.load().status(anchor, id.serial(), now),
-            Err(failure) => CrlStatus::Unknown(UnknownCause::ChainUnverified(failure.clone())),
+            Err(failure) => {
+                CrlStatus::Unknown(Box::new(UnknownCause::ChainUnverified(failure.clone())))
+            }
         }
     }
 

@@ -23,8 +23,8 @@ pub enum CrlStatus {
         /// revocationDate, Unix seconds.
         revoked_at: i64,
     },
-    /// No usable CRL.
-    Unknown(UnknownCause),
+    /// No usable CRL (boxed: the cause is large, and only a deny or a warning pays for it).
+    Unknown(Box<UnknownCause>),
 }
 
 /// Why no usable CRL speaks for a certificate.

@@ -11,6 +11,7 @@ use moka::ops::compute::Op;
 use prometheus::IntCounter;
 
 use super::{CacheSettings, CertificateRecord, Lookup, Principal, StoreError};
+use crate::cert::Serial;
 use crate::metrics::Metrics;
 
 /// The clock edge: the only place this module reads the time.
@@ -138,13 +139,13 @@ impl CachedStore {
             .await
     }
 
-    /// The certificate with lowercase hex `serial`, or `None` when it is not registered.
+    /// The certificate `serial`, or `None` when it is not registered.
     pub async fn certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
     ) -> Result<Option<Arc<CertificateRecord>>, StoreError> {
         self.certificates
-            .get(serial, || self.inner.get_certificate(serial))
+            .get(&serial.to_string(), || self.inner.get_certificate(serial))
             .await
     }
 
@@ -163,7 +164,7 @@ impl CachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fake::FakeStore;
+    use crate::store::fake::{FakeStore, serial};
 
     fn cached(backend: &Arc<FakeStore>, ttl_ms: u64, stale_ms: u64) -> (CachedStore, Metrics) {
         let settings = CacheSettings {
@@ -212,8 +213,8 @@ mod tests {
         let (cache, metrics) = cached(&backend, 60_000, 0);
         assert!(cache.principal("ghost").await.unwrap().is_none());
         assert!(cache.principal("ghost").await.unwrap().is_none());
-        assert!(cache.certificate("0a").await.unwrap().is_none());
-        assert!(cache.certificate("0a").await.unwrap().is_none());
+        assert!(cache.certificate(&serial("0a")).await.unwrap().is_none());
+        assert!(cache.certificate(&serial("0a")).await.unwrap().is_none());
         assert_eq!(backend.calls(), 2);
         let hits = metrics
             .cache_lookups
