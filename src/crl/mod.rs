@@ -27,7 +27,7 @@ pub use parse::{CrlError, ParsedCrl, decode_crl};
 pub use settings::{
     CrlInputs, CrlIssuer, CrlLocation, CrlReadiness, CrlSettings, CrlSource, Freshness,
 };
-pub use status::{CrlStatus, FailureClass, RefreshFailure, Staleness, UnknownCause};
+pub use status::{CrlStatus, FailureClass, NotReady, RefreshFailure, Staleness, UnknownCause};
 pub use verified::VerifiedCrl;
 
 use crate::cert::{Anchor, CaKey, Identity, Serial};
@@ -400,25 +400,24 @@ impl Revocation {
         self.snapshot.store(Arc::new(next));
     }
 
-    /// `Err(reason)` while `/readyz` should fail: with `readiness: wait`, some configured
-    /// CA key has no usable CRL. The reason is each such key's [`UnknownCause`] in its public
-    /// form (the kind of failure; URLs and error texts are in the logs).
-    pub fn readiness(&self, now: i64) -> Result<(), String> {
+    /// `Err` while `/readyz` should fail: with `readiness: wait`, some configured CA key has
+    /// no usable CRL.
+    pub fn readiness(&self, now: i64) -> Result<(), NotReady> {
         let inputs = self.inputs();
         if inputs.settings.readiness == CrlReadiness::Serve || !inputs.required {
             return Ok(());
         }
         let snapshot = self.snapshot.load();
-        let problems: Vec<String> = snapshot
+        let causes: Vec<UnknownCause> = snapshot
             .issuers()
             .into_iter()
             .filter_map(|s| s.usable(now).err())
-            .map(|cause| format!("{cause:#}"))
+            .map(|cause| *cause)
             .collect();
-        if problems.is_empty() {
+        if causes.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(NotReady(causes))
         }
     }
 

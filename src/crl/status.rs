@@ -61,14 +61,7 @@ pub enum UnknownCause {
 
 impl fmt::Display for UnknownCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let public = f.alternate();
-        let failure = |e: &RefreshFailure| {
-            if public {
-                e.class.as_str().to_owned()
-            } else {
-                e.detail.clone()
-            }
-        };
+        // The last failure is written with this formatter, so it follows its `{:#}` flag.
         match self {
             UnknownCause::ChainUnverified(failure) => {
                 write!(f, "the chain is not verified: {failure}")
@@ -78,13 +71,15 @@ impl fmt::Display for UnknownCause {
                 key,
                 last_error,
             } => {
-                let why = last_error
-                    .as_ref()
-                    .map_or_else(|| "not fetched yet".to_owned(), failure);
                 write!(
                     f,
-                    "no CRL of issuer '{issuer}' has been loaded (CA key {key}; {why})"
-                )
+                    "no CRL of issuer '{issuer}' has been loaded (CA key {key}; "
+                )?;
+                match last_error {
+                    Some(e) => fmt::Display::fmt(e, f)?,
+                    None => f.write_str("not fetched yet")?,
+                }
+                f.write_str(")")
             }
             UnknownCause::Stale {
                 issuer,
@@ -94,11 +89,33 @@ impl fmt::Display for UnknownCause {
             } => {
                 write!(f, "the CRL of '{issuer}' (CA key {key}) is {staleness}")?;
                 match last_error {
-                    Some(e) => write!(f, "; last refresh: {}", failure(e)),
+                    Some(e) => {
+                        f.write_str("; last refresh: ")?;
+                        fmt::Display::fmt(e, f)
+                    }
                     None => Ok(()),
                 }
             }
         }
+    }
+}
+
+/// Why `/readyz` fails: the configured CA keys without a usable CRL.
+///
+/// Shown with each cause's public form, so it names each CA (name and key) and the kind of
+/// failure; URLs and error texts stay in the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady(pub Vec<UnknownCause>);
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, cause) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{cause:#}")?;
+        }
+        Ok(())
     }
 }
 
@@ -222,8 +239,13 @@ pub struct RefreshFailure {
     pub detail: String,
 }
 
+/// The detail; `{:#}`: the class only.
 impl fmt::Display for RefreshFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
+        if f.alternate() {
+            f.write_str(self.class.as_str())
+        } else {
+            f.write_str(&self.detail)
+        }
     }
 }

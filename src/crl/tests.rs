@@ -141,7 +141,10 @@ fn nothing_loaded_means_unknown_for_configured_issuers_only() {
         state.status_of("CN=someone else", "01", NOW),
         CrlStatus::NotConfigured
     );
-    let ready = state.readiness(NOW).expect_err("not ready without CRLs");
+    let ready = state
+        .readiness(NOW)
+        .expect_err("not ready without CRLs")
+        .to_string();
     assert!(
         ready.contains("CN=root") && ready.contains("CN=other"),
         "{ready}"
@@ -163,7 +166,10 @@ fn a_loaded_crl_answers_revoked_or_not_listed() {
         }
     );
     assert_eq!(state.status_of(&name, "43", NOW), CrlStatus::NotListed);
-    let still = state.readiness(NOW).expect_err("other issuer missing");
+    let still = state
+        .readiness(NOW)
+        .expect_err("other issuer missing")
+        .to_string();
     assert!(!still.contains("CN=root"), "{still}");
 }
 
@@ -535,7 +541,11 @@ fn a_key_without_a_crl_is_unknown_for_its_certificates_only() {
         why.contains("CN=ca") && why.contains(&old_key.to_string()),
         "{why}"
     );
-    let ready = r.state.readiness(NOW).expect_err("one key has no CRL");
+    let ready = r
+        .state
+        .readiness(NOW)
+        .expect_err("one key has no CRL")
+        .to_string();
     assert!(ready.contains(&old_key.to_string()), "{ready}");
     assert!(
         !ready.contains(&r.anchor(&r.new).key.to_string()),
@@ -576,7 +586,7 @@ fn the_high_water_mark_keeps_older_crls_out_after_a_restart() {
         why.contains("older than the newest one already installed"),
         "{why}"
     );
-    let ready = second.readiness(NOW).expect_err("not ready");
+    let ready = second.readiness(NOW).expect_err("not ready").to_string();
     assert!(ready.contains("CRL older than one already seen"), "{ready}");
     // The same CRL again, or a newer one, is fine.
     let same = load(&f, "root", &crl(&f.root, NOW - 60, &[7]), "b").expect("valid");

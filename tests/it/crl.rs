@@ -285,7 +285,8 @@ async fn crl_server_down_at_start_then_up_then_down_again() {
         .checker
         .revocation()
         .readiness(certgate::clock::unix_now())
-        .expect_err("not ready while no CRL is loaded");
+        .expect_err("not ready while no CRL is loaded")
+        .to_string();
     assert!(not_ready.contains("CN=root"), "{not_ready}");
 
     server.start();
@@ -1043,7 +1044,8 @@ async fn readiness_names_the_ca_and_the_reason_class_but_no_url() {
         .checker
         .revocation()
         .readiness(certgate::clock::unix_now())
-        .expect_err("not ready");
+        .expect_err("not ready")
+        .to_string();
     assert!(
         why.contains("CN=root") && why.contains("key sha256:") && why.contains("fetch failed"),
         "{why}"
