@@ -249,3 +249,59 @@ impl fmt::Display for RefreshFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRESHNESS: Freshness = Freshness {
+        max_age_secs: 3600,
+        next_update_grace_secs: 600,
+    };
+
+    #[test]
+    fn freshness_is_max_age_first_then_next_update_with_its_grace() {
+        let judge = |this_update, next_update| FRESHNESS.judge(this_update, next_update, 10_000);
+        assert_eq!(
+            judge(10_000 - 3600, 20_000),
+            None,
+            "max_age itself is fresh"
+        );
+        assert!(matches!(
+            judge(10_000 - 3601, 0),
+            Some(Staleness::TooOld { age_secs: 3601, .. })
+        ));
+        assert_eq!(judge(9_000, 10_000 - 600), None, "within the grace");
+        assert!(matches!(
+            judge(9_000, 10_000 - 601),
+            Some(Staleness::PastNextUpdate {
+                overdue_secs: 601,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_public_form_names_the_failure_class_not_its_detail() {
+        let cause = UnknownCause::NeverLoaded {
+            issuer: "CN=ca".to_owned(),
+            key: CaKey([1; 32]),
+            last_error: Some(RefreshFailure {
+                class: FailureClass::FetchFailed,
+                detail: "http://crl.example/ca.crl: HTTP status 500".to_owned(),
+            }),
+        };
+        let key = CaKey([1; 32]);
+        assert_eq!(
+            cause.to_string(),
+            format!(
+                "no CRL of issuer 'CN=ca' has been loaded (CA key {key}; \
+                 http://crl.example/ca.crl: HTTP status 500)"
+            )
+        );
+        assert_eq!(
+            format!("{cause:#}"),
+            format!("no CRL of issuer 'CN=ca' has been loaded (CA key {key}; fetch failed)")
+        );
+    }
+}
