@@ -7,7 +7,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::path::PathMode;
 use super::*;
-use crate::cert::{IdentityRules, PrincipalIdSource, TrustBundle, identify};
+use crate::cert::tests::rules;
+use crate::cert::{TrustBundle, identify};
 use crate::pki::{CertAuthority, CertSpec, Eku};
 use crate::store::{CertificateRecord, Principal, PrincipalStatus, Registration};
 
@@ -17,23 +18,6 @@ const TYPE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 2];
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(NOW).expect("valid test time")
-}
-
-fn rules() -> IdentityRules {
-    IdentityRules {
-        principal_id_sources: vec![
-            PrincipalIdSource::Oid,
-            PrincipalIdSource::Spiffe,
-            PrincipalIdSource::Cn,
-        ],
-        principal_id_oid: "1.3.6.1.4.1.59999.1.1".parse().expect("valid oid"),
-        principal_type_sources: vec![
-            PrincipalTypeSource::Oid,
-            PrincipalTypeSource::Ou,
-            PrincipalTypeSource::Store,
-        ],
-        principal_type_oid: "1.3.6.1.4.1.59999.1.2".parse().expect("valid oid"),
-    }
 }
 
 struct Pki {

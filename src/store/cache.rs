@@ -3,7 +3,7 @@
 //! backend fails and only within `stale_if_error`, and never caches an error.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
@@ -71,6 +71,9 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
             return Ok(answer);
         }
         self.miss.inc();
+        // Set when the backend reads a corrupt record: the computation then removes the
+        // entry and the error is returned after it.
+        let corrupt = OnceLock::new();
         // Computations for one key run one at a time, so concurrent misses wait for the
         // first and then find its fresh answer instead of asking the backend again.
         let computed = self
@@ -88,13 +91,18 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
                         self.ok.inc();
                         Ok(Op::Put((asked_at, answer.map(Arc::new))))
                     }
+                    // A corrupt record is an answer, not an outage: the table says
+                    // something certgate cannot read, so the old answer must go, or a
+                    // later outage would serve it again from the stale window.
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        self.error.inc();
+                        let _ = corrupt.set(e);
+                        Ok(Op::Remove)
+                    }
                     Err(e) => {
                         self.error.inc();
-                        // A corrupt record is an answer, not an outage: the table says
-                        // something certgate cannot read, so the old answer must not stand.
-                        let outage = !matches!(e, StoreError::Corrupt { .. });
                         match previous {
-                            Some(p) if outage && age(&p) < self.stale_limit => {
+                            Some(p) if age(&p) < self.stale_limit => {
                                 self.stale_served.inc();
                                 Ok(Op::Nop)
                             }
@@ -104,7 +112,10 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
                 }
             })
             .await?;
-        // Every branch above leaves an entry (`Nop` only over an existing one); should
+        if let Some(e) = corrupt.into_inner() {
+            return Err(e);
+        }
+        // Every other branch above leaves an entry (`Nop` only over an existing one); should
         // moka ever say otherwise, fail closed rather than answer "not found".
         computed
             .into_entry()
@@ -277,6 +288,11 @@ mod tests {
         sleep_ms(50).await;
         let err = cache.principal("alice").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        // The corrupt record replaced the good one: an outage now must not bring it back.
+        backend.corrupt(false);
+        backend.fail(true);
+        let err = cache.principal("alice").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert_eq!(metrics.store_stale_served.get(), 0);
     }
 
