@@ -125,7 +125,7 @@ impl Fixture {
         let store = self.checker.store();
         let facts = rt.block_on(async {
             anyhow::Ok(StoreFacts {
-                certificate: store.certificate(&id.serial().to_string()).await?,
+                certificate: store.certificate(id.serial()).await?,
                 principal: store.principal(&principal_id).await?,
             })
         })?;

@@ -32,6 +32,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use certgate::cert::Serial;
 use certgate::check::{CheckInput, Checker};
 use certgate::config::{Config, DEFAULT_PRINCIPAL_ID_OID, DEFAULT_PRINCIPAL_TYPE_OID};
 use certgate::metrics::Metrics;
@@ -170,7 +171,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         checker.store().principal(&principal_id(i)).await?;
         checker
             .store()
-            .certificate(&format!("{:x}", serial(i)))
+            .certificate(&Serial::from_der_content(&serial(i).to_be_bytes()))
             .await?;
     }
     let before_identities = report("2 store cache", started, rss)?;

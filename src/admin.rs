@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::check::Checker;
+use crate::store::{OutageCause, StoreError};
 
 /// How long `/readyz` waits for the store before reporting it unusable.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -39,7 +40,19 @@ async fn readyz(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
     }
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, checker.store().inner().ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        Ok(Err(e)) => {
+            // The endpoint, table or file path stay in the log; the probe's client sees the
+            // kind of failure only.
+            tracing::warn!(error = %e, "readiness: store probe failed");
+            let cause = match &e {
+                StoreError::Unavailable(outage) => outage.cause,
+                _ => OutageCause::Failed,
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: store unavailable ({})\n", cause.as_str()),
+            )
+        }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: store did not answer within {STORE_PROBE_TIMEOUT:?}\n"),

@@ -82,6 +82,20 @@ struct Client<'a> {
     lifetime_days: i64,
 }
 
+impl<'a> Client<'a> {
+    /// A client of type `principal_type` named `name`: principal `name@domain`, CN
+    /// `name.domain`, files `<principal_type>.pem` and `<principal_type>-key.pem`.
+    fn new(principal_type: &'a str, name: &str, domain: &str, lifetime_days: i64) -> Self {
+        Client {
+            file: principal_type,
+            principal_id: format!("{name}@{domain}"),
+            principal_type,
+            cn: format!("{name}.{domain}"),
+            lifetime_days,
+        }
+    }
+}
+
 /// Write everything; returns a human summary with the next commands to run.
 pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> {
     let dir = &args.out_dir;
@@ -112,20 +126,8 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
     write_pair(dir, "server", &server)?;
 
     let clients = [
-        Client {
-            file: "admin",
-            principal_id: format!("admin@{domain}"),
-            principal_type: "admin",
-            cn: format!("admin.{domain}"),
-            lifetime_days: 7,
-        },
-        Client {
-            file: "worker",
-            principal_id: format!("worker-1@{domain}"),
-            principal_type: "worker",
-            cn: format!("worker-1.{domain}"),
-            lifetime_days: 30,
-        },
+        Client::new("admin", "admin", domain, 7),
+        Client::new("worker", "worker-1", domain, 30),
     ];
     let mut issued = Vec::new();
     for c in &clients {

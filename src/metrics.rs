@@ -1,6 +1,7 @@
 //! Prometheus metrics (README "Operating it"), all prefixed `certgate_`. One registry per process;
 //! recording is lock-free on the hot path apart from the label lookup.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -46,142 +47,139 @@ impl Metrics {
     /// Build and register every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let decisions = IntCounterVec::new(
-            Opts::new("certgate_decisions_total", "Authorization decisions"),
-            &["result", "reason", "policy", "principal_type"],
-        )
-        .expect("static metric definition is valid");
-        let check_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "certgate_check_duration_seconds",
-                "Time to decide one check",
-            )
-            .buckets(vec![
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
-                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-            ]),
-            &["result"],
-        )
-        .expect("static metric definition is valid");
-        let cache_lookups = IntCounterVec::new(
-            Opts::new(
-                "certgate_cache_lookups_total",
-                "Cache lookups by cache and result",
-            ),
-            &["cache", "result"],
-        )
-        .expect("static metric definition is valid");
-        let store_calls = IntCounterVec::new(
-            Opts::new("certgate_store_calls_total", "Calls to the store backend"),
-            &["operation", "outcome"],
-        )
-        .expect("static metric definition is valid");
-        let store_stale_served = IntCounter::new(
-            "certgate_store_stale_served_total",
-            "Cached store entries served past their TTL because the store failed",
-        )
-        .expect("static metric definition is valid");
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "certgate_config_reloads_total",
-                "Configuration reloads by outcome",
-            ),
-            &["outcome"],
-        )
-        .expect("static metric definition is valid");
-        let config_last_reload_failed = IntGauge::new(
-            "certgate_config_last_reload_failed",
-            "1 when the most recent reload was refused and the previous config is in force",
-        )
-        .expect("static metric definition is valid");
-        let client_cert_days_to_expiry = HistogramVec::new(
-            HistogramOpts::new(
-                "certgate_client_cert_days_to_expiry",
-                "Days to notAfter of client certificates seen for the first time",
-            )
-            .buckets(vec![1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0]),
-            &["policy"],
-        )
-        .expect("static metric definition is valid");
-        let crl_fetches = IntCounterVec::new(
-            Opts::new(
-                "certgate_crl_fetches_total",
-                "CRL refresh rounds by source and outcome",
-            ),
-            &["source", "outcome"],
-        )
-        .expect("static metric definition is valid");
-        let crl_verification_failures = IntCounterVec::new(
-            Opts::new(
-                "certgate_crl_verification_failures_total",
-                "Fetched CRLs refused, by issuer and reason",
-            ),
-            &["issuer", "reason"],
-        )
-        .expect("static metric definition is valid");
-        let crl_age_seconds = GaugeVec::new(
-            Opts::new(
-                "certgate_crl_age_seconds",
-                "Seconds since thisUpdate of the CRL in force",
-            ),
-            &["issuer"],
-        )
-        .expect("static metric definition is valid");
-        let crl_next_update_seconds = GaugeVec::new(
-            Opts::new(
-                "certgate_crl_next_update_seconds",
-                "Seconds until nextUpdate of the CRL in force (negative when past)",
-            ),
-            &["issuer"],
-        )
-        .expect("static metric definition is valid");
-        let crl_entries = IntGaugeVec::new(
-            Opts::new("certgate_crl_entries", "Entries of the CRL in force"),
-            &["issuer"],
-        )
-        .expect("static metric definition is valid");
-        let crl_usable = IntGaugeVec::new(
-            Opts::new(
-                "certgate_crl_usable",
-                "1 when the issuer has a verified, fresh CRL",
-            ),
-            &["issuer"],
-        )
-        .expect("static metric definition is valid");
-        for c in [
-            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(check_seconds.clone()),
-            Box::new(cache_lookups.clone()),
-            Box::new(store_calls.clone()),
-            Box::new(store_stale_served.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(config_last_reload_failed.clone()),
-            Box::new(client_cert_days_to_expiry.clone()),
-            Box::new(crl_fetches.clone()),
-            Box::new(crl_verification_failures.clone()),
-            Box::new(crl_age_seconds.clone()),
-            Box::new(crl_next_update_seconds.clone()),
-            Box::new(crl_entries.clone()),
-            Box::new(crl_usable.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
+        let r = &registry;
         Metrics {
+            decisions: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("certgate_decisions_total", "Authorization decisions"),
+                    &["result", "reason", "policy", "principal_type"],
+                ),
+            ),
+            check_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "certgate_check_duration_seconds",
+                        "Time to decide one check",
+                    )
+                    .buckets(vec![
+                        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
+                        0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    ]),
+                    &["result"],
+                ),
+            ),
+            cache_lookups: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "certgate_cache_lookups_total",
+                        "Cache lookups by cache and result",
+                    ),
+                    &["cache", "result"],
+                ),
+            ),
+            store_calls: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new("certgate_store_calls_total", "Calls to the store backend"),
+                    &["operation", "outcome"],
+                ),
+            ),
+            store_stale_served: register(
+                r,
+                IntCounter::new(
+                    "certgate_store_stale_served_total",
+                    "Cached store entries served past their TTL because the store failed",
+                ),
+            ),
+            config_reloads: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "certgate_config_reloads_total",
+                        "Configuration reloads by outcome",
+                    ),
+                    &["outcome"],
+                ),
+            ),
+            config_last_reload_failed: register(
+                r,
+                IntGauge::new(
+                    "certgate_config_last_reload_failed",
+                    "1 when the most recent reload was refused and the previous config is in force",
+                ),
+            ),
+            client_cert_days_to_expiry: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "certgate_client_cert_days_to_expiry",
+                        "Days to notAfter of client certificates seen for the first time",
+                    )
+                    .buckets(vec![1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0]),
+                    &["policy"],
+                ),
+            ),
+            crl_fetches: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "certgate_crl_fetches_total",
+                        "CRL refresh rounds by source and outcome",
+                    ),
+                    &["source", "outcome"],
+                ),
+            ),
+            crl_verification_failures: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "certgate_crl_verification_failures_total",
+                        "Fetched CRLs refused, by issuer and reason",
+                    ),
+                    &["issuer", "reason"],
+                ),
+            ),
+            crl_age_seconds: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "certgate_crl_age_seconds",
+                        "Seconds since thisUpdate of the CRL in force",
+                    ),
+                    &["issuer"],
+                ),
+            ),
+            crl_next_update_seconds: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "certgate_crl_next_update_seconds",
+                        "Seconds until nextUpdate of the CRL in force (negative when past)",
+                    ),
+                    &["issuer"],
+                ),
+            ),
+            crl_entries: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("certgate_crl_entries", "Entries of the CRL in force"),
+                    &["issuer"],
+                ),
+            ),
+            crl_usable: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "certgate_crl_usable",
+                        "1 when the issuer has a verified, fresh CRL",
+                    ),
+                    &["issuer"],
+                ),
+            ),
             registry,
-            decisions,
-            check_seconds,
-            cache_lookups,
-            store_calls,
-            store_stale_served,
-            config_reloads,
-            config_last_reload_failed,
-            client_cert_days_to_expiry,
-            crl_fetches,
-            crl_verification_failures,
-            crl_age_seconds,
-            crl_next_update_seconds,
-            crl_entries,
-            crl_usable,
         }
     }
 
@@ -192,6 +190,19 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// Register `metric` in `registry`. Definitions and names are fixed in the code, so an error
+/// is a bug.
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("static metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
 }
 
 impl Default for Metrics {

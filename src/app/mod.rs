@@ -17,7 +17,7 @@ use crate::check::Checker;
 use crate::config::{Config, Listen, ListenLimits, StoreBackend};
 use crate::metrics::Metrics;
 use crate::server::listener::{self, Acceptor, PeerAddr};
-use crate::server::{ext_authz, forward_auth};
+use crate::server::{ext_authz, forward_auth, health};
 use crate::store::{self, CachedStore, Purpose};
 
 /// Open the store a configuration names, with the cache in front.
@@ -59,10 +59,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let checker = Arc::new(Checker::new(config, store, metrics));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
-        .await;
+    let health_service = health::server(shutdown_rx.clone());
 
     let limits = listen.limits;
     // ~20,000 idle connections used to exhaust the descriptors and, with them, every
@@ -113,9 +110,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             result.context("server task panicked")??;
         }
     }
-    health
-        .set_not_serving::<AuthorizationServer<ext_authz::ExtAuthz>>()
-        .await;
+    // Health turns NOT_SERVING and the listeners drain on the same signal.
     let _ = shutdown_tx.send(true);
     while let Some(result) = tasks.join_next().await {
         result.context("server task panicked")??;
@@ -174,9 +169,7 @@ impl Listeners {
 
 fn grpc_router(
     checker: &Arc<Checker>,
-    health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
+    health: tonic_health::pb::health_server::HealthServer<health::Health>,
     limits: &ListenLimits,
 ) -> tonic::transport::server::Router {
     let authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(checker.clone()))

@@ -196,6 +196,18 @@ fn check_segments(path: &str) -> Result<(), PathRejection> {
 mod tests {
     use super::*;
 
+    /// Each raw path normalizes under `mode` to what its row says.
+    fn assert_normalizes(mode: PathMode, cases: &[(&str, Result<&str, PathRejection>)]) {
+        for (raw, want) in cases {
+            let got = normalize(raw, mode);
+            assert_eq!(
+                got.as_deref().map_err(|e| *e),
+                want.as_deref().map_err(|e| *e),
+                "{raw:?}"
+            );
+        }
+    }
+
     #[test]
     fn strict_paths() {
         use PathRejection as R;
@@ -242,14 +254,7 @@ mod tests {
             ("/api/a%3fc", Ok("/api/a%3Fc")),
             ("/api/%41:@!$&'()*+,=~", Ok("/api/A:@!$&'()*+,=~")),
         ];
-        for (raw, want) in cases {
-            let got = normalize(raw, PathMode::Strict);
-            assert_eq!(
-                got.as_deref().map_err(|e| *e),
-                want.as_deref().map_err(|e| *e),
-                "{raw:?}"
-            );
-        }
+        assert_normalizes(PathMode::Strict, cases);
     }
 
     #[test]
@@ -273,14 +278,7 @@ mod tests {
             ("/api/../admin", Err(R::DotSegment)),
             ("/api/%00", Err(R::EncodedByte(0))),
         ];
-        for (raw, want) in cases {
-            let got = normalize(raw, PathMode::Lenient);
-            assert_eq!(
-                got.as_deref().map_err(|e| *e),
-                want.as_deref().map_err(|e| *e),
-                "{raw:?}"
-            );
-        }
+        assert_normalizes(PathMode::Lenient, cases);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::path::PathMode;
 use super::*;
-use crate::cert::{IdentityRules, PrincipalIdSource, TrustBundle, identify};
+use crate::cert::tests::rules;
+use crate::cert::{TrustBundle, identify};
 use crate::pki::{CertAuthority, CertSpec, Eku};
 use crate::store::{CertificateRecord, Principal, PrincipalStatus, Registration};
 
@@ -17,23 +18,6 @@ const TYPE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 2];
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(NOW).expect("valid test time")
-}
-
-fn rules() -> IdentityRules {
-    IdentityRules {
-        principal_id_sources: vec![
-            PrincipalIdSource::Oid,
-            PrincipalIdSource::Spiffe,
-            PrincipalIdSource::Cn,
-        ],
-        principal_id_oid: "1.3.6.1.4.1.59999.1.1".parse().expect("valid oid"),
-        principal_type_sources: vec![
-            PrincipalTypeSource::Oid,
-            PrincipalTypeSource::Ou,
-            PrincipalTypeSource::Store,
-        ],
-        principal_type_oid: "1.3.6.1.4.1.59999.1.2".parse().expect("valid oid"),
-    }
 }
 
 struct Pki {
@@ -528,7 +512,16 @@ fn crl_rows_7_and_7b() {
         reason: "key_compromise",
         revoked_at: NOW - 60,
     };
-    let unknown = CrlStatus::Unknown("CRL of 'CN=test CA' is stale (age 30h, max_age 24h)".into());
+    let unknown = CrlStatus::Unknown(Box::new(crate::crl::UnknownCause::Stale {
+        issuer: "CN=test CA".to_owned(),
+        key: crate::cert::CaKey([7; 32]),
+        staleness: crate::crl::Staleness::TooOld {
+            this_update: NOW - 30 * 3600,
+            age_secs: 30 * 3600,
+            max_age_secs: 24 * 3600,
+        },
+        last_error: None,
+    }));
     let with = |revocation| Policy {
         revocation,
         ..policy()
@@ -548,7 +541,7 @@ fn crl_rows_7_and_7b() {
             Required,
             &unknown,
             Some(ReasonCode::RevocationStatusUnknown),
-            "age 30h",
+            "issued 1d6h ago",
         ),
         (Strict, &CrlStatus::NotListed, None, ""),
         (

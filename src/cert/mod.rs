@@ -24,7 +24,7 @@ pub use reason::UnknownRevocationReason;
 pub use serial::Serial;
 pub use serial::SerialParseError;
 pub use verify::{Anchor, TrustBundle};
-pub(crate) use verify::{CaKey, ChainFailure};
+pub use verify::{CaKey, ChainFailure};
 
 /// Where the principal id is taken from, tried in the configured order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -224,14 +224,15 @@ fn extension_string(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pki::{CertAuthority, CertSpec};
     use proptest::prelude::*;
 
     const NOW: i64 = 1_790_000_000;
 
-    fn rules() -> IdentityRules {
+    /// The rules the certificate and decision tests read identities with.
+    pub(crate) fn rules() -> IdentityRules {
         IdentityRules {
             principal_id_sources: vec![
                 PrincipalIdSource::Oid,
@@ -239,7 +240,11 @@ mod tests {
                 PrincipalIdSource::Cn,
             ],
             principal_id_oid: "1.3.6.1.4.1.59999.1.1".parse().expect("oid"),
-            principal_type_sources: vec![PrincipalTypeSource::Oid, PrincipalTypeSource::Ou],
+            principal_type_sources: vec![
+                PrincipalTypeSource::Oid,
+                PrincipalTypeSource::Ou,
+                PrincipalTypeSource::Store,
+            ],
             principal_type_oid: "1.3.6.1.4.1.59999.1.2".parse().expect("oid"),
         }
     }

@@ -19,7 +19,7 @@ use crate::clock::rfc3339;
 /// Why a certificate's chain does not lead to the trust bundle (decision table row 3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ChainFailure {
+pub enum ChainFailure {
     /// No CA in the bundle issued it.
     #[error("issuer '{issuer}' is not in the trust bundle")]
     UnknownIssuer {
@@ -49,9 +49,17 @@ pub(crate) enum ChainFailure {
         /// Its notBefore, Unix seconds.
         not_before: i64,
     },
-    /// Any other verifier verdict (CA constraints, unsupported algorithm…).
+    /// The verifier cannot read the certificate at all.
     #[error("chain verification failed: {0}")]
-    Other(String),
+    Undecodable(webpki::Error),
+    /// Any other verdict of the verifier on the chain (CA constraints, unsupported
+    /// algorithm…).
+    #[error("chain verification failed: {0:?}")]
+    Rejected(webpki::Error),
+    /// The verifier named a trust anchor the bundle does not hold (never expected: the
+    /// verifier only gets the bundle's anchors).
+    #[error("chain verification failed: the verifying trust anchor is not in the bundle")]
+    AnchorNotInBundle,
 }
 
 /// SHA-256 of a CA's SubjectPublicKeyInfo (DER): the identity of a CA for revocation.
@@ -62,7 +70,7 @@ pub(crate) enum ChainFailure {
 /// `CaKey`. Operators get the same value from
 /// `openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct CaKey(pub [u8; 32]);
+pub struct CaKey(pub [u8; 32]);
 
 impl CaKey {
     /// The full digest, lowercase hex.
@@ -238,7 +246,7 @@ impl TrustBundle {
     /// whose key verified it. Its own validity is not judged here (see [`Anchor::unusable_at`]).
     pub(crate) fn verify(&self, leaf_der: &[u8], at: i64) -> Result<Arc<Anchor>, ChainFailure> {
         let der = CertificateDer::from(leaf_der);
-        let leaf = EndEntityCert::try_from(&der).map_err(|e| ChainFailure::Other(e.to_string()))?;
+        let leaf = EndEntityCert::try_from(&der).map_err(ChainFailure::Undecodable)?;
         let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.max(0) as u64));
         leaf.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -256,7 +264,7 @@ impl TrustBundle {
                 webpki::Error::InvalidSignatureForPublicKey => {
                     ChainFailure::BadSignature { issuer: issuer() }
                 }
-                other => ChainFailure::Other(format!("{other:?}")),
+                other => ChainFailure::Rejected(other),
             }
         })
         .and_then(|path| {
@@ -265,9 +273,9 @@ impl TrustBundle {
                 .anchors
                 .iter()
                 .position(|a| std::ptr::eq(a, path.anchor()));
-            at.and_then(|i| self.cas.get(i)).cloned().ok_or_else(|| {
-                ChainFailure::Other("the verifying trust anchor is not in the bundle".into())
-            })
+            at.and_then(|i| self.cas.get(i))
+                .cloned()
+                .ok_or(ChainFailure::AnchorNotInBundle)
         })
     }
 }

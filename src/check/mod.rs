@@ -397,9 +397,8 @@ impl Checker {
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
         let principal_id = id.principal_id().unwrap_or_default();
-        let serial = id.serial().to_string();
         let (certificate, principal) = tokio::join!(
-            self.store.certificate(&serial),
+            self.store.certificate(id.serial()),
             self.store.principal(principal_id)
         );
         Ok(StoreFacts {

@@ -68,14 +68,14 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
         ),
         CertCommand::Get { serial, output } => {
             let (_, store) = open_existing(config_path(config)?).await?;
-            let key = serial.to_string();
-            let found = store
-                .get_certificate(&key)
-                .await?
-                .ok_or(StoreError::NotFound {
-                    kind: "certificate",
-                    key,
-                })?;
+            let found =
+                store
+                    .get_certificate(&serial)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: "certificate",
+                        key: serial.to_string(),
+                    })?;
             (found, output.output)
         }
         CertCommand::List {
@@ -102,7 +102,7 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
         } => {
             let (_, store) = open_existing(config_path(config)?).await?;
             let revoked = store
-                .revoke_certificate(&serial.to_string(), reason.as_str(), clock::unix_millis())
+                .revoke_certificate(&serial, reason.as_str(), clock::unix_millis())
                 .await?;
             (revoked, output.output)
         }

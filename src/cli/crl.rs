@@ -175,23 +175,10 @@ impl Report<'_> {
         self.now - self.parsed.this_update
     }
 
-    /// Why the CRL is stale at `now`, if it is.
-    fn stale(&self) -> Option<String> {
-        let (parsed, freshness) = (&self.parsed, &self.issuer.freshness);
-        if self.age() > freshness.max_age_secs {
-            Some(format!(
-                "stale: issued {} ago, max_age {}",
-                human(self.age()),
-                human(freshness.max_age_secs)
-            ))
-        } else if self.now > parsed.next_update + freshness.next_update_grace_secs {
-            Some(format!(
-                "stale: past nextUpdate by {}",
-                human(self.now - parsed.next_update)
-            ))
-        } else {
-            None
-        }
+    /// How the CRL is too old to use at `now`, if it is: judged as the server judges it.
+    fn stale(&self) -> Option<crl::Staleness> {
+        let parsed = &self.parsed;
+        (self.issuer.freshness).judge(parsed.this_update, parsed.next_update, self.now)
     }
 
     fn json(&self) -> Value {
@@ -210,7 +197,7 @@ impl Report<'_> {
             "signature": self.signature.json,
             "configured_issuer": self.issuer.configured,
             "fresh": stale.is_none(),
-            "stale_reason": stale,
+            "stale_reason": stale.map(|s| s.to_string()),
             "serial": self.listed.map(|(s, found)| json!({
                 "serial": s.to_string(),
                 "listed": found.is_some(),
@@ -227,7 +214,9 @@ impl Report<'_> {
         } else {
             format!("{} ago", human(now - parsed.next_update))
         };
-        let freshness = self.stale().unwrap_or_else(|| "fresh".to_owned());
+        let freshness = self
+            .stale()
+            .map_or_else(|| "fresh".to_owned(), |s| s.to_string());
         let mut lines = vec![
             ("issuer", parsed.issuer.clone()),
             (

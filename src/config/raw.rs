@@ -99,7 +99,6 @@ pub(super) struct RawLimits {
 impl Default for RawLimits {
     fn default() -> Self {
         let d = ListenLimits::default();
-        let text = |d: Duration| humantime::format_duration(d).to_string();
         RawLimits {
             grpc_max_connections: d.grpc_max_connections as u64,
             http_max_connections: d.http_max_connections as u64,
@@ -190,10 +189,10 @@ impl Default for RawDynamo {
             endpoint_url: None,
             principals_table: d.principals_table,
             certificates_table: d.certificates_table,
-            timeout: humantime::format_duration(d.timeout).to_string(),
-            attempt_timeout: humantime::format_duration(d.attempt_timeout).to_string(),
+            timeout: text(d.timeout),
+            attempt_timeout: text(d.attempt_timeout),
             max_attempts: d.max_attempts,
-            admin_timeout: humantime::format_duration(d.admin_timeout).to_string(),
+            admin_timeout: text(d.admin_timeout),
             purge_expired_after: None,
         }
     }
@@ -368,6 +367,12 @@ pub(super) fn max_duration(key: &str) -> Duration {
         // epoch milliseconds: a century is far past any certificate and far from overflow.
         _ => 36_525 * DAY,
     })
+}
+
+/// A default duration as the YAML would spell it, so it goes through the same parse and
+/// bounds as a configured one.
+fn text(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 fn default_policy_name() -> String {

@@ -20,6 +20,31 @@ fn load(dir: &tempfile::TempDir, yaml: &str) -> Result<Config, ConfigError> {
     Config::load(&path)
 }
 
+/// Every key in `keys` has a problem in `err`.
+fn assert_problems_at(err: &ConfigError, keys: &[&str]) {
+    let found: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    for key in keys {
+        assert!(found.contains(key), "{key} missing from {found:?}");
+    }
+}
+
+/// Loading `yaml` fails, and the first problem is at `key` and its message mentions each of
+/// `words`.
+fn assert_refused_at(
+    dir: &tempfile::TempDir,
+    yaml: &str,
+    key: &str,
+    words: &[&str],
+) -> ConfigError {
+    let err = load(dir, yaml).expect_err(yaml);
+    let first = &err.problems[0];
+    assert_eq!(first.key, key, "{yaml}");
+    for word in words {
+        assert!(first.message.contains(word), "{first}");
+    }
+    err
+}
+
 const MINIMAL: &str = "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {}\n";
 
 #[test]
@@ -89,20 +114,20 @@ policies:
 headers: {principal: "bad header"}
 "#;
     let err = load(&dir, yaml).expect_err("invalid");
-    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "listen.grpc",
-        "trust.ca_bundle",
-        "trust.clock_skew",
-        "identity.principal_id_oid",
-        "policies.admin.max_lifetime",
-        "policies.admin.cn_allowlist_file",
-        "policies.admin.permissions.admin[0]",
-        "default_policy",
-        "headers.principal",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {keys:?}");
-    }
+    assert_problems_at(
+        &err,
+        &[
+            "listen.grpc",
+            "trust.ca_bundle",
+            "trust.clock_skew",
+            "identity.principal_id_oid",
+            "policies.admin.max_lifetime",
+            "policies.admin.cn_allowlist_file",
+            "policies.admin.permissions.admin[0]",
+            "default_policy",
+            "headers.principal",
+        ],
+    );
     let text = err.to_string();
     assert!(
         text.contains("policies.admin.max_lifetime: \"7x\" is not a duration"),
@@ -113,23 +138,18 @@ headers: {principal: "bad header"}
 #[test]
 fn unknown_and_mistyped_keys_name_their_path() {
     let dir = dir_with_ca();
-    let err = load(
+    assert_refused_at(
         &dir,
         "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {max_lifetim: 7d}\n",
-    )
-    .expect_err("unknown key");
-    assert_eq!(err.problems[0].key, "policies.default.max_lifetim");
-    assert!(
-        err.problems[0].message.contains("max_lifetim"),
-        "{:?}",
-        err.problems
+        "policies.default.max_lifetim",
+        &["max_lifetim"],
     );
-    let err = load(
+    assert_refused_at(
         &dir,
         "trust: {ca_bundle: ca.pem}\npolicies:\n  default: {require_enrolment: maybe}\n",
-    )
-    .expect_err("wrong type");
-    assert_eq!(err.problems[0].key, "policies.default.require_enrolment");
+        "policies.default.require_enrolment",
+        &[],
+    );
 }
 
 #[test]
@@ -171,34 +191,30 @@ fn bad_dynamodb_settings_are_all_reported() {
                 endpoint_url: localhost:8000\n    timeout: 100ms\n    attempt_timeout: 200ms\n    \
                 max_attempts: 0\n    admin_timeout: soon\n";
     let err = load(&dir, yaml).expect_err("invalid");
-    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "store.dynamodb.principals_table",
-        "store.dynamodb.certificates_table",
-        "store.dynamodb.endpoint_url",
-        "store.dynamodb.attempt_timeout",
-        "store.dynamodb.max_attempts",
-        "store.dynamodb.admin_timeout",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {keys:?}");
-    }
-    let err = load(
+    assert_problems_at(
+        &err,
+        &[
+            "store.dynamodb.principals_table",
+            "store.dynamodb.certificates_table",
+            "store.dynamodb.endpoint_url",
+            "store.dynamodb.attempt_timeout",
+            "store.dynamodb.max_attempts",
+            "store.dynamodb.admin_timeout",
+        ],
+    );
+    assert_refused_at(
         &dir,
         "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore: {backend: redis}\n",
-    )
-    .expect_err("invalid");
-    assert_eq!(err.problems[0].key, "store.backend");
-    assert!(
-        err.problems[0].message.contains("embedded, dynamodb"),
-        "{}",
-        err.problems[0]
+        "store.backend",
+        &["embedded, dynamodb"],
     );
-    let err = load(
+    // DynamoDB settings without the backend.
+    assert_refused_at(
         &dir,
         "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore: {dynamodb: {region: eu-west-1}}\n",
-    )
-    .expect_err("dynamodb settings without the backend");
-    assert_eq!(err.problems[0].key, "store.dynamodb");
+        "store.dynamodb",
+        &[],
+    );
 }
 
 #[test]
@@ -208,23 +224,22 @@ fn structural_problems_in_several_sections_are_all_reported() {
                 policies:\n  a: {require_enrolment: maybe}\n  b: {max_lifetime: 0s}\n  \
                 c: {permissions: 3}\nlisten: {grpc: 1}\nlisen: {}\n";
     let err = load(&dir, yaml).expect_err("invalid");
-    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
-    for key in [
-        "store.cache_tl",
-        "policies.a.require_enrolment",
-        "policies.c.permissions",
-        "lisen",
-    ] {
-        assert!(keys.contains(&key), "{key} missing from {keys:?}");
-    }
+    assert_problems_at(
+        &err,
+        &[
+            "store.cache_tl",
+            "policies.a.require_enrolment",
+            "policies.c.permissions",
+            "lisen",
+        ],
+    );
     for p in &err.problems {
         assert!(!p.message.starts_with(&p.key), "path repeated in {p}");
     }
     // Structurally fine, semantically wrong: reported in the second pass.
     let yaml = "trust: {ca_bundle: ca.pem, clock_skew: 2h}\npolicies:\n  b: {max_lifetime: 0s}\n";
     let err = load(&dir, yaml).expect_err("invalid");
-    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
-    assert!(keys.contains(&"trust.clock_skew") && keys.contains(&"policies.b.max_lifetime"));
+    assert_problems_at(&err, &["trust.clock_skew", "policies.b.max_lifetime"]);
 }
 
 #[test]
@@ -325,15 +340,8 @@ fn every_duration_is_bounded_by_what_its_consumer_accepts() {
     ];
     for (key, ok, refused) in rows {
         load(&dir, &with(key, ok)).unwrap_or_else(|e| panic!("{key}: {ok}: {e}"));
-        let err = load(&dir, &with(key, refused)).expect_err(refused);
+        let err = assert_refused_at(&dir, &with(key, refused), key, &[refused, "maximum"]);
         assert_eq!(err.problems.len(), 1, "{key}: {:?}", err.problems);
-        assert_eq!(err.problems[0].key, key);
-        assert!(
-            err.problems[0].message.contains(refused)
-                && err.problems[0].message.contains("maximum"),
-            "{}",
-            err.problems[0]
-        );
     }
     let dynamo = "trust: {ca_bundle: ca.pem}\npolicies: {default: {}}\nstore:\n  backend: dynamodb\n  dynamodb: ";
     for (key, refused) in [
@@ -453,8 +461,7 @@ fn forward_auth_names_its_request_headers() {
     let dir = dir_with_ca();
     let yaml =
         "listen: {http: 127.0.0.1:9002}\ntrust: {ca_bundle: ca.pem}\npolicies: {default: {}}\n";
-    let err = load(&dir, yaml).expect_err("invalid");
-    assert_eq!(err.problems[0].key, "forward_auth.request_headers");
+    assert_refused_at(&dir, yaml, "forward_auth.request_headers", &[]);
     let config = load(
         &dir,
         &format!("{yaml}forward_auth: {{request_headers: forwarded}}\n"),
@@ -479,8 +486,7 @@ fn forward_auth_names_its_request_headers() {
 fn garbage_ca_bundle_is_refused() {
     let dir = dir_with_ca();
     std::fs::write(dir.path().join("ca.pem"), "not a certificate").expect("write");
-    let err = load(&dir, MINIMAL).expect_err("no CA");
-    assert_eq!(err.problems[0].key, "trust.ca_bundle");
+    assert_refused_at(&dir, MINIMAL, "trust.ca_bundle", &[]);
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod index;
 mod parse;
 pub mod refresh;
 mod settings;
+mod status;
 mod verified;
 
 use std::collections::HashMap;
@@ -25,35 +26,17 @@ pub use index::{IndexError, RevocationIndex};
 pub use index::{RevocationIndexBuilder, Revoked};
 pub use parse::CrlError;
 pub(crate) use parse::{ParsedCrl, decode_crl};
-pub(crate) use settings::{CrlInputs, CrlReadiness, CrlSource};
+pub(crate) use settings::CrlInputs;
 pub use settings::{CrlIssuer, CrlSettings};
-pub(crate) use settings::{CrlLocation, Freshness};
+pub(crate) use settings::{CrlLocation, CrlReadiness, CrlSource, Freshness};
+pub use status::CrlStatus;
+pub(crate) use status::FailureClass;
+pub use status::{NotReady, RefreshFailure, Staleness, UnknownCause};
 pub use verified::VerifiedCrl;
 
 use crate::cert::{Anchor, CaKey, Identity, Serial};
 use crate::clock::rfc3339;
 use crate::metrics::Metrics;
-
-/// What the CRLs say about one certificate (rows 7 and 7b), computed in memory from the
-/// loaded CRLs at `now` (see [`RevocationSnapshot::status`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CrlStatus {
-    /// No CRL source is configured for the certificate's issuer.
-    NotConfigured,
-    /// The issuer's CRL is usable and does not list the serial.
-    NotListed,
-    /// The issuer's usable CRL lists the serial.
-    Revoked {
-        /// RFC 5280 reason name (`key_compromise`, …).
-        reason: &'static str,
-        /// revocationDate, Unix seconds.
-        revoked_at: i64,
-    },
-    /// No usable CRL: never loaded, unverifiable, or stale. The text says which and why
-    /// (names the issuer and the age).
-    Unknown(String),
-}
 
 /// One CRL state per CA key configured under `crl.issuers`: every CA of the bundle whose
 /// subject is a configured issuer's gets its own, and copies of one key share one. A CA's
@@ -75,48 +58,6 @@ fn configured_states(inputs: &CrlInputs) -> Vec<(CaKey, Arc<CrlIssuer>)> {
 // ---------------------------------------------------------------------------------------
 // The state the request path reads.
 
-/// What kind of failure left a CA without a new CRL: the part of a failure `/readyz` shows
-/// (URLs and transport errors stay in the logs and in [`RefreshFailure::detail`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub(crate) enum FailureClass {
-    /// The source could not be read (HTTP status, timeout, transport, size limit, file I/O).
-    FetchFailed,
-    /// Bytes were read but are not a usable CRL of this CA (encoding, profile, signature…).
-    Invalid,
-    /// The CRL read is too old to use (max_age or nextUpdate).
-    Stale,
-    /// The CRL read is older than one already installed for this CA key, before a restart
-    /// included (the high-water mark).
-    OlderThanSeen,
-}
-
-impl FailureClass {
-    /// Words for `/readyz`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            FailureClass::FetchFailed => "fetch failed",
-            FailureClass::Invalid => "invalid CRL",
-            FailureClass::Stale => "stale CRL",
-            FailureClass::OlderThanSeen => "CRL older than one already seen",
-        }
-    }
-}
-
-/// The last failed refresh of a CA's CRL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RefreshFailure {
-    pub(crate) class: FailureClass,
-    /// The whole story (source, error): for logs and deny messages.
-    pub(crate) detail: String,
-}
-
-impl std::fmt::Display for RefreshFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
 /// What is known about the CRL of one CA key.
 #[derive(Debug, Clone)]
 pub(crate) struct IssuerState {
@@ -131,24 +72,30 @@ pub(crate) struct IssuerState {
 }
 
 impl IssuerState {
-    /// Why no CRL is usable at `now`, for `/readyz`: the CA and the kind of failure, never a
-    /// URL or a transport error.
-    fn unavailable(&self, now: i64) -> Option<String> {
-        let class = self.last_error.as_ref().map(|e| e.class.as_str());
-        let why = match &self.crl {
-            None => class.unwrap_or("not fetched yet").to_owned(),
-            Some(crl) => {
-                crl.unusable(&self.config.freshness, now)?;
-                match class {
-                    Some(class) => format!("the CRL in force is stale, last refresh: {class}"),
-                    None => "the CRL in force is stale".to_owned(),
-                }
-            }
+    /// The CRL in force if it is usable at `now`; otherwise why none is.
+    fn usable(&self, now: i64) -> Result<&VerifiedCrl, Box<UnknownCause>> {
+        let staleness = match &self.crl {
+            Some(crl) => match crl.unusable(&self.config.freshness, now) {
+                None => return Ok(crl),
+                Some(staleness) => Some(staleness),
+            },
+            None => None,
         };
-        Some(format!(
-            "CRL of '{}' (key {}) unavailable: {why}",
-            self.config.name, self.key
-        ))
+        let (issuer, key, last_error) =
+            (self.config.name.clone(), self.key, self.last_error.clone());
+        Err(Box::new(match staleness {
+            None => UnknownCause::NeverLoaded {
+                issuer,
+                key,
+                last_error,
+            },
+            Some(staleness) => UnknownCause::Stale {
+                issuer,
+                key,
+                staleness,
+                last_error,
+            },
+        }))
     }
 }
 
@@ -170,24 +117,10 @@ impl RevocationSnapshot {
         else {
             return CrlStatus::NotConfigured;
         };
-        let (issuer, key) = (&state.config.name, state.key);
-        let Some(crl) = &state.crl else {
-            let why = state
-                .last_error
-                .as_ref()
-                .map_or("not fetched yet", |e| e.detail.as_str());
-            return CrlStatus::Unknown(format!(
-                "no CRL of issuer '{issuer}' has been loaded (CA key {key}; {why})"
-            ));
+        let crl = match state.usable(now) {
+            Ok(crl) => crl,
+            Err(cause) => return CrlStatus::Unknown(cause),
         };
-        if let Some(why) = crl.unusable(&state.config.freshness, now) {
-            return CrlStatus::Unknown(match &state.last_error {
-                Some(err) => {
-                    format!("the CRL of '{issuer}' (CA key {key}) is {why}; last refresh: {err}")
-                }
-                None => format!("the CRL of '{issuer}' (CA key {key}) is {why}"),
-            });
-        }
         match crl.index.get(serial) {
             Some(r) => CrlStatus::Revoked {
                 reason: r.reason.as_str(),
@@ -305,7 +238,9 @@ impl Revocation {
     pub(crate) fn status(&self, id: &Identity, now: i64) -> CrlStatus {
         match id.chain() {
             Ok(anchor) => self.snapshot.load().status(anchor, id.serial(), now),
-            Err(failure) => CrlStatus::Unknown(format!("the chain is not verified: {failure}")),
+            Err(failure) => {
+                CrlStatus::Unknown(Box::new(UnknownCause::ChainUnverified(failure.clone())))
+            }
         }
     }
 
@@ -464,24 +399,24 @@ impl Revocation {
         self.snapshot.store(Arc::new(next));
     }
 
-    /// `Err(reason)` while `/readyz` should fail: with `readiness: wait`, some configured
-    /// CA key has no usable CRL. The reason names each such CA (name and key) and the kind of
-    /// failure; URLs and error texts are in the logs.
-    pub fn readiness(&self, now: i64) -> Result<(), String> {
+    /// `Err` while `/readyz` should fail: with `readiness: wait`, some configured CA key has
+    /// no usable CRL.
+    pub fn readiness(&self, now: i64) -> Result<(), NotReady> {
         let inputs = self.inputs();
         if inputs.settings.readiness == CrlReadiness::Serve || !inputs.required {
             return Ok(());
         }
         let snapshot = self.snapshot.load();
-        let problems: Vec<String> = snapshot
+        let causes: Vec<UnknownCause> = snapshot
             .issuers()
             .into_iter()
-            .filter_map(|s| s.unavailable(now))
+            .filter_map(|s| s.usable(now).err())
+            .map(|cause| *cause)
             .collect();
-        if problems.is_empty() {
+        if causes.is_empty() {
             Ok(())
         } else {
-            Err(problems.join("; "))
+            Err(NotReady(causes))
         }
     }
 

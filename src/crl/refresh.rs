@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::fetch::{self, FetchError, Fetched, Validators};
 use super::{
-    CrlInputs, CrlIssuer, CrlLocation, CrlSource, FailureClass, Offered, RefreshFailure,
+    CrlError, CrlInputs, CrlIssuer, CrlLocation, CrlSource, FailureClass, Offered, RefreshFailure,
     Revocation, VerifiedCrl, high_water,
 };
 use crate::cert::CaKey;
@@ -65,19 +65,10 @@ pub async fn run(revocation: Arc<Revocation>) {
         let mut tasks = tokio::task::JoinSet::new();
         if !inputs.settings.issuers.is_empty() {
             load_persisted(&revocation, &inputs).await;
-            match fetch::client(inputs.settings.timeout, inputs.settings.follow_redirects) {
-                Ok(client) => {
-                    for issuer in &inputs.settings.issuers {
-                        let issuer = Arc::new(issuer.clone());
-                        for source in &issuer.sources {
-                            tasks.spawn(source_loop(
-                                revocation.clone(),
-                                inputs.clone(),
-                                issuer.clone(),
-                                source.clone(),
-                                client.clone(),
-                            ));
-                        }
+            match SourceTask::all(&revocation, &inputs) {
+                Ok(sources) => {
+                    for source in sources {
+                        tasks.spawn(source_loop(source));
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot build the CRL HTTP client"),
@@ -101,65 +92,73 @@ pub async fn run(revocation: Arc<Revocation>) {
 pub(crate) async fn load_once(revocation: &Arc<Revocation>) {
     let inputs = revocation.inputs();
     load_persisted(revocation, &inputs).await;
-    let Ok(client) = fetch::client(inputs.settings.timeout, inputs.settings.follow_redirects)
-    else {
+    let Ok(sources) = SourceTask::all(revocation, &inputs) else {
         return;
     };
     let mut tasks = tokio::task::JoinSet::new();
-    for issuer in &inputs.settings.issuers {
-        let issuer = Arc::new(issuer.clone());
-        for source in &issuer.sources {
-            let (revocation, inputs, issuer, source, client) = (
-                revocation.clone(),
-                inputs.clone(),
-                issuer.clone(),
-                source.clone(),
-                client.clone(),
-            );
-            tasks.spawn(async move {
-                let mut validators = Validators::default();
-                refresh_once(
-                    &revocation,
-                    &inputs,
-                    &issuer,
-                    &source,
-                    &client,
-                    &mut validators,
-                )
-                .await
-            });
-        }
+    for source in sources {
+        tasks.spawn(async move { source.round(&mut Validators::default()).await });
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn source_loop(
+/// What the rounds of one source need, owned so that a task can hold it.
+struct SourceTask {
     revocation: Arc<Revocation>,
     inputs: Arc<CrlInputs>,
     issuer: Arc<CrlIssuer>,
     source: CrlSource,
     client: reqwest::Client,
-) {
+}
+
+impl SourceTask {
+    /// One per configured source, sharing one HTTP client.
+    fn all(
+        revocation: &Arc<Revocation>,
+        inputs: &Arc<CrlInputs>,
+    ) -> Result<Vec<SourceTask>, FetchError> {
+        let settings = &inputs.settings;
+        let client = fetch::client(settings.timeout, settings.follow_redirects)?;
+        let mut all = Vec::new();
+        for issuer in &settings.issuers {
+            let issuer = Arc::new(issuer.clone());
+            all.extend(issuer.sources.iter().map(|source| SourceTask {
+                revocation: revocation.clone(),
+                inputs: inputs.clone(),
+                issuer: issuer.clone(),
+                source: source.clone(),
+                client: client.clone(),
+            }));
+        }
+        Ok(all)
+    }
+
+    async fn round(&self, validators: &mut Validators) -> RoundOutcome {
+        refresh_once(
+            &self.revocation,
+            &self.inputs,
+            &self.issuer,
+            &self.source,
+            &self.client,
+            validators,
+        )
+        .await
+    }
+}
+
+async fn source_loop(task: SourceTask) {
     let mut validators = Validators::default();
-    let settings = &inputs.settings;
+    let settings = &task.inputs.settings;
     let mut backoff = settings.retry_backoff;
     loop {
-        let outcome = refresh_once(
-            &revocation,
-            &inputs,
-            &issuer,
-            &source,
-            &client,
-            &mut validators,
-        )
-        .await;
+        let outcome = task.round(&mut validators).await;
         let delay = if outcome.is_failure() {
-            let d = backoff.min(source.refresh_interval);
+            let d = backoff.min(task.source.refresh_interval);
             backoff = (backoff * 2).min(settings.max_retry_backoff);
             d
         } else {
             backoff = settings.retry_backoff;
-            source.refresh_interval
+            task.source.refresh_interval
         };
         tokio::time::sleep(jitter(delay)).await;
     }
@@ -198,21 +197,7 @@ pub(crate) async fn refresh_once(
         Ok(Fetched::NotModified) => RoundOutcome::NotModified,
         Ok(Fetched::Body(bytes, new_validators)) => {
             *validators = new_validators;
-            let job = {
-                let (inputs, issuer, label) = (inputs.clone(), issuer.clone(), label.clone());
-                tokio::task::spawn_blocking(move || {
-                    let loaded = VerifiedCrl::load(
-                        &bytes,
-                        &inputs.trust,
-                        &issuer,
-                        clock::unix_now(),
-                        inputs.clock_skew_secs,
-                        &label,
-                    );
-                    loaded.map(|crl| (crl, bytes))
-                })
-            };
-            match job.await {
+            match verify(inputs, issuer, bytes, label.clone()).await {
                 Ok(Ok((crl, bytes))) => {
                     let key = crl.verified_by;
                     let offered = revocation.offer(crl, clock::unix_now());
@@ -337,19 +322,9 @@ async fn load_persisted(revocation: &Revocation, inputs: &Arc<CrlInputs>) {
         let Ok(bytes) = tokio::fs::read(&path).await else {
             continue;
         };
-        let (inputs, label) = (inputs.clone(), format!("{} (persisted)", path.display()));
-        let job = tokio::task::spawn_blocking(move || {
-            VerifiedCrl::load(
-                &bytes,
-                &inputs.trust,
-                &issuer,
-                clock::unix_now(),
-                inputs.clock_skew_secs,
-                &label,
-            )
-        });
-        match job.await {
-            Ok(Ok(crl)) => {
+        let label = format!("{} (persisted)", path.display());
+        match verify(inputs, &issuer, bytes, label).await {
+            Ok(Ok((crl, _))) => {
                 let outcome = revocation.offer(crl, clock::unix_now());
                 tracing::info!(path = %path.display(), outcome = outcome.as_str(), "persisted CRL");
             }
@@ -359,6 +334,29 @@ async fn load_persisted(revocation: &Revocation, inputs: &Arc<CrlInputs>) {
             Err(_) => {}
         }
     }
+}
+
+/// Verify `bytes` as a CRL of `issuer` off the async workers, handing the bytes back for
+/// persisting; `Err` when the blocking task died.
+async fn verify(
+    inputs: &Arc<CrlInputs>,
+    issuer: &Arc<CrlIssuer>,
+    bytes: Vec<u8>,
+    label: String,
+) -> Result<Result<(VerifiedCrl, Vec<u8>), CrlError>, tokio::task::JoinError> {
+    let (inputs, issuer) = (inputs.clone(), issuer.clone());
+    tokio::task::spawn_blocking(move || {
+        let loaded = VerifiedCrl::load(
+            &bytes,
+            &inputs.trust,
+            &issuer,
+            clock::unix_now(),
+            inputs.clock_skew_secs,
+            &label,
+        );
+        loaded.map(|crl| (crl, bytes))
+    })
+    .await
 }
 
 /// `delay` ± 10%, from a per-call random seed (std's `RandomState` is randomly keyed).

@@ -1,8 +1,7 @@
 //! A CRL that passed every check, and how long it stays usable.
 
-use super::{CrlError, CrlIssuer, Freshness, ParsedCrl, RevocationIndex, decode_crl};
+use super::{CrlError, CrlIssuer, Freshness, ParsedCrl, RevocationIndex, Staleness, decode_crl};
 use crate::cert::{CaKey, TrustBundle};
-use crate::clock::{human, rfc3339};
 
 /// A CRL that passed every check, indexed.
 #[derive(Debug)]
@@ -65,30 +64,8 @@ impl VerifiedCrl {
         Ok(crl)
     }
 
-    /// Why this CRL cannot be used at `now`, if it cannot ("stale: …", to follow "is").
-    pub(crate) fn unusable(&self, freshness: &Freshness, now: i64) -> Option<String> {
-        let age = now.saturating_sub(self.this_update);
-        if age > freshness.max_age_secs {
-            return Some(format!(
-                "stale: issued {} ago (thisUpdate {}), max_age is {}",
-                human(age),
-                rfc3339(self.this_update),
-                human(freshness.max_age_secs)
-            ));
-        }
-        if now
-            > self
-                .next_update
-                .saturating_add(freshness.next_update_grace_secs)
-        {
-            return Some(format!(
-                "stale: past its nextUpdate {} by {} (grace {}), age {}",
-                rfc3339(self.next_update),
-                human(now - self.next_update),
-                human(freshness.next_update_grace_secs),
-                human(age)
-            ));
-        }
-        None
+    /// How this CRL is too old to use at `now`, if it is.
+    pub(crate) fn unusable(&self, freshness: &Freshness, now: i64) -> Option<Staleness> {
+        freshness.judge(self.this_update, self.next_update, now)
     }
 }

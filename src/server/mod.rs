@@ -1,9 +1,10 @@
-//! The transport adapters: Envoy ext_authz over gRPC, HTTP forward-auth, and the listeners
-//! that accept their connections within `listen.limits`. They translate the wire to a
-//! [`crate::check::CheckInput`] and an [`crate::check::Outcome`] back; none decides anything.
+//! The transport adapters: Envoy ext_authz over gRPC, gRPC health, HTTP forward-auth, and the
+//! listeners that accept their connections within `listen.limits`. They translate the wire to
+//! a [`crate::check::CheckInput`] and an [`crate::check::Outcome`] back; none decides anything.
 
 pub mod ext_authz;
 pub(crate) mod forward_auth;
+pub(crate) mod health;
 pub(crate) mod listener;
 
 use std::net::IpAddr;

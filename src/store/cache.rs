@@ -3,7 +3,7 @@
 //! backend fails and only within `stale_if_error`, and never caches an error.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
@@ -11,6 +11,7 @@ use moka::ops::compute::Op;
 use prometheus::IntCounter;
 
 use super::{CacheSettings, CertificateRecord, Lookup, Principal, StoreError};
+use crate::cert::Serial;
 use crate::metrics::Metrics;
 
 /// The clock edge: the only place this module reads the time.
@@ -70,6 +71,9 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
             return Ok(answer);
         }
         self.miss.inc();
+        // Set when the backend reads a corrupt record: the computation then removes the
+        // entry and the error is returned after it.
+        let corrupt = OnceLock::new();
         // Computations for one key run one at a time, so concurrent misses wait for the
         // first and then find its fresh answer instead of asking the backend again.
         let computed = self
@@ -87,13 +91,18 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
                         self.ok.inc();
                         Ok(Op::Put((asked_at, answer.map(Arc::new))))
                     }
+                    // A corrupt record is an answer, not an outage: the table says
+                    // something certgate cannot read, so the old answer must go, or a
+                    // later outage would serve it again from the stale window.
+                    Err(e @ StoreError::Corrupt { .. }) => {
+                        self.error.inc();
+                        let _ = corrupt.set(e);
+                        Ok(Op::Remove)
+                    }
                     Err(e) => {
                         self.error.inc();
-                        // A corrupt record is an answer, not an outage: the table says
-                        // something certgate cannot read, so the old answer must not stand.
-                        let outage = !matches!(e, StoreError::Corrupt { .. });
                         match previous {
-                            Some(p) if outage && age(&p) < self.stale_limit => {
+                            Some(p) if age(&p) < self.stale_limit => {
                                 self.stale_served.inc();
                                 Ok(Op::Nop)
                             }
@@ -103,7 +112,10 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
                 }
             })
             .await?;
-        // Every branch above leaves an entry (`Nop` only over an existing one); should
+        if let Some(e) = corrupt.into_inner() {
+            return Err(e);
+        }
+        // Every other branch above leaves an entry (`Nop` only over an existing one); should
         // moka ever say otherwise, fail closed rather than answer "not found".
         computed
             .into_entry()
@@ -138,13 +150,13 @@ impl CachedStore {
             .await
     }
 
-    /// The certificate with lowercase hex `serial`, or `None` when it is not registered.
+    /// The certificate `serial`, or `None` when it is not registered.
     pub async fn certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
     ) -> Result<Option<Arc<CertificateRecord>>, StoreError> {
         self.certificates
-            .get(serial, || self.inner.get_certificate(serial))
+            .get(&serial.to_string(), || self.inner.get_certificate(serial))
             .await
     }
 
@@ -157,7 +169,7 @@ impl CachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fake::FakeStore;
+    use crate::store::fake::{FakeStore, serial};
 
     fn cached(backend: &Arc<FakeStore>, ttl_ms: u64, stale_ms: u64) -> (CachedStore, Metrics) {
         let settings = CacheSettings {
@@ -206,8 +218,8 @@ mod tests {
         let (cache, metrics) = cached(&backend, 60_000, 0);
         assert!(cache.principal("ghost").await.unwrap().is_none());
         assert!(cache.principal("ghost").await.unwrap().is_none());
-        assert!(cache.certificate("0a").await.unwrap().is_none());
-        assert!(cache.certificate("0a").await.unwrap().is_none());
+        assert!(cache.certificate(&serial("0a")).await.unwrap().is_none());
+        assert!(cache.certificate(&serial("0a")).await.unwrap().is_none());
         assert_eq!(backend.calls(), 2);
         let hits = metrics
             .cache_lookups
@@ -270,6 +282,11 @@ mod tests {
         sleep_ms(50).await;
         let err = cache.principal("alice").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        // The corrupt record replaced the good one: an outage now must not bring it back.
+        backend.corrupt(false);
+        backend.fail(true);
+        let err = cache.principal("alice").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
         assert_eq!(metrics.store_stale_served.get(), 0);
     }
 

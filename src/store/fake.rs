@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{CertificateRecord, Lookup, Principal, PrincipalStatus, StoreError};
+use crate::cert::Serial;
 
 #[derive(Default)]
 pub(crate) struct FakeStore {
@@ -84,7 +85,7 @@ impl Lookup for FakeStore {
         Ok(self.principals.lock().unwrap().get(id).cloned())
     }
 
-    async fn get_certificate(&self, _: &str) -> Result<Option<CertificateRecord>, StoreError> {
+    async fn get_certificate(&self, _: &Serial) -> Result<Option<CertificateRecord>, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.outage()?;
         Ok(None)
@@ -93,4 +94,9 @@ impl Lookup for FakeStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// The serial written `hex`.
+pub(crate) fn serial(hex: &str) -> Serial {
+    hex.parse().expect("hex serial")
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::cert::Serial;
+
 pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
@@ -253,8 +255,12 @@ impl OutageCause {
 pub trait Lookup: Send + Sync + 'static {
     /// One principal, or `None` when it is not enrolled.
     async fn get_principal(&self, principal_id: &str) -> Result<Option<Principal>, StoreError>;
-    /// One certificate by lowercase hex serial, or `None` when not registered.
-    async fn get_certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError>;
+    /// One certificate, or `None` when not registered. Backends key records by the serial's
+    /// display (lowercase hex, no colons), the format runbooks write.
+    async fn get_certificate(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<CertificateRecord>, StoreError>;
     /// Cheap reachability probe for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -288,7 +294,7 @@ pub trait Admin: Lookup {
     /// Revoke; `NotFound` for an unknown serial.
     async fn revoke_certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
         reason: &str,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError>;

@@ -214,8 +214,8 @@ fn readiness_wait_names_the_issuer_and_cache_dir_survives_a_restart() {
     let (status, body) = readyz();
     assert_eq!(status, 503, "{body}");
     assert!(
-        body.contains("not ready: CRL of 'O=certgate dev, CN=e2e CA'")
-            || body.contains(&format!("not ready: CRL of '{ISSUER}'")),
+        body.contains("not ready: no CRL of issuer 'O=certgate dev, CN=e2e CA'")
+            || body.contains(&format!("not ready: no CRL of issuer '{ISSUER}'")),
         "{body}"
     );
     assert!(!body.contains("127.0.0.1"), "no URL in /readyz: {body}");

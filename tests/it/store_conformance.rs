@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use certgate::cert::Serial;
 use certgate::store::dynamodb::DynamoSettings;
 use certgate::store::{
     Admin, CertificateRecord, DynamoStore, EmbeddedStore, Lookup, Principal, PrincipalStatus,
@@ -39,6 +40,11 @@ fn certificate(serial: &str, owner: &str, expires_at: i64) -> CertificateRecord 
         revoked_at: None,
         revocation_reason: None,
     }
+}
+
+/// A serial as the CLI would parse it.
+fn serial(hex: &str) -> Serial {
+    hex.parse().expect("hex serial")
 }
 
 fn serials(certs: &[CertificateRecord]) -> Vec<&str> {
@@ -153,7 +159,7 @@ async fn conformance(store: Arc<dyn Admin>) {
         None
     );
     let err = store
-        .revoke_certificate("ffff", "superseded", 1)
+        .revoke_certificate(&serial("ffff"), "superseded", 1)
         .await
         .unwrap_err();
     assert!(
@@ -166,7 +172,7 @@ async fn conformance(store: Arc<dyn Admin>) {
         ),
         "{err:?}"
     );
-    assert_eq!(store.get_certificate("ffff").await.unwrap(), None);
+    assert_eq!(store.get_certificate(&serial("ffff")).await.unwrap(), None);
 
     // certificates: register, get, list by owner and by expiry
     let day = 86_400_000;
@@ -181,7 +187,7 @@ async fn conformance(store: Arc<dyn Admin>) {
         store.register_certificate(c).await.expect("register");
     }
     assert_eq!(
-        store.get_certificate("0c").await.unwrap(),
+        store.get_certificate(&serial("0c")).await.unwrap(),
         Some(certs[2].clone())
     );
     let err = store.register_certificate(&certs[0]).await.unwrap_err();
@@ -226,7 +232,7 @@ async fn conformance(store: Arc<dyn Admin>) {
 
     // revoke
     let revoked = store
-        .revoke_certificate("0a", "key_compromise", 77)
+        .revoke_certificate(&serial("0a"), "key_compromise", 77)
         .await
         .expect("revoke");
     assert!(revoked.revoked);
@@ -236,7 +242,10 @@ async fn conformance(store: Arc<dyn Admin>) {
         revoked.registration, certs[0].registration,
         "other fields untouched"
     );
-    assert_eq!(store.get_certificate("0a").await.unwrap(), Some(revoked));
+    assert_eq!(
+        store.get_certificate(&serial("0a")).await.unwrap(),
+        Some(revoked)
+    );
 
     // concurrent updates: one create wins, the rest conflict; parallel suspensions all land
     let racers: Vec<_> = (0..12)

@@ -190,6 +190,7 @@ pub fn bench(run: &Run) -> Result<()> {
         .args(["--connections", &connections, "--duration", &run.duration]);
     let envoy_args = ["--concurrency", &envoy_concurrency, "--log-level", "warn"];
     let mut runs: HashMap<&str, Vec<Round>> = HashMap::new();
+    let mut notes = Vec::new();
     for round in 1..=rounds {
         for config in configs.split_whitespace() {
             let rendered = work.path().join(format!("envoy-{config}.yaml"));
@@ -240,7 +241,8 @@ pub fn bench(run: &Run) -> Result<()> {
             let envoy_before = cpu_ticks(envoy_pid)?;
             let authz_before = authz_pid.map(cpu_ticks).transpose()?;
             let load = Load::run(&mut loadgen, hz)?;
-            load.all_allowed(config)?;
+            let what = format!("{config}, round {round}");
+            notes.extend(load.expect_allowed(&what, !run.quick)?);
             let envoy_cpu = (cpu_ticks(envoy_pid)? - envoy_before) as f64 / hz;
             let (mut authz_cpu, mut authz_per_req, mut authz_rss) =
                 ("–".to_owned(), "–".to_owned(), "–".to_owned());
@@ -311,6 +313,7 @@ pub fn bench(run: &Run) -> Result<()> {
          Timings are never asserted.\n",
         run.quick_note()
     )?;
+    write!(b, "{}", report::shortfalls(&notes))?;
     writeln!(b, "| | |\n| --- | --- |")?;
     writeln!(
         b,

@@ -8,8 +8,10 @@
 //!   dynamodb  embedded store vs DynamoDB (moto), cached and cold
 //!
 //! `--quick` (what scripts/test.sh runs): debug build, 2s of load per configuration, one
-//! round, no criterion, reports under target/. It checks that everything runs and that every
-//! request that should be allowed was; it asserts nothing about speed.
+//! round, no criterion, reports under target/. It fails only when a benchmark cannot run or
+//! allows nothing; requests denied or failed are reported at the top of the section and on
+//! stderr, because one 503 from a debug build on a busy CI machine is noise, not a broken
+//! setup. A full run fails on any of them. Nothing is asserted about speed.
 //!
 //! Knobs are environment variables, as documented in BENCHMARKS.md: DURATION, CONNECTIONS,
 //! CONCURRENCY, OUT, PROFILE (release|debug), PIN, H2LOAD_STREAMS, SKIP_CRITERION (grpc);

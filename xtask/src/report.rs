@@ -81,15 +81,36 @@ pub fn rustc() -> String {
     stdout_of("rustc", &["--version"])
 }
 
+/// `note` on a run that did not allow every request, warned on stderr and returned for the
+/// report's [`shortfalls`].
+pub fn shortfall(note: String) -> String {
+    eprintln!("WARNING: not every request was allowed: {note}");
+    note
+}
+
+/// The runs that did not allow every request, as a block that stands out under a section's
+/// title; empty when there are none.
+pub fn shortfalls(notes: &[String]) -> String {
+    if notes.is_empty() {
+        return String::new();
+    }
+    let list: String = notes.iter().map(|n| format!("- {n}\n")).collect();
+    format!(
+        "**Not every request was allowed.** Every benchmarked request is meant to be; the \
+         numbers below include these:\n\n{list}\n"
+    )
+}
+
 /// The start of the grpc and dynamodb sections, up to the Machine table's kernel row: begin
-/// marker, title, provenance, date, commit and hardware.
-pub fn machine_head(section: &str, title: &str, quick_note: &str) -> String {
+/// marker, title, provenance, the [`shortfalls`] of `notes`, date, commit and hardware.
+pub fn machine_head(section: &str, title: &str, quick_note: &str, notes: &[String]) -> String {
     let (begin, _) = markers(section);
     format!(
         "{begin}\n## {title} (`{section}`)\n\nWritten by `{section}`{quick_note}. Numbers from one \
          run on one\nmachine: compare runs on the same machine only. Timings are never \
-         asserted.\n\n### Machine\n\n| | |\n| --- | --- |\n| date | {} |\n| commit | {} |\n\
+         asserted.\n\n{}### Machine\n\n| | |\n| --- | --- |\n| date | {} |\n| commit | {} |\n\
          | CPU | {} |\n| cores (nproc) | {} |\n| memory | {} GiB |\n| kernel | {} |\n",
+        shortfalls(notes),
         date(),
         commit(),
         cpu_model(),
@@ -160,6 +181,15 @@ mod tests {
                 block("b", "two")
             )
         );
+    }
+
+    #[test]
+    fn shortfalls_stand_above_the_machine_table_and_only_when_there_are_some() {
+        let head = machine_head("s", "t", "", &["x: 9 of 10 requests allowed".to_owned()]);
+        let warning = head.find("**Not every request was allowed.**").unwrap();
+        assert!(warning < head.find("### Machine").unwrap());
+        assert!(head.contains("\n- x: 9 of 10 requests allowed\n"));
+        assert!(!machine_head("s", "t", "", &[]).contains("Not every request"));
     }
 
     #[test]

@@ -204,7 +204,7 @@ impl Admin for DynamoStore {
 
     async fn revoke_certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
         reason: &str,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError> {
@@ -212,7 +212,7 @@ impl Admin for DynamoStore {
         let item = self
             .update_existing(
                 table,
-                ("serial_number", serial),
+                ("serial_number", &serial.to_string()),
                 "certificate",
                 "SET revoked = :t, revoked_at = :at, revocation_reason = :r",
                 vec![

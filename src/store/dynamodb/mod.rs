@@ -40,6 +40,7 @@ use super::{
     Admin, CertificateRecord, EpochMillis, Lookup, Outage, OutageCause, Principal, PrincipalStatus,
     Registration, StoreError,
 };
+use crate::cert::Serial;
 
 mod admin;
 mod audit;
@@ -294,9 +295,12 @@ impl Lookup for DynamoStore {
             .transpose()
     }
 
-    async fn get_certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+    async fn get_certificate(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
         let table = &self.settings.certificates_table;
-        self.get_item(table, "serial_number", serial)
+        self.get_item(table, "serial_number", &serial.to_string())
             .await?
             .map(|item| read_certificate(&item))
             .transpose()

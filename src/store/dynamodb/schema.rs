@@ -37,7 +37,7 @@ impl DynamoStore {
                 .enabled(true)
                 .attribute_name(PURGE_AT)
                 .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
+                .map_err(build_error)?;
             self.client
                 .update_time_to_live()
                 .table_name(certificates)
@@ -87,27 +87,12 @@ impl DynamoStore {
             .key_schema(key_elem(key, KeyType::Hash)?)
             .attribute_definitions(attr(key, ScalarAttributeType::S)?);
         if indexes {
-            req = req
-                .attribute_definitions(attr("principal_id", ScalarAttributeType::S)?)
-                .attribute_definitions(attr("expiry_bucket", ScalarAttributeType::S)?)
-                .attribute_definitions(attr("expires_at", ScalarAttributeType::N)?);
-            for (name, hash) in [
-                (BY_PRINCIPAL_INDEX, "principal_id"),
-                (BY_EXPIRY_INDEX, "expiry_bucket"),
-            ] {
-                let index = GlobalSecondaryIndex::builder()
-                    .index_name(name)
-                    .key_schema(key_elem(hash, KeyType::Hash)?)
-                    .key_schema(key_elem("expires_at", KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
-                    .build()
-                    .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
-                req = req.global_secondary_indexes(index);
+            for (name, hash) in INDEXES {
+                req = req
+                    .attribute_definitions(attr(hash, ScalarAttributeType::S)?)
+                    .global_secondary_indexes(index(name, hash)?);
             }
+            req = req.attribute_definitions(attr("expires_at", ScalarAttributeType::N)?);
         }
         match req.send().await {
             Ok(_) => Ok(format!("{table}: created")),
@@ -129,10 +114,7 @@ impl DynamoStore {
     pub(crate) async fn adopt_tables(&self) -> Result<Vec<String>, StoreError> {
         let table = &self.settings.certificates_table;
         let mut report = Vec::new();
-        for (name, hash) in [
-            (BY_PRINCIPAL_INDEX, "principal_id"),
-            (BY_EXPIRY_INDEX, "expiry_bucket"),
-        ] {
+        for (name, hash) in INDEXES {
             report.push(self.adopt_index(table, name, hash).await?);
         }
         let mut set = 0u64;
@@ -197,15 +179,12 @@ impl DynamoStore {
             }
             return Ok(format!("{table}: index {name} exists"));
         }
+        // The index `store init` gives a new table, moved into an update's create action.
+        let index = index(name, hash)?;
         let mut create = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
-            .index_name(name)
-            .key_schema(key_elem(hash, KeyType::Hash)?)
-            .key_schema(key_elem("expires_at", KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            );
+            .index_name(index.index_name)
+            .set_key_schema(Some(index.key_schema))
+            .set_projection(index.projection);
         let on_demand = found
             .and_then(|t| t.billing_mode_summary())
             .and_then(|b| b.billing_mode())
@@ -216,17 +195,14 @@ impl DynamoStore {
                     .read_capacity_units(capacity.read_capacity_units().unwrap_or(1).max(1))
                     .write_capacity_units(capacity.write_capacity_units().unwrap_or(1).max(1))
                     .build()
-                    .map_err(|e| StoreError::Unavailable(e.to_string().into()))?,
+                    .map_err(build_error)?,
             );
         }
-        let create = create
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string().into()))?;
-        let hash_type = ScalarAttributeType::S;
+        let create = create.build().map_err(build_error)?;
         self.client
             .update_table()
             .table_name(table)
-            .attribute_definitions(attr(hash, hash_type)?)
+            .attribute_definitions(attr(hash, ScalarAttributeType::S)?)
             .attribute_definitions(attr("expires_at", ScalarAttributeType::N)?)
             .global_secondary_index_updates(
                 aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
@@ -290,13 +266,40 @@ impl DynamoStore {
     }
 }
 
+/// certgate's indexes on the certificates table: name and hash key; the range key is
+/// `expires_at`.
+const INDEXES: [(&str, &str); 2] = [
+    (BY_PRINCIPAL_INDEX, "principal_id"),
+    (BY_EXPIRY_INDEX, "expiry_bucket"),
+];
+
+/// Index `name` on (`hash`, `expires_at`), projecting every attribute.
+fn index(name: &str, hash: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key_elem(hash, KeyType::Hash)?)
+        .key_schema(key_elem("expires_at", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(build_error)
+}
+
+/// A request builder missing a required field.
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Unavailable(e.to_string().into())
+}
+
 /// An attribute definition for a table's or index's key.
 fn attr(name: &str, t: ScalarAttributeType) -> Result<AttributeDefinition, StoreError> {
     AttributeDefinition::builder()
         .attribute_name(name)
         .attribute_type(t)
         .build()
-        .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+        .map_err(build_error)
 }
 
 /// One element of a table's or index's key schema.
@@ -305,5 +308,5 @@ fn key_elem(name: &str, t: KeyType) -> Result<KeySchemaElement, StoreError> {
         .attribute_name(name)
         .key_type(t)
         .build()
-        .map_err(|e| StoreError::Unavailable(e.to_string().into()))
+        .map_err(build_error)
 }

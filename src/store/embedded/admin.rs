@@ -138,11 +138,11 @@ impl Admin for EmbeddedStore {
 
     async fn revoke_certificate(
         &self,
-        serial: &str,
+        serial: &Serial,
         reason: &str,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError> {
-        let (serial, reason) = (serial.to_owned(), reason.to_owned());
+        let (serial, reason) = (serial.to_string(), reason.to_owned());
         self.run(move |conn| {
             let sql = "UPDATE certificates SET revoked = 1, revoked_at = ?2, \
                        revocation_reason = ?3 WHERE serial_number = ?1";

@@ -14,6 +14,7 @@ use super::{
     Admin, CertificateRecord, EpochMillis, Lookup, Principal, PrincipalStatus, Registration,
     StoreError,
 };
+use crate::cert::Serial;
 
 mod admin;
 #[cfg(test)]
@@ -296,8 +297,11 @@ impl Lookup for EmbeddedStore {
         self.run(move |conn| principal_by_id(conn, &id)).await
     }
 
-    async fn get_certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
-        let serial = serial.to_owned();
+    async fn get_certificate(
+        &self,
+        serial: &Serial,
+    ) -> Result<Option<CertificateRecord>, StoreError> {
+        let serial = serial.to_string();
         self.run(move |conn| certificate_by_serial(conn, &serial))
             .await
     }

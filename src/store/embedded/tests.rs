@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::fake::serial;
 
 fn principal(id: &str) -> Principal {
     Principal {
@@ -136,7 +137,7 @@ async fn updates_of_unknown_keys_are_not_found() {
         "{err:?}"
     );
     let err = store
-        .revoke_certificate("ff", "superseded", 1)
+        .revoke_certificate(&serial("ff"), "superseded", 1)
         .await
         .unwrap_err();
     assert!(
@@ -165,7 +166,7 @@ async fn incomplete_records_are_refused_not_filled_in() {
     };
     let err = store.register_certificate(&only).await.unwrap_err();
     assert!(err.to_string().contains("revocation-only"), "{err}");
-    assert_eq!(store.get_certificate("0c").await.unwrap(), None);
+    assert_eq!(store.get_certificate(&serial("0c")).await.unwrap(), None);
     let untyped = Principal {
         principal_type: None,
         ..principal("bob")
@@ -186,19 +187,22 @@ async fn register_revoke_and_list_certificates() {
         store.register_certificate(&c).await.unwrap();
     }
     assert_eq!(
-        store.get_certificate("01").await.unwrap(),
+        store.get_certificate(&serial("01")).await.unwrap(),
         Some(cert("01", "alice", 100))
     );
-    assert_eq!(store.get_certificate("99").await.unwrap(), None);
+    assert_eq!(store.get_certificate(&serial("99")).await.unwrap(), None);
 
     let revoked = store
-        .revoke_certificate("01", "key_compromise", 77)
+        .revoke_certificate(&serial("01"), "key_compromise", 77)
         .await
         .unwrap();
     assert!(revoked.revoked);
     assert_eq!(revoked.revoked_at, Some(77));
     assert_eq!(revoked.revocation_reason.as_deref(), Some("key_compromise"));
-    assert_eq!(store.get_certificate("01").await.unwrap(), Some(revoked));
+    assert_eq!(
+        store.get_certificate(&serial("01")).await.unwrap(),
+        Some(revoked)
+    );
 
     let serials = |certs: Vec<CertificateRecord>| -> Vec<String> {
         certs.into_iter().map(|c| c.serial_number).collect()
@@ -233,7 +237,7 @@ async fn unreadable_rows_are_corrupt() {
     for (key, result) in [
         ("frozen", store.get_principal("frozen").await.map(drop)),
         ("badroles", store.get_principal("badroles").await.map(drop)),
-        ("0b", store.get_certificate("0b").await.map(drop)),
+        ("0b", store.get_certificate(&serial("0b")).await.map(drop)),
     ] {
         let err = result.unwrap_err();
         assert!(
@@ -258,7 +262,13 @@ async fn two_handles_on_one_file_see_each_others_writes() {
     cli.register_certificate(&cert("0c", "alice", 9))
         .await
         .unwrap();
-    assert!(server.get_certificate("0c").await.unwrap().is_some());
+    assert!(
+        server
+            .get_certificate(&serial("0c"))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

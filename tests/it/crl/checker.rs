@@ -69,7 +69,8 @@ async fn crl_server_down_at_start_then_up_then_down_again() {
         .checker
         .revocation()
         .readiness(certgate::clock::unix_now())
-        .expect_err("not ready while no CRL is loaded");
+        .expect_err("not ready while no CRL is loaded")
+        .to_string();
     assert!(not_ready.contains("CN=root"), "{not_ready}");
 
     server.start();
@@ -278,7 +279,8 @@ async fn two_cas_each_with_its_own_crl_are_fresh_independently() {
             .snapshot()
             .status(second_ca, &"01".parse().expect("hex"), later);
     assert!(
-        matches!(status, certgate::authz::CrlStatus::Unknown(ref m) if m.contains("CN=second") && m.contains("stale")),
+        matches!(status, certgate::authz::CrlStatus::Unknown(ref cause)
+            if cause.to_string().contains("CN=second") && cause.to_string().contains("stale")),
         "{status:?}"
     );
     assert_eq!(decide(&gate, &pki.good).await.0, "allow");
@@ -405,7 +407,8 @@ async fn readiness_names_the_ca_and_the_reason_class_but_no_url() {
         .checker
         .revocation()
         .readiness(certgate::clock::unix_now())
-        .expect_err("not ready");
+        .expect_err("not ready")
+        .to_string();
     assert!(
         why.contains("CN=root") && why.contains("key sha256:") && why.contains("fetch failed"),
         "{why}"

@@ -1,9 +1,8 @@
 //! Many replicas, one truth: two certgate replicas, each behind its own Envoy 1.40, share
 //! DynamoDB tables on a real DynamoDB-compatible server (moto). Suspensions made with the
 //! CLI and with a raw runbook-style `UpdateItem` reach both; bad data denies; an outage is
-//! served from cache for the stale window, then 503, and recovers without a restart. A store
-//! timeout right after a corrupt record bringing back the older answer is a known bug (its
-//! test is ignored).
+//! served from cache for the stale window, then 503, and recovers without a restart; a store
+//! timeout right after a corrupt record does not bring back the older answer.
 
 mod replicas;
 mod tables;
