@@ -7,33 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::check::Checker;
-use crate::config::{self, Config};
+use crate::config::{Config, Watched};
 
 /// Poll the config and the files it names; put a valid new version in force, refuse (log,
 /// count) an invalid one and keep the last good.
 pub(super) async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
+    // What the configuration in force was read from, byte for byte: a change made while it
+    // was being loaded shows up at the next poll.
     let mut watched = checker.config().watched_files.clone();
-    // `None`: not known (a file was unreadable when it was taken); the next readable
-    // fingerprint is then compared as a change.
-    let mut last = config::fingerprint(&watched).ok();
+    let mut last = watched.fingerprint();
     let mut unreadable_logged = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let (fp, files) = {
+        let read = {
             let watched = watched.clone();
-            match tokio::task::spawn_blocking(move || (config::fingerprint(&watched), watched))
-                .await
-            {
-                Ok(v) => v,
+            match tokio::task::spawn_blocking(move || Watched::read(watched.paths())).await {
+                Ok(read) => read,
                 Err(_) => continue,
             }
         };
-        let fp = match fp {
-            Ok(fp) => {
+        let now = match read {
+            Ok(now) => {
                 unreadable_logged = false;
-                fp
+                now
             }
             Err(unreadable) => {
                 // Unchanged as far as anyone knows: keep the configuration (and its caches).
@@ -44,10 +42,9 @@ pub(super) async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: 
                 continue;
             }
         };
-        if last == Some(fp) {
+        if now.fingerprint() == last {
             continue;
         }
-        last = Some(fp);
         let loaded = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || Config::load(&path)).await
@@ -62,7 +59,6 @@ pub(super) async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: 
                     );
                 }
                 watched = new.watched_files.clone();
-                last = config::fingerprint(&watched).ok();
                 checker.replace_config(new);
                 metrics.config_reloads.with_label_values(&["success"]).inc();
                 metrics.config_last_reload_failed.set(0);
@@ -72,22 +68,20 @@ pub(super) async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: 
                 // Keep watching the files of the last good config plus the ones the bad
                 // version names (an allowlist file that does not exist yet, say), so that
                 // fixing either is noticed.
-                watched = files;
-                for file in err.watched_files.iter() {
-                    if !watched.contains(file) {
-                        watched.push(file.clone());
-                    }
-                }
-                last = config::fingerprint(&watched).ok();
+                watched = err.watched_files.clone();
+                watched.extend_from(&now);
                 metrics.config_reloads.with_label_values(&["failure"]).inc();
                 metrics.config_last_reload_failed.set(1);
                 tracing::error!(error = %err, "configuration reload refused; previous configuration stays in force");
             }
             Err(join_error) => {
+                // Tried once for these bytes; the next change is tried again.
+                watched = now;
                 metrics.config_reloads.with_label_values(&["failure"]).inc();
                 metrics.config_last_reload_failed.set(1);
                 tracing::error!(error = %join_error, "configuration reload failed; previous configuration stays in force");
             }
         }
+        last = watched.fingerprint();
     }
 }

@@ -21,8 +21,7 @@ use serde::Deserialize;
 
 pub use crate::store::StoreBackend;
 pub use problems::{ConfigError, Problem};
-pub use reload::Unreadable;
-pub use reload::fingerprint;
+pub use reload::{Unreadable, Watched};
 use validate::Validator;
 
 use crate::authz::{CertificateRules, Policy, PrincipalRules, RevocationPolicy};
@@ -250,7 +249,7 @@ pub struct Config {
     /// How often files are checked for changes.
     pub(crate) reload_interval: Duration,
     /// Every file this config depends on (itself included), for reload.
-    pub(crate) watched_files: Vec<PathBuf>,
+    pub(crate) watched_files: Watched,
     /// CRL sources and freshness per issuing CA.
     pub crl: CrlSettings,
     /// Headers that may carry a client certificate, each with the proxies trusted to set it
@@ -288,7 +287,7 @@ impl Config {
     /// Read, parse and validate `path` and every file it names, at the current time (a CA of
     /// the trust bundle that has expired is refused).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let mut watched = Vec::new();
+        let mut watched = Watched::default();
         let result = std::fs::read_to_string(path)
             .map_err(|e| {
                 vec![Problem {
@@ -302,8 +301,10 @@ impl Config {
         result.map_err(|problems| ConfigError {
             file: path.to_owned(),
             problems,
-            watched_files: if watched.is_empty() {
-                vec![path.to_owned()]
+            watched_files: if watched == Watched::default() {
+                let mut unread = Watched::default();
+                unread.record(path.to_owned(), b"");
+                unread
             } else {
                 watched
             },
@@ -314,15 +315,16 @@ impl Config {
     /// Pure: the clock is not read, so the validity of the bundle's CAs is not judged here
     /// (checks still judge it per request).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, Vec<Problem>> {
-        Self::validate_yaml(text, path, &mut Vec::new(), None)
+        Self::validate_yaml(text, path, &mut Watched::default(), None)
     }
 
     fn validate_yaml(
         text: &str,
         path: &Path,
-        watched: &mut Vec<PathBuf>,
+        watched: &mut Watched,
         now: Option<i64>,
     ) -> Result<Config, Vec<Problem>> {
+        watched.record(path.to_owned(), text.as_bytes());
         let raw = raw::parse_raw(text)?;
         Validator::new(path.parent().unwrap_or(Path::new(".")), now).validate(raw, path, watched)
     }

@@ -28,7 +28,7 @@ pub struct ConfigError {
     /// Every problem, in key order of discovery.
     pub(crate) problems: Vec<Problem>,
     /// The files this version names (itself included), so a reload loop can notice the fix.
-    pub(crate) watched_files: Vec<PathBuf>,
+    pub(crate) watched_files: super::Watched,
 }
 
 impl fmt::Display for ConfigError {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use x509_parser::der_parser::oid::Oid;
 
 use super::raw::{Raw, RawSize, max_duration};
-use super::{Config, HeaderNames, Listen, Problem};
+use super::{Config, HeaderNames, Listen, Problem, Watched};
 use crate::authz::PrincipalRules;
 use crate::cert::IdentityRules;
 use crate::store::CacheSettings;
@@ -107,12 +107,19 @@ impl<'a> Validator<'a> {
         self.base.join(text)
     }
 
-    fn read_file(&mut self, key: &str, text: &str, watched: &mut Vec<PathBuf>) -> Option<Vec<u8>> {
+    fn read_file(&mut self, key: &str, text: &str, watched: &mut Watched) -> Option<Vec<u8>> {
         let path = self.path(text);
-        watched.push(path.clone());
-        std::fs::read(&path)
-            .map_err(|e| self.problem(key, format!("cannot read {}: {e}", path.display())))
-            .ok()
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                watched.record(path, &bytes);
+                Some(bytes)
+            }
+            Err(e) => {
+                self.problem(key, format!("cannot read {}: {e}", path.display()));
+                watched.record(path, b"");
+                None
+            }
+        }
     }
 
     fn oid(&mut self, key: &str, text: &str) -> Oid<'static> {
@@ -143,10 +150,8 @@ impl<'a> Validator<'a> {
         mut self,
         raw: Raw,
         source: &Path,
-        watched: &mut Vec<PathBuf>,
+        watched: &mut Watched,
     ) -> Result<Config, Vec<Problem>> {
-        watched.push(source.to_owned());
-
         let listen = Listen {
             grpc: self.addr("listen.grpc", raw.listen.grpc.as_deref()),
             grpc_unix: raw

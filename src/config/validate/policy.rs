@@ -1,19 +1,14 @@
 //! `policies.<name>`: one policy.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 
 use super::Validator;
 use crate::authz::{Permission, Policy};
+use crate::config::Watched;
 use crate::config::raw::RawPolicy;
 
 impl Validator<'_> {
-    pub(super) fn policy(
-        &mut self,
-        name: &str,
-        rp: RawPolicy,
-        watched: &mut Vec<PathBuf>,
-    ) -> Policy {
+    pub(super) fn policy(&mut self, name: &str, rp: RawPolicy, watched: &mut Watched) -> Policy {
         let key = format!("policies.{name}");
         let max_lifetime_secs = rp.max_lifetime.map(|text| {
             let lifetime = self.duration(&format!("{key}.max_lifetime"), &text);

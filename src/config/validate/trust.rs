@@ -1,10 +1,9 @@
 //! `trust`: the CA bundle and the certificate rules.
 
-use std::path::PathBuf;
-
 use super::Validator;
 use crate::authz::CertificateRules;
 use crate::cert::TrustBundle;
+use crate::config::Watched;
 use crate::config::raw::RawTrust;
 
 impl Validator<'_> {
@@ -12,7 +11,7 @@ impl Validator<'_> {
     pub(super) fn trust(
         &mut self,
         raw: &RawTrust,
-        watched: &mut Vec<PathBuf>,
+        watched: &mut Watched,
     ) -> (Option<TrustBundle>, CertificateRules) {
         let trust = self
             .read_file("trust.ca_bundle", &raw.ca_bundle, watched)
