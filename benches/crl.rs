@@ -192,6 +192,7 @@ fn benches(c: &mut Criterion, f: &Fixture, entries: u64) {
             assert_eq!(offered, certgate::crl::Offered::Installed);
         }
         let input = CheckInput {
+            host: None,
             certificate: Some(leaf.as_bytes()),
             encoding: Default::default(),
             policy: None,

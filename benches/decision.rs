@@ -108,6 +108,7 @@ impl Fixture {
 
     fn input<'a>(&self, certificate: &'a [u8]) -> CheckInput<'a> {
         CheckInput {
+            host: None,
             certificate: Some(certificate),
             encoding: Default::default(),
             policy: None,

@@ -257,6 +257,7 @@ fn lookups(checker: &Checker, cache: &str, result: &str) -> u64 {
 
 fn input(certificate: &[u8]) -> CheckInput<'_> {
     CheckInput {
+        host: None,
         certificate: Some(certificate),
         encoding: Default::default(),
         policy: None,

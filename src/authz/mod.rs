@@ -6,6 +6,8 @@
 
 pub(crate) mod path;
 mod policy;
+pub(crate) mod routes;
+pub(crate) mod spiffe;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -171,8 +173,20 @@ pub struct Grant {
 pub struct CertificateRules {
     /// Allowed clock difference for notBefore/notAfter, seconds.
     pub(crate) clock_skew_secs: i64,
-    /// Row 5 on or off.
-    pub(crate) require_client_auth_eku: bool,
+    /// Row 5: how the extended key usage is judged.
+    pub(crate) require_client_auth_eku: ClientAuthEku,
+}
+
+/// `trust.require_client_auth_eku`: `false`, `true` or `strict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientAuthEku {
+    /// Not judged.
+    Off,
+    /// An EKU extension must include clientAuth; a certificate without one passes
+    /// (unrestricted, RFC 5280 4.2.1.12).
+    IfPresent,
+    /// An EKU extension must be present and include clientAuth.
+    Strict,
 }
 
 /// The request being authorized.
@@ -210,9 +224,21 @@ pub fn check_certificate(
     rules: &CertificateRules,
     now: i64,
 ) -> Result<(), Deny> {
-    if let Err(failure) = id.chain_at(now, rules.clock_skew_secs) {
-        return Err(Deny::new(ReasonCode::UntrustedIssuer, failure.to_string()));
+    let anchor = id
+        .chain_at(now, rules.clock_skew_secs)
+        .map_err(|failure| Deny::new(ReasonCode::UntrustedIssuer, failure.to_string()))?;
+    if let Some(allowed) = &policy.allowed_issuers
+        && !allowed.contains(&anchor.key)
+    {
+        return Err(Deny::new(
+            ReasonCode::UntrustedIssuer,
+            format!(
+                "issuing CA '{}' is not among the allowed_issuers of policy '{}'",
+                anchor.subject, policy.name
+            ),
+        ));
     }
+    spiffe::check_svid(id, policy)?;
     if now.saturating_add(rules.clock_skew_secs) < id.not_before() {
         return Err(Deny::new(
             ReasonCode::CertificateNotYetValid,
@@ -228,11 +254,18 @@ pub fn check_certificate(
             format!("certificate expired at {}", rfc3339(id.not_after())),
         ));
     }
-    if rules.require_client_auth_eku && id.client_auth() == ClientAuthUsage::NotAllowed {
-        return Err(Deny::new(
-            ReasonCode::WrongKeyUsage,
-            "extended key usage does not include TLS client authentication",
-        ));
+    let eku_refused = match (rules.require_client_auth_eku, id.client_auth()) {
+        (ClientAuthEku::Off, _) | (_, ClientAuthUsage::Allowed) => None,
+        (ClientAuthEku::IfPresent, ClientAuthUsage::Unrestricted) => None,
+        (ClientAuthEku::Strict, ClientAuthUsage::Unrestricted) => Some(
+            "certificate has no extended key usage extension, and trust.require_client_auth_eku is strict",
+        ),
+        (_, ClientAuthUsage::NotAllowed) => {
+            Some("extended key usage does not include TLS client authentication")
+        }
+    };
+    if let Some(message) = eku_refused {
+        return Err(Deny::new(ReasonCode::WrongKeyUsage, message));
     }
     if let Some(max) = policy.max_lifetime_secs
         && id.lifetime_secs() > max
@@ -360,12 +393,15 @@ pub fn check_principal(
             ),
         ));
     }
+    // An enrolled record's roles, else the policy's roles for the SPIFFE id, else the type's.
     let roles: &[String] = match record.and_then(|p| p.roles.as_deref()) {
         Some(roles) => roles,
-        None => rules
-            .roles_by_type
-            .get(principal_type)
-            .map_or(&[], Vec::as_slice),
+        None => spiffe::roles(id, policy).unwrap_or_else(|| {
+            rules
+                .roles_by_type
+                .get(principal_type)
+                .map_or(&[], Vec::as_slice)
+        }),
     };
     // Already normalised (no query string, no dot segments): see `path::normalize`.
     let path = request.path;

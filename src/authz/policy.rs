@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 /// One named policy (decision table rows 6, 10, 11, 12).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Its name, as used in `context_extensions["policy"]`.
     pub(crate) name: String,
@@ -22,6 +22,10 @@ pub struct Policy {
     pub(crate) revocation: RevocationPolicy,
     /// How strictly request paths are judged before permissions are matched.
     pub(crate) paths: super::path::PathMode,
+    /// Keys of the CAs whose certificates this policy accepts; `None` accepts the bundle.
+    pub(crate) allowed_issuers: Option<Vec<crate::cert::CaKey>>,
+    /// X509-SVID rules and roles by SPIFFE id, when configured.
+    pub(crate) spiffe: Option<super::spiffe::SpiffeRules>,
 }
 
 /// How a policy applies CRLs (decision table rows 7 and 7b).

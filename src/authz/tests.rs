@@ -78,13 +78,15 @@ fn policy() -> Policy {
         permissions,
         revocation: RevocationPolicy::Required,
         paths: PathMode::Strict,
+        allowed_issuers: None,
+        spiffe: None,
     }
 }
 
 fn cert_rules() -> CertificateRules {
     CertificateRules {
         clock_skew_secs: 60,
-        require_client_auth_eku: true,
+        require_client_auth_eku: ClientAuthEku::IfPresent,
     }
 }
 
@@ -243,7 +245,7 @@ fn skew_and_switches() {
     let id = identity(&pki, &spec);
     let lax = CertificateRules {
         clock_skew_secs: 60,
-        require_client_auth_eku: false,
+        require_client_auth_eku: ClientAuthEku::Off,
     };
     assert_eq!(
         check_certificate(&id, &policy(), &lax, NOW),
@@ -260,6 +262,15 @@ fn skew_and_switches() {
     assert_eq!(
         check_certificate(&no_eku, &policy(), &cert_rules(), NOW),
         Ok(())
+    );
+    let strict = CertificateRules {
+        require_client_auth_eku: ClientAuthEku::Strict,
+        ..cert_rules()
+    };
+    assert_eq!(
+        check_certificate(&no_eku, &policy(), &strict, NOW).map_err(|d| d.reason),
+        Err(ReasonCode::WrongKeyUsage),
+        "strict: no EKU extension is not enough"
     );
 }
 

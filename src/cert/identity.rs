@@ -24,7 +24,17 @@ pub struct Identity {
     not_before: i64,
     not_after: i64,
     client_auth: ClientAuthUsage,
+    svid: SvidShape,
     chain: Result<Arc<Anchor>, Box<ChainFailure>>,
+}
+
+/// What the X509-SVID rules look at beyond the SPIFFE id (`authz::spiffe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SvidShape {
+    /// URI SANs, of any scheme (saturating).
+    pub(crate) uri_sans: u8,
+    /// basicConstraints says cA.
+    pub(crate) ca: bool,
 }
 
 /// Position of each text field in [`Identity::text`]. An optional field is absent when
@@ -66,6 +76,7 @@ pub(super) struct IdentityParts {
     pub(super) not_before: i64,
     pub(super) not_after: i64,
     pub(super) client_auth: ClientAuthUsage,
+    pub(super) svid: SvidShape,
     pub(super) chain: Result<Arc<Anchor>, ChainFailure>,
 }
 
@@ -107,6 +118,7 @@ impl Identity {
             not_before: parts.not_before,
             not_after: parts.not_after,
             client_auth: parts.client_auth,
+            svid: parts.svid,
             chain: parts.chain.map_err(Box::new),
         })
     }
@@ -184,6 +196,11 @@ impl Identity {
     /// Extended key usage, as far as client authentication goes.
     pub(crate) fn client_auth(&self) -> ClientAuthUsage {
         self.client_auth
+    }
+
+    /// URI SAN count and CA flag, for the X509-SVID rules.
+    pub(crate) fn svid(&self) -> SvidShape {
+        self.svid
     }
 
     /// Outcome of the chain verification against the trust bundle: the CA whose key

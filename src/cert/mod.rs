@@ -19,6 +19,7 @@ pub use forwarded::CertEncoding;
 pub(crate) use forwarded::extract;
 pub use identity::Identity;
 use identity::IdentityParts;
+pub(crate) use identity::SvidShape;
 pub use reason::RevocationReason;
 pub use reason::UnknownRevocationReason;
 pub use serial::Serial;
@@ -119,9 +120,15 @@ pub fn identify(
     let not_after = cert.validity().not_after.timestamp();
     let chain = trust.verify(&der, now.clamp(not_before, not_after.max(not_before)));
     let common_name = first_str(cert.subject().iter_common_name());
-    let spiffe_id = uri_sans(&cert)
-        .into_iter()
-        .find(|u| u.starts_with("spiffe://"));
+    let uris = uri_sans(&cert);
+    let svid = SvidShape {
+        uri_sans: u8::try_from(uris.len()).unwrap_or(u8::MAX),
+        // A malformed or repeated basicConstraints cannot vouch for a leaf.
+        ca: cert
+            .basic_constraints()
+            .map_or(true, |bc| bc.is_some_and(|bc| bc.value.ca)),
+    };
+    let spiffe_id = uris.into_iter().find(|u| u.starts_with("spiffe://"));
     let principal_id = rules.principal_id_sources.iter().find_map(|source| {
         let id = match source {
             PrincipalIdSource::Oid => extension_string(&cert, &rules.principal_id_oid),
@@ -167,6 +174,7 @@ pub fn identify(
         not_before,
         not_after,
         client_auth,
+        svid,
         chain,
     })
 }

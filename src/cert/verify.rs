@@ -109,6 +109,8 @@ pub struct Anchor {
     /// Subject Name, DER.
     pub(crate) subject_der: Vec<u8>,
     pub(crate) key: CaKey,
+    /// SHA-256 of the CA certificate's DER (`sha256:` entries of `allowed_issuers`).
+    pub(crate) cert_sha256: [u8; 32],
     /// notBefore, Unix seconds.
     pub(crate) not_before: i64,
     /// notAfter, Unix seconds.
@@ -129,6 +131,7 @@ impl Anchor {
             subject: cert.subject().to_string(),
             subject_der: cert.subject().as_raw().to_vec(),
             key: CaKey(Sha256::digest(cert.public_key().raw).into()),
+            cert_sha256: Sha256::digest(der).into(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })

@@ -54,6 +54,9 @@ pub struct CheckInput<'a> {
     pub encoding: CertEncoding,
     /// Policy named by the route (`context_extensions["policy"]`), if any.
     pub policy: Option<&'a str>,
+    /// The request's host (`:authority`, or the forward-auth host header), port included or
+    /// not: `policy_routes` match on it when `policy` is none.
+    pub host: Option<&'a str>,
     /// HTTP method (`POST` for gRPC).
     pub method: &'a str,
     /// Request path as the proxy saw it (query string included or not); normalised here,
@@ -83,6 +86,26 @@ impl std::fmt::Display for RequestProblem<'_> {
             RequestProblem::NotText(h) => write!(f, "header {h} is not valid text"),
         }
     }
+}
+
+/// The policy the request names, else the first `policy_routes` entry that admits it (by
+/// host, method and the path as the upstream reads it), else `default_policy`; with the
+/// index of the route that chose, if one did. A path that cannot be normalised is routed by
+/// no entry; the chosen policy then refuses it.
+fn choose_policy<'c>(config: &'c Config, input: &CheckInput<'c>) -> (&'c str, Option<usize>) {
+    if let Some(named) = input.policy.filter(|p| !p.is_empty()) {
+        return (named, None);
+    }
+    let routed = (!config.policy_routes.is_empty())
+        .then(|| authz::path::normalize(input.path, authz::path::PathMode::Lenient).ok())
+        .flatten()
+        .and_then(|path| {
+            config
+                .policy_routes
+                .choose(input.host, input.method, &path)
+                .map(|(i, policy)| (policy, Some(i)))
+        });
+    routed.unwrap_or((&config.default_policy, None))
 }
 
 /// An HTTP method token as proxies send it: letters only (`GET`, `PROPFIND`), at most 32.
@@ -239,13 +262,11 @@ impl Checker {
 
     async fn decide(&self, generation: &Generation, input: CheckInput<'_>, now: i64) -> Outcome {
         let config = &generation.config;
-        let policy_name = input
-            .policy
-            .filter(|p| !p.is_empty())
-            .unwrap_or(&config.default_policy);
+        let (policy_name, route) = choose_policy(config, &input);
         let deny = |reason, message: String| Outcome {
             decision: Err(Deny::new(reason, message)),
             policy: policy_name.to_owned(),
+            route,
             identity: None,
             config: config.clone(),
         };
@@ -302,6 +323,7 @@ impl Checker {
         let mut outcome = Outcome {
             decision: Ok(Grant::default()),
             policy: policy_name.to_owned(),
+            route,
             identity: Some(identity.clone()),
             config: config.clone(),
         };

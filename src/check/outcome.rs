@@ -14,6 +14,8 @@ pub struct Outcome {
     pub decision: Result<Grant, Deny>,
     /// Policy that was applied (or asked for, when unknown).
     pub(crate) policy: String,
+    /// The index of the `policy_routes` entry that chose the policy, if one did.
+    pub(crate) route: Option<usize>,
     /// Parsed certificate, when one was present and parsed.
     pub(crate) identity: Option<Arc<Result<Identity, cert::MalformedCertificate>>>,
     /// The configuration that decided: the answer's header names and deny detail come from

@@ -59,6 +59,7 @@ fn fixture_with(failing: bool, extra_yaml: &str) -> Fixture {
 
 fn input(cert: &str) -> CheckInput<'_> {
     CheckInput {
+        host: None,
         certificate: Some(cert.as_bytes()),
         encoding: Default::default(),
         policy: None,

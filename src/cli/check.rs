@@ -23,6 +23,7 @@ pub(super) struct Request<'a> {
     pub(super) method: &'a str,
     pub(super) path: &'a str,
     pub(super) policy: Option<&'a str>,
+    pub(super) host: Option<&'a str>,
 }
 
 pub(super) async fn run(
@@ -43,6 +44,7 @@ pub(super) async fn run(
     let outcome = checker
         .check(
             CheckInput {
+                host: request.host,
                 certificate: Some(&raw),
                 encoding: CertEncoding::Auto,
                 policy: request.policy,
@@ -63,12 +65,22 @@ pub(super) async fn run(
         Err(deny) => ("deny", Some(deny.reason.as_str()), deny.message.clone()),
     };
     let grant = outcome.decision.as_ref().ok();
+    // Which `policy_routes` entry chose the policy, as its key path and what it matches.
+    let route = outcome.route.map(|i| {
+        let described = outcome
+            .config()
+            .policy_routes
+            .describe(i)
+            .unwrap_or_default();
+        format!("policy_routes[{i}] {described}")
+    });
     let value = json!({
         "decision": decision,
         "status": outcome.http_status(),
         "reason": reason,
         "message": message,
         "policy": outcome.policy,
+        "route": route.as_deref(),
         "principal": outcome.principal(),
         "principal_type": grant.map(|g| g.principal_type.as_str()),
         "roles": grant.map(|g| g.roles.clone()),
@@ -87,6 +99,7 @@ pub(super) async fn run(
             ("decision", decision.to_owned()),
             ("status", outcome.http_status().to_string()),
             ("policy", outcome.policy.clone()),
+            ("route", route.clone().unwrap_or_else(|| "-".to_owned())),
             ("principal", outcome.principal().unwrap_or("-").to_owned()),
         ];
         lines.extend(reason.map(|r| ("reason", r.to_owned())));

@@ -69,8 +69,7 @@ async fn read(source: &str, config: Option<&Config>) -> Result<Vec<u8>, Failure>
         location: crl::CrlLocation::Url(source.to_owned()),
         refresh_interval: std::time::Duration::from_secs(3600),
     };
-    let client = crl::fetch::client(settings.timeout, settings.follow_redirects)
-        .map_err(|e| Failure::Failed(e.into()))?;
+    let client = crl::fetch::client(settings).map_err(|e| Failure::Failed(e.into()))?;
     let fetched = crl::fetch::fetch(
         &client,
         &location,

@@ -73,9 +73,12 @@ enum Command {
         /// Request path (or gRPC method path).
         #[arg(long, default_value = "/")]
         path: String,
-        /// Policy (default: the configuration's default_policy).
+        /// Policy (default: the first matching policy_routes entry, else default_policy).
         #[arg(long)]
         policy: Option<String>,
+        /// Host of the request (`:authority`), for policy_routes.
+        #[arg(long)]
+        host: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -446,6 +449,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             method,
             path,
             policy,
+            host,
             output,
         } => {
             let request = check::Request {
@@ -453,6 +457,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
                 method: &method,
                 path: &path,
                 policy: policy.as_deref(),
+                host: host.as_deref(),
             };
             check::run(config_path(&config)?, request, output.output).await
         }

@@ -174,6 +174,14 @@ impl RequestHeaders {
             RequestHeaders::Forwarded => ("x-forwarded-method", "x-forwarded-uri"),
         }
     }
+
+    /// The header the original request's host is read from, for `policy_routes`.
+    pub(crate) fn host_name(self) -> &'static str {
+        match self {
+            RequestHeaders::Original => "x-original-host",
+            RequestHeaders::Forwarded => "x-forwarded-host",
+        }
+    }
 }
 
 /// Which store backend and how it is cached.
@@ -258,6 +266,8 @@ pub struct Config {
     /// The headers the forward-auth listener reads the original method and URI from
     /// (required when `listen.http` is set).
     pub(crate) forward_auth_request_headers: Option<RequestHeaders>,
+    /// Which policy a request gets when the proxy names none.
+    pub(crate) policy_routes: crate::authz::routes::PolicyRoutes,
 }
 
 impl Config {

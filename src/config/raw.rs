@@ -43,6 +43,8 @@ pub(super) struct Raw {
     pub(super) forwarded_certificates: Vec<RawForwarded>,
     #[serde(default)]
     pub(super) forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub(super) policy_routes: Vec<RawRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,8 +120,8 @@ pub(super) struct RawTrust {
     pub(super) ca_bundle: String,
     #[serde(default = "default_clock_skew")]
     pub(super) clock_skew: String,
-    #[serde(default = "yes")]
-    pub(super) require_client_auth_eku: bool,
+    #[serde(default)]
+    pub(super) require_client_auth_eku: RawEku,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,6 +228,8 @@ pub(super) struct RawPolicy {
     pub(super) revocation: RevocationPolicy,
     #[serde(default)]
     pub(super) paths: PathMode,
+    pub(super) allowed_issuers: Option<Vec<String>>,
+    pub(super) spiffe: Option<RawSpiffe>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +294,7 @@ pub(super) struct RawCrl {
     pub(super) high_water_file: Option<String>,
     pub(super) follow_redirects: bool,
     pub(super) issuers: Vec<RawCrlIssuer>,
+    pub(super) tls: RawCrlTls,
 }
 
 impl Default for RawCrl {
@@ -308,6 +313,7 @@ impl Default for RawCrl {
             high_water_file: None,
             follow_redirects: false,
             issuers: Vec::new(),
+            tls: RawCrlTls::default(),
         }
     }
 }
@@ -335,6 +341,58 @@ pub(super) struct RawCrlSource {
     pub(super) url: Option<String>,
     pub(super) file: Option<String>,
     pub(super) refresh_interval: Option<String>,
+}
+
+/// `policy_routes[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    #[serde(default)]
+    pub(super) hosts: Vec<String>,
+    pub(super) path_prefix: Option<String>,
+    pub(super) path_regex: Option<String>,
+    #[serde(default)]
+    pub(super) methods: Vec<String>,
+    pub(super) policy: String,
+}
+
+/// `policies.NAME.spiffe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpiffe {
+    pub(super) trust_domains: Vec<String>,
+    #[serde(default)]
+    pub(super) id_roles: Vec<RawIdRoles>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdRoles {
+    pub(super) pattern: String,
+    pub(super) roles: Vec<String>,
+}
+
+/// `trust.require_client_auth_eku`: a boolean, or `strict`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawEku {
+    Bool(bool),
+    Text(String),
+}
+
+impl Default for RawEku {
+    fn default() -> Self {
+        RawEku::Bool(true)
+    }
+}
+
+/// `crl.tls`: TLS for `https://` CRL sources served by a private CA.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawCrlTls {
+    pub(super) ca_bundle: Option<String>,
+    pub(super) client_cert: Option<String>,
+    pub(super) client_key: Option<String>,
 }
 
 /// The longest value each duration key accepts, by the key's last segment. Every bound
@@ -447,6 +505,7 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "crl" => check::<RawCrl>(name, v, p),
                 "forwarded_certificates" => check::<Vec<RawForwarded>>(name, v, p),
                 "forward_auth" => check::<RawForwardAuth>(name, v, p),
+                "policy_routes" => check::<Vec<RawRoute>>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {

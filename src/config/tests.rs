@@ -1,4 +1,5 @@
 mod crl;
+mod mesh;
 
 use super::*;
 use crate::cert::PrincipalTypeSource;

@@ -5,7 +5,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{CrlLocation, CrlSource};
+use super::{CrlLocation, CrlSettings, CrlSource};
+
+/// `crl.tls`: what an `https://` CRL fetch trusts and presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CrlTls {
+    /// PEM CA certificates that replace the public roots, for a CRL server with a private CA.
+    pub(crate) ca_bundle: Option<Vec<u8>>,
+    /// PEM client certificate followed by its key, for a server that asks for one.
+    pub(crate) identity: Option<Vec<u8>>,
+}
 
 /// What the previous successful read returned, to ask "changed since?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,8 +75,11 @@ pub(crate) enum FetchError {
 /// Redirects are not followed unless `follow_redirects` (`crl.follow_redirects`): a CRL URL
 /// is configured to reach one server, and a redirect could point the fetch at an internal
 /// address. When followed, only to the same host, never from https to http, at most 3.
-pub fn client(timeout: Duration, follow_redirects: bool) -> Result<reqwest::Client, FetchError> {
-    let policy = if follow_redirects {
+///
+/// With `crl.tls.ca_bundle` only its CAs are trusted (not the public roots as well): a CRL
+/// server of a private PKI has no business presenting a public certificate.
+pub fn client(settings: &CrlSettings) -> Result<reqwest::Client, FetchError> {
+    let policy = if settings.follow_redirects {
         reqwest::redirect::Policy::custom(|attempt| {
             let (to, first) = (attempt.url(), attempt.previous().first());
             let same_host = first.is_some_and(|f| f.host_str() == to.host_str());
@@ -86,10 +98,21 @@ pub fn client(timeout: Duration, follow_redirects: bool) -> Result<reqwest::Clie
     } else {
         reqwest::redirect::Policy::none()
     };
-    reqwest::Client::builder()
+    let tls_error = |e: reqwest::Error| FetchError::Transport(format!("crl.tls: {e}"));
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(timeout)
-        .redirect(policy)
+        .connect_timeout(settings.timeout)
+        .redirect(policy);
+    if let Some(pem) = &settings.tls.ca_bundle {
+        builder = builder.tls_built_in_root_certs(false);
+        for ca in reqwest::Certificate::from_pem_bundle(pem).map_err(tls_error)? {
+            builder = builder.add_root_certificate(ca);
+        }
+    }
+    if let Some(pem) = &settings.tls.identity {
+        builder = builder.identity(reqwest::Identity::from_pem(pem).map_err(tls_error)?);
+    }
+    builder
         .build()
         .map_err(|e| FetchError::Transport(e.to_string()))
 }
@@ -129,6 +152,11 @@ async fn fetch_url(
             while let Some(s) = source {
                 text = format!("{text}: {s}");
                 source = s.source();
+            }
+            if text.contains("UnknownIssuer") {
+                text.push_str(
+                    " (the CRL server's certificate is not from a CA certgate trusts for CRLs: set crl.tls.ca_bundle to the CA that issued it)",
+                );
             }
             FetchError::Transport(text)
         }

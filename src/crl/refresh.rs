@@ -118,7 +118,7 @@ impl SourceTask {
         inputs: &Arc<CrlInputs>,
     ) -> Result<Vec<SourceTask>, FetchError> {
         let settings = &inputs.settings;
-        let client = fetch::client(settings.timeout, settings.follow_redirects)?;
+        let client = fetch::client(settings)?;
         let mut all = Vec::new();
         for issuer in &settings.issuers {
             let issuer = Arc::new(issuer.clone());

@@ -92,6 +92,8 @@ pub struct CrlSettings {
     pub(crate) follow_redirects: bool,
     /// Per issuing CA.
     pub issuers: Vec<CrlIssuer>,
+    /// TLS of `https://` sources (`crl.tls`).
+    pub(crate) tls: super::fetch::CrlTls,
 }
 
 impl Default for CrlSettings {
@@ -106,6 +108,7 @@ impl Default for CrlSettings {
             high_water_file: None,
             follow_redirects: false,
             issuers: Vec::new(),
+            tls: super::fetch::CrlTls::default(),
         }
     }
 }

@@ -66,6 +66,7 @@ impl Authorization for ExtAuthz {
             policy: attributes
                 .and_then(|a| a.context_extensions.get("policy"))
                 .map(String::as_str),
+            host: http.map(|h| h.host.as_str()),
             method: http.map_or("", |h| h.method.as_str()),
             path: http.map_or("", |h| h.path.as_str()),
             malformed: None,

@@ -68,10 +68,26 @@ async fn auth(
     if malformed.is_none() {
         malformed = method.err().or(path.err());
     }
+    // Read only when routes can use it: an ingress that does not send it keeps working. The
+    // ingress must set it itself (a client-sent copy would choose the route).
+    let host_header = config
+        .forward_auth_request_headers
+        .unwrap_or(RequestHeaders::Original)
+        .host_name();
+    let host = match single(&headers, host_header) {
+        _ if config.policy_routes.is_empty() => None,
+        Ok(host) => Some(host),
+        Err(RequestProblem::Missing(_)) => None,
+        Err(problem) => {
+            malformed = malformed.or(Some(problem));
+            None
+        }
+    };
     let input = CheckInput {
         certificate: certificate.map(|(c, _)| c),
         encoding: certificate.map_or(CertEncoding::Auto, |(_, e)| e),
         policy: query.get("policy").map(String::as_str),
+        host,
         method: method.unwrap_or_default(),
         path: path.unwrap_or_default(),
         malformed,

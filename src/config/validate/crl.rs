@@ -154,6 +154,8 @@ impl Validator<'_> {
             high_water_file,
             follow_redirects: raw.follow_redirects,
             issuers,
+            // `crl.tls` names files: read by `crl_tls`, which records them for reload.
+            tls: Default::default(),
         }
     }
 

@@ -2,8 +2,11 @@
 //! `Validator` is one type; its sections live in the files below.
 
 mod crl;
+mod crl_tls;
 mod listen;
+mod mesh;
 mod policy;
+mod routes;
 mod store;
 mod trust;
 
@@ -201,7 +204,7 @@ impl<'a> Validator<'a> {
             let Some(rp) = raw_policies.remove(&name) else {
                 continue;
             };
-            let policy = self.policy(&name, rp, watched);
+            let policy = self.policy(&name, rp, watched, trust.as_ref());
             policies.insert(name, Arc::new(policy));
         }
         if policies.is_empty() {
@@ -228,7 +231,11 @@ impl<'a> Validator<'a> {
             self.problem("reload.interval", "must be greater than zero");
         }
 
-        let crl = self.crl(raw.crl, trust.as_ref());
+        let policy_routes = self.policy_routes(raw.policy_routes, &policies);
+        let mut raw_crl = raw.crl;
+        let crl_tls = self.crl_tls(std::mem::take(&mut raw_crl.tls), watched);
+        let mut crl = self.crl(raw_crl, trust.as_ref());
+        crl.tls = crl_tls;
         let forwarded_certificates = raw
             .forwarded_certificates
             .into_iter()
@@ -267,6 +274,7 @@ impl<'a> Validator<'a> {
                 crl,
                 forwarded_certificates,
                 forward_auth_request_headers,
+                policy_routes,
             }),
             _ => Err(self.problems),
         }

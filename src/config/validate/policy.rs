@@ -4,11 +4,18 @@ use std::collections::{HashMap, HashSet};
 
 use super::Validator;
 use crate::authz::{Permission, Policy};
+use crate::cert::TrustBundle;
 use crate::config::Watched;
 use crate::config::raw::RawPolicy;
 
 impl Validator<'_> {
-    pub(super) fn policy(&mut self, name: &str, rp: RawPolicy, watched: &mut Watched) -> Policy {
+    pub(super) fn policy(
+        &mut self,
+        name: &str,
+        rp: RawPolicy,
+        watched: &mut Watched,
+        trust: Option<&TrustBundle>,
+    ) -> Policy {
         let key = format!("policies.{name}");
         let max_lifetime_secs = rp.max_lifetime.map(|text| {
             let lifetime = self.duration(&format!("{key}.max_lifetime"), &text);
@@ -45,6 +52,12 @@ impl Validator<'_> {
             }
             permissions.insert(role, parsed);
         }
+        let allowed_issuers = rp.allowed_issuers.map(|entries| {
+            self.allowed_issuers(&format!("{key}.allowed_issuers"), &entries, trust)
+        });
+        let spiffe = rp
+            .spiffe
+            .map(|raw| self.spiffe(&format!("{key}.spiffe"), raw));
         Policy {
             name: name.to_owned(),
             max_lifetime_secs,
@@ -54,6 +67,8 @@ impl Validator<'_> {
             permissions,
             revocation: rp.revocation,
             paths: rp.paths,
+            allowed_issuers,
+            spiffe,
         }
     }
 }

@@ -1,10 +1,10 @@
 //! `trust`: the CA bundle and the certificate rules.
 
 use super::Validator;
-use crate::authz::CertificateRules;
+use crate::authz::{CertificateRules, ClientAuthEku};
 use crate::cert::TrustBundle;
 use crate::config::Watched;
-use crate::config::raw::RawTrust;
+use crate::config::raw::{RawEku, RawTrust};
 
 impl Validator<'_> {
     /// The CA bundle and the rules of rows 3–5 (`trust`).
@@ -22,7 +22,18 @@ impl Validator<'_> {
             });
         let certificate_rules = CertificateRules {
             clock_skew_secs: self.duration("trust.clock_skew", &raw.clock_skew).as_secs() as i64,
-            require_client_auth_eku: raw.require_client_auth_eku,
+            require_client_auth_eku: match &raw.require_client_auth_eku {
+                RawEku::Bool(false) => ClientAuthEku::Off,
+                RawEku::Bool(true) => ClientAuthEku::IfPresent,
+                RawEku::Text(t) if t == "strict" => ClientAuthEku::Strict,
+                RawEku::Text(t) => {
+                    self.problem(
+                        "trust.require_client_auth_eku",
+                        format!("\"{t}\" is not true, false or strict"),
+                    );
+                    ClientAuthEku::Strict
+                }
+            },
         };
         if let (Some(now), Some(trust)) = (self.now, &trust) {
             self.no_expired_anchors(trust, now, certificate_rules.clock_skew_secs);

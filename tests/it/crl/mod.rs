@@ -163,6 +163,7 @@ async fn decide(gate: &Gate, cert: &str) -> (String, String) {
         .checker
         .check(
             CheckInput {
+                host: None,
                 certificate: Some(cert.as_bytes()),
                 encoding: Default::default(),
                 policy: None,
