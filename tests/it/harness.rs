@@ -79,7 +79,8 @@ impl Envoy {
     }
 
     /// Start with some template variables overridden (`INCLUDE_PEER_CERTIFICATE`,
-    /// `FORWARD_CLIENT_CERT_DETAILS`, `NORMALIZE_PATH`, `ESCAPED_SLASHES_ACTION`).
+    /// `FORWARD_CLIENT_CERT_DETAILS`, `NORMALIZE_PATH`, `ESCAPED_SLASHES_ACTION`,
+    /// `ADMIN_ROUTE_CONTEXT`).
     pub fn start_with(o: &EnvoyOptions<'_>, overrides: &[(&str, &str)]) -> Envoy {
         let port = free_port();
         let admin = free_port();
@@ -107,6 +108,7 @@ impl Envoy {
             ("FORWARD_CLIENT_CERT_DETAILS", "SANITIZE".to_owned()),
             ("NORMALIZE_PATH", "true".to_owned()),
             ("ESCAPED_SLASHES_ACTION", "UNESCAPE_AND_REDIRECT".to_owned()),
+            ("ADMIN_ROUTE_CONTEXT", "{policy: admin}".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| {

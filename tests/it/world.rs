@@ -131,7 +131,8 @@ impl World {
         }
     }
 
-    fn write_client(&self, name: &str, principal: &str, issued: &IssuedCert) -> Client {
+    /// Write an issued certificate and its key into the world's directory as `name`.
+    pub fn write_client(&self, name: &str, principal: &str, issued: &IssuedCert) -> Client {
         let cert = self.path(&format!("{name}.pem"));
         let key = self.path(&format!("{name}-key.pem"));
         write_file(&cert, &issued.cert_pem);
