@@ -6,6 +6,7 @@ pub mod world;
 mod cli;
 mod crl;
 mod crl_server;
+mod crl_tls;
 mod drain;
 mod dynamodb;
 mod envoy;
