@@ -432,3 +432,49 @@ fn a_context_extension_still_wins_over_the_routes() {
         "a named policy wins: {json}"
     );
 }
+
+#[test]
+fn forward_auth_routes_by_the_host_nginx_sets() {
+    use super::forward_auth::{NGINX_SOURCE, setup, start_nginx_with};
+    let routes =
+        "policy_routes:\n  - {hosts: [admin.example.test], path_prefix: /api, policy: admin}\n";
+    let s = setup(&format!("{NGINX_SOURCE}{routes}"));
+    let upstream = super::harness::EchoUpstream::start();
+    // The auth subrequest names no policy (`?policy=`): the routes choose.
+    let nginx = start_nginx_with(&s.world, s.http_port, upstream.port, "", &[]);
+    let get = |headers: Vec<(&str, &str)>| {
+        super::harness::Curl {
+            port: nginx.port,
+            ca: &s.world.ca_pem,
+            client: Some((s.worker.cert.as_path(), s.worker.key.as_path())),
+            method: "GET",
+            path: "/api/jobs",
+            headers,
+        }
+        .send()
+    };
+    let logs = || s.certgate.proc.logs();
+    // admin.example.test/api is the admin policy, which admits no worker.
+    let reply = get(vec![("host", "admin.example.test")]);
+    assert_eq!(reply.status, 403, "{}\n{}", reply.body, logs());
+    assert!(
+        logs()
+            .lines()
+            .any(|l| l.contains("\"request denied\"") && l.contains("\"policy\":\"admin\"")),
+        "{}",
+        logs()
+    );
+    // Another host: default_policy lets the worker read /api.
+    assert_eq!(
+        get(vec![("host", "www.example.org")]).status,
+        200,
+        "{}",
+        logs()
+    );
+    // The client's own X-Original-Host is replaced by nginx's $host.
+    let forged = vec![
+        ("host", "www.example.org"),
+        ("x-original-host", "admin.example.test"),
+    ];
+    assert_eq!(get(forged).status, 200, "{}", logs());
+}
