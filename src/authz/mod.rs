@@ -455,3 +455,5 @@ fn days(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_spiffe;

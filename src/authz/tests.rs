@@ -12,7 +12,7 @@ use crate::cert::{TrustBundle, identify};
 use crate::pki::{CertAuthority, CertSpec, Eku};
 use crate::store::{CertificateRecord, Principal, PrincipalStatus, Registration};
 
-const NOW: i64 = 1_790_000_000;
+pub(super) const NOW: i64 = 1_790_000_000;
 const ID_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 1];
 const TYPE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59999, 1, 2];
 
@@ -20,12 +20,12 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(NOW).expect("valid test time")
 }
 
-struct Pki {
+pub(super) struct Pki {
     ca: CertAuthority,
     trust: TrustBundle,
 }
 
-fn pki() -> Pki {
+pub(super) fn pki() -> Pki {
     let ca = CertAuthority::new(
         "test CA",
         now() - Duration::days(1),
@@ -51,12 +51,12 @@ fn client(id: &str, kind: &str) -> CertSpec {
     }
 }
 
-fn identity(pki: &Pki, spec: &CertSpec) -> Identity {
+pub(super) fn identity(pki: &Pki, spec: &CertSpec) -> Identity {
     let cert = pki.ca.issue(spec).expect("issue");
     identify(cert.cert_pem.as_bytes(), &rules(), &pki.trust, NOW).expect("parses")
 }
 
-fn policy() -> Policy {
+pub(super) fn policy() -> Policy {
     let mut permissions = HashMap::new();
     permissions.insert(
         "admin".to_owned(),
@@ -83,14 +83,14 @@ fn policy() -> Policy {
     }
 }
 
-fn cert_rules() -> CertificateRules {
+pub(super) fn cert_rules() -> CertificateRules {
     CertificateRules {
         clock_skew_secs: 60,
         require_client_auth_eku: ClientAuthEku::IfPresent,
     }
 }
 
-fn principal_rules() -> PrincipalRules {
+pub(super) fn principal_rules() -> PrincipalRules {
     PrincipalRules {
         type_sources: rules().principal_type_sources,
         roles_by_type: HashMap::from([
