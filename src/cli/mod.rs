@@ -325,6 +325,11 @@ enum CertCommand {
         /// RFC 5280 reason.
         #[arg(long, value_parser = revocation_reason())]
         reason: RevocationReason,
+        /// The certificate's issuer DN (RFC 4514, as `cert get` shows it). Required for a
+        /// serial that was never registered: it then gets a revocation-only record. For a
+        /// registered serial it must match the registration.
+        #[arg(long)]
+        issuer: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },

@@ -16,5 +16,6 @@ mod forwarded;
 mod grpc;
 mod limits;
 mod reload;
+mod revocation_only;
 mod security;
 mod store_conformance;
