@@ -8,6 +8,7 @@ mod config;
 mod crl;
 mod output;
 mod principal;
+mod probe;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,13 @@ enum Command {
         /// Shell to generate the script for.
         shell: clap_complete::Shell,
     },
+    /// GET a URL once; exit 0 when the answer is the expected one, 1 otherwise (for images
+    /// without curl: the chart's `helm test` Pod).
+    ///
+    /// Examples:
+    ///   certgate probe http://certgate:9901/readyz
+    ///   certgate probe http://certgate:9002/auth --expect-status 401 --expect-error no_client_certificate
+    Probe(probe::ProbeArgs),
     /// Print the certgate(1) man page (roff) to stdout, or write one page per command.
     ///
     /// Examples:
@@ -481,6 +489,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             print_generated(&script)
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
+        Command::Probe(args) => probe::run(args).await,
         Command::Crl(CrlCommand::Inspect {
             source,
             serial,

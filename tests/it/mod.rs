@@ -15,6 +15,7 @@ mod forward_auth;
 mod forwarded;
 mod grpc;
 mod limits;
+mod probe;
 mod reload;
 mod revocation_only;
 mod security;
