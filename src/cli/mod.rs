@@ -326,7 +326,9 @@ enum CertCommand {
     },
     /// Revoke a certificate in the store.
     ///
-    /// Example: certgate cert revoke 1a2b3c --reason key_compromise
+    /// Examples:
+    ///   certgate cert revoke 1a2b3c --reason key_compromise
+    ///   certgate cert revoke 4dae86 --reason key_compromise --issuer 'CN=Old CA,O=Example'  # never registered
     Revoke {
         /// Serial, hex (`1a2b`, openssl's `1A:2B` or `0x1a2b`).
         serial: Serial,
