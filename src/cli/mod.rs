@@ -99,28 +99,32 @@ enum Command {
     /// Store backend set-up: create tables, copy records between backends.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Print a shell completion script to stdout.
+    /// Print a shell completion script to stdout
     ///
     /// Examples:
     ///   certgate completions bash > /etc/bash_completion.d/certgate
     ///   certgate completions zsh > "${fpath[1]}/_certgate"
     ///   certgate completions fish > ~/.config/fish/completions/certgate.fish
+    #[command(verbatim_doc_comment)]
     Completions {
         /// Shell to generate the script for.
         shell: clap_complete::Shell,
     },
-    /// GET a URL once; exit 0 when the answer is the expected one, 1 otherwise (for images
-    /// without curl: the chart's `helm test` Pod).
+    /// GET a URL once: exit 0 on the expected answer, 1 otherwise
+    ///
+    /// For images without curl: the chart's `helm test` Pod runs it.
     ///
     /// Examples:
     ///   certgate probe http://certgate:9901/readyz
     ///   certgate probe http://certgate:9002/auth --expect-status 401 --expect-error no_client_certificate
+    #[command(verbatim_doc_comment)]
     Probe(probe::ProbeArgs),
-    /// Print the certgate(1) man page (roff) to stdout, or write one page per command.
+    /// Print the certgate(1) man page (roff) to stdout, or write one page per command
     ///
     /// Examples:
     ///   certgate man | man -l -
     ///   certgate man --out-dir /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
     Man {
         /// Write certgate.1 and a certgate-COMMAND.1 page for every subcommand into this
         /// directory instead.
@@ -324,11 +328,12 @@ enum CertCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Revoke a certificate in the store.
+    /// Revoke a certificate in the store
     ///
     /// Examples:
     ///   certgate cert revoke 1a2b3c --reason key_compromise
     ///   certgate cert revoke 4dae86 --reason key_compromise --issuer 'CN=Old CA,O=Example'  # never registered
+    #[command(verbatim_doc_comment)]
     Revoke {
         /// Serial, hex (`1a2b`, openssl's `1A:2B` or `0x1a2b`).
         serial: Serial,
