@@ -37,6 +37,10 @@ struct Runbook {
 
 impl Runbook {
     fn new(moto: &Moto) -> Runbook {
+        assert!(
+            repo().join(".venv/bin/aws").is_file(),
+            "no aws CLI in .venv: run `SETUP_MOTO=1 bash scripts/setup.sh`"
+        );
         let blocks = blocks();
         for name in [
             "suspend",
