@@ -5,6 +5,7 @@
 #     linked with .gnu_debuglink, for gdb/perf on a core or a profile),
 #   - the shared libraries it links (from ldd: glibc, libgcc_s, the loader),
 #   - the CA certificates (/etc/ssl/certs/ca-certificates.crt: HTTPS to DynamoDB and CRL URLs),
+#   - /etc/nsswitch.conf (hosts: files dns, as distroless),
 #   - /etc/passwd and /etc/group with the non-root user nonroot (65532), and the directories
 #     certgate writes owned by it (/var/lib/certgate, /var/cache/certgate, /run/certgate, /tmp),
 # with the same layout, user, entrypoint and command as the Dockerfile (which builds on
@@ -99,7 +100,11 @@ root:x:0:
 nobody:x:65534:
 nonroot:x:65532:
 EOF
-chmod 0644 "$stage/etc/passwd" "$stage/etc/group"
+# Names (a Service's, in `certgate probe` of the chart's helm test; DynamoDB and CRL hosts)
+# are looked up in /etc/hosts, then DNS, as in distroless; without this file glibc asks DNS
+# first and never reads /etc/hosts when DNS answers "no such name".
+printf 'hosts: files dns\n' >"$stage/etc/nsswitch.conf"
+chmod 0644 "$stage/etc/passwd" "$stage/etc/group" "$stage/etc/nsswitch.conf"
 install -d -m 0700 "$stage/root"
 install -d -m 0700 -o 65532 -g 65532 "$stage/home/nonroot" \
   "$stage/var/lib/certgate" "$stage/var/cache/certgate" "$stage/run/certgate"

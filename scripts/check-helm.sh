@@ -5,6 +5,8 @@
 #     bundled with kubernetes-validate (oldest supported and newest version; custom resources
 #     such as ServiceMonitor or Istio's AuthorizationPolicy only for shape — no CRD schemas);
 #   - bad values must fail (values.schema.json and the chart's own checks);
+#   - the `helm test` Pod probes the Service's ports, and its probes pass against certgate
+#     serving each set's rendered configuration and fail when it is stopped;
 #   - rollouts are safe where the chart says so (Recreate + a NOTES warning with the embedded
 #     store; RollingUpdate, ≥2 replicas and a PDB in the DynamoDB example; probes on /readyz);
 #   - the Prometheus alert rules parse and name only metrics certgate exports;
@@ -87,6 +89,20 @@ CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
       || { cat "$out/validate-config" >&2; fail "certgate rejects the config the chart renders ($name)"; }
   done
 }
+
+# The `helm test` Pod (templates/tests/probe.yaml) of each values set: it runs certgate's image
+# with `certgate probe` against the Service's ports (not carrying the Service's selector
+# labels); its probes, executed with the built binary against `certgate serve` on the set's
+# rendered configuration, pass, and fail once certgate is stopped. The DynamoDB set would need
+# a table to serve from: it is checked by the rendering only. `tests.enabled: false` renders
+# no test Pod.
+for name in default sidecar istio ingress-nginx traefik; do
+  "$PY" scripts/check_helm/helm_test.py "$out/$name.yaml" "$CERTGATE" "$out/$name-certgate.yaml" \
+    || fail "the helm test Pod of the $name values (above)"
+done
+grep -q "helm.sh/hook: test" "$out/dynamodb.yaml" || fail "no helm test Pod with the DynamoDB values"
+"$HELM" template certgate "$CHART" --set tests.enabled=false | grep -q "helm.sh/hook: test" \
+  && fail "tests.enabled=false still renders the helm test Pod"
 
 # NetworkPolicy: with it on and no metricsFrom, no ingress rule may be open to all (a rule
 # without `from`) and none may admit the admin port; with metricsFrom, the admin rule names it.

@@ -103,6 +103,12 @@ for _ in $(seq 1 150); do
 done
 [ "$ready" = 1 ] || { logs; fail "certgate in the image (or Envoy) did not become ready"; }
 [ "$(curl -s "http://127.0.0.1:$ADMIN_PORT/healthz")" = ok ] || { logs; fail "/healthz of certgate in the image"; }
+# What the chart's helm test Pod runs: `certgate probe` from the image (no curl in it), by name.
+in_image probe "http://localhost:$ADMIN_PORT/readyz" >"$work/probe.log" 2>&1 \
+  || { logs; cat "$work/probe.log" >&2; fail "certgate probe in the image"; }
+if in_image probe "http://localhost:$ADMIN_PORT/nothing-here" >"$work/probe-404.log" 2>&1; then
+  fail "certgate probe in the image passed on a 404"
+fi
 
 C=(curl -s --cacert "$pki/ca.pem" -o /dev/null -w '%{http_code}')
 URL=https://localhost:$LISTEN_PORT
@@ -121,4 +127,4 @@ curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -q '^certgate_decisions_to
   || { logs; fail "certgate in the image counted no allow decision"; }
 
 echo "$summary"
-echo "image checks passed (${PROFILE:-release} binary): --version, bootstrap + config validate as 65532 on a mounted directory, serve answering /healthz and Envoy's checks ($(($(date +%s) - start))s)"
+echo "image checks passed (${PROFILE:-release} binary): --version, bootstrap + config validate as 65532 on a mounted directory, serve answering /healthz, certgate probe and Envoy's checks ($(($(date +%s) - start))s)"

@@ -50,4 +50,9 @@ if [ "${SETUP_MOTO:-0}" = 1 ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"
   fi
   echo "moto $(.venv/bin/python -c 'import moto; print(moto.__version__)')"
+  # The runbook tests (tests/it/dynamodb/runbook.rs) run deploy/dynamodb/README.md's blocks
+  # with the real aws CLI and create tables from terraform/main.tf (parsed by python-hcl2).
+  if [ ! -x .venv/bin/aws ] || ! .venv/bin/python -c "import hcl2, boto3" 2>/dev/null; then
+    .venv/bin/pip install --quiet --disable-pip-version-check "awscli==1.*" "python-hcl2==8.*" "boto3==1.*"
+  fi
 fi

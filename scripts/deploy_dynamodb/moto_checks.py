@@ -119,7 +119,8 @@ def moto_checks(url):
 
     # The README's runbook, run as written with the aws CLI.
     blocks = runbook_blocks()
-    want_blocks = {"suspend", "reactivate", "revoke", "certificates-of-principal", "expiring"}
+    want_blocks = {"suspend", "reactivate", "suspend-all", "revoke", "revoke-unregistered",
+                   "certificates-of-principal", "expiring", "expiring-scan"}
     if set(blocks) != want_blocks: problem(f"README runbook blocks {sorted(blocks)}, want {sorted(want_blocks)}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update({"AWS_ENDPOINT_URL": url, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
@@ -167,6 +168,16 @@ def moto_checks(url):
     out = run("expiring")
     if soon not in out or "beef" not in out or later in out:
         problem(f"runbook expiring: want {soon} and beef, not {later}:\n{out}")
+    out = run("expiring-scan")
+    if soon not in out or "beef" not in out or later in out:
+        problem(f"runbook expiring-scan: want {soon} and beef, not {later}:\n{out}")
+    run("revoke-unregistered", {"SERIAL": "ff:ee"})
+    c = item("certificates", "serial_number", "ffee")
+    if not (c and c["revoked"]["BOOL"] is True and c["issuer"]["S"] == "CN=Example Client CA,O=Example"):
+        problem(f"runbook revoke-unregistered: record is {c}")
+    out = run("suspend-all")
+    if f"suspended {principal}" not in out:
+        problem(f"runbook suspend-all: {principal} not suspended:\n{out}")
     # The serial normalisation lines of the revoke block agree with certgate's normalize_serial.
     lines = blocks.get("revoke", "").splitlines()
     norm = "\n".join(l for l in lines if l.startswith(("SERIAL=", "[ $((")))

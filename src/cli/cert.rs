@@ -98,12 +98,31 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
         CertCommand::Revoke {
             serial,
             reason,
+            issuer,
             output,
         } => {
             let (_, store) = open_existing(config_path(config)?).await?;
+            // Serials are unique per CA only: an issuer that is not the registered one means
+            // the operator has another certificate in mind.
+            let registered = store.get_certificate(&serial).await?;
+            if let (Some(given), Some(r)) = (&issuer, registered.and_then(|c| c.registration))
+                && *given != r.issuer
+            {
+                return Err(Failure::Failed(anyhow::anyhow!(
+                    "certificate {serial} is registered with issuer '{}', not '{given}'",
+                    r.issuer
+                )));
+            }
             let revoked = store
-                .revoke_certificate(&serial, reason.as_str(), clock::unix_millis())
-                .await?;
+                .revoke_certificate(&serial, issuer.as_deref(), reason, clock::unix_millis())
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound { .. } => Failure::Failed(anyhow::anyhow!(
+                        "{e}; to revoke a certificate that was never registered, pass --issuer \
+                         with its issuer DN"
+                    )),
+                    e => e.into(),
+                })?;
             (revoked, output.output)
         }
     };

@@ -8,6 +8,7 @@ mod config;
 mod crl;
 mod output;
 mod principal;
+mod probe;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -101,21 +102,32 @@ enum Command {
     /// Store backend set-up: create tables, copy records between backends.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Print a shell completion script to stdout.
+    /// Print a shell completion script to stdout
     ///
     /// Examples:
     ///   certgate completions bash > /etc/bash_completion.d/certgate
     ///   certgate completions zsh > "${fpath[1]}/_certgate"
     ///   certgate completions fish > ~/.config/fish/completions/certgate.fish
+    #[command(verbatim_doc_comment)]
     Completions {
         /// Shell to generate the script for.
         shell: clap_complete::Shell,
     },
-    /// Print the certgate(1) man page (roff) to stdout, or write one page per command.
+    /// GET a URL once: exit 0 on the expected answer, 1 otherwise
+    ///
+    /// For images without curl: the chart's `helm test` Pod runs it.
+    ///
+    /// Examples:
+    ///   certgate probe http://certgate:9901/readyz
+    ///   certgate probe http://certgate:9002/auth --expect-status 401 --expect-error no_client_certificate
+    #[command(verbatim_doc_comment)]
+    Probe(probe::ProbeArgs),
+    /// Print the certgate(1) man page (roff) to stdout, or write one page per command
     ///
     /// Examples:
     ///   certgate man | man -l -
     ///   certgate man --out-dir /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
     Man {
         /// Write certgate.1 and a certgate-COMMAND.1 page for every subcommand into this
         /// directory instead.
@@ -319,15 +331,23 @@ enum CertCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Revoke a certificate in the store.
+    /// Revoke a certificate in the store
     ///
-    /// Example: certgate cert revoke 1a2b3c --reason key_compromise
+    /// Examples:
+    ///   certgate cert revoke 1a2b3c --reason key_compromise
+    ///   certgate cert revoke 4dae86 --reason key_compromise --issuer 'CN=Old CA,O=Example'  # never registered
+    #[command(verbatim_doc_comment)]
     Revoke {
         /// Serial, hex (`1a2b`, openssl's `1A:2B` or `0x1a2b`).
         serial: Serial,
         /// RFC 5280 reason.
         #[arg(long, value_parser = revocation_reason())]
         reason: RevocationReason,
+        /// The certificate's issuer DN (RFC 4514, as `cert get` shows it). Required for a
+        /// serial that was never registered: it then gets a revocation-only record. For a
+        /// registered serial it must match the registration.
+        #[arg(long)]
+        issuer: Option<String>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -481,6 +501,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             print_generated(&script)
         }
         Command::Man { out_dir } => man(out_dir.as_deref()),
+        Command::Probe(args) => probe::run(args).await,
         Command::Crl(CrlCommand::Inspect {
             source,
             serial,

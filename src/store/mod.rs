@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::cert::Serial;
+use crate::cert::{RevocationReason, Serial};
 
 pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
@@ -291,11 +291,14 @@ pub trait Admin: Lookup {
         principal_id: Option<&str>,
         expiring_before: Option<EpochMillis>,
     ) -> Result<Vec<CertificateRecord>, StoreError>;
-    /// Revoke; `NotFound` for an unknown serial.
+    /// Revoke. A serial that was never registered gets a revocation-only record when
+    /// `issuer` names the certificate's issuer (kept with the record), so a certificate
+    /// certgate never saw can still be denied; without an issuer it is `NotFound`.
     async fn revoke_certificate(
         &self,
         serial: &Serial,
-        reason: &str,
+        issuer: Option<&str>,
+        reason: RevocationReason,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError>;
 }

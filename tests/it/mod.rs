@@ -17,6 +17,8 @@ mod forwarded;
 mod grpc;
 mod limits;
 mod mesh;
+mod probe;
 mod reload;
+mod revocation_only;
 mod security;
 mod store_conformance;

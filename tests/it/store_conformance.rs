@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certgate::cert::Serial;
+use certgate::cert::{RevocationReason, Serial};
 use certgate::store::dynamodb::DynamoSettings;
 use certgate::store::{
     Admin, CertificateRecord, DynamoStore, EmbeddedStore, Lookup, Principal, PrincipalStatus,
@@ -159,7 +159,7 @@ async fn conformance(store: Arc<dyn Admin>) {
         None
     );
     let err = store
-        .revoke_certificate(&serial("ffff"), "superseded", 1)
+        .revoke_certificate(&serial("ffff"), None, RevocationReason::Superseded, 1)
         .await
         .unwrap_err();
     assert!(
@@ -232,7 +232,7 @@ async fn conformance(store: Arc<dyn Admin>) {
 
     // revoke
     let revoked = store
-        .revoke_certificate(&serial("0a"), "key_compromise", 77)
+        .revoke_certificate(&serial("0a"), None, RevocationReason::KeyCompromise, 77)
         .await
         .expect("revoke");
     assert!(revoked.revoked);
@@ -245,6 +245,47 @@ async fn conformance(store: Arc<dyn Admin>) {
     assert_eq!(
         store.get_certificate(&serial("0a")).await.unwrap(),
         Some(revoked)
+    );
+    // A serial never registered: with its issuer, a revocation-only record; a registered
+    // serial revoked with an issuer keeps its registration.
+    let only = store
+        .revoke_certificate(
+            &serial("ffff"),
+            Some("CN=old CA"),
+            RevocationReason::CaCompromise,
+            78,
+        )
+        .await
+        .expect("revocation-only");
+    let want = CertificateRecord {
+        serial_number: "ffff".to_owned(),
+        registration: None,
+        revoked: true,
+        revoked_at: Some(78),
+        revocation_reason: Some("ca_compromise".to_owned()),
+    };
+    assert_eq!(only, want);
+    assert_eq!(
+        store.get_certificate(&serial("ffff")).await.unwrap(),
+        Some(want)
+    );
+    let again = store
+        .revoke_certificate(
+            &serial("0b"),
+            Some("CN=conformance CA, O=certgate"),
+            RevocationReason::Superseded,
+            79,
+        )
+        .await
+        .expect("revoke registered");
+    assert_eq!(again.registration, certs[1].registration);
+    let err = store
+        .register_certificate(&certificate("ffff", "alice@example.com", t0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { .. }),
+        "a revoked serial is not registered over: {err:?}"
     );
 
     // concurrent updates: one create wins, the rest conflict; parallel suspensions all land

@@ -35,6 +35,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The `helm test` Pod's own labels (the NetworkPolicy admits it by these). */}}
+{{- define "certgate.testLabels" -}}
+app.kubernetes.io/name: {{ include "certgate.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "certgate.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "certgate.fullname" .) .Values.serviceAccount.name }}

@@ -205,23 +205,44 @@ impl Admin for DynamoStore {
     async fn revoke_certificate(
         &self,
         serial: &Serial,
-        reason: &str,
+        issuer: Option<&str>,
+        reason: RevocationReason,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError> {
         let table = &self.settings.certificates_table;
-        let item = self
-            .update_existing(
-                table,
-                ("serial_number", &serial.to_string()),
-                "certificate",
-                "SET revoked = :t, revoked_at = :at, revocation_reason = :r",
-                vec![
-                    (":t", AttributeValue::Bool(true)),
-                    (":at", n(at)),
-                    (":r", s(reason)),
-                ],
-            )
-            .await?;
+        let key = serial.to_string();
+        let expression = "SET revoked = :t, revoked_at = :at, revocation_reason = :r";
+        let values = vec![
+            (":t", AttributeValue::Bool(true)),
+            (":at", n(at)),
+            (":r", s(reason.as_str())),
+        ];
+        let Some(issuer) = issuer else {
+            let key = ("serial_number", key.as_str());
+            let item = self
+                .update_existing(table, key, "certificate", expression, values)
+                .await?;
+            return read_certificate(&item);
+        };
+        // Unconditional, as the runbook's revoke-unregistered: a registered item keeps its
+        // registration and issuer, an unknown serial becomes a revocation-only record.
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("serial_number", s(&key))
+            .update_expression(format!("{expression}, issuer = if_not_exists(issuer, :i)"))
+            .expression_attribute_values(":i", s(issuer))
+            .return_values(ReturnValue::AllNew);
+        for (name, v) in values {
+            req = req.expression_attribute_values(name, v);
+        }
+        let item = req
+            .send()
+            .await
+            .map_err(|e| sdk_error(table, e))?
+            .attributes
+            .ok_or_else(|| corrupt(&key, "update returned no record"))?;
         read_certificate(&item)
     }
 }

@@ -40,7 +40,7 @@ use super::{
     Admin, CertificateRecord, EpochMillis, Lookup, Outage, OutageCause, Principal, PrincipalStatus,
     Registration, StoreError,
 };
-use crate::cert::Serial;
+use crate::cert::{RevocationReason, Serial};
 
 mod admin;
 mod audit;

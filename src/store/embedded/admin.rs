@@ -82,28 +82,28 @@ impl Admin for EmbeddedStore {
 
     async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
         let c = cert.clone();
-        let Some(r) = c.registration.clone() else {
+        if c.registration.is_none() && !c.revoked {
             return Err(StoreError::Unavailable(
                 format!(
-                    "certificate '{}': the embedded store keeps only registered certificates, \
-                     not revocation-only records",
+                    "certificate '{}': neither registered nor revoked",
                     c.serial_number
                 )
                 .into(),
             ));
-        };
+        }
         self.run(move |conn| {
+            let r = c.registration.as_ref();
             conn.execute(
                 "INSERT INTO certificates (serial_number, principal_id, issuer, sha256, \
                  not_before, expires_at, revoked, revoked_at, revocation_reason) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     c.serial_number,
-                    r.principal_id,
-                    r.issuer,
-                    r.sha256,
-                    r.not_before,
-                    r.expires_at,
+                    r.map(|r| &r.principal_id),
+                    r.map(|r| &r.issuer),
+                    r.map(|r| &r.sha256),
+                    r.map(|r| r.not_before),
+                    r.map(|r| r.expires_at),
                     c.revoked,
                     c.revoked_at,
                     c.revocation_reason
@@ -139,18 +139,34 @@ impl Admin for EmbeddedStore {
     async fn revoke_certificate(
         &self,
         serial: &Serial,
-        reason: &str,
+        issuer: Option<&str>,
+        reason: RevocationReason,
         at: EpochMillis,
     ) -> Result<CertificateRecord, StoreError> {
-        let (serial, reason) = (serial.to_string(), reason.to_owned());
+        let (serial, issuer) = (serial.to_string(), issuer.map(str::to_owned));
         self.run(move |conn| {
-            let sql = "UPDATE certificates SET revoked = 1, revoked_at = ?2, \
-                       revocation_reason = ?3 WHERE serial_number = ?1";
-            let args = params![serial, at, reason];
+            // With an issuer an unknown serial gets a revocation-only row; a registered one
+            // keeps its registration either way.
+            let reason = reason.as_str();
+            let (sql, args) = if issuer.is_some() {
+                (
+                    "INSERT INTO certificates (serial_number, revoked, revoked_at, \
+                     revocation_reason, issuer) VALUES (?1, 1, ?2, ?3, ?4) \
+                     ON CONFLICT (serial_number) DO UPDATE SET revoked = 1, revoked_at = ?2, \
+                     revocation_reason = ?3",
+                    params![serial, at, reason, issuer].to_vec(),
+                )
+            } else {
+                (
+                    "UPDATE certificates SET revoked = 1, revoked_at = ?2, \
+                     revocation_reason = ?3 WHERE serial_number = ?1",
+                    params![serial, at, reason].to_vec(),
+                )
+            };
             update_and_read(
                 conn,
                 sql,
-                args,
+                &args,
                 "certificate",
                 &serial,
                 certificate_by_serial,

@@ -14,14 +14,14 @@ use super::{
     Admin, CertificateRecord, EpochMillis, Lookup, Principal, PrincipalStatus, Registration,
     StoreError,
 };
-use crate::cert::Serial;
+use crate::cert::{RevocationReason, Serial};
 
 mod admin;
 #[cfg(test)]
 mod tests;
 
 /// Stored in `PRAGMA user_version`; bump it (and migrate) when the schema changes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,17 +38,32 @@ CREATE TABLE IF NOT EXISTS principals (
 );
 CREATE TABLE IF NOT EXISTS certificates (
     serial_number     TEXT PRIMARY KEY,
-    principal_id      TEXT NOT NULL,
-    issuer            TEXT NOT NULL,
-    sha256            TEXT NOT NULL,
-    not_before        INTEGER NOT NULL,
-    expires_at        INTEGER NOT NULL,
+    -- NULL in a revocation-only record (revoked = 1, no registration; issuer kept).
+    principal_id      TEXT,
+    issuer            TEXT,
+    sha256            TEXT,
+    not_before        INTEGER,
+    expires_at        INTEGER,
     revoked           INTEGER NOT NULL DEFAULT 0,
     revoked_at        INTEGER,
     revocation_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS certificates_principal_id ON certificates (principal_id);
 CREATE INDEX IF NOT EXISTS certificates_expires_at ON certificates (expires_at);
+";
+
+/// Version 1 → 2: the registration columns become nullable (revocation-only records). SQLite
+/// cannot drop a NOT NULL constraint in place, so the table is rebuilt; rows are unchanged.
+const V1_TO_V2: &str = "
+ALTER TABLE certificates RENAME TO certificates_v1;
+DROP INDEX IF EXISTS certificates_principal_id;
+DROP INDEX IF EXISTS certificates_expires_at;
+";
+
+const V1_TO_V2_COPY: &str = "
+INSERT INTO certificates SELECT serial_number, principal_id, issuer, sha256, not_before,
+    expires_at, revoked, revoked_at, revocation_reason FROM certificates_v1;
+DROP TABLE certificates_v1;
 ";
 
 const SELECT_PRINCIPALS: &str = "SELECT principal_id, principal_type, status, suspended_at, \
@@ -158,7 +173,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if found < SCHEMA_VERSION {
+        if found == 1 {
+            tx.execute_batch(V1_TO_V2)?;
+        }
         tx.execute_batch(SCHEMA)?;
+        if found == 1 {
+            tx.execute_batch(V1_TO_V2_COPY)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
@@ -237,15 +258,28 @@ fn read_principal(row: &Row<'_>) -> Result<Principal, StoreError> {
 
 fn read_certificate(row: &Row<'_>) -> Result<CertificateRecord, StoreError> {
     let key: String = column(row, 0, "<unreadable serial_number>")?;
-    Ok(CertificateRecord {
-        registration: Some(Registration {
-            principal_id: column(row, 1, &key)?,
+    let revoked = column(row, 6, &key)?;
+    // A row without an owner is a revocation-only record; one that is not revoked is
+    // corrupt, never read as a registration.
+    let registration = match column::<Option<String>>(row, 1, &key)? {
+        Some(principal_id) => Some(Registration {
+            principal_id,
             issuer: column(row, 2, &key)?,
             sha256: column(row, 3, &key)?,
             not_before: column(row, 4, &key)?,
             expires_at: column(row, 5, &key)?,
         }),
-        revoked: column(row, 6, &key)?,
+        None if revoked => None,
+        None => {
+            return Err(corrupt(
+                &key,
+                "principal_id is NULL and the row is not revoked",
+            ));
+        }
+    };
+    Ok(CertificateRecord {
+        registration,
+        revoked,
         revoked_at: column(row, 7, &key)?,
         revocation_reason: column(row, 8, &key)?,
         serial_number: key,

@@ -137,7 +137,7 @@ async fn updates_of_unknown_keys_are_not_found() {
         "{err:?}"
     );
     let err = store
-        .revoke_certificate(&serial("ff"), "superseded", 1)
+        .revoke_certificate(&serial("ff"), None, RevocationReason::Superseded, 1)
         .await
         .unwrap_err();
     assert!(
@@ -159,13 +159,15 @@ async fn updates_of_unknown_keys_are_not_found() {
 #[tokio::test]
 async fn incomplete_records_are_refused_not_filled_in() {
     let (_dir, store) = open();
-    let only = CertificateRecord {
+    let neither = CertificateRecord {
         registration: None,
-        revoked: true,
         ..cert("0c", "alice", 5)
     };
-    let err = store.register_certificate(&only).await.unwrap_err();
-    assert!(err.to_string().contains("revocation-only"), "{err}");
+    let err = store.register_certificate(&neither).await.unwrap_err();
+    assert!(
+        err.to_string().contains("neither registered nor revoked"),
+        "{err}"
+    );
     assert_eq!(store.get_certificate(&serial("0c")).await.unwrap(), None);
     let untyped = Principal {
         principal_type: None,
@@ -193,7 +195,7 @@ async fn register_revoke_and_list_certificates() {
     assert_eq!(store.get_certificate(&serial("99")).await.unwrap(), None);
 
     let revoked = store
-        .revoke_certificate(&serial("01"), "key_compromise", 77)
+        .revoke_certificate(&serial("01"), None, RevocationReason::KeyCompromise, 77)
         .await
         .unwrap();
     assert!(revoked.revoked);
@@ -321,4 +323,125 @@ async fn a_new_store_and_its_wal_files_are_owner_only() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
+}
+
+/// `cert revoke --issuer` of a serial certgate never registered: a revocation-only row,
+/// read back as such; revoking it again, or a registered serial with an issuer, keeps what
+/// is there. A row without an owner that is not revoked is corrupt, never a registration.
+#[tokio::test]
+async fn revocation_only_records() {
+    let (dir, store) = open();
+    let only = store
+        .revoke_certificate(
+            &serial("0d"),
+            Some("CN=Old CA"),
+            RevocationReason::KeyCompromise,
+            5,
+        )
+        .await
+        .unwrap();
+    let want = CertificateRecord {
+        serial_number: "0d".to_owned(),
+        registration: None,
+        revoked: true,
+        revoked_at: Some(5),
+        revocation_reason: Some("key_compromise".to_owned()),
+    };
+    assert_eq!(only, want);
+    assert_eq!(
+        store.get_certificate(&serial("0d")).await.unwrap(),
+        Some(want)
+    );
+    store
+        .register_certificate(&cert("01", "alice", 100))
+        .await
+        .unwrap();
+    let registered = store
+        .revoke_certificate(
+            &serial("01"),
+            Some("CN=Test CA,O=Example"),
+            RevocationReason::Superseded,
+            6,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.registration,
+        cert("01", "alice", 100).registration
+    );
+    let all = store.list_certificates(None, None).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(
+        store
+            .list_certificates(None, Some(1_000))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.registration.is_some())
+    );
+
+    let raw = Connection::open(dir.path().join("certgate.db")).unwrap();
+    raw.execute(
+        "UPDATE certificates SET revoked = 0 WHERE serial_number = '0d'",
+        [],
+    )
+    .unwrap();
+    let err = store.get_certificate(&serial("0d")).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key == "0d"),
+        "{err:?}"
+    );
+}
+
+/// A version 1 file (registration columns NOT NULL) opens as version 2 with its rows intact
+/// and then takes revocation-only records.
+#[tokio::test]
+async fn a_version_1_file_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("certgate.db");
+    let v1 = Connection::open(&path).unwrap();
+    v1.execute_batch(
+        "CREATE TABLE principals (principal_id TEXT PRIMARY KEY, principal_type TEXT NOT NULL,
+             status TEXT NOT NULL, suspended_at INTEGER, suspended_reason TEXT, roles TEXT,
+             created_at INTEGER NOT NULL);
+         CREATE TABLE certificates (serial_number TEXT PRIMARY KEY,
+             principal_id TEXT NOT NULL, issuer TEXT NOT NULL, sha256 TEXT NOT NULL,
+             not_before INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+             revoked INTEGER NOT NULL DEFAULT 0, revoked_at INTEGER, revocation_reason TEXT);
+         CREATE INDEX certificates_principal_id ON certificates (principal_id);
+         CREATE INDEX certificates_expires_at ON certificates (expires_at);
+         INSERT INTO certificates VALUES ('01', 'alice', 'CN=Test CA,O=Example',
+             'abababababababababababababababababababababababababababababababab',
+             1700000000000, 100, 0, NULL, NULL);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(v1);
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(
+        store.get_certificate(&serial("01")).await.unwrap(),
+        Some(cert("01", "alice", 100))
+    );
+    store
+        .revoke_certificate(
+            &serial("0e"),
+            Some("CN=Old CA"),
+            RevocationReason::Unspecified,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .list_certificates(Some("alice"), Some(100))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let raw = Connection::open(&path).unwrap();
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
 }

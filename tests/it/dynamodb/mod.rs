@@ -5,6 +5,7 @@
 //! timeout right after a corrupt record does not bring back the older answer.
 
 mod replicas;
+mod runbook;
 mod tables;
 
 use std::path::{Path, PathBuf};
@@ -82,7 +83,14 @@ pub(super) fn replica_config_with(
 }
 
 impl Fleet {
+    /// Tables made by `store init`, worker-1 enrolled with the CLI.
     fn start() -> Fleet {
+        Fleet::start_with(|_, _, config, worker| init_and_enrol(config, worker))
+    }
+
+    /// Two replicas on tables that `prepare` (given the world, moto, replica a's
+    /// configuration and worker-1's client) made and filled.
+    fn start_with(prepare: impl FnOnce(&World, &Moto, &Path, &Client)) -> Fleet {
         let world = World::new();
         let moto = Moto::start();
         let worker = world.client(
@@ -92,32 +100,7 @@ impl Fleet {
         );
         let a = replica_config(&world, &moto, "a.yaml", world.grpc_port, world.admin_port);
         let b = replica_config(&world, &moto, "b.yaml", free_port(), free_port());
-        let cli = |args: &[&str]| {
-            let (code, out) = cli_with_env(&a, args, AWS_ENV);
-            assert_eq!(code, 0, "certgate {args:?}: {out}");
-            out
-        };
-        let init = cli(&["store", "init"]);
-        assert!(init.contains("e2e_principals: created"), "{init}");
-        assert!(init.contains("TTL enabled on purge_at"), "{init}");
-        let again = cli(&["store", "init"]);
-        assert!(
-            again.contains("e2e_principals: exists"),
-            "idempotent: {again}"
-        );
-        cli(&[
-            "principal",
-            "create",
-            "worker-1@example.com",
-            "--type",
-            "worker",
-        ]);
-        cli(&[
-            "cert",
-            "register",
-            "--cert",
-            worker.cert.to_str().expect("utf-8"),
-        ]);
+        prepare(&world, &moto, &a, &worker);
 
         let upstream = EchoUpstream::start();
         let replicas = [a, b]
@@ -317,6 +300,63 @@ fn enrol(config: &Path, id: &str, kind: &str, client: &Client) {
     }
 }
 
+/// `store init` (twice: idempotent), then worker-1 enrolled with its certificate.
+fn init_and_enrol(config: &Path, worker: &Client) {
+    let cli = |args: &[&str]| {
+        let (code, out) = cli_with_env(config, args, AWS_ENV);
+        assert_eq!(code, 0, "certgate {args:?}: {out}");
+        out
+    };
+    let init = cli(&["store", "init"]);
+    assert!(init.contains("e2e_principals: created"), "{init}");
+    assert!(init.contains("TTL enabled on purge_at"), "{init}");
+    let again = cli(&["store", "init"]);
+    assert!(
+        again.contains("e2e_principals: exists"),
+        "idempotent: {again}"
+    );
+    enrol(config, "worker-1@example.com", "worker", worker);
+}
+
+/// Both tables as an older deployment's Terraform made them: hash keys only, no certgate
+/// indexes, no TTL.
+fn create_hash_key_tables(moto: &Moto) {
+    let settings = moto_settings(moto, "e2e");
+    run_async(async move {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let store = moto_store(settings, Purpose::Admin).await;
+        for (table, key) in [
+            (PRINCIPALS, "principal_id"),
+            (CERTIFICATES, "serial_number"),
+        ] {
+            store
+                .client()
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(key)
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .expect("key"),
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(key)
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .expect("attr"),
+                )
+                .send()
+                .await
+                .expect("create table");
+        }
+    });
+}
+
 /// The sum of the samples of `name` (a metric name, with or without labels) in `text`.
 pub(super) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -341,4 +381,34 @@ fn put_item(moto: &Moto, table: &str, item: Vec<(&str, AttributeValue)>) {
             .await
             .expect("put-item");
     });
+}
+
+/// `client`'s principal as an older deployment wrote it: no `principal_type` or `created_at`,
+/// its own attributes; its certificate without `expiry_bucket` or `purge_at`.
+fn put_legacy_items(moto: &Moto, client: &Client) {
+    let n = |v: i64| AttributeValue::N(v.to_string());
+    let now = now_ms().parse::<i64>().expect("ms");
+    put_item(
+        moto,
+        PRINCIPALS,
+        vec![
+            ("principal_id", s(&client.principal)),
+            ("status", s("active")),
+            ("owner_team", s("ml-infra")),
+        ],
+    );
+    put_item(
+        moto,
+        CERTIFICATES,
+        vec![
+            ("serial_number", s(&client.serial)),
+            ("principal_id", s(&client.principal)),
+            ("issuer", s("CN=e2e CA")),
+            ("fingerprint_sha256", s(&client.sha256)),
+            ("not_before", n(now - 3_600_000)),
+            ("expires_at", n(now + 5 * 86_400_000)),
+            ("revoked", AttributeValue::Bool(false)),
+            ("hostname", s("gpu-17")),
+        ],
+    );
 }

@@ -170,6 +170,26 @@ fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica
     assert_eq!(got["revocation_only"], false, "{got}");
     assert_eq!(got["principal_id"], "worker-1@example.com", "{got}");
 
+    // certgate's CLI writes the same revocation-only record with --issuer.
+    let other = fleet.world.client(
+        "other",
+        "worker-2@example.com",
+        &World::spec("worker-2@example.com", "worker", "worker-2b.example.com"),
+    );
+    fleet.all_answer(&other, 200, Duration::from_secs(10));
+    let (code, out) = fleet.cli(&[
+        "cert",
+        "revoke",
+        &other.serial,
+        "--reason",
+        "cessation_of_operation",
+        "--issuer",
+        "CN=e2e CA",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let replies = fleet.all_answer(&other, 401, TTL_AND_SLACK);
+    assert_reason(&replies, "certificate_revoked", "cessation_of_operation");
+
     // What decides stays strict: a `revoked` that is not a BOOL is refused, never allowed.
     fleet.update_certificate(
         &stranger.serial,

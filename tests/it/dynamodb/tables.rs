@@ -5,7 +5,9 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use certgate::store::Purpose;
 
-use super::{CERTIFICATES, PRINCIPALS, put_item, replica_config, s};
+use super::{
+    CERTIFICATES, PRINCIPALS, create_hash_key_tables, put_item, put_legacy_items, replica_config, s,
+};
 use crate::it::harness::{AWS_ENV, Moto, free_port};
 use crate::it::store_conformance::{moto_settings, moto_store};
 use crate::it::world::{World, cli_with_env, run_async};
@@ -287,73 +289,13 @@ fn store_init_adopt_gives_pre_existing_tables_certgates_indexes() {
     let moto = Moto::start();
     let config = replica_config(&world, &moto, "dynamo.yaml", free_port(), free_port());
     let cli = |args: &[&str]| cli_with_env(&config, args, AWS_ENV);
-    let settings = moto_settings(&moto, "e2e");
-    run_async(async move {
-        use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        };
-        let store = moto_store(settings, Purpose::Admin).await;
-        for (table, key) in [
-            (PRINCIPALS, "principal_id"),
-            (CERTIFICATES, "serial_number"),
-        ] {
-            store
-                .client()
-                .create_table()
-                .table_name(table)
-                .billing_mode(BillingMode::PayPerRequest)
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name(key)
-                        .key_type(KeyType::Hash)
-                        .build()
-                        .expect("key"),
-                )
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name(key)
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .expect("attr"),
-                )
-                .send()
-                .await
-                .expect("create table");
-        }
-    });
+    create_hash_key_tables(&moto);
     let legacy = world.client(
         "legacy",
         "legacy@example.com",
         &World::spec("legacy@example.com", "worker", "legacy.example.com"),
     );
-    let n = |v: i64| AttributeValue::N(v.to_string());
-    let now = std::time::SystemTime::UNIX_EPOCH
-        .elapsed()
-        .expect("clock")
-        .as_millis() as i64;
-    put_item(
-        &moto,
-        PRINCIPALS,
-        vec![
-            ("principal_id", s("legacy@example.com")),
-            ("status", s("active")),
-            ("owner_team", s("ml-infra")),
-        ],
-    );
-    put_item(
-        &moto,
-        CERTIFICATES,
-        vec![
-            ("serial_number", s(&legacy.serial)),
-            ("principal_id", s("legacy@example.com")),
-            ("issuer", s("CN=e2e CA")),
-            ("fingerprint_sha256", s("ab")),
-            ("not_before", n(now - 86_400_000)),
-            ("expires_at", n(now + 5 * 86_400_000)),
-            ("revoked", AttributeValue::Bool(false)),
-            ("hostname", s("gpu-17")),
-        ],
-    );
+    put_legacy_items(&moto, &legacy);
 
     let (code, out) = cli(&["store", "check"]);
     assert_eq!(code, 0, "nothing refused: {out}");
