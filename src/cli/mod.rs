@@ -6,6 +6,7 @@ mod cert;
 mod check;
 mod config;
 mod crl;
+mod inventory;
 mod output;
 mod principal;
 mod store;

@@ -43,6 +43,8 @@ pub(super) struct Raw {
     pub(super) forwarded_certificates: Vec<RawForwarded>,
     #[serde(default)]
     pub(super) forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub(super) inventory: RawInventory,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +217,7 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     pub(super) max_lifetime: Option<String>,
+    pub(super) expiry_warning: Option<String>,
     #[serde(default = "yes")]
     pub(super) require_enrolment: bool,
     pub(super) allowed_principal_types: Option<Vec<String>>,
@@ -447,6 +450,7 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "crl" => check::<RawCrl>(name, v, p),
                 "forwarded_certificates" => check::<Vec<RawForwarded>>(name, v, p),
                 "forward_auth" => check::<RawForwardAuth>(name, v, p),
+                "inventory" => check::<RawInventory>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {
@@ -468,4 +472,27 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
     }
     // Every section parsed on its own: what is left is the whole (e.g. a missing section).
     section::<Raw>("", value, &mut problems).ok_or(problems)
+}
+
+/// `inventory:` — the certificate inventory and expiry tiers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawInventory {
+    pub(super) record: bool,
+    pub(super) interval: String,
+    pub(super) queue_size: u64,
+    pub(super) refresh_interval: String,
+    pub(super) in_use_within: String,
+}
+
+impl Default for RawInventory {
+    fn default() -> Self {
+        RawInventory {
+            record: true,
+            interval: "1h".into(),
+            queue_size: 10_000,
+            refresh_interval: "5m".into(),
+            in_use_within: "7d".into(),
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod fail_secure;
 mod forward_auth;
 mod forwarded;
 mod grpc;
+mod inventory;
 mod limits;
 mod reload;
 mod security;

@@ -2,6 +2,7 @@
 //! `Validator` is one type; its sections live in the files below.
 
 mod crl;
+mod expiry;
 mod listen;
 mod policy;
 mod store;
@@ -192,6 +193,7 @@ impl<'a> Validator<'a> {
         };
 
         let store = self.store(raw.store);
+        let inventory = self.inventory(raw.inventory);
 
         let mut policy_names: Vec<_> = raw.policies.keys().cloned().collect();
         policy_names.sort();
@@ -267,6 +269,7 @@ impl<'a> Validator<'a> {
                 crl,
                 forwarded_certificates,
                 forward_auth_request_headers,
+                inventory,
             }),
             _ => Err(self.problems),
         }

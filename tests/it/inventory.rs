@@ -1,0 +1,226 @@
+//! The certificate inventory and expiry watch, end to end through Envoy 1.40 with the
+//! embedded store: certificates nobody registered are listed by `cert list
+//! --expiring-within` once seen in traffic and counted in the expiry tiers; the "expires
+//! soon" warning follows each policy's `expiry_warning`.
+
+use std::time::Duration;
+
+use certgate::pki::CertSpec;
+use time::Duration as Span;
+
+use super::dynamodb::metric;
+use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
+use super::world::{Client, World, append_file, now};
+
+/// certgate (inventory written every second) behind Envoy, principals enrolled, no
+/// certificate registered.
+pub(super) struct Traffic {
+    pub world: World,
+    pub certgate: Certgate,
+    pub envoy: Envoy,
+    _upstream: EchoUpstream,
+}
+
+impl Traffic {
+    pub(super) fn start(world: World, principals: &[(&str, &str)]) -> Traffic {
+        world.enrol(principals, &[]);
+        append_file(
+            &world.config,
+            "inventory: {interval: 1s, refresh_interval: 300ms}\n",
+        );
+        let certgate = Certgate::start(&world.config, world.admin_port);
+        let upstream = EchoUpstream::start();
+        let envoy = Envoy::start(&world.envoy_options(
+            CertgateAddress::Tcp(world.grpc_port),
+            upstream.port,
+            "ACCEPT_UNTRUSTED",
+        ));
+        Traffic {
+            world,
+            certgate,
+            envoy,
+            _upstream: upstream,
+        }
+    }
+
+    pub(super) fn get(&self, client: &Client, path: &str) -> Reply {
+        Curl {
+            port: self.envoy.port,
+            ca: &self.world.ca_pem,
+            client: Some((client.cert.as_path(), client.key.as_path())),
+            method: "GET",
+            path,
+            headers: vec![],
+        }
+        .send()
+    }
+
+    pub(super) fn logs(&self) -> String {
+        format!("{}\n{}", self.certgate.proc.logs(), self.envoy.proc.logs())
+    }
+}
+
+/// A worker certificate issued `age` ago, valid for `lifetime`.
+pub(super) fn worker_cert(world: &World, name: &str, age: Span, lifetime: Span) -> Client {
+    let principal = "worker-1@example.com";
+    let spec = CertSpec {
+        not_before: now() - age,
+        not_after: now() - age + lifetime,
+        ..World::spec(principal, "worker", "worker-1.example.com")
+    };
+    world.client(name, principal, &spec)
+}
+
+/// The serials `cert list --expiring-within within -o json` prints, with the JSON.
+pub(super) fn expiring(
+    cli: impl Fn(&[&str]) -> (i32, String),
+    within: &str,
+) -> (Vec<String>, serde_json::Value) {
+    let (code, out) = cli(&["cert", "list", "--expiring-within", within, "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).expect("JSON list");
+    let serials = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| c["serial_number"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    (serials, json)
+}
+
+#[test]
+fn certificates_seen_in_traffic_are_listed_without_registration() {
+    let world = World::new();
+    let soon = worker_cert(&world, "soon", Span::days(70), Span::days(80));
+    let later = worker_cert(&world, "later", Span::days(1), Span::days(60));
+    let latest = worker_cert(&world, "latest", Span::days(1), Span::days(89));
+    let traffic = Traffic::start(world, &[("worker-1@example.com", "worker")]);
+    let cli = |args: &[&str]| traffic.world.cli(args);
+    let (before, _) = expiring(cli, "90d");
+    assert!(
+        before.is_empty(),
+        "nothing registered, nothing seen: {before:?}"
+    );
+
+    for client in [&soon, &later, &latest] {
+        let reply = traffic.get(client, "/api/jobs");
+        assert_eq!(reply.status, 200, "{}\n{}", reply.body, traffic.logs());
+    }
+    let mut listed = Vec::new();
+    let written = wait_until(Duration::from_secs(10), || {
+        listed = expiring(cli, "30d").0;
+        !listed.is_empty()
+    });
+    assert!(written, "nothing recorded\n{}", traffic.logs());
+    assert_eq!(listed, vec![soon.serial.clone()], "only the one within 30 days");
+    let (all, json) = expiring(cli, "90d");
+    assert_eq!(
+        all,
+        [
+            soon.serial.clone(),
+            later.serial.clone(),
+            latest.serial.clone()
+        ]
+    );
+    let first = &json[0];
+    assert_eq!(first["principal_id"], "worker-1@example.com", "{first}");
+    assert_eq!(first["sha256"], soon.sha256, "{first}");
+    assert_eq!(first["registered"], false, "{first}");
+    assert_eq!(first["issuer"], "O=certgate dev, CN=e2e CA", "{first}");
+    let (code, table) = cli(&["cert", "list", "--expiring-within", "30d"]);
+    assert_eq!(code, 0, "{table}");
+    assert!(
+        table.contains(&soon.serial) && table.contains("seen, not registered"),
+        "{table}"
+    );
+    // Registration is unchanged: the certificates are still unknown to `cert get`.
+    let (code, out) = cli(&["cert", "get", &soon.serial]);
+    assert_ne!(code, 0, "{out}");
+
+    // The tiers come from the inventory: one certificate within 30 days, none within 7.
+    let tiers = wait_until(Duration::from_secs(5), || {
+        metric(
+            &traffic.certgate.metrics(),
+            "certgate_certificates_expiring{within=\"30d\"}",
+        ) == 1.0
+    });
+    let text = traffic.certgate.metrics();
+    assert!(tiers, "{text}");
+    assert_eq!(
+        metric(&text, "certgate_certificates_expiring{within=\"7d\"}"),
+        0.0,
+        "{text}"
+    );
+    let ca_left = metric(
+        &text,
+        "certgate_ca_expiry_seconds{ca=\"O=certgate dev, CN=e2e CA\"}",
+    );
+    assert!(
+        (3600.0 * 24.0 * 3640.0..3600.0 * 24.0 * 3650.0).contains(&ca_left),
+        "CA valid 3650 days from yesterday: {ca_left}\n{text}"
+    );
+    assert_eq!(
+        metric(&text, "certgate_inventory_dropped_total"),
+        0.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_seven_day_admin_certificate_is_logged_only_inside_its_policys_window() {
+    let world = World::new();
+    let yaml = std::fs::read_to_string(&world.config).expect("config");
+    let yaml = yaml.replace(
+        "    max_lifetime: 7d\n",
+        "    max_lifetime: 7d\n    expiry_warning: 24h\n",
+    );
+    super::world::write_file(&world.config, yaml);
+    let admin = |name: &str, age: Span| {
+        let spec = CertSpec {
+            not_before: now() - age,
+            not_after: now() - age + Span::days(7),
+            ..World::spec("admin@example.com", "admin", "admin.example.com")
+        };
+        world.client(name, "admin@example.com", &spec)
+    };
+    let fresh = admin("fresh", Span::days(1));
+    let last_day = admin("last-day", Span::hours(7 * 24 - 12));
+    let traffic = Traffic::start(world, &[("admin@example.com", "admin")]);
+    for client in [&fresh, &last_day] {
+        let reply = traffic.get(client, "/admin/users");
+        assert_eq!(reply.status, 200, "{}\n{}", reply.body, traffic.logs());
+    }
+    let warned = |serial: &str| {
+        traffic.certgate.proc.logs().lines().any(|l| {
+            l.contains("client certificate expires soon")
+                && l.contains(&format!("\"serial\":\"{serial}\""))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || warned(&last_day.serial)),
+        "12 hours left is inside the admin policy's 24h window\n{}",
+        traffic.logs()
+    );
+    assert!(
+        !warned(&fresh.serial),
+        "6 days left is outside it (the default 30d would have warned)\n{}",
+        traffic.logs()
+    );
+    let text = traffic.certgate.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            "certgate_client_cert_expiry_seconds_count{policy=\"admin\"}"
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "certgate_client_cert_expiry_seconds_bucket{policy=\"admin\",le=\"86400\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+}
