@@ -112,7 +112,11 @@ fn certificates_seen_in_traffic_are_listed_without_registration() {
         !listed.is_empty()
     });
     assert!(written, "nothing recorded\n{}", traffic.logs());
-    assert_eq!(listed, vec![soon.serial.clone()], "only the one within 30 days");
+    assert_eq!(
+        listed,
+        vec![soon.serial.clone()],
+        "only the one within 30 days"
+    );
     let (all, json) = expiring(cli, "90d");
     assert_eq!(
         all,
