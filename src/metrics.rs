@@ -27,6 +27,10 @@ pub struct Metrics {
     pub(crate) config_last_reload_failed: IntGauge,
     /// Certificate inventory, expiry tiers, CA expiry and client certificate expiry.
     pub(crate) inventory: crate::inventory::InventoryMetrics,
+    /// Failed CRL refresh rounds in a row, by `source` (0 after a good round).
+    pub(crate) crl_consecutive_failures: IntGaugeVec,
+    /// 1 when the last `/readyz` answered ready.
+    pub(crate) ready: IntGauge,
     /// CRL refresh rounds by `source` (URL or file) and `outcome` (updated, unchanged,
     /// not_modified, older, stale, invalid, error).
     pub crl_fetches: IntCounterVec,
@@ -112,6 +116,23 @@ impl Metrics {
                 ),
             ),
             inventory: crate::inventory::InventoryMetrics::register(r),
+            crl_consecutive_failures: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "certgate_crl_consecutive_failures",
+                        "Failed CRL refresh rounds in a row, by source",
+                    ),
+                    &["source"],
+                ),
+            ),
+            ready: register(
+                r,
+                IntGauge::new(
+                    "certgate_ready",
+                    "1 when the last /readyz probe answered ready, 0 when it did not",
+                ),
+            ),
             crl_fetches: register(
                 r,
                 IntCounterVec::new(

@@ -256,22 +256,44 @@ enum PrincipalCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Suspend a principal: every certificate of it is denied within the cache TTL.
+    /// Suspend a principal, or every active one but some: every certificate of it is denied
+    /// within the cache TTL.
     ///
     /// Example: certgate principal suspend worker-1@example.com --reason "Compromised credentials detected"
+    ///
+    /// Example: certgate principal suspend --all --except breakglass@example.com --reason "CA compromise" --dry-run
     Suspend {
         /// Principal id.
-        id: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every active principal (but those named by --except).
+        #[arg(long)]
+        all: bool,
+        /// With --all: principals left active (each must be enrolled; repeat or comma-separate).
+        #[arg(long, requires = "all", value_delimiter = ',')]
+        except: Vec<String>,
         /// Why (shown in the deny message and the logs).
         #[arg(long)]
         reason: String,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Re-activate a suspended principal.
+    /// Re-activate a suspended principal, or every principal suspended with one reason.
+    ///
+    /// Example: certgate principal activate --all-suspended-by-reason "CA compromise" --dry-run
     Activate {
         /// Principal id.
-        id: String,
+        #[arg(required_unless_present = "all_suspended_by_reason")]
+        id: Option<String>,
+        /// Every principal suspended with exactly this reason.
+        #[arg(long, conflicts_with = "id")]
+        all_suspended_by_reason: Option<String>,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArg,
     },
