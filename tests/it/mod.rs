@@ -17,6 +17,7 @@ mod forwarded;
 mod grpc;
 mod inventory;
 mod limits;
+mod operations;
 mod reload;
 mod security;
 mod store_conformance;
