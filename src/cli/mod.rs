@@ -333,7 +333,8 @@ enum CertCommand {
         #[arg(long)]
         principal: Option<String>,
         /// Only certificates that are still valid and expire within this duration (e.g. 30d);
-        /// already expired ones are left out.
+        /// already expired ones are left out. Includes the certificates seen in traffic that
+        /// nobody registered (the inventory).
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring_within: Option<std::time::Duration>,
         #[command(flatten)]
