@@ -1,4 +1,5 @@
 mod crl;
+mod expiry;
 
 use super::*;
 use crate::cert::PrincipalTypeSource;

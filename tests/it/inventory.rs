@@ -1,15 +1,22 @@
 //! The certificate inventory and expiry watch, end to end through Envoy 1.40 with the
 //! embedded store: certificates nobody registered are listed by `cert list
 //! --expiring-within` once seen in traffic and counted in the expiry tiers; the "expires
-//! soon" warning follows each policy's `expiry_warning`.
+//! soon" warning follows each policy's `expiry_warning`. And what both backends promise of the
+//! inventory itself (first_seen kept, never a certificate record).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use certgate::cert::Serial;
 use certgate::pki::CertSpec;
+use certgate::store::{Admin, EmbeddedStore, Purpose, Sighting};
 use time::Duration as Span;
 
 use super::dynamodb::metric;
-use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
+use super::harness::{
+    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Moto, Reply, wait_until,
+};
+use super::store_conformance::{moto_settings, moto_store};
 use super::world::{Client, World, append_file, now};
 
 /// certgate (inventory written every second) behind Envoy, principals enrolled, no
@@ -227,4 +234,80 @@ fn a_seven_day_admin_certificate_is_logged_only_inside_its_policys_window() {
         1.0,
         "{text}"
     );
+}
+
+fn sighting(sha: &str, serial: &str, expires_at: i64, seen_at: i64) -> Sighting {
+    Sighting {
+        sha256: sha.repeat(64 / sha.len()),
+        serial_number: serial.into(),
+        issuer: "CN=CA".into(),
+        principal_id: "worker-1@example.com".into(),
+        not_before: 0,
+        expires_at,
+        first_seen: seen_at,
+        last_seen: seen_at,
+    }
+}
+
+/// What both backends promise of the inventory.
+async fn inventory_conforms(store: Arc<dyn Admin>) {
+    let a = sighting("a", "0a", 3_000, 100);
+    let b = sighting("b", "0b", 1_000, 100);
+    store
+        .record_sightings(&[a.clone(), b.clone()])
+        .await
+        .expect("record");
+    // Seen again later: last_seen moves, first_seen stays.
+    store
+        .record_sightings(&[sighting("a", "0a", 3_000, 500)])
+        .await
+        .expect("record again");
+    let all = store.list_sightings(None).await.expect("list");
+    assert_eq!(
+        all,
+        vec![
+            b.clone(),
+            Sighting {
+                last_seen: 500,
+                ..a
+            }
+        ],
+        "ordered by expiry"
+    );
+    let soon = store.list_sightings(Some(2_000)).await.expect("list");
+    assert_eq!(soon, vec![b]);
+    // A sighting is not a certificate record: nothing for the decision, nothing listed.
+    let serial: Serial = "0a".parse().expect("hex");
+    assert_eq!(store.get_certificate(&serial).await.expect("get"), None);
+    assert!(
+        store
+            .list_certificates(None, None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_certificates(None, Some(i64::MAX))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn embedded_inventory_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("certgate.db")).expect("open");
+    inventory_conforms(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_inventory_conforms() {
+    let moto = tokio::task::spawn_blocking(Moto::start)
+        .await
+        .expect("moto");
+    let store = moto_store(moto_settings(&moto, "inventory"), Purpose::Admin).await;
+    store.init_tables().await.expect("init");
+    inventory_conforms(Arc::new(store)).await;
 }
