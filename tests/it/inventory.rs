@@ -307,7 +307,35 @@ async fn dynamodb_inventory_conforms() {
     let moto = tokio::task::spawn_blocking(Moto::start)
         .await
         .expect("moto");
-    let store = moto_store(moto_settings(&moto, "inventory"), Purpose::Admin).await;
+    let settings = certgate::store::dynamodb::DynamoSettings {
+        purge_expired_after: Some(Duration::from_secs(86_400)),
+        ..moto_settings(&moto, "inventory")
+    };
+    let store = Arc::new(moto_store(settings, Purpose::Admin).await);
     store.init_tables().await.expect("init");
-    inventory_conforms(Arc::new(store)).await;
+    inventory_conforms(store.clone()).await;
+    // Expired certificates leave the inventory with the table's TTL, as records do.
+    let item = store
+        .client()
+        .get_item()
+        .table_name("inventory_certificates")
+        .key(
+            "serial_number",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("seen#{}", "b".repeat(64))),
+        )
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("the inventory item");
+    assert_eq!(
+        item["purge_at"].as_n().map(String::as_str),
+        Ok("86401"),
+        "{item:?}"
+    );
+    assert_eq!(
+        item["item_kind"].as_s().map(String::as_str),
+        Ok("inventory"),
+        "{item:?}"
+    );
 }

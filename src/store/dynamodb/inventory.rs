@@ -38,18 +38,24 @@ fn read_sighting(item: &Item) -> Result<Sighting, StoreError> {
 
 impl DynamoStore {
     async fn record_one(&self, table: &str, seen: &Sighting) -> Result<(), StoreError> {
-        let res = self
-            .client
-            .update_item()
+        let mut update = String::from(
+            "SET item_kind = :k, fingerprint_sha256 = :h, seen_serial = :serial, \
+             issuer = :i, seen_principal = :p, not_before = :nb, expires_at = :e, \
+             expiry_bucket = :b, first_seen = if_not_exists(first_seen, :first), \
+             last_seen = :last",
+        );
+        let mut req = self.client.update_item();
+        // Expired certificates leave the inventory as their records do (the table's TTL).
+        if let Some(keep) = self.settings.purge_expired_after {
+            update.push_str(", purge_at = :purge");
+            let secs = seen.expires_at.div_euclid(1000) + keep.as_secs() as i64;
+            req = req.expression_attribute_values(":purge", n(secs));
+        }
+        let res = req
             .table_name(table)
             .key("serial_number", s(&format!("{KEY_PREFIX}{}", seen.sha256)))
             .condition_expression("attribute_not_exists(serial_number) OR item_kind = :k")
-            .update_expression(
-                "SET item_kind = :k, fingerprint_sha256 = :h, seen_serial = :serial, \
-                 issuer = :i, seen_principal = :p, not_before = :nb, expires_at = :e, \
-                 expiry_bucket = :b, first_seen = if_not_exists(first_seen, :first), \
-                 last_seen = :last",
-            )
+            .update_expression(update)
             .expression_attribute_values(":k", s(KIND))
             .expression_attribute_values(":h", s(&seen.sha256))
             .expression_attribute_values(":serial", s(&seen.serial_number))
