@@ -217,6 +217,14 @@ fn a_seven_day_admin_certificate_is_logged_only_inside_its_policys_window() {
         "6 days left is outside it (the default 30d would have warned)\n{}",
         traffic.logs()
     );
+    // The alert tiers: the last-day certificate is in the 24h tier (the emergency alert), the
+    // other only in the 7d one.
+    let tiers = wait_until(Duration::from_secs(5), || {
+        let text = traffic.certgate.metrics();
+        metric(&text, "certgate_certificates_expiring{within=\"24h\"}") == 1.0
+            && metric(&text, "certgate_certificates_expiring{within=\"7d\"}") == 2.0
+    });
+    assert!(tiers, "{}", traffic.certgate.metrics());
     let text = traffic.certgate.metrics();
     assert_eq!(
         metric(
