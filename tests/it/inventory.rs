@@ -2,7 +2,8 @@
 //! embedded store: certificates nobody registered are listed by `cert list
 //! --expiring-within` once seen in traffic and counted in the expiry tiers; the "expires
 //! soon" warning follows each policy's `expiry_warning`. And what both backends promise of the
-//! inventory itself (first_seen kept, never a certificate record).
+//! inventory itself (first_seen kept, never a certificate record), and the gauges the alerts
+//! read for a failing CRL source and readiness.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,6 +176,8 @@ fn certificates_seen_in_traffic_are_listed_without_registration() {
         0.0,
         "{text}"
     );
+    // Started once /readyz answered 200: the gauge the not-ready alert reads says so.
+    assert_eq!(metric(&text, "certgate_ready"), 1.0, "{text}");
 }
 
 #[test]
@@ -346,4 +349,29 @@ async fn dynamodb_inventory_conforms() {
         Ok("inventory"),
         "{item:?}"
     );
+}
+
+#[test]
+fn failing_crl_source_and_not_ready_are_exported_for_the_alerts() {
+    let world = World::new();
+    let dead = super::harness::free_port();
+    let url = format!("http://127.0.0.1:{dead}/ca.crl");
+    append_file(
+        &world.config,
+        &format!(
+            "crl:\n  retry_backoff: 50ms\n  max_retry_backoff: 100ms\n  timeout: 1s\n  \
+             issuers:\n    - ca: \"O=certgate dev, CN=e2e CA\"\n      sources:\n        \
+             - url: {url}\n"
+        ),
+    );
+    let certgate = super::world::spawn_certgate(&world.config, world.admin_port, &[]);
+    let series = format!("certgate_crl_consecutive_failures{{source=\"{url}\"}}");
+    let failing = wait_until(Duration::from_secs(10), || {
+        metric(&certgate.metrics(), &series) > 2.0
+    });
+    assert!(failing, "{}\n{}", certgate.metrics(), certgate.proc.logs());
+    // The CRL is required and never loaded: /readyz fails, and says so in the gauge.
+    let ready = super::harness::http_get(world.admin_port, "/readyz");
+    assert!(matches!(ready, Some((503, _))), "{ready:?}");
+    assert_eq!(metric(&certgate.metrics(), "certgate_ready"), 0.0);
 }
