@@ -174,8 +174,17 @@ bad sidecar-alone "needs sidecar.containers" 'mode: sidecar'
 bad digest "does not match pattern" 'image: {repository: certgate, digest: "latest"}'
 bad autoscaled-embedded "replicaCount must be 1" 'autoscaling: {enabled: true}'
 
-# Alert rules: valid YAML and every certgate_* metric they use exists in src/metrics.rs.
-"$PY" scripts/check_helm/alerts.py || fail "deploy/prometheus/certgate-alerts.yaml"
+# Alert rules: valid YAML, every certgate_* metric they use exported, every alert linked to
+# docs/operations.md and unit-tested; with prometheusRule and grafanaDashboard on, the chart
+# renders both (validated like the rest) carrying exactly deploy/prometheus/'s rules and
+# dashboard.
+"$HELM" template certgate "$CHART" --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true \
+  >"$out/monitoring.yaml" 2>"$out/err" || { cat "$out/err" >&2; fail "helm template (monitoring)"; }
+for v in "${K8S_VERSIONS[@]}"; do
+  "$PY" scripts/validate-manifests.py "$v" "$out/monitoring.yaml" >"$out/validate" 2>&1 \
+    || { cat "$out/validate" >&2; fail "monitoring manifests do not validate against Kubernetes $v"; }
+done
+"$PY" scripts/check_helm/alerts.py "$out/monitoring.yaml" || fail "deploy/prometheus/certgate-alerts.yaml"
 
 # The chart as users install it: `helm package` into target/chart/ (README "Install"), its
 # appVersion the crate's version (the image tag it defaults to), and the package lints and

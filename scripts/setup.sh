@@ -22,6 +22,11 @@ if [ "${SETUP_IMAGE:-0}" = 1 ]; then
   command -v objcopy >/dev/null && command -v readelf >/dev/null || need_apt+=(binutils)
   [ -s /etc/ssl/certs/ca-certificates.crt ] || need_apt+=(ca-certificates)
 fi
+# promtool (Debian's prometheus package) for the alert rules' unit tests (scripts/test.sh
+# sets SETUP_PROMETHEUS=1 with --deploy).
+if [ "${SETUP_PROMETHEUS:-0}" = 1 ]; then
+  command -v promtool >/dev/null || need_apt+=(prometheus)
+fi
 # h2load (nghttp2) for the direct gRPC load row of `cargo xtask bench grpc` (SETUP_BENCH=1).
 if [ "${SETUP_BENCH:-0}" = 1 ]; then
   command -v h2load >/dev/null || need_apt+=(nghttp2-client)

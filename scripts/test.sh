@@ -22,7 +22,7 @@ want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 setup=()
 want e2e && setup+=(SETUP_NGINX=1 SETUP_MOTO=1)
-want deploy && setup+=(SETUP_MOTO=1 SETUP_IMAGE=1)
+want deploy && setup+=(SETUP_MOTO=1 SETUP_IMAGE=1 SETUP_PROMETHEUS=1)
 want bench && setup+=(SETUP_MOTO=1 SETUP_BENCH=1)
 env "${setup[@]}" bash scripts/setup.sh
 export ENVOY_BIN="$PWD/.venv/bin/envoy"
@@ -57,6 +57,8 @@ if want deploy; then
   # `scripts/check-image.sh` alone checks the release image. --all-targets builds it with the
   # test build's feature set, as build-image.sh does, so nothing is built twice.
   cargo build --quiet --all-targets
+  echo "== alert rules (promtool check rules, promtool test rules)"
+  bash scripts/check-alerts.sh
   echo "== helm chart and deploy/ manifests (offline: lint, render, Kubernetes schemas)"
   bash scripts/check-helm.sh
   echo "== deploy/dynamodb (cfn-lint, Terraform/IAM agreement, tables and runbook commands on moto)"

@@ -25,6 +25,16 @@ pub(crate) fn router(checker: Arc<Checker>) -> Router {
 }
 
 async fn readyz(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
+    let (status, body) = readiness(&checker).await;
+    // Exported so an alert can tell "up but not ready" from "down".
+    checker
+        .metrics()
+        .ready
+        .set(i64::from(status == StatusCode::OK));
+    (status, body)
+}
+
+async fn readiness(checker: &Checker) -> (StatusCode, String) {
     let config = checker.config();
     if config.trust.is_empty() {
         return (

@@ -22,6 +22,7 @@ mod cli;
 pub mod clock;
 pub mod config;
 pub mod crl;
+mod inventory;
 pub mod metrics;
 pub mod pki;
 pub mod server;

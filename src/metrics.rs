@@ -25,8 +25,12 @@ pub struct Metrics {
     pub(crate) config_reloads: IntCounterVec,
     /// 1 when the last reload attempt failed (the previous config is still in force).
     pub(crate) config_last_reload_failed: IntGauge,
-    /// Days to expiry of recently seen client certificates, bucketed (bounded cardinality).
-    pub(crate) client_cert_days_to_expiry: HistogramVec,
+    /// Certificate inventory, expiry tiers, CA expiry and client certificate expiry.
+    pub(crate) inventory: crate::inventory::InventoryMetrics,
+    /// Failed CRL refresh rounds in a row, by `source` (0 after a good round).
+    pub(crate) crl_consecutive_failures: IntGaugeVec,
+    /// 1 when the last `/readyz` answered ready.
+    pub(crate) ready: IntGauge,
     /// CRL refresh rounds by `source` (URL or file) and `outcome` (updated, unchanged,
     /// not_modified, older, stale, invalid, error).
     pub crl_fetches: IntCounterVec,
@@ -111,15 +115,22 @@ impl Metrics {
                     "1 when the most recent reload was refused and the previous config is in force",
                 ),
             ),
-            client_cert_days_to_expiry: register(
+            inventory: crate::inventory::InventoryMetrics::register(r),
+            crl_consecutive_failures: register(
                 r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "certgate_client_cert_days_to_expiry",
-                        "Days to notAfter of client certificates seen for the first time",
-                    )
-                    .buckets(vec![1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0]),
-                    &["policy"],
+                IntGaugeVec::new(
+                    Opts::new(
+                        "certgate_crl_consecutive_failures",
+                        "Failed CRL refresh rounds in a row, by source",
+                    ),
+                    &["source"],
+                ),
+            ),
+            ready: register(
+                r,
+                IntGauge::new(
+                    "certgate_ready",
+                    "1 when the last /readyz probe answered ready, 0 when it did not",
                 ),
             ),
             crl_fetches: register(
@@ -194,7 +205,7 @@ impl Metrics {
 
 /// Register `metric` in `registry`. Definitions and names are fixed in the code, so an error
 /// is a bug.
-fn register<M: Collector + Clone + 'static>(
+pub(crate) fn register<M: Collector + Clone + 'static>(
     registry: &Registry,
     metric: prometheus::Result<M>,
 ) -> M {

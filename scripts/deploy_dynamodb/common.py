@@ -27,10 +27,19 @@ DEFAULT_NAMES = {"principals": "certgate_principals", "certificates": "certgate_
 
 T = ["principals", "certificates"]
 IDX = [t + "/index/*" for t in T]
+# The one condition a statement may carry: items whose key starts with seen# (the certificate
+# inventory). A grant under it is marked on its resource.
+INVENTORY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["seen#*"]}}
+INVENTORY_KEYS = "[seen#*]"
 def grant(actions, resources): return {("dynamodb:" + a, r) for a in actions for r in resources}
 OPERATOR = grant(["GetItem", "PutItem", "UpdateItem", "Scan"], T) | grant(["Query"], IDX)
 POLICIES = {
-    "server": grant(["GetItem"], T),
+    # Reads, plus the certificate inventory: UpdateItem of inventory items and the by_expiry
+    # Query of the expiry-tier gauges.
+    # Only items keyed seen#…: a serving replica still cannot change a registration or a
+    # revocation.
+    "server": grant(["GetItem"], T) | grant(["UpdateItem"], ["certificates" + INVENTORY_KEYS])
+              | grant(["Query"], ["certificates/index/*"]),
     "operator": OPERATOR,
     "admin": OPERATOR | grant(["CreateTable", "DescribeTable", "UpdateTable", "UpdateTimeToLive",
                                "DescribeTimeToLive", "BatchWriteItem"], T),
@@ -39,11 +48,15 @@ POLICIES = {
 def statements_grants(statements, token, where):
     grants = set()
     for st in statements:
-        if st.get("Effect") != "Allow" or set(st) - {"Sid", "Effect", "Action", "Resource"}:
-            problem(f"{where}: statement {st.get('Sid')}: only Allow with Action and Resource expected")
+        cond = st.get("Condition")
+        if st.get("Effect") != "Allow" or set(st) - {"Sid", "Effect", "Action", "Resource", "Condition"} \
+                or cond not in (None, INVENTORY_ONLY):
+            problem(f"{where}: statement {st.get('Sid')}: only Allow with Action and Resource "
+                    f"(and the inventory-only condition) expected")
+        suffix = INVENTORY_KEYS if cond == INVENTORY_ONLY else ""
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         for a in actions:
             for r in resources:
-                grants.add((a, token(r)))
+                grants.add((a, token(r) + suffix))
     return grants

@@ -70,6 +70,14 @@ def tf_resource_token(r):
     m = re.fullmatch(r"\$\{aws_dynamodb_table\.(\w+)\.arn\}(/index/\*)?", unq(r))
     return (m.group(1) + (m.group(2) or "")) if m else f"?{r}"
 
+def tf_condition(blocks):
+    """condition { test, variable, values } blocks as an IAM JSON Condition."""
+    out = {}
+    for c in blocks:
+        out.setdefault(unq(c["test"]), {})[unq(c["variable"])] = [unq(v) for v in c["values"]]
+    return out
+
+
 def tf_policy_grants(data, name, where, seen=()):
     body = data.get(("aws_iam_policy_document", name))
     if body is None:
@@ -83,7 +91,7 @@ def tf_policy_grants(data, name, where, seen=()):
     stmts = [{"Sid": unq(s.get("sid")), "Effect": unq(s.get("effect", '"Allow"')),
               "Action": [unq(a) for a in s.get("actions", [])],
               "Resource": [r for r in s.get("resources", [])],
-              **({"Condition": 1} if s.get("condition") else {}),
+              **({"Condition": tf_condition(s["condition"])} if s.get("condition") else {}),
               **({"NotAction": 1} if s.get("not_actions") else {})}
              for s in body.get("statement", [])]
     return grants | statements_grants(stmts, tf_resource_token, where)

@@ -22,15 +22,20 @@ use crate::store::{self, CachedStore, Purpose};
 
 /// Open the store a configuration names, with the cache in front.
 pub async fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<CachedStore> {
-    let store = store::open(&config.store.backend, Purpose::Serve)
+    let store = open_backend(config).await?;
+    Ok(CachedStore::new(store, config.store.cache, metrics.clone()))
+}
+
+/// Open the backend a configuration names, without the cache.
+async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn store::Admin>> {
+    store::open(&config.store.backend, Purpose::Serve)
         .await
         .with_context(|| {
             format!(
                 "opening store ({})",
                 describe_backend(&config.store.backend)
             )
-        })?;
-    Ok(CachedStore::new(store, config.store.cache, metrics.clone()))
+        })
 }
 
 /// One line naming the backend, for logs and errors.
@@ -53,10 +58,19 @@ pub(crate) fn describe_backend(backend: &StoreBackend) -> String {
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let metrics = Metrics::new();
-    let store = open_store(&config, &metrics).await?;
+    let backend = open_backend(&config).await?;
+    let store = CachedStore::new(backend.clone(), config.store.cache, metrics.clone());
     let listen = config.listen.clone();
     let reload_interval = config.reload_interval;
-    let checker = Arc::new(Checker::new(config, store, metrics));
+    let inventory = config.inventory.clone();
+    let mut checker = Checker::new(config, store, metrics.clone());
+    if let Some(queue) =
+        crate::inventory::spawn_writer(backend.clone(), &inventory, metrics.inventory.clone())
+    {
+        checker.record_inventory_into(queue);
+    }
+    let checker = Arc::new(checker);
+    crate::inventory::tiers::spawn(backend, checker.clone(), &inventory);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let health_service = health::server(shutdown_rx.clone());

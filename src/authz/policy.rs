@@ -10,6 +10,8 @@ pub struct Policy {
     pub(crate) name: String,
     /// Longest certificate lifetime accepted (notAfter − notBefore), in seconds.
     pub(crate) max_lifetime_secs: Option<i64>,
+    /// "Expires soon" window: certificates with less left than this are logged.
+    pub(crate) expiry_warning_secs: i64,
     /// Whether the principal must have a record in the store.
     pub(crate) require_enrolment: bool,
     /// Principal types admitted; `None` admits every type.

@@ -72,6 +72,7 @@ pub(super) fn policy() -> Policy {
     Policy {
         name: "p".into(),
         max_lifetime_secs: Some(7 * 86_400),
+        expiry_warning_secs: 86_400,
         require_enrolment: true,
         allowed_principal_types: None,
         cn_allowlist: None,

@@ -183,6 +183,11 @@ impl Identity {
         hex::encode(self.sha256)
     }
 
+    /// SHA-256 of the DER encoding.
+    pub(crate) fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+
     /// notBefore, Unix seconds.
     pub(crate) fn not_before(&self) -> i64 {
         self.not_before

@@ -121,6 +121,8 @@ pub struct Checker {
     metrics: Metrics,
     /// Handles resolved once, so a check does no label lookup for them.
     hot: HotMetrics,
+    /// Expiry log and certificate inventory of accepted certificates.
+    watch: crate::inventory::Watch,
 }
 
 struct HotMetrics {
@@ -155,13 +157,24 @@ impl Checker {
             generation.config.crl_inputs(),
             metrics.clone(),
         ));
+        let watch =
+            crate::inventory::Watch::new(&generation.config.inventory, metrics.inventory.clone());
         Checker {
             generation: ArcSwap::from_pointee(generation),
             revocation,
             store,
             hot: HotMetrics::new(&metrics),
             metrics,
+            watch,
         }
+    }
+
+    /// Queue the certificates this checker accepts into `queue` (the inventory writer).
+    pub(crate) fn record_inventory_into(
+        &mut self,
+        queue: tokio::sync::mpsc::Sender<crate::store::Sighting>,
+    ) {
+        self.watch.record_into(queue);
     }
 
     /// The configuration in force.
@@ -244,6 +257,12 @@ impl Checker {
             .with_label_values(&[result, reason, policy_label, principal_type])
             .inc();
         check_seconds.observe(started.elapsed().as_secs_f64());
+        if outcome.decision.is_ok()
+            && let (Some(id), Some(policy)) =
+                (outcome.identity(), config.policies.get(&outcome.policy))
+        {
+            self.watch.accepted(id, policy, now).await;
+        }
         if let Err(deny) = &outcome.decision {
             tracing::info!(
                 decision = "deny",
@@ -398,21 +417,6 @@ impl Checker {
             Err(malformed) => Err(malformed),
         };
         let parsed = Arc::new(parsed);
-        if let Ok(id) = parsed.as_ref() {
-            let days_left = (id.not_after() - now) as f64 / 86_400.0;
-            self.metrics
-                .client_cert_days_to_expiry
-                .with_label_values(&["all"])
-                .observe(days_left);
-            if (0.0..7.0).contains(&days_left) {
-                tracing::warn!(
-                    principal = id.principal_id().unwrap_or(""),
-                    serial = %id.serial(),
-                    days_left = format!("{days_left:.1}"),
-                    "client certificate expires soon"
-                );
-            }
-        }
         generation.identities.insert(key, parsed.clone(), now);
         Some(parsed)
     }

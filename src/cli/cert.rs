@@ -89,8 +89,18 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
             let mut all = store
                 .list_certificates(principal.as_deref(), before)
                 .await?;
-            if before.is_some() {
+            if let Some(before) = before {
                 all.retain(|c| c.expires_at().is_some_and(|at| at >= now));
+                let seen = super::inventory::unregistered(
+                    store.as_ref(),
+                    &all,
+                    principal.as_deref(),
+                    now,
+                    before,
+                )
+                .await?;
+                super::inventory::print_expiring(output.output, HEADER, &all, &seen, json, row);
+                return Ok(ExitCode::SUCCESS);
             }
             print_list(output.output, &all, HEADER, json, row);
             return Ok(ExitCode::SUCCESS);

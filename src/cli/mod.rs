@@ -6,6 +6,7 @@ mod cert;
 mod check;
 mod config;
 mod crl;
+mod inventory;
 mod output;
 mod principal;
 mod probe;
@@ -270,22 +271,44 @@ enum PrincipalCommand {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Suspend a principal: every certificate of it is denied within the cache TTL.
+    /// Suspend a principal, or every active one but some: every certificate of it is denied
+    /// within the cache TTL.
     ///
     /// Example: certgate principal suspend worker-1@example.com --reason "Compromised credentials detected"
+    ///
+    /// Example: certgate principal suspend --all --except breakglass@example.com --reason "CA compromise" --dry-run
     Suspend {
         /// Principal id.
-        id: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every active principal (but those named by --except).
+        #[arg(long)]
+        all: bool,
+        /// With --all: principals left active (each must be enrolled; repeat or comma-separate).
+        #[arg(long, requires = "all", value_delimiter = ',')]
+        except: Vec<String>,
         /// Why (shown in the deny message and the logs).
         #[arg(long)]
         reason: String,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArg,
     },
-    /// Re-activate a suspended principal.
+    /// Re-activate a suspended principal, or every principal suspended with one reason.
+    ///
+    /// Example: certgate principal activate --all-suspended-by-reason "CA compromise" --dry-run
     Activate {
         /// Principal id.
-        id: String,
+        #[arg(required_unless_present = "all_suspended_by_reason")]
+        id: Option<String>,
+        /// Every principal suspended with exactly this reason.
+        #[arg(long, conflicts_with = "id")]
+        all_suspended_by_reason: Option<String>,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -325,7 +348,8 @@ enum CertCommand {
         #[arg(long)]
         principal: Option<String>,
         /// Only certificates that are still valid and expire within this duration (e.g. 30d);
-        /// already expired ones are left out.
+        /// already expired ones are left out. Includes the certificates seen in traffic that
+        /// nobody registered (the inventory).
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring_within: Option<std::time::Duration>,
         #[command(flatten)]

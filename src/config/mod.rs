@@ -268,6 +268,8 @@ pub struct Config {
     pub(crate) forward_auth_request_headers: Option<RequestHeaders>,
     /// Which policy a request gets when the proxy names none.
     pub(crate) policy_routes: crate::authz::routes::PolicyRoutes,
+    /// Certificate inventory and expiry tiers (changes need a restart).
+    pub(crate) inventory: crate::inventory::InventorySettings,
 }
 
 impl Config {

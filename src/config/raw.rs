@@ -45,6 +45,7 @@ pub(super) struct Raw {
     pub(super) forward_auth: RawForwardAuth,
     #[serde(default)]
     pub(super) policy_routes: Vec<RawRoute>,
+    pub(super) inventory: RawInventory,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +218,7 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     pub(super) max_lifetime: Option<String>,
+    pub(super) expiry_warning: Option<String>,
     #[serde(default = "yes")]
     pub(super) require_enrolment: bool,
     pub(super) allowed_principal_types: Option<Vec<String>>,
@@ -506,6 +508,7 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "forwarded_certificates" => check::<Vec<RawForwarded>>(name, v, p),
                 "forward_auth" => check::<RawForwardAuth>(name, v, p),
                 "policy_routes" => check::<Vec<RawRoute>>(name, v, p),
+                "inventory" => check::<RawInventory>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {
@@ -527,4 +530,27 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
     }
     // Every section parsed on its own: what is left is the whole (e.g. a missing section).
     section::<Raw>("", value, &mut problems).ok_or(problems)
+}
+
+/// `inventory:` — the certificate inventory and expiry tiers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawInventory {
+    pub(super) record: bool,
+    pub(super) interval: String,
+    pub(super) queue_size: u64,
+    pub(super) refresh_interval: String,
+    pub(super) in_use_within: String,
+}
+
+impl Default for RawInventory {
+    fn default() -> Self {
+        RawInventory {
+            record: true,
+            interval: "1h".into(),
+            queue_size: 10_000,
+            refresh_interval: "5m".into(),
+            in_use_within: "7d".into(),
+        }
+    }
 }

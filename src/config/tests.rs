@@ -1,5 +1,6 @@
 mod crl;
 mod mesh;
+mod expiry;
 
 use super::*;
 use crate::cert::PrincipalTypeSource;

@@ -229,6 +229,14 @@ pub(crate) async fn refresh_once(
         .crl_fetches
         .with_label_values(&[label.as_str(), outcome.label()])
         .inc();
+    let streak = metrics
+        .crl_consecutive_failures
+        .with_label_values(&[label.as_str()]);
+    if outcome.is_failure() {
+        streak.inc();
+    } else {
+        streak.set(0);
+    }
     match &outcome {
         RoundOutcome::Failed(e) | RoundOutcome::Invalid(e) => {
             tracing::warn!(issuer = %issuer.name, source = %label, error = %e, "CRL refresh failed; the CRL in force (if any) stays");

@@ -8,6 +8,7 @@ pub mod dynamodb;
 pub(crate) mod embedded;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod inventory;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::cert::{RevocationReason, Serial};
 pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
+pub use inventory::{Inventory, Sighting};
 
 /// `store.backend` and its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,8 +269,9 @@ pub trait Lookup: Send + Sync + 'static {
 
 /// What the CLI changes and lists, implemented by [`EmbeddedStore`] and [`DynamoStore`] (one
 /// conformance suite runs against both). It reads too: a command checks what it changes.
+/// The inventory of certificates seen in traffic comes with it ([`Inventory`]).
 #[async_trait]
-pub trait Admin: Lookup {
+pub trait Admin: Lookup + Inventory {
     /// Create a principal; `AlreadyExists` if the id is taken.
     async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError>;
     /// All principals, ordered by id.

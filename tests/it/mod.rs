@@ -3,6 +3,7 @@
 pub mod harness;
 pub mod world;
 
+mod bulk;
 mod cli;
 mod crl;
 mod crl_server;
@@ -15,9 +16,11 @@ mod fail_secure;
 mod forward_auth;
 mod forwarded;
 mod grpc;
+mod inventory;
 mod limits;
 mod mesh;
 mod probe;
+mod operations;
 mod reload;
 mod revocation_only;
 mod security;

@@ -1,5 +1,6 @@
 # Three least-privilege policies, the same as ../iam/*.json and the CloudFormation template:
-#   server   — the serving replicas (IRSA role of the pods): GetItem on both tables;
+#   server   — the serving replicas (IRSA role of the pods): GetItem on both tables, and the
+#              certificate inventory (UpdateItem on certificates, Query on its indexes);
 #   operator — the CLI for Day-2 work: GetItem, PutItem, UpdateItem, Scan; Query on the indexes;
 #   admin    — store init [--adopt] / migrate: operator + CreateTable, DescribeTable, UpdateTable,
 #              UpdateTimeToLive, DescribeTimeToLive, BatchWriteItem.
@@ -13,6 +14,29 @@ data "aws_iam_policy_document" "server" {
       aws_dynamodb_table.principals.arn,
       aws_dynamodb_table.certificates.arn,
     ]
+  }
+
+  # The certificate inventory: inventory items written behind, and the by_expiry Query of
+  # the expiry-tier gauges.
+  statement {
+    sid       = "RecordInventory"
+    effect    = "Allow"
+    actions   = ["dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.certificates.arn]
+
+    # Inventory items only (keys seen#…): no registration or revocation.
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["seen#*"]
+    }
+  }
+
+  statement {
+    sid       = "QueryInventory"
+    effect    = "Allow"
+    actions   = ["dynamodb:Query"]
+    resources = ["${aws_dynamodb_table.certificates.arn}/index/*"]
   }
 }
 
@@ -67,7 +91,7 @@ data "aws_iam_policy_document" "admin" {
 
 resource "aws_iam_policy" "server" {
   name        = "${var.policy_name_prefix}-server"
-  description = "certgate serving replicas - GetItem on the principals and certificates tables."
+  description = "certgate serving replicas - GetItem on both tables, certificate inventory writes and queries."
   policy      = data.aws_iam_policy_document.server.json
   tags        = local.tags
 }

@@ -3,6 +3,7 @@
 
 mod crl;
 mod crl_tls;
+mod expiry;
 mod listen;
 mod mesh;
 mod policy;
@@ -195,6 +196,7 @@ impl<'a> Validator<'a> {
         };
 
         let store = self.store(raw.store);
+        let inventory = self.inventory(raw.inventory);
 
         let mut policy_names: Vec<_> = raw.policies.keys().cloned().collect();
         policy_names.sort();
@@ -275,6 +277,7 @@ impl<'a> Validator<'a> {
                 forwarded_certificates,
                 forward_auth_request_headers,
                 policy_routes,
+                inventory,
             }),
             _ => Err(self.problems),
         }

@@ -17,14 +17,8 @@ impl Validator<'_> {
         trust: Option<&TrustBundle>,
     ) -> Policy {
         let key = format!("policies.{name}");
-        let max_lifetime_secs = rp.max_lifetime.map(|text| {
-            let lifetime = self.duration(&format!("{key}.max_lifetime"), &text);
-            // (A value that did not parse is already reported, as ZERO.)
-            if lifetime.is_zero() && humantime::parse_duration(&text).is_ok() {
-                self.problem(format!("{key}.max_lifetime"), "must be greater than zero");
-            }
-            i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)
-        });
+        let (max_lifetime_secs, expiry_warning_secs) =
+            self.expiry(&key, rp.max_lifetime, rp.expiry_warning);
         let mut allowlist: Option<HashSet<String>> =
             rp.cn_allowlist.map(|l| l.into_iter().collect());
         if let Some(file) = rp.cn_allowlist_file {
@@ -61,6 +55,7 @@ impl Validator<'_> {
         Policy {
             name: name.to_owned(),
             max_lifetime_secs,
+            expiry_warning_secs,
             require_enrolment: rp.require_enrolment,
             allowed_principal_types: rp.allowed_principal_types.map(|t| t.into_iter().collect()),
             cn_allowlist: allowlist,

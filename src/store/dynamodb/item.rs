@@ -33,7 +33,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn str(&self, name: &str) -> Result<String, StoreError> {
+    pub(super) fn str(&self, name: &str) -> Result<String, StoreError> {
         self.opt_str(name)?.ok_or_else(|| self.missing(name))
     }
 
@@ -50,7 +50,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn num(&self, name: &str) -> Result<i64, StoreError> {
+    pub(super) fn num(&self, name: &str) -> Result<i64, StoreError> {
         self.opt_num(name)?.ok_or_else(|| self.missing(name))
     }
 

@@ -44,6 +44,7 @@ use crate::cert::{RevocationReason, Serial};
 
 mod admin;
 mod audit;
+mod inventory;
 mod item;
 mod schema;
 
@@ -219,9 +220,11 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// Every item of `table` (admin commands only: a `Scan` reads the whole table).
+    /// Every item of `table` but inventory items (admin commands only: a `Scan` reads the
+    /// whole table).
     async fn scan_all(&self, table: &str) -> Result<Vec<Item>, StoreError> {
-        self.client
+        let items: Vec<Item> = self
+            .client
             .scan()
             .table_name(table)
             .consistent_read(self.consistent_read)
@@ -230,7 +233,11 @@ impl DynamoStore {
             .send()
             .collect::<Result<_, _>>()
             .await
-            .map_err(|e| sdk_error(table, e))
+            .map_err(|e| sdk_error(table, e))?;
+        Ok(items
+            .into_iter()
+            .filter(|item| !inventory::is_inventory(item))
+            .collect())
     }
 }
 

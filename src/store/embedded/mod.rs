@@ -17,6 +17,7 @@ use super::{
 use crate::cert::{RevocationReason, Serial};
 
 mod admin;
+mod inventory;
 #[cfg(test)]
 mod tests;
 
@@ -182,6 +183,9 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
+    // Not versioned: a file from before the inventory gains the table, and an older
+    // certgate still opens a file that has it.
+    tx.execute_batch(inventory::SCHEMA)?;
     tx.commit()?;
     Ok(found)
 }

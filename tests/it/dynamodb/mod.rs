@@ -4,6 +4,7 @@
 //! served from cache for the stale window, then 503, and recovers without a restart; a store
 //! timeout right after a corrupt record does not bring back the older answer.
 
+mod inventory;
 mod replicas;
 mod runbook;
 mod tables;
