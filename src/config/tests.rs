@@ -1,6 +1,6 @@
 mod crl;
-mod mesh;
 mod expiry;
+mod mesh;
 
 use super::*;
 use crate::cert::PrincipalTypeSource;
