@@ -45,6 +45,7 @@ pub(super) struct Raw {
     pub(super) forward_auth: RawForwardAuth,
     #[serde(default)]
     pub(super) policy_routes: Vec<RawRoute>,
+    #[serde(default)]
     pub(super) inventory: RawInventory,
 }
 
