@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod crl;
 pub mod metrics;
+pub mod observe;
 pub mod pki;
 pub mod server;
 pub mod store;

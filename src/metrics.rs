@@ -11,7 +11,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`.
+    /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`, `mode`
+    /// (enforce|shadow).
     pub(crate) decisions: IntCounterVec,
     /// Check latency in seconds, by `result`.
     pub(crate) check_seconds: HistogramVec,
@@ -48,12 +49,12 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        Metrics {
+        let metrics = Metrics {
             decisions: register(
                 r,
                 IntCounterVec::new(
                     Opts::new("certgate_decisions_total", "Authorization decisions"),
-                    &["result", "reason", "policy", "principal_type"],
+                    &["result", "reason", "policy", "principal_type", "mode"],
                 ),
             ),
             check_seconds: register(
@@ -180,7 +181,33 @@ impl Metrics {
                 ),
             ),
             registry,
-        }
+        };
+        metrics.register_process_and_build();
+        metrics
+    }
+
+    /// `process_*` (CPU, memory, descriptors, start time; Linux) and
+    /// `certgate_build_info{version,commit}`.
+    fn register_process_and_build(&self) {
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
+        let build = register(
+            &self.registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "certgate_build_info",
+                    "Always 1; the labels name the running build",
+                ),
+                &["version", "commit"],
+            ),
+        );
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CERTGATE_GIT_COMMIT")])
+            .set(1);
     }
 
     /// Prometheus text exposition of every metric.

@@ -59,7 +59,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let checker = Arc::new(Checker::new(config, store, metrics));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let health_service = health::server(shutdown_rx.clone());
+    let health_service = health::server(shutdown_rx.clone(), checker.clone());
 
     let limits = listen.limits;
     // ~20,000 idle connections used to exhaust the descriptors and, with them, every

@@ -173,7 +173,7 @@ async fn no_certificate_unknown_policy_and_garbage() {
         f.checker
             .metrics()
             .decisions
-            .with_label_values(&["deny", "unknown_policy", "unknown", ""])
+            .with_label_values(&["deny", "unknown_policy", "unknown", "", "enforce"])
             .get(),
         1,
         "unknown policy names do not become metric labels"
@@ -206,7 +206,10 @@ async fn an_outcome_is_rendered_with_the_configuration_that_decided_it() {
             .find(|(_, value)| value == "w1")
             .map(|(name, _)| (*name).to_owned())
     };
-    let decided_before = f.checker.check_in(&before, input(&f.good), NOW).await;
+    let decided_before = f
+        .checker
+        .check_in(&before, input(&f.good), &RequestMeta::module("r"), NOW)
+        .await;
     assert_eq!(
         principal_header(&decided_before).as_deref(),
         Some("x-client-principal")

@@ -258,6 +258,8 @@ pub struct Config {
     /// The headers the forward-auth listener reads the original method and URI from
     /// (required when `listen.http` is set).
     pub(crate) forward_auth_request_headers: Option<RequestHeaders>,
+    /// Decision log, tracing, identity as metadata, shadow policies.
+    pub observe: crate::observe::ObserveSettings,
 }
 
 impl Config {

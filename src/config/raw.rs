@@ -43,6 +43,32 @@ pub(super) struct Raw {
     pub(super) forwarded_certificates: Vec<RawForwarded>,
     #[serde(default)]
     pub(super) forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) tracing: RawTracing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) decisions: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            decisions: "deny".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTracing {
+    pub(super) enabled: bool,
+    pub(super) endpoint: Option<String>,
+    pub(super) sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -226,6 +252,8 @@ pub(super) struct RawPolicy {
     pub(super) revocation: RevocationPolicy,
     #[serde(default)]
     pub(super) paths: PathMode,
+    #[serde(default = "yes")]
+    pub(super) enforce: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +286,7 @@ impl Default for RawHeaders {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawResponse {
     pub(super) deny_detail: DenyDetail,
+    pub(super) identity: crate::observe::IdentityIn,
 }
 
 #[derive(Debug, Deserialize)]
@@ -447,6 +476,8 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "crl" => check::<RawCrl>(name, v, p),
                 "forwarded_certificates" => check::<Vec<RawForwarded>>(name, v, p),
                 "forward_auth" => check::<RawForwardAuth>(name, v, p),
+                "log" => check::<RawLog>(name, v, p),
+                "tracing" => check::<RawTracing>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {

@@ -3,6 +3,7 @@
 
 mod crl;
 mod listen;
+mod observe;
 mod policy;
 mod store;
 mod trust;
@@ -195,6 +196,7 @@ impl<'a> Validator<'a> {
 
         let mut policy_names: Vec<_> = raw.policies.keys().cloned().collect();
         policy_names.sort();
+        let observe = self.observe(&raw.log, &raw.tracing, raw.response.identity, &raw.policies);
         let mut raw_policies = raw.policies;
         let mut policies = HashMap::new();
         for name in policy_names {
@@ -267,6 +269,7 @@ impl<'a> Validator<'a> {
                 crl,
                 forwarded_certificates,
                 forward_auth_request_headers,
+                observe,
             }),
             _ => Err(self.problems),
         }
