@@ -107,6 +107,8 @@ impl Envoy {
             ("FORWARD_CLIENT_CERT_DETAILS", "SANITIZE".to_owned()),
             ("NORMALIZE_PATH", "true".to_owned()),
             ("ESCAPED_SLASHES_ACTION", "UNESCAPE_AND_REDIRECT".to_owned()),
+            ("OTLP_PORT", "4317".to_owned()),
+            ("TRACE_SAMPLING", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| {
