@@ -50,7 +50,9 @@ impl DecisionLog {
             _ if denied => true,
             DecisionLog::Deny => false,
             DecisionLog::All => true,
-            DecisionLog::Sample(n) => ALLOWS.fetch_add(1, Ordering::Relaxed).is_multiple_of(u64::from(n)),
+            DecisionLog::Sample(n) => ALLOWS
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(u64::from(n)),
         }
     }
 }

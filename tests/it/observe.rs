@@ -219,3 +219,65 @@ fn a_shadow_policy_lets_a_would_be_deny_through_without_identity_but_never_an_un
     let body = certgate_deny(&reply).expect("certgate's deny body");
     assert_eq!(body["error"], "untrusted_issuer");
 }
+
+/// A CRL of the World CA issued a second ago, valid for `validity_secs`, numbered `number`.
+fn crl(world: &World, validity_secs: i64, number: u64) -> Vec<u8> {
+    let spec = certgate::pki::CrlSpec {
+        number,
+        ..certgate::pki::CrlSpec::new(
+            super::world::now() - time::Duration::seconds(1),
+            time::Duration::seconds(validity_secs),
+        )
+    };
+    world.crl(&spec).der
+}
+
+#[test]
+fn grpc_health_is_not_serving_while_a_required_crl_is_unusable_and_serving_again_after() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let world = World::new();
+    world.admin_and_worker();
+    let crl_file = world.path("ca.crl");
+    // Usable for a few seconds only: then past its nextUpdate, and the issuer's CRL is required.
+    std::fs::write(&crl_file, crl(&world, 4, 1)).unwrap();
+    append_file(
+        &world.config,
+        "crl:\n  readiness: wait\n  file_refresh_interval: 200ms\n  issuers:\n    - ca: \
+         \"CN=e2e CA, O=certgate dev\"\n      sources: [{file: ca.crl}]\n",
+    );
+    let certgate = super::harness::Certgate::start(&world.config, world.admin_port);
+    let port = world.grpc_port;
+    let fresh = crl(&world, 86_400, 2);
+    let logs = certgate.proc.logs();
+    super::world::run_async(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = HealthClient::new(channel);
+        let request = || HealthCheckRequest {
+            service: "envoy.service.auth.v3.Authorization".into(),
+        };
+        let mut watch = health.watch(request()).await.expect("watch").into_inner();
+        let mut next = async || {
+            let message = tokio::time::timeout(Duration::from_secs(15), watch.message()).await;
+            message
+                .expect("a status within 15 s")
+                .expect("rpc")
+                .expect("a message")
+                .status
+        };
+        assert_eq!(next().await, ServingStatus::Serving as i32, "{logs}");
+        assert_eq!(next().await, ServingStatus::NotServing as i32);
+        let check = health.check(request()).await.expect("check").into_inner();
+        assert_eq!(check.status, ServingStatus::NotServing as i32);
+        std::fs::write(&crl_file, fresh).unwrap();
+        assert_eq!(next().await, ServingStatus::Serving as i32);
+        let check = health.check(request()).await.expect("check").into_inner();
+        assert_eq!(check.status, ServingStatus::Serving as i32);
+    });
+    drop(certgate);
+}
