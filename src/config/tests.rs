@@ -1,4 +1,5 @@
 mod crl;
+mod observe;
 
 use super::*;
 use crate::cert::PrincipalTypeSource;
