@@ -42,6 +42,9 @@ pub struct Metrics {
     pub(crate) crl_entries: IntGaugeVec,
     /// 1 when the issuer has a usable (verified, fresh) CRL, by `issuer`.
     pub(crate) crl_usable: IntGaugeVec,
+    /// Seconds a store backend call took (cache misses only), by `backend` (embedded,
+    /// dynamodb) and `operation`.
+    pub(crate) store_lookup_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -178,6 +181,20 @@ impl Metrics {
                         "1 when the issuer has a verified, fresh CRL",
                     ),
                     &["issuer"],
+                ),
+            ),
+            store_lookup_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "certgate_store_lookup_duration_seconds",
+                        "Time of a store backend call made on a cache miss",
+                    )
+                    .buckets(vec![
+                        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                    &["backend", "operation"],
                 ),
             ),
             registry,

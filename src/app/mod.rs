@@ -30,7 +30,11 @@ pub async fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Ca
                 describe_backend(&config.store.backend)
             )
         })?;
-    Ok(CachedStore::new(store, config.store.cache, metrics.clone()))
+    let backend = match config.store.backend {
+        StoreBackend::Embedded { .. } => "embedded",
+        StoreBackend::DynamoDb(_) => "dynamodb",
+    };
+    Ok(CachedStore::new(store, config.store.cache, metrics.clone()).labelled(metrics, backend))
 }
 
 /// One line naming the backend, for logs and errors.

@@ -281,3 +281,60 @@ fn grpc_health_is_not_serving_while_a_required_crl_is_unusable_and_serving_again
     });
     drop(certgate);
 }
+
+#[test]
+fn forward_auth_returns_the_request_id_it_was_given_or_a_new_uuid_v7_and_logs_it() {
+    let world = World::new();
+    let http_port = free_port();
+    let text = std::fs::read_to_string(&world.config).unwrap();
+    let text = text.replacen(
+        "listen:\n",
+        &format!("listen:\n  http: \"127.0.0.1:{http_port}\"\n"),
+        1,
+    );
+    std::fs::write(
+        &world.config,
+        format!("{text}forward_auth: {{request_headers: original}}\n"),
+    )
+    .unwrap();
+    let certgate = super::harness::Certgate::start(&world.config, world.admin_port);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let ask = |request_id: Option<&str>| {
+        let mut request = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{http_port}/auth"))
+            .header("X-Original-Method", "GET")
+            .header("X-Original-URI", "/api/jobs");
+        if let Some(id) = request_id {
+            request = request.header("X-Request-Id", id);
+        }
+        let (header, body) = runtime.block_on(async {
+            let response = request.send().await.expect("forward-auth answers");
+            let header = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body: Value = response.json().await.expect("JSON deny body");
+            (header, body)
+        });
+        assert_eq!(body["error"], "no_client_certificate", "{body}");
+        assert_eq!(body["request_id"], header.as_str(), "{body}");
+        header
+    };
+    assert_eq!(ask(Some("ingress-7f3a")), "ingress-7f3a");
+    let generated = ask(None);
+    let uuid = uuid::Uuid::parse_str(&generated).expect("a UUID");
+    assert_eq!(uuid.get_version_num(), 7, "{generated}");
+
+    let decisions = || json_lines(&certgate.proc.logs());
+    let log = line_with(decisions, "request_id", &generated, "decision log line");
+    for (key, want) in [
+        ("target", "certgate::decision"),
+        ("decision", "deny"),
+        ("reason", "no_client_certificate"),
+        ("transport", "forward-auth"),
+        ("method", "GET"),
+        ("path", "/api/jobs"),
+    ] {
+        assert_eq!(log[key], want, "{key} in {log}");
+    }
+}

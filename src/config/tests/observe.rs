@@ -39,7 +39,10 @@ fn bad_values_are_reported_at_their_key() {
         ("log: {decisions: sometimes}\n", "log.decisions"),
         ("log: {decisions: sample(0)}\n", "log.decisions"),
         ("tracing: {sample_ratio: 1.5}\n", "tracing.sample_ratio"),
-        ("tracing: {endpoint: \"collector:4317\"}\n", "tracing.endpoint"),
+        (
+            "tracing: {endpoint: \"collector:4317\"}\n",
+            "tracing.endpoint",
+        ),
         ("tracing: {enabled: yes please}\n", "tracing.enabled"),
         ("response: {identity: nowhere}\n", "response.identity"),
     ] {
