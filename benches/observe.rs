@@ -129,5 +129,11 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion::criterion_group!(group, benches);
-criterion::criterion_main!(group);
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+        .configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
+}

@@ -37,6 +37,14 @@ impl Receiver {
     }
 }
 
+/// Each `key` of `line` is the string `want`.
+#[track_caller]
+fn assert_fields(line: &Value, fields: &[(&str, &str)]) {
+    for (key, want) in fields {
+        assert_eq!(line[*key], *want, "{key} in {line}");
+    }
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -86,21 +94,22 @@ fn a_denys_request_id_finds_its_decision_log_line_its_trace_and_its_access_log_l
             .collect()
     };
     let log = line_with(decisions, "request_id", &request_id, "decision log line");
-    for (key, want) in [
-        ("decision", "deny"),
-        ("mode", "enforce"),
-        ("reason", "cn_not_allowed"),
-        ("policy", "admin"),
-        ("principal", "worker-1@example.com"),
-        ("cn", "worker-1.example.com"),
-        ("serial", stack.worker.serial.as_str()),
-        ("sha256", stack.worker.sha256.as_str()),
-        ("method", "GET"),
-        ("path", "/admin/users"),
-        ("transport", "grpc"),
-    ] {
-        assert_eq!(log[key], want, "{key} in {log}");
-    }
+    assert_fields(
+        &log,
+        &[
+            ("decision", "deny"),
+            ("mode", "enforce"),
+            ("reason", "cn_not_allowed"),
+            ("policy", "admin"),
+            ("principal", "worker-1@example.com"),
+            ("cn", "worker-1.example.com"),
+            ("serial", stack.worker.serial.as_str()),
+            ("sha256", stack.worker.sha256.as_str()),
+            ("method", "GET"),
+            ("path", "/admin/users"),
+            ("transport", "grpc"),
+        ],
+    );
     assert_eq!(log["status"], 403, "{log}");
     assert!(log["latency_us"].is_u64(), "{log}");
     assert!(log["time"].is_string(), "{log}");
@@ -118,15 +127,16 @@ fn a_denys_request_id_finds_its_decision_log_line_its_trace_and_its_access_log_l
     };
     let check = line_with(checks, "trace_id", &trace_id, "Check span");
     assert_eq!(check["service"], "certgate", "{check}");
-    for (key, want) in [
-        ("decision", "deny"),
-        ("reason", "cn_not_allowed"),
-        ("policy", "admin"),
-        ("principal", "worker-1@example.com"),
-        ("request_id", request_id.as_str()),
-    ] {
-        assert_eq!(check["attributes"][key], want, "{key} in {check}");
-    }
+    assert_fields(
+        &check["attributes"],
+        &[
+            ("decision", "deny"),
+            ("reason", "cn_not_allowed"),
+            ("policy", "admin"),
+            ("principal", "worker-1@example.com"),
+            ("request_id", request_id.as_str()),
+        ],
+    );
     let parent = check["parent_span_id"].as_str().unwrap().to_owned();
     let envoy_span = line_with(|| receiver.spans(), "span_id", &parent, "parent span");
     assert_eq!(envoy_span["service"], "front-proxy", "{envoy_span}");
@@ -135,29 +145,31 @@ fn a_denys_request_id_finds_its_decision_log_line_its_trace_and_its_access_log_l
     // Envoy's access log has the metadata of the deny, and of an allow.
     let access = || json_lines(&stack.envoy.proc.logs());
     let denied = line_with(access, "request_id", &request_id, "access log line");
-    for (key, want) in [
-        ("decision", "deny"),
-        ("reason", "cn_not_allowed"),
-        ("policy", "admin"),
-        ("principal", "worker-1@example.com"),
-        ("cn", "worker-1.example.com"),
-        ("serial", stack.worker.serial.as_str()),
-        ("certgate_request_id", request_id.as_str()),
-    ] {
-        assert_eq!(denied[key], want, "{key} in {denied}");
-    }
+    assert_fields(
+        &denied,
+        &[
+            ("decision", "deny"),
+            ("reason", "cn_not_allowed"),
+            ("policy", "admin"),
+            ("principal", "worker-1@example.com"),
+            ("cn", "worker-1.example.com"),
+            ("serial", stack.worker.serial.as_str()),
+            ("certgate_request_id", request_id.as_str()),
+        ],
+    );
     assert_eq!(stack.get(Some(&stack.worker), "/api/jobs").status, 200);
     let allowed = line_with(access, "path", "/api/jobs", "access log line");
-    for (key, want) in [
-        ("decision", "allow"),
-        ("policy", "default"),
-        ("principal", "worker-1@example.com"),
-        ("principal_type", "worker"),
-        ("roles", "worker"),
-        ("mode", "enforce"),
-    ] {
-        assert_eq!(allowed[key], want, "{key} in {allowed}");
-    }
+    assert_fields(
+        &allowed,
+        &[
+            ("decision", "allow"),
+            ("policy", "default"),
+            ("principal", "worker-1@example.com"),
+            ("principal_type", "worker"),
+            ("roles", "worker"),
+            ("mode", "enforce"),
+        ],
+    );
 }
 
 #[test]
@@ -327,14 +339,15 @@ fn forward_auth_returns_the_request_id_it_was_given_or_a_new_uuid_v7_and_logs_it
 
     let decisions = || json_lines(&certgate.proc.logs());
     let log = line_with(decisions, "request_id", &generated, "decision log line");
-    for (key, want) in [
-        ("target", "certgate::decision"),
-        ("decision", "deny"),
-        ("reason", "no_client_certificate"),
-        ("transport", "forward-auth"),
-        ("method", "GET"),
-        ("path", "/api/jobs"),
-    ] {
-        assert_eq!(log[key], want, "{key} in {log}");
-    }
+    assert_fields(
+        &log,
+        &[
+            ("target", "certgate::decision"),
+            ("decision", "deny"),
+            ("reason", "no_client_certificate"),
+            ("transport", "forward-auth"),
+            ("method", "GET"),
+            ("path", "/api/jobs"),
+        ],
+    );
 }
