@@ -258,12 +258,13 @@ impl Checker {
             .inc();
         let elapsed = started.elapsed();
         check_seconds.observe(elapsed.as_secs_f64());
+        // The decision event first: its own keys say all this, the span's copy is for traces.
+        span.in_scope(|| observe::decision_log::record(&span, &outcome, &input, meta, elapsed));
         span.record("decision", result);
         span.record("reason", reason);
         span.record("policy", policy_label);
         span.record("principal", outcome.principal().unwrap_or(""));
         span.record("mode", mode);
-        span.in_scope(|| observe::decision_log::record(&span, &outcome, &input, meta, elapsed));
         outcome
     }
 

@@ -434,7 +434,8 @@ fn init_logging(
         EnvFilter::try_from_env("CERTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        // The current span (the check's request id) once per line, not the whole stack.
+        LogFormat::Json => fmt.json().flatten_event(true).with_span_list(false).boxed(),
         LogFormat::Text => fmt.boxed(),
     };
     let (spans, exporting) = match tracing.map(crate::observe::otel::layer) {
