@@ -90,7 +90,7 @@ sed -e "s|{{LISTEN_PORT}}|$LISTEN_PORT|; s|{{ENVOY_ADMIN_PORT}}|$ENVOY_ADMIN_POR
     -e "s|{{CERTGATE_ADDRESS}}|socket_address: {address: 127.0.0.1, port_value: $GRPC_PORT}|" \
     -e "s|{{UPSTREAM_PORT}}|$UPSTREAM_PORT|; s|{{INCLUDE_PEER_CERTIFICATE}}|true|" \
     -e "s|{{FORWARD_CLIENT_CERT_DETAILS}}|SANITIZE|; s|{{NORMALIZE_PATH}}|true|" \
-    -e "s|{{ESCAPED_SLASHES_ACTION}}|UNESCAPE_AND_REDIRECT|" \
+    -e "s|{{ESCAPED_SLASHES_ACTION}}|UNESCAPE_AND_REDIRECT|" -e "s|{{OTLP_PORT}}|4317|" -e "s|{{TRACE_SAMPLING}}|0|" \
     -e "s|{{ADMIN_ROUTE_CONTEXT}}|{policy: admin}|" envoy/front-proxy.yaml >"$work/envoy.yaml"
 setsid "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart \
   --base-id "$LISTEN_PORT" >"$work/envoy.log" 2>&1 & pids+=($!)

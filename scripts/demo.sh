@@ -38,10 +38,10 @@ sed -e "s|{{LISTEN_PORT}}|$DEMO_PORT|; s|{{ENVOY_ADMIN_PORT}}|$ENVOY_ADMIN_PORT|
     -e "s|{{CERTGATE_ADDRESS}}|socket_address: {address: 127.0.0.1, port_value: $GRPC_PORT}|" \
     -e "s|{{UPSTREAM_PORT}}|$UPSTREAM_PORT|; s|{{INCLUDE_PEER_CERTIFICATE}}|true|" \
     -e "s|{{FORWARD_CLIENT_CERT_DETAILS}}|SANITIZE|; s|{{NORMALIZE_PATH}}|true|" \
-    -e "s|{{ESCAPED_SLASHES_ACTION}}|UNESCAPE_AND_REDIRECT|" \
+    -e "s|{{ESCAPED_SLASHES_ACTION}}|UNESCAPE_AND_REDIRECT|" -e "s|{{OTLP_PORT}}|4317|" -e "s|{{TRACE_SAMPLING}}|0|" \
     -e "s|{{ADMIN_ROUTE_CONTEXT}}|{policy: admin}|" envoy/front-proxy.yaml >"$PKI/envoy.yaml"
 .venv/bin/envoy -c "$PKI/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart \
-  2>"$PKI/envoy.log" & pids+=($!)
+  >"$PKI/envoy-access.log" 2>"$PKI/envoy.log" & pids+=($!)
 
 for _ in $(seq 1 100); do
   if curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null &&
@@ -86,7 +86,7 @@ fi
 cat <<EOT
 
 certgate demo is running: Envoy on $URL, certgate gRPC :$GRPC_PORT, admin :$ADMIN_PORT.
-Logs: $PKI/certgate.log, $PKI/envoy.log.  Try (from $(pwd)):
+Logs: $PKI/certgate.log, $PKI/envoy.log, access log $PKI/envoy-access.log.  Try (from $(pwd)):
 
   # allowed: the echo upstream shows the identity headers certgate added
   $C $ADMIN $URL/api/hello

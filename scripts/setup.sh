@@ -61,3 +61,15 @@ if [ "${SETUP_MOTO:-0}" = 1 ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check "awscli==1.*" "python-hcl2==8.*" "boto3==1.*"
   fi
 fi
+
+# An OTLP/gRPC trace receiver for the tracing end-to-end test (tests/it/otlp_receiver.py;
+# scripts/test.sh sets SETUP_OTLP=1).
+GRPCIO_VERSION=1.85.3
+OTEL_PROTO_VERSION=1.45.2
+if [ "${SETUP_OTLP:-0}" = 1 ]; then
+  if ! .venv/bin/python -c "import grpc, opentelemetry.proto.collector.trace.v1" 2>/dev/null; then
+    .venv/bin/pip install --quiet --disable-pip-version-check \
+      "grpcio==${GRPCIO_VERSION}" "opentelemetry-proto==${OTEL_PROTO_VERSION}"
+  fi
+  echo "otlp receiver: grpcio $(.venv/bin/python -c 'import grpc; print(grpc.__version__)')"
+fi

@@ -21,7 +21,7 @@ done
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 setup=()
-want e2e && setup+=(SETUP_NGINX=1 SETUP_MOTO=1)
+want e2e && setup+=(SETUP_NGINX=1 SETUP_MOTO=1 SETUP_OTLP=1)
 want deploy && setup+=(SETUP_MOTO=1 SETUP_IMAGE=1 SETUP_PROMETHEUS=1)
 want bench && setup+=(SETUP_MOTO=1 SETUP_BENCH=1)
 env "${setup[@]}" bash scripts/setup.sh

@@ -25,31 +25,30 @@ pub(crate) fn router(checker: Arc<Checker>) -> Router {
 }
 
 async fn readyz(State(checker): State<Arc<Checker>>) -> impl IntoResponse {
-    let (status, body) = readiness(&checker).await;
+    let ready = readiness(&checker).await;
     // Exported so an alert can tell "up but not ready" from "down".
-    checker
-        .metrics()
-        .ready
-        .set(i64::from(status == StatusCode::OK));
-    (status, body)
-}
-
-async fn readiness(checker: &Checker) -> (StatusCode, String) {
-    let config = checker.config();
-    if config.trust.is_empty() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: trust bundle is empty\n".to_owned(),
-        );
-    }
-    if let Err(why) = checker.revocation().readiness(crate::clock::unix_now()) {
-        return (
+    checker.metrics().ready.set(i64::from(ready.is_ok()));
+    match ready {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
-        );
+        ),
     }
+}
+
+/// Why certgate cannot decide correctly right now, if it cannot: `/readyz` and gRPC health.
+pub(crate) async fn readiness(checker: &Checker) -> Result<(), String> {
+    let config = checker.config();
+    if config.trust.is_empty() {
+        return Err("trust bundle is empty".to_owned());
+    }
+    checker
+        .revocation()
+        .readiness(crate::clock::unix_now())
+        .map_err(|why| why.to_string())?;
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, checker.store().inner().ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             // The endpoint, table or file path stay in the log; the probe's client sees the
             // kind of failure only.
@@ -58,15 +57,11 @@ async fn readiness(checker: &Checker) -> (StatusCode, String) {
                 StoreError::Unavailable(outage) => outage.cause,
                 _ => OutageCause::Failed,
             };
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: store unavailable ({})\n", cause.as_str()),
-            )
+            Err(format!("store unavailable ({})", cause.as_str()))
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: store did not answer within {STORE_PROBE_TIMEOUT:?}\n"),
-        ),
+        Err(_) => Err(format!(
+            "store did not answer within {STORE_PROBE_TIMEOUT:?}"
+        )),
     }
 }
 

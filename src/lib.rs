@@ -24,6 +24,7 @@ pub mod config;
 pub mod crl;
 mod inventory;
 pub mod metrics;
+pub mod observe;
 pub mod pki;
 pub mod server;
 pub mod store;

@@ -11,7 +11,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`.
+    /// Decisions by `result` (allow|deny), `reason`, `policy`, `principal_type`, `mode`
+    /// (enforce|shadow).
     pub(crate) decisions: IntCounterVec,
     /// Check latency in seconds, by `result`.
     pub(crate) check_seconds: HistogramVec,
@@ -45,6 +46,9 @@ pub struct Metrics {
     pub(crate) crl_entries: IntGaugeVec,
     /// 1 when the issuer has a usable (verified, fresh) CRL, by `issuer`.
     pub(crate) crl_usable: IntGaugeVec,
+    /// Seconds a store backend call took (cache misses only), by `backend` (embedded,
+    /// dynamodb) and `operation`.
+    pub(crate) store_lookup_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -52,12 +56,12 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        Metrics {
+        let metrics = Metrics {
             decisions: register(
                 r,
                 IntCounterVec::new(
                     Opts::new("certgate_decisions_total", "Authorization decisions"),
-                    &["result", "reason", "policy", "principal_type"],
+                    &["result", "reason", "policy", "principal_type", "mode"],
                 ),
             ),
             check_seconds: register(
@@ -190,8 +194,48 @@ impl Metrics {
                     &["issuer"],
                 ),
             ),
+            store_lookup_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "certgate_store_lookup_duration_seconds",
+                        "Time of a store backend call made on a cache miss",
+                    )
+                    .buckets(vec![
+                        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                    &["backend", "operation"],
+                ),
+            ),
             registry,
-        }
+        };
+        metrics.register_process_and_build();
+        metrics
+    }
+
+    /// `process_*` (CPU, memory, descriptors, start time; Linux) and
+    /// `certgate_build_info{version,commit}`.
+    fn register_process_and_build(&self) {
+        #[cfg(target_os = "linux")]
+        self.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
+        let build = register(
+            &self.registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "certgate_build_info",
+                    "Always 1; the labels name the running build",
+                ),
+                &["version", "commit"],
+            ),
+        );
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CERTGATE_GIT_COMMIT")])
+            .set(1);
     }
 
     /// Prometheus text exposition of every metric.

@@ -23,7 +23,11 @@ use crate::store::{self, CachedStore, Purpose};
 /// Open the store a configuration names, with the cache in front.
 pub async fn open_store(config: &Config, metrics: &Metrics) -> anyhow::Result<CachedStore> {
     let store = open_backend(config).await?;
-    Ok(CachedStore::new(store, config.store.cache, metrics.clone()))
+    let backend = match config.store.backend {
+        StoreBackend::Embedded { .. } => "embedded",
+        StoreBackend::DynamoDb(_) => "dynamodb",
+    };
+    Ok(CachedStore::new(store, config.store.cache, metrics.clone()).labelled(metrics, backend))
 }
 
 /// Open the backend a configuration names, without the cache.
@@ -73,7 +77,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     crate::inventory::tiers::spawn(backend, checker.clone(), &inventory);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let health_service = health::server(shutdown_rx.clone());
+    let health_service = health::server(shutdown_rx.clone(), checker.clone());
 
     let limits = listen.limits;
     // ~20,000 idle connections used to exhaust the descriptors and, with them, every

@@ -13,12 +13,14 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter};
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
 use crate::cert::{self, CachedIdentity, CertEncoding, Identity};
 use crate::config::Config;
 use crate::crl::Revocation;
 use crate::metrics::Metrics;
+use crate::observe::{self, RequestMeta};
 use crate::store::{CachedStore, StoreError};
 
 pub use outcome::Outcome;
@@ -220,19 +222,52 @@ impl Checker {
     /// Decide one request with the generation in force. `now` is Unix seconds, read by the
     /// caller at the edge.
     pub async fn check(&self, input: CheckInput<'_>, now: i64) -> Outcome {
-        self.check_in(&self.generation(), input, now).await
+        let request_id = observe::request_id::request_id(None);
+        let meta = RequestMeta::module(&request_id);
+        self.check_in(&self.generation(), input, &meta, now).await
     }
 
-    /// Decide one request with `generation`; the outcome carries it for rendering.
+    /// Decide one request with `generation`; the outcome carries it for rendering. Every log
+    /// line of the check is inside its `check` span (with the request id); the decision log
+    /// event, metrics and span attributes are recorded here.
     pub(crate) async fn check_in(
         &self,
         generation: &Generation,
         input: CheckInput<'_>,
+        meta: &RequestMeta<'_>,
         now: i64,
     ) -> Outcome {
         let started = Instant::now();
-        let outcome = self.decide(generation, input, now).await;
+        let span = tracing::info_span!(
+            "check",
+            otel.name = "Check",
+            request_id = meta.request_id,
+            decision = tracing::field::Empty,
+            reason = tracing::field::Empty,
+            policy = tracing::field::Empty,
+            principal = tracing::field::Empty,
+            mode = tracing::field::Empty,
+        );
+        observe::otel::adopt(&span, &meta.trace);
+        let mut outcome = self
+            .decide(generation, input, now)
+            .instrument(span.clone())
+            .await;
         let config = &generation.config;
+        // Shadow mode never lends a request an identity it does not have: rows 1-3 and
+        // requests that cannot be judged stay denied.
+        if let Err(deny) = &outcome.decision
+            && config.observe.shadow_policies.contains(&outcome.policy)
+            && !matches!(
+                deny.reason,
+                ReasonCode::NoClientCertificate
+                    | ReasonCode::MalformedCertificate
+                    | ReasonCode::UntrustedIssuer
+                    | ReasonCode::MalformedRequest
+            )
+        {
+            outcome.shadow = true;
+        }
         let (result, check_seconds) = if outcome.decision.is_ok() {
             ("allow", &self.hot.check_seconds_allow)
         } else {
@@ -252,30 +287,26 @@ impl Checker {
             .decision
             .as_ref()
             .map_or("", |g| g.principal_type.as_str());
+        let mode = if outcome.shadow { "shadow" } else { "enforce" };
         self.metrics
             .decisions
-            .with_label_values(&[result, reason, policy_label, principal_type])
+            .with_label_values(&[result, reason, policy_label, principal_type, mode])
             .inc();
-        check_seconds.observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        check_seconds.observe(elapsed.as_secs_f64());
         if outcome.decision.is_ok()
             && let (Some(id), Some(policy)) =
                 (outcome.identity(), config.policies.get(&outcome.policy))
         {
             self.watch.accepted(id, policy, now).await;
         }
-        if let Err(deny) = &outcome.decision {
-            tracing::info!(
-                decision = "deny",
-                reason = deny.reason.as_str(),
-                message = %deny.message,
-                policy = %outcome.policy,
-                principal = outcome.principal().unwrap_or(""),
-                serial = %outcome.identity().map(|id| id.serial().to_string()).unwrap_or_default(),
-                method = input.method,
-                path = input.path,
-                "request denied"
-            );
-        }
+        // The decision event first: its own keys say all this, the span's copy is for traces.
+        span.in_scope(|| observe::decision_log::record(&span, &outcome, &input, meta, elapsed));
+        span.record("decision", result);
+        span.record("reason", reason);
+        span.record("policy", policy_label);
+        span.record("principal", outcome.principal().unwrap_or(""));
+        span.record("mode", mode);
         outcome
     }
 
@@ -288,6 +319,8 @@ impl Checker {
             route,
             identity: None,
             config: config.clone(),
+            shadow: false,
+            identity_cached: false,
         };
         if let Some(problem) = input.malformed {
             return deny(
@@ -333,7 +366,8 @@ impl Checker {
                 );
             }
         };
-        let Some(identity) = self.identity(generation, raw, input.encoding, now) else {
+        let Some((identity, identity_cached)) = self.identity(generation, raw, input.encoding, now)
+        else {
             return deny(
                 ReasonCode::NoClientCertificate,
                 "the forwarded-certificate header carries no certificate".into(),
@@ -345,6 +379,8 @@ impl Checker {
             route,
             identity: Some(identity.clone()),
             config: config.clone(),
+            shadow: false,
+            identity_cached,
         };
         let id = match identity.as_ref() {
             Ok(id) => id,
@@ -360,7 +396,10 @@ impl Checker {
             outcome.decision = Err(deny);
             return outcome;
         }
-        let crl_status = self.revocation.status(id, now);
+        let crl_status = {
+            let _crl = observe::otel::child("crl_lookup");
+            self.revocation.status(id, now)
+        };
         if let Err(deny) = authz::check_revocation(id, policy, &crl_status) {
             outcome.decision = Err(deny);
             return outcome;
@@ -370,7 +409,11 @@ impl Checker {
         {
             tracing::warn!(policy = %policy.name, serial = %id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
         }
-        outcome.decision = match self.store_facts(id).await {
+        let facts = self
+            .store_facts(id)
+            .instrument(observe::otel::child_span("store_lookup"))
+            .await;
+        outcome.decision = match facts {
             Ok(facts) => authz::check_principal(
                 id,
                 policy,
@@ -397,7 +440,7 @@ impl Checker {
         raw: &[u8],
         encoding: CertEncoding,
         now: i64,
-    ) -> Option<CachedIdentity> {
+    ) -> Option<(CachedIdentity, bool)> {
         // The encoding is part of the key: the same bytes mean different things in
         // different headers.
         let key: [u8; 32] = Sha256::new()
@@ -407,10 +450,11 @@ impl Checker {
             .into();
         if let Some(hit) = generation.identities.get(&key, now) {
             self.hot.identity_hit.inc();
-            return Some(hit);
+            return Some((hit, true));
         }
         self.hot.identity_miss.inc();
         let config = &generation.config;
+        let _parse = observe::otel::child("cert_parse");
         let parsed = match cert::extract(encoding, raw) {
             Ok(None) => return None,
             Ok(Some(bytes)) => cert::identify(&bytes, &config.identity, &config.trust, now),
@@ -418,7 +462,7 @@ impl Checker {
         };
         let parsed = Arc::new(parsed);
         generation.identities.insert(key, parsed.clone(), now);
-        Some(parsed)
+        Some((parsed, false))
     }
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {

@@ -21,6 +21,10 @@ pub struct Outcome {
     /// The configuration that decided: the answer's header names and deny detail come from
     /// it, never from one loaded later.
     pub(super) config: Arc<Config>,
+    /// A deny of a policy with `enforce: false`: answered as an allow without identity.
+    pub(crate) shadow: bool,
+    /// The parsed certificate came from the identity cache.
+    pub(crate) identity_cached: bool,
 }
 
 impl Outcome {
@@ -42,8 +46,8 @@ impl Outcome {
     /// HTTP status of the answer (200 on allow).
     pub(crate) fn http_status(&self) -> u16 {
         match &self.decision {
-            Ok(_) => 200,
-            Err(deny) => deny.reason.http_status(),
+            Err(deny) if !self.shadow => deny.reason.http_status(),
+            _ => 200,
         }
     }
 
@@ -71,9 +75,10 @@ impl Outcome {
         headers
     }
 
-    /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows").
+    /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows");
+    /// none for an allow or a shadow deny.
     pub(crate) fn deny_body(&self, request_id: &str) -> Option<String> {
-        let deny = self.decision.as_ref().err()?;
+        let deny = self.decision.as_ref().err().filter(|_| !self.shadow)?;
         let message = match self.config.deny_detail {
             DenyDetail::Full => deny.message.as_str(),
             DenyDetail::Reason => generic_message(deny.reason.http_status()),

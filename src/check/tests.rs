@@ -174,7 +174,7 @@ async fn no_certificate_unknown_policy_and_garbage() {
         f.checker
             .metrics()
             .decisions
-            .with_label_values(&["deny", "unknown_policy", "unknown", ""])
+            .with_label_values(&["deny", "unknown_policy", "unknown", "", "enforce"])
             .get(),
         1,
         "unknown policy names do not become metric labels"
@@ -207,7 +207,10 @@ async fn an_outcome_is_rendered_with_the_configuration_that_decided_it() {
             .find(|(_, value)| value == "w1")
             .map(|(name, _)| (*name).to_owned())
     };
-    let decided_before = f.checker.check_in(&before, input(&f.good), NOW).await;
+    let decided_before = f
+        .checker
+        .check_in(&before, input(&f.good), &RequestMeta::module("r"), NOW)
+        .await;
     assert_eq!(
         principal_header(&decided_before).as_deref(),
         Some("x-client-principal")
@@ -217,4 +220,73 @@ async fn an_outcome_is_rendered_with_the_configuration_that_decided_it() {
         principal_header(&decided_after).as_deref(),
         Some("x-renamed-principal")
     );
+}
+
+#[tokio::test]
+async fn a_shadow_policy_answers_its_denies_as_identity_less_allows_but_not_untrusted_issuers() {
+    let f = fixture_with(false, "    enforce: false\n");
+    let admin_path = CheckInput {
+        path: "/admin",
+        ..input(&f.good)
+    };
+    let shadow = f.checker.check(admin_path, NOW).await;
+    let deny = shadow.decision.as_ref().expect_err("would be denied");
+    assert_eq!(deny.reason, ReasonCode::PermissionDenied);
+    assert!(shadow.shadow);
+    assert_eq!(shadow.http_status(), 200);
+    assert!(shadow.deny_body("r").is_none());
+    assert!(shadow.allow_headers().is_empty());
+    let counted = f.checker.metrics().decisions.with_label_values(&[
+        "deny",
+        "permission_denied",
+        "default",
+        "",
+        "shadow",
+    ]);
+    assert_eq!(counted.get(), 1);
+
+    let untrusted = f.checker.check(input(&f.stranger), NOW).await;
+    assert!(!untrusted.shadow);
+    assert_eq!(untrusted.http_status(), 401);
+}
+
+#[tokio::test]
+async fn metadata_only_sets_no_identity_header_and_every_answer_carries_metadata() {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    use envoy_types::pb::google::protobuf::value::Kind;
+
+    let f = fixture_with(false, "response: {identity: metadata_only}\n");
+    let allowed = f.checker.check(input(&f.good), NOW).await;
+    let response = crate::server::ext_authz::to_response(&allowed, "r-1");
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!("an allow: {response:?}");
+    };
+    assert!(ok.headers.is_empty(), "{ok:?}");
+    assert!(
+        ok.headers_to_remove
+            .iter()
+            .any(|h| h == "x-client-principal")
+    );
+    let field =
+        |response: &envoy_types::ext_authz::v3::pb::CheckResponse, key: &str| match &response
+            .dynamic_metadata
+            .as_ref()?
+            .fields
+            .get(key)?
+            .kind
+        {
+            Some(Kind::StringValue(v)) => Some(v.clone()),
+            _ => None,
+        };
+    assert_eq!(field(&response, "principal").as_deref(), Some("w1"));
+    assert_eq!(field(&response, "decision").as_deref(), Some("allow"));
+    assert_eq!(field(&response, "request_id").as_deref(), Some("r-1"));
+
+    let denied = f.checker.check(input(&f.stranger), NOW).await;
+    let response = crate::server::ext_authz::to_response(&denied, "r-2");
+    assert_eq!(
+        field(&response, "reason").as_deref(),
+        Some("untrusted_issuer")
+    );
+    assert_eq!(field(&response, "decision").as_deref(), Some("deny"));
 }

@@ -415,7 +415,6 @@ impl From<StoreError> for Failure {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Serve));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -426,6 +425,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The span exporter's gRPC connection lives on the runtime; `tracing:` is read once, at
+    // start (a config that does not load is reported by `serve` itself).
+    let _runtime = runtime.enter();
+    let serving = matches!(cli.command, Command::Serve);
+    let tracing_settings = cli
+        .config
+        .as_deref()
+        .filter(|_| serving)
+        .and_then(|path| Config::load(path).ok())
+        .map(|config| config.observe.tracing);
+    let _exporting = init_logging(cli.log_format, serving, tracing_settings.as_ref());
     match runtime.block_on(run(cli.command, cli.config)) {
         Ok(code) => code,
         Err(Failure::Failed(e)) => {
@@ -458,18 +468,36 @@ fn man(out_dir: Option<&Path>) -> Result<ExitCode, Failure> {
     }
 }
 
-fn init_logging(format: LogFormat, serving: bool) {
+fn init_logging(
+    format: LogFormat,
+    serving: bool,
+    tracing: Option<&crate::observe::TracingSettings>,
+) -> Option<crate::observe::otel::Exporting> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
     let default = if serving { "info" } else { "error" };
     let filter =
         EnvFilter::try_from_env("CERTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        // The current span (the check's request id) once per line, not the whole stack.
+        LogFormat::Json => fmt.json().flatten_event(true).with_span_list(false).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let (spans, exporting) = match tracing.map(crate::observe::otel::layer) {
+        Some(Ok(Some((layer, exporting)))) => (Some(layer), Some(exporting)),
+        Some(Err(e)) => {
+            eprintln!("warning: traces are not exported: {e:#}");
+            (None, None)
+        }
+        _ => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(spans.with_filter(LevelFilter::INFO))
+        .init();
+    exporting
 }
 
 fn config_path(config: &Option<PathBuf>) -> Result<&Path, Failure> {

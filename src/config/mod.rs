@@ -270,6 +270,8 @@ pub struct Config {
     pub(crate) policy_routes: crate::authz::routes::PolicyRoutes,
     /// Certificate inventory and expiry tiers (changes need a restart).
     pub(crate) inventory: crate::inventory::InventorySettings,
+    /// Decision log, tracing, identity as metadata, shadow policies.
+    pub observe: crate::observe::ObserveSettings,
 }
 
 impl Config {

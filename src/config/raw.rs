@@ -47,6 +47,32 @@ pub(super) struct Raw {
     pub(super) policy_routes: Vec<RawRoute>,
     #[serde(default)]
     pub(super) inventory: RawInventory,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) tracing: RawTracing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLog {
+    pub(super) decisions: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            decisions: "deny".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTracing {
+    pub(super) enabled: bool,
+    pub(super) endpoint: Option<String>,
+    pub(super) sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +259,8 @@ pub(super) struct RawPolicy {
     pub(super) paths: PathMode,
     pub(super) allowed_issuers: Option<Vec<String>>,
     pub(super) spiffe: Option<RawSpiffe>,
+    #[serde(default = "yes")]
+    pub(super) enforce: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +293,7 @@ impl Default for RawHeaders {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawResponse {
     pub(super) deny_detail: DenyDetail,
+    pub(super) identity: crate::observe::IdentityIn,
 }
 
 #[derive(Debug, Deserialize)]
@@ -510,6 +539,8 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "forward_auth" => check::<RawForwardAuth>(name, v, p),
                 "policy_routes" => check::<Vec<RawRoute>>(name, v, p),
                 "inventory" => check::<RawInventory>(name, v, p),
+                "log" => check::<RawLog>(name, v, p),
+                "tracing" => check::<RawTracing>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {

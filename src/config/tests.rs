@@ -1,6 +1,7 @@
 mod crl;
 mod expiry;
 mod mesh;
+mod observe;
 
 use super::*;
 use crate::cert::PrincipalTypeSource;

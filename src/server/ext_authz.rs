@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
 use crate::config::Via;
+use crate::observe::{self, IdentityIn, RequestMeta, Transport};
 
 /// The ext_authz gRPC service.
 pub struct ExtAuthz {
@@ -34,7 +35,7 @@ impl Authorization for ExtAuthz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let peer = request.remote_addr().map(|a| a.ip());
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         let attributes = request.attributes.as_ref();
         let http = attributes
             .and_then(|a| a.request.as_ref())
@@ -71,26 +72,39 @@ impl Authorization for ExtAuthz {
             path: http.map_or("", |h| h.path.as_str()),
             malformed: None,
         };
-        let request_id = http
-            .and_then(|h| h.headers.get("x-request-id"))
-            .map_or("", String::as_str);
+        let header = |name: &str| http.and_then(|h| h.headers.get(name)).map(String::as_str);
+        let request_id = observe::request_id::request_id(header("x-request-id"));
+        // Envoy's tracer puts the ext_authz call's own span in the gRPC metadata; the
+        // request's headers carry the downstream span's context.
+        let grpc_trace =
+            observe::otel::Incoming::from_headers(|name| metadata.get(name)?.to_str().ok());
+        let meta = RequestMeta {
+            request_id: &request_id,
+            host: http.map_or("", |h| h.host.as_str()),
+            transport: Transport::Grpc,
+            trace: grpc_trace.or(observe::otel::Incoming::from_headers(header)),
+        };
         let outcome = self
             .checker
-            .check_in(&generation, input, crate::clock::unix_now())
+            .check_in(&generation, input, &meta, crate::clock::unix_now())
             .await;
-        Ok(Response::new(to_response(&outcome, request_id)))
+        Ok(Response::new(to_response(&outcome, &request_id)))
     }
 }
 
 /// Build the `CheckResponse` for an outcome: status code, identity headers to set on allow,
-/// identity headers to strip on every answer, and the JSON body on deny; all of it from the
-/// configuration that decided.
+/// identity headers to strip on every answer, the JSON body on deny, the request id for the
+/// client, and the dynamic metadata; all of it from the configuration that decided.
 pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse {
     let names = &outcome.config().headers;
+    let identity_in = outcome.config().observe.identity;
     let status = outcome.http_status();
     let (code, http_response) = match outcome.deny_body(request_id) {
         None => {
-            let set = outcome.allow_headers();
+            let set = match identity_in {
+                IdentityIn::HeadersAndMetadata => outcome.allow_headers(),
+                IdentityIn::MetadataOnly => Vec::new(),
+            };
             // Envoy applies `headers_to_remove` after `headers`, so only the identity headers
             // not set here are removed; the ones set here overwrite whatever the client sent.
             let headers_to_remove = names
@@ -106,6 +120,7 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
             let ok = OkHttpResponse {
                 headers,
                 headers_to_remove,
+                response_headers_to_add: vec![header(REQUEST_ID, request_id.to_owned())],
                 ..Default::default()
             };
             (tonic::Code::Ok, HttpResponse::OkResponse(ok))
@@ -121,7 +136,10 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
                 status: Some(HttpStatus {
                     code: i32::from(status),
                 }),
-                headers: vec![header("content-type", "application/json".into())],
+                headers: vec![
+                    header("content-type", "application/json".into()),
+                    header(REQUEST_ID, request_id.to_owned()),
+                ],
                 body,
             };
             (code, HttpResponse::DeniedResponse(denied))
@@ -134,9 +152,12 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
             details: Vec::new(),
         }),
         http_response: Some(http_response),
-        dynamic_metadata: None,
+        dynamic_metadata: Some(super::metadata::of(outcome, request_id)),
     }
 }
+
+/// The response header that carries the request id back to the client.
+const REQUEST_ID: &str = "x-request-id";
 
 fn header(name: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {

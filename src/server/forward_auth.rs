@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::cert::CertEncoding;
-use crate::check::{CheckInput, Checker, RequestProblem};
+use crate::check::{CheckInput, Checker, Outcome, RequestProblem};
 use crate::config::{RequestHeaders, Via};
+use crate::observe::{self, RequestMeta, Transport};
 
 /// Every path and method is an auth request; the policy comes from `?policy=NAME`.
 pub(crate) fn router(checker: Arc<Checker>) -> Router {
@@ -92,14 +93,26 @@ async fn auth(
         path: path.unwrap_or_default(),
         malformed,
     };
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request_id = observe::request_id::request_id(header("x-request-id"));
+    let meta = RequestMeta {
+        request_id: &request_id,
+        host: header("host").unwrap_or(""),
+        transport: Transport::ForwardAuth,
+        trace: observe::otel::Incoming::from_headers(header),
+    };
     let outcome = checker
-        .check_in(&generation, input, crate::clock::unix_now())
+        .check_in(&generation, input, &meta, crate::clock::unix_now())
         .await;
     let status = StatusCode::from_u16(outcome.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut response = response(&outcome, status, &request_id);
+    if let Ok(value) = HeaderValue::try_from(request_id.as_ref()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn response(outcome: &Outcome, status: StatusCode, request_id: &str) -> Response {
     match outcome.deny_body(request_id) {
         Some(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         None => {

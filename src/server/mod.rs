@@ -6,6 +6,7 @@ pub mod ext_authz;
 pub(crate) mod forward_auth;
 pub(crate) mod health;
 pub(crate) mod listener;
+pub(crate) mod metadata;
 
 use std::net::IpAddr;
 

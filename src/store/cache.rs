@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::ops::compute::Op;
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 
 use super::{CacheSettings, CertificateRecord, Lookup, Principal, StoreError};
 use crate::cert::Serial;
@@ -34,10 +34,18 @@ struct CachedLookup<T> {
     ok: IntCounter,
     error: IntCounter,
     stale_served: IntCounter,
+    /// Backend call latency; labelled with the backend by [`CachedStore::labelled`].
+    latency: Histogram,
+    operation: &'static str,
 }
 
 impl<T: Send + Sync + 'static> CachedLookup<T> {
-    fn new(settings: &CacheSettings, metrics: &Metrics, cache: &str, operation: &str) -> Self {
+    fn new(
+        settings: &CacheSettings,
+        metrics: &Metrics,
+        cache: &str,
+        operation: &'static str,
+    ) -> Self {
         // Validation bounds both (1 day, 7 days); saturating and capped anyway, because moka
         // panics on a time-to-live over 1000 years and a `Duration` add can overflow.
         let stale_limit = settings
@@ -56,7 +64,17 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
             ok: metrics.store_calls.with_label_values(&[operation, "ok"]),
             error: metrics.store_calls.with_label_values(&[operation, "error"]),
             stale_served: metrics.store_stale_served.clone(),
+            latency: metrics
+                .store_lookup_seconds
+                .with_label_values(&["unknown", operation]),
+            operation,
         }
+    }
+
+    fn label_backend(&mut self, metrics: &Metrics, backend: &str) {
+        self.latency = metrics
+            .store_lookup_seconds
+            .with_label_values(&[backend, self.operation]);
     }
 
     async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<Option<Arc<T>>, StoreError>
@@ -86,7 +104,10 @@ impl<T: Send + Sync + 'static> CachedLookup<T> {
                 if previous.as_ref().is_some_and(|p| age(p) < self.ttl) {
                     return Ok(Op::Nop);
                 }
-                match fetch().await {
+                let timer = self.latency.start_timer();
+                let fetched = fetch().await;
+                timer.observe_duration();
+                match fetched {
                     Ok(answer) => {
                         self.ok.inc();
                         Ok(Op::Put((asked_at, answer.map(Arc::new))))
@@ -141,6 +162,13 @@ impl CachedStore {
             principals: CachedLookup::new(&settings, &metrics, "principal", "get_principal"),
             certificates: CachedLookup::new(&settings, &metrics, "certificate", "get_certificate"),
         }
+    }
+
+    /// Label the backend-latency histogram with `backend` (`embedded`, `dynamodb`).
+    pub(crate) fn labelled(mut self, metrics: &Metrics, backend: &str) -> Self {
+        self.principals.label_backend(metrics, backend);
+        self.certificates.label_backend(metrics, backend);
+        self
     }
 
     /// The principal `id`, or `None` when it is not enrolled.
@@ -330,5 +358,23 @@ mod tests {
             assert_eq!(result.unwrap().unwrap().as_deref(), Some("user"));
         }
         assert_eq!(backend.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn backend_calls_are_timed_by_backend_and_operation_and_hits_are_not() {
+        let backend = Arc::new(FakeStore::default());
+        backend.put("alice", "user");
+        let (cache, metrics) = cached(&backend, 60_000, 0);
+        let cache = cache.labelled(&metrics, "embedded");
+        for _ in 0..3 {
+            cache.principal("alice").await.unwrap();
+        }
+        let timed = |operation| {
+            metrics
+                .store_lookup_seconds
+                .with_label_values(&["embedded", operation])
+                .get_sample_count()
+        };
+        assert_eq!((timed("get_principal"), timed("get_certificate")), (1, 0));
     }
 }

@@ -109,6 +109,8 @@ impl Envoy {
             ("NORMALIZE_PATH", "true".to_owned()),
             ("ESCAPED_SLASHES_ACTION", "UNESCAPE_AND_REDIRECT".to_owned()),
             ("ADMIN_ROUTE_CONTEXT", "{policy: admin}".to_owned()),
+            ("OTLP_PORT", "4317".to_owned()),
+            ("TRACE_SAMPLING", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| {

@@ -6,6 +6,7 @@ mod crl_tls;
 mod expiry;
 mod listen;
 mod mesh;
+mod observe;
 mod policy;
 mod routes;
 mod store;
@@ -200,6 +201,7 @@ impl<'a> Validator<'a> {
 
         let mut policy_names: Vec<_> = raw.policies.keys().cloned().collect();
         policy_names.sort();
+        let observe = self.observe(&raw.log, &raw.tracing, raw.response.identity, &raw.policies);
         let mut raw_policies = raw.policies;
         let mut policies = HashMap::new();
         for name in policy_names {
@@ -278,6 +280,7 @@ impl<'a> Validator<'a> {
                 forward_auth_request_headers,
                 policy_routes,
                 inventory,
+                observe,
             }),
             _ => Err(self.problems),
         }

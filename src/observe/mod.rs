@@ -1,0 +1,95 @@
+//! What a check leaves behind for the people operating certgate (README "Logs", "Traces"):
+//! its request id, one decision-log event, its trace span, and the Envoy dynamic metadata
+//! that describes it. The decision itself never depends on any of it.
+
+pub(crate) mod decision_log;
+pub mod otel;
+pub(crate) mod request_id;
+
+use std::collections::HashSet;
+
+pub(crate) use decision_log::DecisionLog;
+pub use otel::TracingSettings;
+
+/// The `log:`, `tracing:`, `response.identity` and `policies.*.enforce` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserveSettings {
+    /// Which checks get a decision-log event.
+    pub(crate) decisions: DecisionLog,
+    /// OpenTelemetry export (read once at start).
+    pub tracing: TracingSettings,
+    /// Where Envoy gets the identity of an allowed request.
+    pub(crate) identity: IdentityIn,
+    /// Policies whose denies are logged and counted but not enforced (`enforce: false`).
+    pub(crate) shadow_policies: HashSet<String>,
+}
+
+impl Default for ObserveSettings {
+    fn default() -> Self {
+        ObserveSettings {
+            decisions: DecisionLog::Deny,
+            tracing: TracingSettings::default(),
+            identity: IdentityIn::HeadersAndMetadata,
+            shadow_policies: HashSet::new(),
+        }
+    }
+}
+
+/// `response.identity`: how an ext_authz allow carries the identity to Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum IdentityIn {
+    /// Request headers for the upstream, and dynamic metadata.
+    #[default]
+    HeadersAndMetadata,
+    /// Dynamic metadata only: Envoy applies no header mutation (client-sent copies of the
+    /// identity headers are still removed).
+    MetadataOnly,
+}
+
+/// The way a check came in (`transport` in the decision log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Envoy ext_authz gRPC.
+    Grpc,
+    /// HTTP forward-auth.
+    ForwardAuth,
+    /// A call into the library (`certgate check`, embedding code).
+    Module,
+}
+
+impl Transport {
+    /// The name logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::ForwardAuth => "forward-auth",
+            Transport::Module => "module",
+        }
+    }
+}
+
+/// What the adapter knows about the request besides what the decision needs.
+#[derive(Debug, Clone)]
+pub struct RequestMeta<'a> {
+    /// See [`request_id::request_id`].
+    pub request_id: &'a str,
+    /// `Host` / `:authority` as the proxy saw it.
+    pub host: &'a str,
+    /// How the check came in.
+    pub transport: Transport,
+    /// The caller's trace context: W3C `traceparent`/`tracestate` or B3.
+    pub trace: otel::Incoming<'a>,
+}
+
+impl<'a> RequestMeta<'a> {
+    /// A library call with a fresh request id holder.
+    pub fn module(request_id: &'a str) -> Self {
+        RequestMeta {
+            request_id,
+            host: "",
+            transport: Transport::Module,
+            trace: otel::Incoming::default(),
+        }
+    }
+}
