@@ -37,6 +37,9 @@ if want fast; then
   cargo fmt --all -- --check
   echo "== cargo clippy"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
+  echo "== module ABI: every Envoy callback libcertgate_envoy.so imports is exported by the pinned Envoy"
+  cargo build --quiet -p certgate-envoy
+  bash scripts/check-module-symbols.sh
   # Every integration test target but tests/tests.rs (the one that starts peers) runs here.
   offline=()
   for t in tests/*.rs; do
