@@ -13,7 +13,7 @@ use super::world::{World, write_file};
 fn reload_failures_reach(stack: &Stack, n: u32) -> f64 {
     let failures = || {
         metric(
-            &stack.certgate.metrics(),
+            &stack.certgate().metrics(),
             "certgate_config_reloads_total{outcome=\"failure\"}",
         )
     };
@@ -21,7 +21,7 @@ fn reload_failures_reach(stack: &Stack, n: u32) -> f64 {
     assert!(
         reached,
         "{n} refused reloads not counted:\n{}",
-        stack.certgate.metrics()
+        stack.certgate().metrics()
     );
     failures()
 }
@@ -57,7 +57,7 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
         "one refusal per change"
     );
     assert!(
-        stack.certgate.proc.logs().contains("7x"),
+        stack.certgate().proc.logs().contains("7x"),
         "the refusal names the bad value"
     );
     assert_eq!(stack.get(Some(&admin2), "/admin/x").status, 200);
