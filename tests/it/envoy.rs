@@ -32,17 +32,13 @@ impl Stack {
         Self::start_mode_with(mode, World::new(), |_| {})
     }
 
-    /// `prepare` runs after the standard clients exist and before certgate starts.
-    pub(super) fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
-        Self::start_mode_with(Mode::ExtAuthz, world, prepare)
-    }
-
-    /// [`Self::start_with`] with the decision made in `mode`.
+    /// The decision made in `mode`; `prepare` runs after the standard clients exist and
+    /// before certgate starts.
     pub(super) fn start_mode_with(mode: Mode, world: World, prepare: impl FnOnce(&World)) -> Stack {
         Self::start_in(mode, world, prepare, "ACCEPT_UNTRUSTED", &[])
     }
 
-    /// Like [`Self::start_with`], with Envoy's trust chain verification and some of its
+    /// Like [`Self::start_mode_with`] in ext_authz mode, with Envoy's trust chain verification and some of its
     /// template variables chosen.
     pub(super) fn start_configured(
         world: World,

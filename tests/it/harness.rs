@@ -195,16 +195,13 @@ impl Envoy {
         }
         let proc = Proc::spawn_ready(
             "envoy",
-            command
-                .arg("-c")
-                .arg(config.path())
-                .args([
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warn",
-                    "--disable-hot-restart",
-                ]),
+            command.arg("-c").arg(config.path()).args([
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--disable-hot-restart",
+            ]),
             Duration::from_secs(30),
             || matches!(http_get(admin, "/ready"), Some((200, _))) && port_open(port),
         );

@@ -15,6 +15,7 @@ mod forward_auth;
 mod forwarded;
 mod grpc;
 mod limits;
+mod module;
 mod reload;
 mod security;
 mod store_conformance;
