@@ -53,6 +53,8 @@ if want e2e; then
   cargo test --test tests 2>&1 | tee -a "$log"
   echo "== demo smoke test"
   DEMO_SMOKE=1 bash scripts/demo.sh
+  echo "== demo smoke test, certgate inside Envoy (DEMO_MODE=module)"
+  DEMO_SMOKE=1 DEMO_MODE=module bash scripts/demo.sh
 fi
 if want deploy; then
   # check-helm validates the rendered configurations with the debug binary, and check-image
