@@ -304,3 +304,66 @@ impl Drop for Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, CertSpec};
+
+    /// An XFCC value as Envoy writes it with `cert: true`, and the certificate's DER.
+    fn xfcc_and_der(cn: &str) -> (Vec<u8>, Vec<u8>) {
+        let now = time::OffsetDateTime::now_utc();
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let leaf = ca
+            .issue(&CertSpec::client(cn, now, time::Duration::days(1)))
+            .expect("leaf");
+        let pem = percent_encoding::utf8_percent_encode(
+            &leaf.cert_pem,
+            percent_encoding::NON_ALPHANUMERIC,
+        );
+        (
+            format!("Hash=00;Cert=\"{pem}\"").into_bytes(),
+            leaf.cert_der,
+        )
+    }
+
+    fn request(peer: &[u8], xfcc: Vec<Vec<u8>>) -> Request {
+        Request {
+            peer_sha256: if peer.is_empty() {
+                String::new()
+            } else {
+                hex::encode(Sha256::digest(peer))
+            },
+            xfcc,
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn the_xfcc_certificate_counts_only_when_it_is_the_connections() {
+        let (alice_xfcc, alice) = xfcc_and_der("alice");
+        let (mallory_xfcc, _) = xfcc_and_der("mallory");
+
+        let (cert, encoding, problem) = certificate(&request(&alice, vec![alice_xfcc.clone()]));
+        assert_eq!(cert.as_deref(), Some(alice.as_slice()));
+        assert_eq!((encoding, problem), (CertEncoding::Auto, None));
+
+        // Another certificate in XFCC than on the connection: not an identity.
+        let (cert, _, problem) = certificate(&request(&alice, vec![mallory_xfcc.clone()]));
+        assert_eq!(cert, None);
+        assert_eq!(problem, Some(RequestProblem::Missing(XFCC)));
+
+        // No certificate on the connection: whatever XFCC says, none was presented.
+        let (cert, _, problem) = certificate(&request(b"", vec![alice_xfcc.clone()]));
+        assert_eq!((cert, problem), (None, None));
+
+        // A certificate on the connection, but no XFCC or two of them: refused as malformed.
+        let (cert, _, problem) = certificate(&request(&alice, vec![]));
+        assert_eq!((cert, problem), (None, Some(RequestProblem::Missing(XFCC))));
+        let (cert, _, problem) = certificate(&request(&alice, vec![alice_xfcc, mallory_xfcc]));
+        assert_eq!(
+            (cert, problem),
+            (None, Some(RequestProblem::Repeated(XFCC)))
+        );
+    }
+}
