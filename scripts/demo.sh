@@ -2,6 +2,8 @@
 # The demo: build certgate, bootstrap a development PKI, start an echo upstream, certgate on
 # the embedded store and Envoy 1.40 in front, then print curl commands to try.
 # Ctrl-C stops everything. DEMO_SMOKE=1 runs the curls itself and exits (used by the tests).
+# DEMO_MODE=module runs certgate inside Envoy instead (the dynamic module libcertgate_envoy.so
+# and envoy/module.yaml): no certgate server, the same answers.
 # Ports can be changed with DEMO_PORT, UPSTREAM_PORT, ENVOY_ADMIN_PORT, GRPC_PORT, ADMIN_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +14,18 @@ ENVOY_ADMIN_PORT=${ENVOY_ADMIN_PORT:-9902}
 GRPC_PORT=${GRPC_PORT:-9001}
 ADMIN_PORT=${ADMIN_PORT:-9901}
 SMOKE=${DEMO_SMOKE:-0}
+MODE=${DEMO_MODE:-ext_authz}
+case $MODE in ext_authz | module) ;; *) echo "DEMO_MODE is ext_authz or module" >&2; exit 2 ;; esac
 PKI=demo-pki
 
 bash scripts/setup.sh >/dev/null
 if [ "$SMOKE" = 1 ]; then
   # --all-targets: the same feature set as the test build, so nothing is rebuilt.
   profile=debug; cargo build --quiet --all-targets
+  if [ "$MODE" = module ]; then cargo build --quiet -p certgate-envoy; fi
 else
   profile=release; echo "building certgate (release)…"; cargo build --release --quiet
+  if [ "$MODE" = module ]; then cargo build --release --quiet -p certgate-envoy; fi
 fi
 CERTGATE="$PWD/target/$profile/certgate"
 
@@ -31,15 +37,26 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT INT TERM
 
 python3 scripts/echo-upstream.py "$UPSTREAM_PORT" & pids+=($!)
-"$CERTGATE" --log-format text serve --config "$PKI/certgate.yaml" 2>"$PKI/certgate.log" & pids+=($!)
-sed -e "s|{{LISTEN_PORT}}|$DEMO_PORT|; s|{{ENVOY_ADMIN_PORT}}|$ENVOY_ADMIN_PORT|" \
-    -e "s|{{SERVER_CERT}}|$PWD/$PKI/server.pem|; s|{{SERVER_KEY}}|$PWD/$PKI/server-key.pem|" \
-    -e "s|{{CA_BUNDLE}}|$PWD/$PKI/ca.pem|; s|{{TRUST_CHAIN_VERIFICATION}}|VERIFY_TRUST_CHAIN|" \
-    -e "s|{{CERTGATE_ADDRESS}}|socket_address: {address: 127.0.0.1, port_value: $GRPC_PORT}|" \
-    -e "s|{{UPSTREAM_PORT}}|$UPSTREAM_PORT|; s|{{INCLUDE_PEER_CERTIFICATE}}|true|" \
-    -e "s|{{FORWARD_CLIENT_CERT_DETAILS}}|SANITIZE|; s|{{NORMALIZE_PATH}}|true|" \
-    -e "s|{{ESCAPED_SLASHES_ACTION}}|UNESCAPE_AND_REDIRECT|" -e "s|{{OTLP_PORT}}|4317|" -e "s|{{TRACE_SAMPLING}}|0|" \
-    -e "s|{{ADMIN_ROUTE_CONTEXT}}|{policy: admin}|" envoy/front-proxy.yaml >"$PKI/envoy.yaml"
+render() {
+  sed -e "s|{{LISTEN_PORT}}|$DEMO_PORT|; s|{{ENVOY_ADMIN_PORT}}|$ENVOY_ADMIN_PORT|" \
+      -e "s|{{SERVER_CERT}}|$PWD/$PKI/server.pem|; s|{{SERVER_KEY}}|$PWD/$PKI/server-key.pem|" \
+      -e "s|{{CA_BUNDLE}}|$PWD/$PKI/ca.pem|; s|{{TRUST_CHAIN_VERIFICATION}}|VERIFY_TRUST_CHAIN|" \
+      -e "s|{{CERTGATE_ADDRESS}}|socket_address: {address: 127.0.0.1, port_value: $GRPC_PORT}|" \
+      -e "s|{{UPSTREAM_PORT}}|$UPSTREAM_PORT|; s|{{INCLUDE_PEER_CERTIFICATE}}|true|" \
+      -e "s|{{FORWARD_CLIENT_CERT_DETAILS}}|SANITIZE|; s|{{NORMALIZE_PATH}}|true|" \
+      -e "s|{{CERTGATE_CONFIG}}|$PWD/$PKI/certgate.yaml|; s|{{MODULE_OPTIONS}}||" \
+      -e "s|{{ESCAPED_SLASHES_ACTION}}|UNESCAPE_AND_REDIRECT|" -e "s|{{OTLP_PORT}}|4317|" -e "s|{{TRACE_SAMPLING}}|0|" \
+      -e "s|{{ADMIN_ROUTE_CONTEXT}}|{policy: admin}|" "$1" >"$PKI/envoy.yaml"
+}
+if [ "$MODE" = module ]; then
+  # certgate runs inside Envoy: its logs are in envoy.log, its admin port is the module's.
+  render envoy/module.yaml
+  export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/$profile"
+  : >"$PKI/certgate.log"
+else
+  "$CERTGATE" --log-format text serve --config "$PKI/certgate.yaml" 2>"$PKI/certgate.log" & pids+=($!)
+  render envoy/front-proxy.yaml
+fi
 .venv/bin/envoy -c "$PKI/envoy.yaml" --concurrency 1 --log-level warn --disable-hot-restart \
   >"$PKI/envoy-access.log" 2>"$PKI/envoy.log" & pids+=($!)
 
@@ -85,7 +102,7 @@ fi
 
 cat <<EOT
 
-certgate demo is running: Envoy on $URL, certgate gRPC :$GRPC_PORT, admin :$ADMIN_PORT.
+certgate demo is running ($MODE mode): Envoy on $URL, certgate admin :$ADMIN_PORT.
 Logs: $PKI/certgate.log, $PKI/envoy.log, access log $PKI/envoy-access.log.  Try (from $(pwd)):
 
   # allowed: the echo upstream shows the identity headers certgate added

@@ -10,6 +10,8 @@ ENVOY_VERSION=1.40.0
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# nm (binutils): scripts/check-module-symbols.sh holds the Envoy module to the pinned Envoy.
+command -v nm >/dev/null || need_apt+=(binutils)
 # nginx for the forward-auth end-to-end tests (auth_request; scripts/test.sh sets
 # SETUP_NGINX=1); the demo does not need it.
 if [ "${SETUP_NGINX:-0}" = 1 ]; then

@@ -37,6 +37,9 @@ if want fast; then
   cargo fmt --all -- --check
   echo "== cargo clippy"
   cargo clippy --workspace --all-targets --quiet -- -D warnings
+  echo "== module ABI: every Envoy callback libcertgate_envoy.so imports is exported by the pinned Envoy"
+  cargo build --quiet -p certgate-envoy
+  bash scripts/check-module-symbols.sh
   # Every integration test target but tests/tests.rs (the one that starts peers) runs here.
   offline=()
   for t in tests/*.rs; do
@@ -50,6 +53,8 @@ if want e2e; then
   cargo test --test tests 2>&1 | tee -a "$log"
   echo "== demo smoke test"
   DEMO_SMOKE=1 bash scripts/demo.sh
+  echo "== demo smoke test, certgate inside Envoy (DEMO_MODE=module)"
+  DEMO_SMOKE=1 DEMO_MODE=module bash scripts/demo.sh
 fi
 if want deploy; then
   # check-helm validates the rendered configurations with the debug binary, and check-image

@@ -9,7 +9,8 @@
 //! certgate through: building a `Config` and a `Checker` around an opened store (`config`,
 //! `check`, `app::open_store`, `store`, `metrics`), the test PKI that issues their certificates
 //! and CRLs (`pki`), the decision's inputs and reason codes (`authz`, `cert`, `crl`, `clock`),
-//! the dev PKI (`bootstrap`) and the gRPC service in-process (`server::ext_authz`). Everything
+//! the dev PKI (`bootstrap`) and the gRPC service in-process (`server::ext_authz`); `embed`
+//! is what the Envoy dynamic module (`module/`) decides through. Everything
 //! else is `pub(crate)`.
 
 mod admin;
@@ -22,6 +23,7 @@ mod cli;
 pub mod clock;
 pub mod config;
 pub mod crl;
+pub mod embed;
 mod inventory;
 pub mod metrics;
 pub mod observe;

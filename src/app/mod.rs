@@ -1,7 +1,7 @@
 //! `certgate serve`: wires the configuration, store, checker and listeners together, reloads
 //! the configuration in the background, and drains in-flight checks on SIGTERM.
 
-mod reload;
+pub(crate) mod reload;
 
 use std::path::Path;
 use std::sync::Arc;

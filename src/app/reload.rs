@@ -11,7 +11,7 @@ use crate::config::{Config, Watched};
 
 /// Poll the config and the files it names; put a valid new version in force, refuse (log,
 /// count) an invalid one and keep the last good.
-pub(super) async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
+pub(crate) async fn reload_loop(checker: Arc<Checker>, path: PathBuf, interval: Duration) {
     // What the configuration in force was read from, byte for byte: a change made while it
     // was being loaded shows up at the next poll.
     let mut watched = checker.config().watched_files.clone();

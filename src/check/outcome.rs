@@ -28,6 +28,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A deny decided outside the checker (an embedding's deadline), answered with `config`.
+    pub(crate) fn denied(config: Arc<Config>, policy: &str, deny: Deny) -> Outcome {
+        Outcome {
+            decision: Err(deny),
+            policy: policy.to_owned(),
+            route: None,
+            identity: None,
+            config,
+            shadow: false,
+            identity_cached: false,
+        }
+    }
+
     /// The configuration generation this outcome was decided with.
     pub(crate) fn config(&self) -> &Arc<Config> {
         &self.config

@@ -10,30 +10,35 @@ use std::time::Duration;
 use certgate::pki::Eku;
 use time::Duration as Span;
 
-use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, wait_until};
+use super::harness::{
+    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Mode, Reply, http_get, in_both_modes,
+    wait_until,
+};
 use super::world::{Client, World, assert_allowed_as, certgate_deny, eku, now, write_file};
 
-/// World + certgate + upstream + Envoy, with the usual clients enrolled.
+/// World + certgate + upstream + Envoy, with the usual clients enrolled. In module mode
+/// certgate runs inside Envoy and `certgate` is `None`.
 pub(super) struct Stack {
     pub world: World,
     pub admin: Client,
     pub worker: Client,
-    pub certgate: Certgate,
+    pub certgate: Option<Certgate>,
     pub upstream: EchoUpstream,
     pub envoy: Envoy,
 }
 
 impl Stack {
-    fn start() -> Stack {
-        Self::start_with(World::new(), |_| {})
+    fn start(mode: Mode) -> Stack {
+        Self::start_mode_with(mode, World::new(), |_| {})
     }
 
-    /// `prepare` runs after the standard clients exist and before certgate starts.
-    pub(super) fn start_with(world: World, prepare: impl FnOnce(&World)) -> Stack {
-        Self::start_configured(world, prepare, "ACCEPT_UNTRUSTED", &[])
+    /// The decision made in `mode`; `prepare` runs after the standard clients exist and
+    /// before certgate starts.
+    pub(super) fn start_mode_with(mode: Mode, world: World, prepare: impl FnOnce(&World)) -> Stack {
+        Self::start_in(mode, world, prepare, "ACCEPT_UNTRUSTED", &[])
     }
 
-    /// Like [`Self::start_with`], with Envoy's trust chain verification and some of its
+    /// Like [`Self::start_mode_with`] in ext_authz mode, with Envoy's trust chain verification and some of its
     /// template variables chosen.
     pub(super) fn start_configured(
         world: World,
@@ -41,18 +46,42 @@ impl Stack {
         trust_chain_verification: &str,
         envoy_overrides: &[(&str, &str)],
     ) -> Stack {
+        Self::start_in(
+            Mode::ExtAuthz,
+            world,
+            prepare,
+            trust_chain_verification,
+            envoy_overrides,
+        )
+    }
+
+    /// [`Self::start_configured`] with the decision made in `mode`.
+    pub(super) fn start_in(
+        mode: Mode,
+        world: World,
+        prepare: impl FnOnce(&World),
+        trust_chain_verification: &str,
+        envoy_overrides: &[(&str, &str)],
+    ) -> Stack {
         let (admin, worker) = world.admin_and_worker();
         prepare(&world);
-        let certgate = Certgate::start(&world.config, world.admin_port);
+        let certgate =
+            (mode == Mode::ExtAuthz).then(|| Certgate::start(&world.config, world.admin_port));
         let upstream = EchoUpstream::start();
-        let envoy = Envoy::start_with(
-            &world.envoy_options(
-                CertgateAddress::Tcp(world.grpc_port),
-                upstream.port,
-                trust_chain_verification,
-            ),
-            envoy_overrides,
+        let mut options = world.envoy_options(
+            CertgateAddress::Tcp(world.grpc_port),
+            upstream.port,
+            trust_chain_verification,
         );
+        if mode == Mode::Module {
+            options.module_config = Some(&world.config);
+        }
+        let envoy = Envoy::start_with(&options, envoy_overrides);
+        // The module serves certgate's admin listener: ready as `certgate serve` would be.
+        let ready = wait_until(Duration::from_secs(20), || {
+            matches!(http_get(world.admin_port, "/readyz"), Some((200, _)))
+        });
+        assert!(ready, "certgate not ready\n{}", envoy.proc.logs());
         Stack {
             world,
             admin,
@@ -61,6 +90,20 @@ impl Stack {
             upstream,
             envoy,
         }
+    }
+
+    /// The certgate server (ext_authz mode only).
+    pub(super) fn certgate(&self) -> &Certgate {
+        self.certgate
+            .as_ref()
+            .expect("a certgate server runs in ext_authz mode only")
+    }
+
+    /// certgate's Prometheus metrics, from its admin listener in either mode.
+    pub(super) fn metrics(&self) -> String {
+        http_get(self.world.admin_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     pub(super) fn get(&self, client: Option<&Client>, path: &str) -> Reply {
@@ -86,7 +129,12 @@ impl Stack {
     }
 
     pub(super) fn logs(&self) -> String {
-        format!("{}\n{}", self.certgate.proc.logs(), self.envoy.proc.logs())
+        let certgate = self.certgate.as_ref().map(|c| c.proc.logs());
+        format!(
+            "{}\n{}",
+            certgate.unwrap_or_default(),
+            self.envoy.proc.logs()
+        )
     }
 }
 
@@ -119,13 +167,13 @@ pub(super) fn assert_denied(
     body
 }
 
-#[test]
-fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
-    let stack = Stack::start();
+fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced(mode: Mode) {
+    let stack = Stack::start(mode);
     let forged = vec![
         ("x-client-principal", "root@evil"),
         ("x-client-roles", "admin"),
         ("x-client-spiffe-id", "spiffe://evil/forged"),
+        ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=evil\""),
     ];
     let reply = stack.request(Some(&stack.worker), "GET", "/api/jobs", forged);
     assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
@@ -155,6 +203,11 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
         None,
         "a forged header without a value to set is removed"
     );
+    assert_eq!(
+        header("x-forwarded-client-cert"),
+        None,
+        "neither the client's XFCC nor (module mode) Envoy's reaches the upstream"
+    );
     assert_eq!(stack.upstream.requests(), 1);
     // The underscore spelling, which CGI-style apps treat as the same header, is refused.
     let underscore = vec![("x_client_principal", "root@evil")];
@@ -171,8 +224,7 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced() {
     );
 }
 
-#[test]
-fn certificate_and_store_rows_through_envoy() {
+fn certificate_and_store_rows_through_envoy(mode: Mode) {
     let world = World::new();
     let base = |id: &str, kind: &str, cn: &str| World::spec(id, kind, cn);
     let t0 = now();
@@ -288,7 +340,7 @@ fn certificate_and_store_rows_through_envoy() {
             .expect("client")
     };
     let (revoked, suspended) = (find("revoked"), find("suspended"));
-    let stack = Stack::start_with(world, |w| {
+    let stack = Stack::start_mode_with(mode, world, |w| {
         w.enrol(
             &[
                 ("bob@example.com", "worker"),
@@ -417,7 +469,7 @@ fn certificate_and_store_rows_through_envoy() {
         "no denied request reaches the upstream"
     );
 
-    let metrics = stack.certgate.metrics();
+    let metrics = stack.metrics();
     for reason in [
         "untrusted_issuer",
         "principal_suspended",
@@ -434,9 +486,8 @@ fn certificate_and_store_rows_through_envoy() {
     }
 }
 
-#[test]
-fn suspension_reaches_a_running_server_within_the_ttl() {
-    let stack = Stack::start();
+fn suspension_reaches_a_running_server_within_the_ttl(mode: Mode) {
+    let stack = Stack::start(mode);
     assert_eq!(stack.get(Some(&stack.worker), "/api/jobs").status, 200);
     stack
         .world
@@ -474,14 +525,15 @@ fn suspension_reaches_a_running_server_within_the_ttl() {
 
 #[test]
 fn certgate_down_means_503_never_allow() {
-    let mut stack = Stack::start();
+    let mut stack = Stack::start(Mode::ExtAuthz);
     assert_eq!(stack.get(Some(&stack.admin), "/api/jobs").status, 200);
-    let code = stack.certgate.proc.terminate(Duration::from_secs(10));
+    let certgate = stack.certgate.as_mut().expect("ext_authz mode");
+    let code = certgate.proc.terminate(Duration::from_secs(10));
     assert_eq!(
         code,
         Some(0),
         "SIGTERM drains and exits 0\n{}",
-        stack.certgate.proc.logs()
+        certgate.proc.logs()
     );
     let before = stack.upstream.requests();
     for client in [Some(&stack.admin), None] {
@@ -532,8 +584,7 @@ fn envoy_reaches_certgate_over_a_unix_socket() {
     assert!(!socket.exists(), "the socket is removed on shutdown");
 }
 
-#[test]
-fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_refused() {
+fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_refused(mode: Mode) {
     let world = World::new();
     let spiffe_id = "spiffe://example.com/ns/prod/sa/worker";
     let spiffe = world.client(
@@ -546,7 +597,7 @@ fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_re
     );
     // The configuration loses its `admin` policy, which Envoy's /admin route still names in
     // its context extension.
-    let stack = Stack::start_with(world, |w| {
+    let stack = Stack::start_mode_with(mode, world, |w| {
         w.enrol(&[], &[&spiffe]);
         let config = std::fs::read_to_string(&w.config).expect("read");
         let (kept, _) = config
@@ -579,3 +630,10 @@ fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_re
     );
     assert_eq!(stack.upstream.requests(), 1, "only the allowed request");
 }
+
+in_both_modes!(
+    allowed_request_carries_identity_headers_and_forged_ones_are_replaced,
+    certificate_and_store_rows_through_envoy,
+    suspension_reaches_a_running_server_within_the_ttl,
+    a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_refused,
+);

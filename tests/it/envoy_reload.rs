@@ -1,19 +1,20 @@
-//! Hot reload through Envoy 1.40 and a running certgate: the allowlist file, a broken or
-//! incomplete configuration (refused, counted once per change, the last good one kept), and a
-//! CA bundle rotation (a CA added is trusted, a CA removed is not) — all without a restart.
+//! Hot reload through Envoy 1.40, with certgate as a server (ext_authz) and inside Envoy
+//! (module): the allowlist file, a broken or incomplete configuration (refused, counted once
+//! per change, the last good one kept), and a CA bundle rotation (a CA added is trusted, a CA
+//! removed is not) — all without a restart.
 
 use std::time::Duration;
 
 use super::dynamodb::metric;
 use super::envoy::{Stack, assert_denied};
-use super::harness::wait_until;
+use super::harness::{Mode, in_both_modes, wait_until};
 use super::world::{World, write_file};
 
 /// Wait (10 s) until certgate has counted at least `n` refused reloads; the count then.
 fn reload_failures_reach(stack: &Stack, n: u32) -> f64 {
     let failures = || {
         metric(
-            &stack.certgate.metrics(),
+            &stack.metrics(),
             "certgate_config_reloads_total{outcome=\"failure\"}",
         )
     };
@@ -21,20 +22,21 @@ fn reload_failures_reach(stack: &Stack, n: u32) -> f64 {
     assert!(
         reached,
         "{n} refused reloads not counted:\n{}",
-        stack.certgate.metrics()
+        stack.metrics()
     );
     failures()
 }
 
-#[test]
-fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
+fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config(mode: Mode) {
     let world = World::new();
     let admin2 = world.client(
         "admin2",
         "admin2@example.com",
         &World::spec("admin2@example.com", "admin", "admin2.example.com"),
     );
-    let stack = Stack::start_with(world, |w| w.enrol(&[("admin2@example.com", "admin")], &[]));
+    let stack = Stack::start_mode_with(mode, world, |w| {
+        w.enrol(&[("admin2@example.com", "admin")], &[])
+    });
     let reply = stack.get(Some(&admin2), "/admin/x");
     assert_denied(&stack, &reply, 403, "cn_not_allowed");
 
@@ -57,7 +59,7 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
         "one refusal per change"
     );
     assert!(
-        stack.certgate.proc.logs().contains("7x"),
+        stack.logs().contains("7x"),
         "the refusal names the bad value"
     );
     assert_eq!(stack.get(Some(&admin2), "/admin/x").status, 200);
@@ -87,8 +89,7 @@ fn allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config() {
     assert_eq!(stack.get(Some(&stack.admin), "/admin/x").status, 200);
 }
 
-#[test]
-fn ca_bundle_rotation_takes_effect_without_a_restart() {
+fn ca_bundle_rotation_takes_effect_without_a_restart(mode: Mode) {
     // certgate's bundle is its own file (Envoy and curl keep using ca.pem); the new CA has
     // the old one's name and another key, as in a rollover.
     let world = World::new();
@@ -98,7 +99,7 @@ fn ca_bundle_rotation_takes_effect_without_a_restart() {
         &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
     );
     let bundle = world.path("bundle.pem");
-    let stack = Stack::start_with(world, |w| {
+    let stack = Stack::start_mode_with(mode, world, |w| {
         w.enrol(&[], &[&rolled]);
         std::fs::copy(&w.ca_pem, &bundle).expect("copy bundle");
         let config = std::fs::read_to_string(&w.config).expect("read");
@@ -128,3 +129,8 @@ fn ca_bundle_rotation_takes_effect_without_a_restart() {
     assert_denied(&stack, &reply, 401, "untrusted_issuer");
     assert_eq!(stack.get(Some(&rolled), "/api/jobs").status, 200);
 }
+
+in_both_modes!(
+    allowlist_hot_reload_and_a_bad_reload_keeps_the_last_good_config,
+    ca_bundle_rotation_takes_effect_without_a_restart,
+);

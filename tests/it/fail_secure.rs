@@ -101,11 +101,11 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
     let logs = || {
         format!(
             "{}\n{}",
-            stack.certgate.proc.logs(),
+            stack.certgate().proc.logs(),
             stack.envoy.proc.logs()
         )
     };
-    let pid = stack.certgate.proc.pid();
+    let pid = stack.certgate().proc.pid();
 
     // readiness: serve — ready without a CRL, and every check of the issuer's certificates
     // denied 503 with certgate's body naming the issuer.
@@ -120,12 +120,12 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
     assert!(text.contains("e2e CA"), "the issuer is named: {text}");
     assert!(
         matches!(
-            http_get(stack.certgate.admin_port, "/readyz"),
+            http_get(stack.certgate().admin_port, "/readyz"),
             Some((200, _))
         ),
         "readiness: serve is ready without CRLs"
     );
-    let metrics = stack.certgate.metrics();
+    let metrics = stack.certgate().metrics();
     assert!(
         metrics.contains("certgate_crl_usable{issuer=\"O=certgate dev, CN=e2e CA\"} 0"),
         "{metrics}"
@@ -166,7 +166,7 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
         |r| r.status == 200,
         logs,
     );
-    assert_eq!(stack.certgate.proc.pid(), pid, "no restart");
+    assert_eq!(stack.certgate().proc.pid(), pid, "no restart");
     assert_eq!(
         stack.upstream.requests(),
         allowed.get(),

@@ -195,10 +195,10 @@ fn deny_detail_reason_gives_the_client_a_generic_message_and_the_log_the_full_on
     assert_eq!(reply.status, 200, "{}", reply.body);
     let logged = super::harness::wait_until(Duration::from_secs(5), || {
         stack
-            .certgate
+            .certgate()
             .proc
             .logs()
             .contains("Compromised credentials detected")
     });
-    assert!(logged, "{}", stack.certgate.proc.logs());
+    assert!(logged, "{}", stack.certgate().proc.logs());
 }

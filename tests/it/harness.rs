@@ -50,7 +50,7 @@ impl Certgate {
     }
 }
 
-/// Envoy running `envoy/front-proxy.yaml`.
+/// Envoy running `envoy/front-proxy.yaml` (or `envoy/module.yaml`).
 pub struct Envoy {
     pub proc: Proc,
     pub port: u16,
@@ -71,6 +71,50 @@ pub struct EnvoyOptions<'a> {
     pub upstream_port: u16,
     /// ACCEPT_UNTRUSTED lets certgate answer for untrusted/expired certificates.
     pub trust_chain_verification: &'a str,
+    /// `Some(certgate.yaml)`: run `envoy/module.yaml`, certgate inside Envoy as the dynamic
+    /// module with this configuration, instead of ext_authz to `certgate`.
+    pub module_config: Option<&'a Path>,
+}
+
+/// Where the decision is made: a certgate server Envoy asks over ext_authz gRPC, or certgate
+/// inside Envoy as its dynamic module. The end-to-end decision tests run in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ExtAuthz,
+    Module,
+}
+
+/// `fn NAME(mode: Mode)` as two tests, `NAME::ext_authz` and `NAME::module`.
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn ext_authz() {
+                super::$name($crate::it::harness::Mode::ExtAuthz)
+            }
+            #[test]
+            fn module() {
+                super::$name($crate::it::harness::Mode::Module)
+            }
+        }
+    )*};
+}
+pub(crate) use in_both_modes;
+
+/// The directory holding libcertgate_envoy.so, built once per test run.
+pub fn module_dir() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "certgate-envoy"])
+            .current_dir(repo())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(built, "cargo build -p certgate-envoy failed");
+    });
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo().join("target"), PathBuf::from)
+        .join("debug")
 }
 
 impl Envoy {
@@ -80,7 +124,7 @@ impl Envoy {
 
     /// Start with some template variables overridden (`INCLUDE_PEER_CERTIFICATE`,
     /// `FORWARD_CLIENT_CERT_DETAILS`, `NORMALIZE_PATH`, `ESCAPED_SLASHES_ACTION`,
-    /// `ADMIN_ROUTE_CONTEXT`).
+    /// `ADMIN_ROUTE_CONTEXT`, `OTLP_PORT`, `TRACE_SAMPLING`; in module mode `MODULE_OPTIONS`).
     pub fn start_with(o: &EnvoyOptions<'_>, overrides: &[(&str, &str)]) -> Envoy {
         let port = free_port();
         let admin = free_port();
@@ -90,8 +134,12 @@ impl Envoy {
             }
             CertgateAddress::Unix(path) => format!("pipe: {{path: \"{}\"}}", path.display()),
         };
-        let template = std::fs::read_to_string(repo().join("envoy/front-proxy.yaml"))
-            .expect("envoy/front-proxy.yaml");
+        let template = if o.module_config.is_some() {
+            "envoy/module.yaml"
+        } else {
+            "envoy/front-proxy.yaml"
+        };
+        let template = std::fs::read_to_string(repo().join(template)).expect(template);
         let rendered = [
             ("LISTEN_PORT", port.to_string()),
             ("ENVOY_ADMIN_PORT", admin.to_string()),
@@ -111,6 +159,13 @@ impl Envoy {
             ("ADMIN_ROUTE_CONTEXT", "{policy: admin}".to_owned()),
             ("OTLP_PORT", "4317".to_owned()),
             ("TRACE_SAMPLING", "0".to_owned()),
+            (
+                "CERTGATE_CONFIG",
+                o.module_config
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("MODULE_OPTIONS", String::new()),
         ]
         .into_iter()
         .map(|(k, v)| {
@@ -134,18 +189,22 @@ impl Envoy {
         config
             .write_all(rendered.as_bytes())
             .expect("write envoy config");
+        let mut command = Command::new(envoy_binary());
+        if o.module_config.is_some() {
+            command
+                .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
+                .env("CERTGATE_LOG", "info")
+                .envs(AWS_ENV.iter().copied());
+        }
         let proc = Proc::spawn_ready(
             "envoy",
-            Command::new(envoy_binary())
-                .arg("-c")
-                .arg(config.path())
-                .args([
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warn",
-                    "--disable-hot-restart",
-                ]),
+            command.arg("-c").arg(config.path()).args([
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+                "--disable-hot-restart",
+            ]),
             Duration::from_secs(30),
             || matches!(http_get(admin, "/ready"), Some((200, _))) && port_open(port),
         );

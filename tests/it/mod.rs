@@ -19,6 +19,7 @@ mod grpc;
 mod inventory;
 mod limits;
 mod mesh;
+mod module;
 mod observe;
 mod operations;
 mod probe;

@@ -88,7 +88,7 @@ fn a_denys_request_id_finds_its_decision_log_line_its_trace_and_its_access_log_l
     assert!(!request_id.is_empty());
 
     let decisions = || {
-        json_lines(&stack.certgate.proc.logs())
+        json_lines(&stack.certgate().proc.logs())
             .into_iter()
             .filter(|l| l["target"] == "certgate::decision")
             .collect()
@@ -203,14 +203,14 @@ fn a_shadow_policy_lets_a_would_be_deny_through_without_identity_but_never_an_un
     assert_eq!(line["decision"], "deny", "{line}");
     assert_eq!(line["reason"], "cn_not_allowed", "{line}");
     let decisions = || {
-        json_lines(&stack.certgate.proc.logs())
+        json_lines(&stack.certgate().proc.logs())
             .into_iter()
             .filter(|l| l["target"] == "certgate::decision")
             .collect()
     };
     let log = line_with(decisions, "mode", "shadow", "shadow decision log line");
     assert_eq!(log["reason"], "cn_not_allowed", "{log}");
-    let metrics = stack.certgate.metrics();
+    let metrics = stack.metrics();
     assert!(
         metrics
             .lines()

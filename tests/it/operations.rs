@@ -12,7 +12,7 @@ use certgate::pki::{CertAuthority, CertSpec};
 use time::Duration as Span;
 
 use super::envoy::Stack;
-use super::harness::wait_until;
+use super::harness::{Mode, wait_until};
 use super::world::{
     Client, World, append_file, deny_reason, now, openssl_serial, openssl_sha256, write_file,
 };
@@ -134,7 +134,7 @@ fn the_operations_guide_works_as_written() {
     let worker2 = issue(&world, &ca2, "worker-ca2", WORKER, Span::days(30));
     let worker3 = issue(&world, &ca3, "worker-ca3", WORKER, Span::days(30));
     let breakglass = issue(&world, &ca3, "breakglass", BREAKGLASS, Span::hours(12));
-    let stack = Stack::start_with(world, |_| {});
+    let stack = Stack::start_mode_with(Mode::ExtAuthz, world, |_| {});
     let (dir, config) = (stack.world.dir.path(), stack.world.config.as_path());
     let bundle = stack
         .world

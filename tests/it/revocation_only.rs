@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::envoy::{Stack, assert_denied};
-use super::harness::wait_until;
+use super::harness::{Mode, wait_until};
 use super::world::World;
 
 #[test]
@@ -17,7 +17,7 @@ fn an_unregistered_serial_revoked_with_its_issuer_is_denied() {
         "stranger@example.com",
         &World::spec("stranger@example.com", "worker", "stranger.example.com"),
     );
-    let stack = Stack::start_with(world, |w| {
+    let stack = Stack::start_mode_with(Mode::ExtAuthz, world, |w| {
         let (code, out) = w.cli(&[
             "principal",
             "create",

@@ -71,7 +71,7 @@ fn ext_authz_never_reads_a_header_the_client_can_send_through_envoy() {
             (status, body.contains("no_client_certificate")),
             (401, true),
             "{header}: {body}\n{}",
-            s.certgate.proc.logs()
+            s.certgate().proc.logs()
         );
     }
     // With a certificate of its own, the client is itself, whatever it sends.
@@ -272,7 +272,7 @@ fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
             (status, body.contains("\"error\":\"malformed_request\"")),
             (400, true),
             "{path}: {body}\n{}",
-            s.certgate.proc.logs()
+            s.certgate().proc.logs()
         );
     }
     assert_eq!(s.upstream.requests(), 0, "the app was reached");

@@ -251,6 +251,7 @@ impl World {
             certgate,
             upstream_port,
             trust_chain_verification,
+            module_config: None,
         }
     }
 

@@ -9,6 +9,8 @@
 //!   certgate        ext_authz gRPC to `certgate serve` over TCP (bootstrapped config: roles,
 //!                   store enrolment with a cached store, the `admin` policy's CN allowlist)
 //!   certgate-unix   the same over a unix socket (Envoy `pipe:` address)
+//!   certgate-module certgate inside Envoy as the dynamic module (libcertgate_envoy.so), the
+//!                   same configuration file and policy, no gRPC hop
 //!
 //! The configurations run interleaved, round after round, and the table shows each
 //! configuration's median round by req/s: on a shared machine, load from elsewhere then
@@ -28,7 +30,7 @@ use crate::report::{self, log};
 use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench envoy";
-const CONFIGS: &str = "none rbac trivial trivial-headers certgate certgate-unix";
+const CONFIGS: &str = "none rbac trivial trivial-headers certgate certgate-unix certgate-module";
 /// /admin routes ask certgate for its `admin` policy (CN allowlist, admin type only, 7-day
 /// certificates), the strictest of the bootstrapped configuration.
 const LOAD_PATH: &str = "/admin/bench";
@@ -43,6 +45,7 @@ struct Setup<'a> {
     pki: &'a Path,
     socket: &'a Path,
     principal: String,
+    certgate_config: &'a Path,
 }
 
 /// envoy/bench/front-proxy.yaml for one configuration: the filter fragment in place of the
@@ -58,25 +61,35 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
             Some("ext_authz.yaml"),
             format!("pipe: {{path: {}}}", s.socket.display()),
         ),
+        "certgate-module" => (Some("module.yaml"), tcp(s.authz)),
         other => bail!("unknown configuration {other} (CONFIGS: {CONFIGS})"),
     };
+    let module = config == "certgate-module";
     let dir = testkit::repo().join("envoy/bench");
-    let fragment = match filter {
-        Some(f) => std::fs::read_to_string(dir.join(f))?,
-        None => String::new(),
+    let read = |f: Option<&str>| match f {
+        Some(f) => std::fs::read_to_string(dir.join(f)),
+        None => Ok(String::new()),
     };
+    let fragments = [
+        ("{{AUTHZ_FILTER}}", read(filter)?),
+        (
+            "{{ROUTE_FILTER_CONFIG}}",
+            read(module.then_some("module-route.yaml"))?,
+        ),
+    ];
     let mut lines = Vec::new();
     for line in std::fs::read_to_string(dir.join("front-proxy.yaml"))?.lines() {
-        if line.trim() == "{{AUTHZ_FILTER}}" {
-            let indent = &line[..line.len() - line.trim_start().len()];
-            lines.extend(
-                fragment
-                    .lines()
-                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                    .map(|l| format!("{indent}{l}")),
-            );
-        } else {
-            lines.push(line.to_owned());
+        match fragments.iter().find(|(name, _)| line.trim() == *name) {
+            Some((_, fragment)) => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                lines.extend(
+                    fragment
+                        .lines()
+                        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                        .map(|l| format!("{indent}{l}")),
+                );
+            }
+            None => lines.push(line.to_owned()),
         }
     }
     let values = [
@@ -94,6 +107,11 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
         ("CA_BUNDLE", s.pki.join("ca.pem").display().to_string()),
         ("AUTHZ_ADDRESS", address),
         ("PRINCIPAL", s.principal.clone()),
+        (
+            "FORWARD_CLIENT_CERT_DETAILS",
+            if module { "SANITIZE_SET" } else { "SANITIZE" }.to_owned(),
+        ),
+        ("CERTGATE_CONFIG", s.certgate_config.display().to_string()),
     ];
     Ok(values.iter().fold(lines.join("\n") + "\n", |text, (k, v)| {
         text.replace(&format!("{{{{{k}}}}}"), v)
@@ -133,13 +151,17 @@ pub fn bench(run: &Run) -> Result<()> {
         .split_once("version: ")
         .map_or_else(String::new, |(_, v)| v.trim().to_owned());
 
-    let build = cargo_build(
+    let mut build = cargo_build(
         &run.profile,
         &["--bin", "certgate", "--example", "loadgen"]
             .into_iter()
             .chain(["--example", "upstream", "--example", "trivial_authz"])
             .collect::<Vec<_>>(),
     )?;
+    if configs.contains("certgate-module") {
+        build += "\n";
+        build += &cargo_build(&run.profile, &["-p", "certgate-envoy"])?;
+    }
     let certgate = run.bin("certgate");
     let work = tempfile::Builder::new()
         .prefix("certgate-bench-envoy.")
@@ -166,6 +188,7 @@ pub fn bench(run: &Run) -> Result<()> {
         pki: &pki,
         socket: &socket,
         principal: principal(&pki.join("admin.pem"))?,
+        certgate_config: &yaml,
     };
     let up = setup.upstream;
     let _upstream = Proc::spawn_ready(
@@ -221,9 +244,13 @@ pub fn bench(run: &Run) -> Result<()> {
                 _ => None,
             };
             let envoy_admin = setup.envoy_admin;
+            let mut envoy_command = Command::new(&envoy);
+            if config == "certgate-module" {
+                envoy_command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", run.bin(""));
+            }
             let proxy = Proc::spawn_ready(
                 "envoy",
-                Command::new(&envoy)
+                envoy_command
                     .args(envoy_args)
                     .arg("--disable-hot-restart")
                     .arg("-c")
@@ -231,6 +258,13 @@ pub fn bench(run: &Run) -> Result<()> {
                 Duration::from_secs(10),
                 || matches!(http_get(envoy_admin, "/ready"), Some((200, _))),
             );
+            if config == "certgate-module"
+                && !testkit::wait_until(Duration::from_secs(10), || {
+                    matches!(http_get(admin, "/readyz"), Some((200, _)))
+                })
+            {
+                bail!("the module's certgate did not get ready:\n{}", proxy.logs());
+            }
             log(&format!(
                 "round {round}/{rounds}, {config}: {}",
                 shown(&loadgen)
@@ -300,6 +334,8 @@ pub fn bench(run: &Run) -> Result<()> {
     let ratios: Vec<String> = ["certgate", "certgate-unix", "trivial-headers"]
         .into_iter()
         .filter_map(|c| ratio(c, "trivial"))
+        .chain(ratio("certgate-module", "none"))
+        .chain(ratio("certgate-module", "certgate"))
         .collect();
     let ratio_headers = ratio("certgate", "trivial-headers");
 

@@ -1,0 +1,380 @@
+//! certgate inside another process: the Envoy dynamic module (`module/`) loads the library and
+//! decides with the same [`Checker`] as `certgate serve` — the same configuration file and hot
+//! reload, CRL refresh, identity and store caches, reason codes and deny body. The embedding
+//! owns nothing but the wire: it reads the request into a [`Request`], calls
+//! [`Engine::decide`], and applies the [`Answer`].
+//!
+//! A decision that needs no I/O (identity and store answers cached) is made on the caller's
+//! thread; one that does finishes on the engine's own runtime and is handed to a callback, so
+//! the caller never blocks.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::authz::{Deny, ReasonCode};
+use crate::cert::{self, CertEncoding};
+use crate::check::{CheckInput, Checker, Outcome, RequestProblem};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::observe::RequestMeta;
+use crate::observe::request_id::request_id;
+use crate::server::listener;
+
+/// The header Envoy puts the client certificate in (`forward_client_cert_details: SANITIZE_SET`
+/// with `set_current_client_cert_details: {cert: true}`).
+pub const XFCC: &str = "x-forwarded-client-cert";
+
+/// A running checker with its background work (configuration reload, CRL refresh, store
+/// lookups, the admin listener) on a runtime of its own.
+pub struct Engine {
+    checker: Arc<Checker>,
+    runtime: Option<tokio::runtime::Runtime>,
+    _shutdown: watch::Sender<bool>,
+}
+
+/// What the proxy knows about one request, copied out of its buffers.
+#[derive(Debug, Default)]
+pub struct Request {
+    /// SHA-256 (hex) of the certificate the client presented on this connection, from the
+    /// TLS layer itself; empty without one.
+    pub peer_sha256: String,
+    /// Every value of [`XFCC`] on the request.
+    pub xfcc: Vec<Vec<u8>>,
+    /// Policy the route names, if any (the default policy otherwise).
+    pub policy: Option<String>,
+    /// `:method`.
+    pub method: String,
+    /// `:path`, as the proxy normalised it.
+    pub path: String,
+    /// `:authority`: `policy_routes` match on it when the route names no policy.
+    pub host: String,
+    /// `x-request-id`, echoed in a deny body.
+    pub request_id: String,
+}
+
+/// A decision, rendered with the configuration that made it.
+#[derive(Debug)]
+pub struct Answer {
+    outcome: Outcome,
+    body: Option<String>,
+}
+
+impl Engine {
+    /// Load the configuration at `config_path`, open its store, and start the reload loop, the
+    /// CRL refresher and (when `listen.admin` is set) the admin listener with `/metrics` and
+    /// `/readyz`. `listen.grpc`, `listen.grpc_unix` and `listen.http` are not served.
+    pub fn start(config_path: &Path) -> anyhow::Result<Engine> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("certgate")
+            .enable_all()
+            .build()
+            .context("starting the certgate runtime")?;
+        let (shutdown, stopped) = watch::channel(false);
+        let checker = runtime.block_on(async {
+            let config = Config::load(config_path)?;
+            let metrics = Metrics::new();
+            let store = crate::app::open_store(&config, &metrics).await?;
+            let reload_interval = config.reload_interval;
+            let admin = config.listen.admin;
+            let limits = config.listen.limits;
+            let checker = Arc::new(Checker::new(config, store, metrics));
+            if let Some(addr) = admin {
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding admin listener {addr}"))?;
+                let acceptor = listener::Tcp {
+                    listener: tcp,
+                    keepalive: limits.tcp_keepalive,
+                };
+                let incoming =
+                    listener::spawn_accept(acceptor, limits.admin_max_connections, "admin");
+                let app = crate::admin::router(checker.clone());
+                tokio::spawn(listener::serve_http(incoming, app, limits, stopped));
+            }
+            crate::crl::refresh::spawn(checker.revocation().clone());
+            tokio::spawn(crate::app::reload::reload_loop(
+                checker.clone(),
+                config_path.to_owned(),
+                reload_interval,
+            ));
+            anyhow::Ok(checker)
+        })?;
+        Ok(Engine {
+            checker,
+            runtime: Some(runtime),
+            _shutdown: shutdown,
+        })
+    }
+
+    /// Decide `request`: on the caller's thread when that needs no I/O, otherwise
+    /// [`Decision::Pending`], to be finished on the engine's runtime. A pending decision
+    /// that takes longer than `deadline` becomes `503 store_unavailable`.
+    pub fn decide(&self, request: Request, deadline: Duration) -> Decision {
+        let Some(runtime) = self.runtime.as_ref() else {
+            unreachable!("the runtime lives until the engine is dropped")
+        };
+        let _entered = runtime.enter();
+        let checker = self.checker.clone();
+        let mut decision: PendingFuture = Box::pin(async move {
+            let generation = checker.generation();
+            let (certificate, encoding, malformed) = certificate(&request);
+            let input = CheckInput {
+                certificate: certificate.as_deref(),
+                encoding,
+                policy: request.policy.as_deref(),
+                host: Some(request.host.as_str()).filter(|h| !h.is_empty()),
+                method: &request.method,
+                path: &request.path,
+                malformed,
+            };
+            let now = crate::clock::unix_now();
+            let request_id = request_id(Some(&request.request_id));
+            let meta = RequestMeta {
+                host: &request.host,
+                ..RequestMeta::module(&request_id)
+            };
+            let checked =
+                tokio::time::timeout(deadline, checker.check_in(&generation, input, &meta, now));
+            let outcome = checked.await.unwrap_or_else(|_| {
+                let config = &generation.config;
+                let policy = request
+                    .policy
+                    .as_deref()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(&config.default_policy);
+                let deny = Deny::new(
+                    ReasonCode::StoreUnavailable,
+                    format!("principal store did not answer within {deadline:?}"),
+                );
+                Outcome::denied(config.clone(), policy, deny)
+            });
+            Answer::new(outcome, &request_id)
+        });
+        match poll_once(decision.as_mut()) {
+            Poll::Ready(answer) => Decision::Ready(answer),
+            Poll::Pending => Decision::Pending(Pending {
+                future: decision,
+                runtime: runtime.handle().clone(),
+            }),
+        }
+    }
+}
+
+type PendingFuture = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// The result of [`Engine::decide`].
+pub enum Decision {
+    /// Decided on the caller's thread.
+    Ready(Answer),
+    /// Waiting for the store: call [`Pending::then`].
+    Pending(Pending),
+}
+
+/// A decision waiting for I/O; dropping it abandons the decision.
+pub struct Pending {
+    future: PendingFuture,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Pending {
+    /// Finish on the engine's runtime and hand the answer to `done`, on one of its threads.
+    pub fn then(self, done: impl FnOnce(Answer) + Send + 'static) {
+        let future = self.future;
+        self.runtime.spawn(async move { done(future.await) });
+    }
+}
+
+/// One poll with a waker that does nothing: the future is polled again, with a real waker,
+/// by the runtime when it was not ready.
+fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    future.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// The certificate to decide with: the one in Envoy's XFCC, and only when it is the one the
+/// client presented on this connection (so a client-sent XFCC that a misconfigured Envoy let
+/// through is never an identity).
+fn certificate(
+    request: &Request,
+) -> (
+    Option<Vec<u8>>,
+    CertEncoding,
+    Option<RequestProblem<'static>>,
+) {
+    if request.peer_sha256.is_empty() {
+        return (None, CertEncoding::Auto, None);
+    }
+    let xfcc = match request.xfcc.as_slice() {
+        [one] => one,
+        [] => {
+            return (
+                None,
+                CertEncoding::Auto,
+                Some(RequestProblem::Missing(XFCC)),
+            );
+        }
+        _ => {
+            return (
+                None,
+                CertEncoding::Auto,
+                Some(RequestProblem::Repeated(XFCC)),
+            );
+        }
+    };
+    let der = match cert::extract(CertEncoding::Xfcc, xfcc) {
+        Ok(Some(carried)) => cert::decode_certificate(&carried),
+        // No certificate in Envoy's own element although the connection has one, or one that
+        // does not decode: the checker reports it from the header as in ext_authz mode.
+        _ => return (Some(xfcc.clone()), CertEncoding::Xfcc, None),
+    };
+    match der {
+        Ok(der) if hex::encode(Sha256::digest(&der)) == request.peer_sha256 => {
+            (Some(der), CertEncoding::Auto, None)
+        }
+        Ok(_) => {
+            tracing::warn!(
+                "x-forwarded-client-cert does not carry the connection's certificate: is Envoy \
+                 set to forward_client_cert_details SANITIZE_SET?"
+            );
+            (
+                None,
+                CertEncoding::Auto,
+                Some(RequestProblem::Missing(XFCC)),
+            )
+        }
+        Err(_) => (Some(xfcc.clone()), CertEncoding::Xfcc, None),
+    }
+}
+
+impl Answer {
+    fn new(outcome: Outcome, request_id: &str) -> Answer {
+        let body = outcome.deny_body(request_id);
+        Answer { outcome, body }
+    }
+
+    /// 200 to forward the request, or the deny's status.
+    pub fn status(&self) -> u16 {
+        self.outcome.http_status()
+    }
+
+    /// The JSON deny body (`application/json`); `None` on allow.
+    pub fn deny_body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+
+    /// Identity headers to set on the forwarded request (empty on deny).
+    pub fn allow_headers(&self) -> Vec<(&str, String)> {
+        self.outcome.allow_headers()
+    }
+
+    /// Every configured identity header name: the ones not set by [`Self::allow_headers`]
+    /// must be removed from the forwarded request, whatever the client sent.
+    pub fn identity_header_names(&self) -> [&str; 7] {
+        self.outcome.config().headers.all()
+    }
+
+    /// Dynamic metadata for access logs and later filters: `principal`, `principal_type`,
+    /// `roles`, `policy`, `reason` (deny only), `serial`, `cn` (when known).
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        let outcome = &self.outcome;
+        let mut entries = vec![("policy", outcome.policy.clone())];
+        match &outcome.decision {
+            Ok(grant) => {
+                entries.push(("principal_type", grant.principal_type.clone()));
+                entries.push(("roles", grant.roles.join(",")));
+            }
+            Err(deny) => entries.push(("reason", deny.reason.as_str().to_owned())),
+        }
+        if let Some(id) = outcome.identity() {
+            if let Some(principal) = id.principal_id() {
+                entries.push(("principal", principal.to_owned()));
+            }
+            entries.push(("serial", id.serial().to_string()));
+            if let Some(cn) = id.common_name() {
+                entries.push(("cn", cn.to_owned()));
+            }
+        }
+        entries
+    }
+}
+
+impl Drop for Engine {
+    /// Stops the background work without waiting for it: Envoy drops a filter configuration
+    /// on its main thread.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{CertAuthority, CertSpec};
+
+    /// An XFCC value as Envoy writes it with `cert: true`, and the certificate's DER.
+    fn xfcc_and_der(cn: &str) -> (Vec<u8>, Vec<u8>) {
+        let now = time::OffsetDateTime::now_utc();
+        let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
+        let leaf = ca
+            .issue(&CertSpec::client(cn, now, time::Duration::days(1)))
+            .expect("leaf");
+        let pem = percent_encoding::utf8_percent_encode(
+            &leaf.cert_pem,
+            percent_encoding::NON_ALPHANUMERIC,
+        );
+        (
+            format!("Hash=00;Cert=\"{pem}\"").into_bytes(),
+            leaf.cert_der,
+        )
+    }
+
+    fn request(peer: &[u8], xfcc: Vec<Vec<u8>>) -> Request {
+        Request {
+            peer_sha256: if peer.is_empty() {
+                String::new()
+            } else {
+                hex::encode(Sha256::digest(peer))
+            },
+            xfcc,
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn the_xfcc_certificate_counts_only_when_it_is_the_connections() {
+        let (alice_xfcc, alice) = xfcc_and_der("alice");
+        let (mallory_xfcc, _) = xfcc_and_der("mallory");
+
+        let (cert, encoding, problem) = certificate(&request(&alice, vec![alice_xfcc.clone()]));
+        assert_eq!(cert.as_deref(), Some(alice.as_slice()));
+        assert_eq!((encoding, problem), (CertEncoding::Auto, None));
+
+        // Another certificate in XFCC than on the connection: not an identity.
+        let (cert, _, problem) = certificate(&request(&alice, vec![mallory_xfcc.clone()]));
+        assert_eq!(cert, None);
+        assert_eq!(problem, Some(RequestProblem::Missing(XFCC)));
+
+        // No certificate on the connection: whatever XFCC says, none was presented.
+        let (cert, _, problem) = certificate(&request(b"", vec![alice_xfcc.clone()]));
+        assert_eq!((cert, problem), (None, None));
+
+        // A certificate on the connection, but no XFCC or two of them: refused as malformed.
+        let (cert, _, problem) = certificate(&request(&alice, vec![]));
+        assert_eq!((cert, problem), (None, Some(RequestProblem::Missing(XFCC))));
+        let (cert, _, problem) = certificate(&request(&alice, vec![alice_xfcc, mallory_xfcc]));
+        assert_eq!(
+            (cert, problem),
+            (None, Some(RequestProblem::Repeated(XFCC)))
+        );
+    }
+}
