@@ -300,13 +300,17 @@ impl Checker {
         {
             self.watch.accepted(id, policy, now).await;
         }
-        // The decision event first: its own keys say all this, the span's copy is for traces.
+        // The decision event first: its own keys say all this. The span's copy is for traces
+        // only: recording into a span makes the JSON log layer re-encode its fields, a cost
+        // every check would pay with tracing off.
         span.in_scope(|| observe::decision_log::record(&span, &outcome, &input, meta, elapsed));
-        span.record("decision", result);
-        span.record("reason", reason);
-        span.record("policy", policy_label);
-        span.record("principal", outcome.principal().unwrap_or(""));
-        span.record("mode", mode);
+        if observe::otel::enabled() {
+            span.record("decision", result);
+            span.record("reason", reason);
+            span.record("policy", policy_label);
+            span.record("principal", outcome.principal().unwrap_or(""));
+            span.record("mode", mode);
+        }
         outcome
     }
 

@@ -460,7 +460,7 @@ fn forward_auth_routes_by_the_host_nginx_sets() {
     assert!(
         logs()
             .lines()
-            .any(|l| l.contains("\"request denied\"") && l.contains("\"policy\":\"admin\"")),
+            .any(|l| l.contains("\"decision\":\"deny\"") && l.contains("\"policy\":\"admin\"")),
         "{}",
         logs()
     );
