@@ -37,7 +37,7 @@ use certgate::check::{CheckInput, Checker};
 use certgate::config::{Config, DEFAULT_PRINCIPAL_ID_OID, DEFAULT_PRINCIPAL_TYPE_OID};
 use certgate::metrics::Metrics;
 use certgate::pki::{CertAuthority, CertSpec};
-use certgate::store::{Admin, EmbeddedStore, Principal, PrincipalStatus};
+use certgate::store::{Actor, Admin, EmbeddedStore, Principal, PrincipalStatus};
 
 /// Certificates kept from phase 3 and checked again in phase 4.
 const SAMPLE: usize = 1_000;
@@ -311,7 +311,7 @@ async fn fill_store(path: &Path, count: usize, now_unix: i64) -> anyhow::Result<
             roles: None,
             created_at: Some(now_unix * 1000),
         };
-        store.create_principal(&principal).await?;
+        store.create_principal(&principal, &Actor::cli()).await?;
     }
     Ok(())
 }

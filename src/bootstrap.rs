@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use crate::cert;
 use crate::config::{Config, DEFAULT_PRINCIPAL_ID_OID, DEFAULT_PRINCIPAL_TYPE_OID};
 use crate::pki::{CertAuthority, CertSpec, IssuedCert};
-use crate::store::{Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus};
+use crate::store::{Actor, Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus};
 
 /// What `certgate bootstrap` writes, and where.
 #[derive(Debug, Clone)]
@@ -167,15 +167,18 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
     let store: Arc<dyn Admin> = Arc::new(EmbeddedStore::open(db)?);
     for (c, cert) in clients.iter().zip(&issued) {
         store
-            .create_principal(&Principal {
-                principal_id: c.principal_id.clone(),
-                principal_type: Some(c.principal_type.to_owned()),
-                status: PrincipalStatus::Active,
-                suspended_at: None,
-                suspended_reason: None,
-                roles: None,
-                created_at: Some(now_unix * 1000),
-            })
+            .create_principal(
+                &Principal {
+                    principal_id: c.principal_id.clone(),
+                    principal_type: Some(c.principal_type.to_owned()),
+                    status: PrincipalStatus::Active,
+                    suspended_at: None,
+                    suspended_reason: None,
+                    roles: None,
+                    created_at: Some(now_unix * 1000),
+                },
+                &Actor::cli(),
+            )
             .await?;
         let id = cert::identify(
             cert.cert_pem.as_bytes(),
@@ -185,10 +188,10 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
         )
         .context("parsing a certificate just issued")?;
         store
-            .register_certificate(&CertificateRecord::for_identity(
-                &id,
-                c.principal_id.clone(),
-            ))
+            .register_certificate(
+                &CertificateRecord::for_identity(&id, c.principal_id.clone()),
+                &Actor::cli(),
+            )
             .await?;
     }
 

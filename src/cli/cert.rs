@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::cert;
 use crate::clock;
 use crate::clock::rfc3339;
-use crate::store::{CertificateRecord, StoreError};
+use crate::store::{Actor, CertificateRecord, StoreError};
 
 use super::output::{print, print_list, table};
 use super::store::{open_existing, open_or_create};
@@ -124,7 +124,13 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
                 )));
             }
             let revoked = store
-                .revoke_certificate(&serial, issuer.as_deref(), reason, clock::unix_millis())
+                .revoke_certificate(
+                    &serial,
+                    issuer.as_deref(),
+                    reason,
+                    clock::unix_millis(),
+                    &Actor::cli(),
+                )
                 .await
                 .map_err(|e| match e {
                     StoreError::NotFound { .. } => Failure::Failed(anyhow::anyhow!(
@@ -174,6 +180,6 @@ async fn register(
         }
     }
     let record = CertificateRecord::for_identity(&id, principal_id);
-    store.register_certificate(&record).await?;
+    store.register_certificate(&record, &Actor::cli()).await?;
     Ok(record)
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use crate::clock;
-use crate::store::{Admin, Principal, PrincipalStatus, StoreError};
+use crate::store::{Actor, Admin, Principal, PrincipalStatus, StoreError};
 
 use super::output::{Output, print, print_list, table};
 use super::store::{open_existing, open_or_create};
@@ -67,7 +67,7 @@ pub(super) async fn run(
                 roles,
                 created_at: Some(clock::unix_millis()),
             };
-            store.create_principal(&principal).await?;
+            store.create_principal(&principal, &Actor::cli()).await?;
             (principal, output.output)
         }
         PrincipalCommand::Get { id, output } => {
@@ -180,9 +180,10 @@ async fn apply(
     change: &Change,
     at: i64,
 ) -> Result<Principal, StoreError> {
+    let actor = &Actor::cli();
     match change {
-        Change::Suspend(reason) => store.suspend_principal(id, reason, at).await,
-        Change::Activate => store.activate_principal(id).await,
+        Change::Suspend(reason) => store.suspend_principal(id, reason, at, actor).await,
+        Change::Activate => store.activate_principal(id, actor).await,
     }
 }
 

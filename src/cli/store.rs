@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::app;
 use crate::config::{Config, StoreBackend};
 use crate::store::dynamodb::{Finding, TableCheck};
-use crate::store::{self, Admin, DynamoStore, EmbeddedStore, Purpose, StoreError};
+use crate::store::{self, Actor, Admin, DynamoStore, EmbeddedStore, Purpose, StoreError};
 
 use super::output::{print, table};
 use super::{Failure, StoreCommand};
@@ -125,11 +125,15 @@ async fn migrate(from: &Path, to: &Path) -> Result<(String, [[u64; 2]; 2]), Fail
     let (_, from) = open_existing(from).await?;
     let (target_config, target) = open_or_create(to).await?;
     let mut counts = [[0u64; 2]; 2];
+    let actor = Actor::migrate();
     for p in from.list_principals().await? {
-        count(&mut counts[0], target.create_principal(&p).await)?;
+        count(&mut counts[0], target.create_principal(&p, &actor).await)?;
     }
     for c in from.list_certificates(None, None).await? {
-        count(&mut counts[1], target.register_certificate(&c).await)?;
+        count(
+            &mut counts[1],
+            target.register_certificate(&c, &actor).await,
+        )?;
     }
     Ok((app::describe_backend(&target_config.store.backend), counts))
 }

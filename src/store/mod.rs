@@ -3,6 +3,7 @@
 //! TTL cache that sits in front of every backend.
 //! Nothing here decides anything: it only answers "what does the store say".
 
+pub mod audit;
 pub(crate) mod cache;
 pub mod dynamodb;
 pub(crate) mod embedded;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cert::{RevocationReason, Serial};
 
+pub use audit::{Actor, AuditQuery, AuditRecord, Verification};
 pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
@@ -273,7 +275,11 @@ pub trait Lookup: Send + Sync + 'static {
 #[async_trait]
 pub trait Admin: Lookup + Inventory {
     /// Create a principal; `AlreadyExists` if the id is taken.
-    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError>;
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
     /// All principals, ordered by id.
     async fn list_principals(&self) -> Result<Vec<Principal>, StoreError>;
     /// Suspend; `NotFound` for an unknown principal (never a silent create).
@@ -282,11 +288,20 @@ pub trait Admin: Lookup + Inventory {
         principal_id: &str,
         reason: &str,
         at: EpochMillis,
+        actor: &Actor,
     ) -> Result<Principal, StoreError>;
     /// Re-activate; clears the suspension fields. `NotFound` for an unknown principal.
-    async fn activate_principal(&self, principal_id: &str) -> Result<Principal, StoreError>;
+    async fn activate_principal(
+        &self,
+        principal_id: &str,
+        actor: &Actor,
+    ) -> Result<Principal, StoreError>;
     /// Register a certificate; `AlreadyExists` if the serial is taken.
-    async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError>;
+    async fn register_certificate(
+        &self,
+        cert: &CertificateRecord,
+        actor: &Actor,
+    ) -> Result<(), StoreError>;
     /// Certificates, optionally only one principal's and/or only those with
     /// `expires_at <= expiring_before`, ordered by `expires_at`.
     async fn list_certificates(
@@ -303,7 +318,11 @@ pub trait Admin: Lookup + Inventory {
         issuer: Option<&str>,
         reason: RevocationReason,
         at: EpochMillis,
+        actor: &Actor,
     ) -> Result<CertificateRecord, StoreError>;
+    /// Every write above appends one [`AuditRecord`] in the same transaction; these are
+    /// the records `query` selects, in sequence order.
+    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Cache settings for [`CachedStore`].

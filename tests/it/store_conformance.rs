@@ -8,8 +8,8 @@ use std::time::Duration;
 use certgate::cert::{RevocationReason, Serial};
 use certgate::store::dynamodb::DynamoSettings;
 use certgate::store::{
-    Admin, CertificateRecord, DynamoStore, EmbeddedStore, Lookup, Principal, PrincipalStatus,
-    Purpose, Registration, StoreError,
+    Actor, Admin, CertificateRecord, DynamoStore, EmbeddedStore, Lookup, Principal,
+    PrincipalStatus, Purpose, Registration, StoreError,
 };
 
 use super::harness::Moto;
@@ -60,7 +60,10 @@ async fn conformance(store: Arc<dyn Admin>) {
     let bob = principal("bob@example.com", "admin", Some(&["admin", "auditor"]));
     let carol = principal("carol@example.com", "worker", Some(&[]));
     for p in [&bob, &alice, &carol] {
-        store.create_principal(p).await.expect("create");
+        store
+            .create_principal(p, &Actor::cli())
+            .await
+            .expect("create");
     }
     assert_eq!(
         store.get_principal("alice@example.com").await.unwrap(),
@@ -92,7 +95,10 @@ async fn conformance(store: Arc<dyn Admin>) {
 
     // a second create is a conflict and changes nothing
     let err = store
-        .create_principal(&principal("alice@example.com", "admin", None))
+        .create_principal(
+            &principal("alice@example.com", "admin", None),
+            &Actor::cli(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -110,6 +116,7 @@ async fn conformance(store: Arc<dyn Admin>) {
             "alice@example.com",
             "INC-4711: key on a laptop that was stolen",
             42,
+            &Actor::cli(),
         )
         .await
         .expect("suspend");
@@ -129,7 +136,7 @@ async fn conformance(store: Arc<dyn Admin>) {
         Some(suspended)
     );
     let active = store
-        .activate_principal("alice@example.com")
+        .activate_principal("alice@example.com", &Actor::cli())
         .await
         .expect("activate");
     assert_eq!(active, alice, "activation clears the suspension fields");
@@ -141,11 +148,11 @@ async fn conformance(store: Arc<dyn Admin>) {
     // updates of unknown keys are errors, never a silent create
     for err in [
         store
-            .suspend_principal("ghost@example.com", "x", 1)
+            .suspend_principal("ghost@example.com", "x", 1, &Actor::cli())
             .await
             .unwrap_err(),
         store
-            .activate_principal("ghost@example.com")
+            .activate_principal("ghost@example.com", &Actor::cli())
             .await
             .unwrap_err(),
     ] {
@@ -159,7 +166,13 @@ async fn conformance(store: Arc<dyn Admin>) {
         None
     );
     let err = store
-        .revoke_certificate(&serial("ffff"), None, RevocationReason::Superseded, 1)
+        .revoke_certificate(
+            &serial("ffff"),
+            None,
+            RevocationReason::Superseded,
+            1,
+            &Actor::cli(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -184,13 +197,19 @@ async fn conformance(store: Arc<dyn Admin>) {
         certificate("0d", "bob@example.com", t0 + 90 * day),
     ];
     for c in &certs {
-        store.register_certificate(c).await.expect("register");
+        store
+            .register_certificate(c, &Actor::cli())
+            .await
+            .expect("register");
     }
     assert_eq!(
         store.get_certificate(&serial("0c")).await.unwrap(),
         Some(certs[2].clone())
     );
-    let err = store.register_certificate(&certs[0]).await.unwrap_err();
+    let err = store
+        .register_certificate(&certs[0], &Actor::cli())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             &err,
@@ -232,7 +251,13 @@ async fn conformance(store: Arc<dyn Admin>) {
 
     // revoke
     let revoked = store
-        .revoke_certificate(&serial("0a"), None, RevocationReason::KeyCompromise, 77)
+        .revoke_certificate(
+            &serial("0a"),
+            None,
+            RevocationReason::KeyCompromise,
+            77,
+            &Actor::cli(),
+        )
         .await
         .expect("revoke");
     assert!(revoked.revoked);
@@ -254,6 +279,7 @@ async fn conformance(store: Arc<dyn Admin>) {
             Some("CN=old CA"),
             RevocationReason::CaCompromise,
             78,
+            &Actor::cli(),
         )
         .await
         .expect("revocation-only");
@@ -275,12 +301,13 @@ async fn conformance(store: Arc<dyn Admin>) {
             Some("CN=conformance CA, O=certgate"),
             RevocationReason::Superseded,
             79,
+            &Actor::cli(),
         )
         .await
         .expect("revoke registered");
     assert_eq!(again.registration, certs[1].registration);
     let err = store
-        .register_certificate(&certificate("ffff", "alice@example.com", t0))
+        .register_certificate(&certificate("ffff", "alice@example.com", t0), &Actor::cli())
         .await
         .unwrap_err();
     assert!(
@@ -294,7 +321,10 @@ async fn conformance(store: Arc<dyn Admin>) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .create_principal(&principal("racer@example.com", &format!("type-{i}"), None))
+                    .create_principal(
+                        &principal("racer@example.com", &format!("type-{i}"), None),
+                        &Actor::cli(),
+                    )
                     .await
             })
         })
@@ -313,7 +343,7 @@ async fn conformance(store: Arc<dyn Admin>) {
         .collect();
     for id in &many {
         store
-            .create_principal(&principal(id, "worker", None))
+            .create_principal(&principal(id, "worker", None), &Actor::cli())
             .await
             .expect("create");
     }
@@ -322,7 +352,11 @@ async fn conformance(store: Arc<dyn Admin>) {
         .cloned()
         .map(|id| {
             let store = store.clone();
-            tokio::spawn(async move { store.suspend_principal(&id, "rotation", 9).await })
+            tokio::spawn(async move {
+                store
+                    .suspend_principal(&id, "rotation", 9, &Actor::cli())
+                    .await
+            })
         })
         .collect();
     for s in suspends {

@@ -10,7 +10,7 @@ use certgate::pki::{CertAuthority, CertSpec, Eku, IssuedCert};
 
 use super::harness::{Certgate, CertgateAddress, EnvoyOptions, Proc, Reply, http_get, wait_until};
 use certgate::store::{
-    Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration,
+    Actor, Admin, CertificateRecord, EmbeddedStore, Principal, PrincipalStatus, Registration,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -181,33 +181,39 @@ impl World {
             let store = EmbeddedStore::open(&db).expect("store");
             for (id, kind) in principals {
                 store
-                    .create_principal(&Principal {
-                        principal_id: id,
-                        principal_type: Some(kind),
-                        status: PrincipalStatus::Active,
-                        suspended_at: None,
-                        suspended_reason: None,
-                        roles: None,
-                        created_at: Some(0),
-                    })
+                    .create_principal(
+                        &Principal {
+                            principal_id: id,
+                            principal_type: Some(kind),
+                            status: PrincipalStatus::Active,
+                            suspended_at: None,
+                            suspended_reason: None,
+                            roles: None,
+                            created_at: Some(0),
+                        },
+                        &Actor::cli(),
+                    )
                     .await
                     .expect("create principal");
             }
             for c in certs {
                 store
-                    .register_certificate(&CertificateRecord {
-                        serial_number: c.serial.clone(),
-                        registration: Some(Registration {
-                            principal_id: c.principal.clone(),
-                            issuer: "CN=e2e CA".into(),
-                            sha256: String::new(),
-                            not_before: 0,
-                            expires_at: (now() + Duration::days(5)).unix_timestamp() * 1000,
-                        }),
-                        revoked: false,
-                        revoked_at: None,
-                        revocation_reason: None,
-                    })
+                    .register_certificate(
+                        &CertificateRecord {
+                            serial_number: c.serial.clone(),
+                            registration: Some(Registration {
+                                principal_id: c.principal.clone(),
+                                issuer: "CN=e2e CA".into(),
+                                sha256: String::new(),
+                                not_before: 0,
+                                expires_at: (now() + Duration::days(5)).unix_timestamp() * 1000,
+                            }),
+                            revoked: false,
+                            revoked_at: None,
+                            revocation_reason: None,
+                        },
+                        &Actor::cli(),
+                    )
                     .await
                     .expect("register certificate");
             }

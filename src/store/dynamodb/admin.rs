@@ -96,7 +96,11 @@ impl DynamoStore {
 
 #[async_trait]
 impl Admin for DynamoStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        _actor: &Actor,
+    ) -> Result<(), StoreError> {
         let table = &self.settings.principals_table;
         self.put_new(
             table,
@@ -122,6 +126,7 @@ impl Admin for DynamoStore {
         principal_id: &str,
         reason: &str,
         at: EpochMillis,
+        _actor: &Actor,
     ) -> Result<Principal, StoreError> {
         let table = &self.settings.principals_table;
         let item = self
@@ -136,7 +141,11 @@ impl Admin for DynamoStore {
         read_principal(&item)
     }
 
-    async fn activate_principal(&self, principal_id: &str) -> Result<Principal, StoreError> {
+    async fn activate_principal(
+        &self,
+        principal_id: &str,
+        _actor: &Actor,
+    ) -> Result<Principal, StoreError> {
         let table = &self.settings.principals_table;
         let item = self
             .update_existing(
@@ -150,7 +159,11 @@ impl Admin for DynamoStore {
         read_principal(&item)
     }
 
-    async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
+    async fn register_certificate(
+        &self,
+        cert: &CertificateRecord,
+        _actor: &Actor,
+    ) -> Result<(), StoreError> {
         let table = &self.settings.certificates_table;
         let item = self.certificate_item(cert);
         self.put_new(table, "serial_number", "certificate", item)
@@ -208,6 +221,7 @@ impl Admin for DynamoStore {
         issuer: Option<&str>,
         reason: RevocationReason,
         at: EpochMillis,
+        _actor: &Actor,
     ) -> Result<CertificateRecord, StoreError> {
         let table = &self.settings.certificates_table;
         let key = serial.to_string();
@@ -244,5 +258,9 @@ impl Admin for DynamoStore {
             .attributes
             .ok_or_else(|| corrupt(&key, "update returned no record"))?;
         read_certificate(&item)
+    }
+
+    async fn audit_records(&self, _query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(Vec::new())
     }
 }

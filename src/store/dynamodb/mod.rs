@@ -37,8 +37,8 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    Admin, CertificateRecord, EpochMillis, Lookup, Outage, OutageCause, Principal, PrincipalStatus,
-    Registration, StoreError,
+    Actor, Admin, AuditQuery, AuditRecord, CertificateRecord, EpochMillis, Lookup, Outage,
+    OutageCause, Principal, PrincipalStatus, Registration, StoreError,
 };
 use crate::cert::{RevocationReason, Serial};
 

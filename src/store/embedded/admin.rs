@@ -4,7 +4,11 @@ use super::*;
 
 #[async_trait]
 impl Admin for EmbeddedStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        _actor: &Actor,
+    ) -> Result<(), StoreError> {
         let p = principal.clone();
         let (Some(principal_type), Some(created_at)) = (&p.principal_type, p.created_at) else {
             return Err(StoreError::Unavailable(
@@ -53,6 +57,7 @@ impl Admin for EmbeddedStore {
         principal_id: &str,
         reason: &str,
         at: EpochMillis,
+        _actor: &Actor,
     ) -> Result<Principal, StoreError> {
         let (id, reason) = (principal_id.to_owned(), reason.to_owned());
         self.run(move |conn| {
@@ -70,7 +75,11 @@ impl Admin for EmbeddedStore {
         .await
     }
 
-    async fn activate_principal(&self, principal_id: &str) -> Result<Principal, StoreError> {
+    async fn activate_principal(
+        &self,
+        principal_id: &str,
+        _actor: &Actor,
+    ) -> Result<Principal, StoreError> {
         let id = principal_id.to_owned();
         self.run(move |conn| {
             let sql = "UPDATE principals SET status = 'active', suspended_at = NULL, \
@@ -80,7 +89,11 @@ impl Admin for EmbeddedStore {
         .await
     }
 
-    async fn register_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
+    async fn register_certificate(
+        &self,
+        cert: &CertificateRecord,
+        _actor: &Actor,
+    ) -> Result<(), StoreError> {
         let c = cert.clone();
         if c.registration.is_none() && !c.revoked {
             return Err(StoreError::Unavailable(
@@ -142,6 +155,7 @@ impl Admin for EmbeddedStore {
         issuer: Option<&str>,
         reason: RevocationReason,
         at: EpochMillis,
+        _actor: &Actor,
     ) -> Result<CertificateRecord, StoreError> {
         let (serial, issuer) = (serial.to_string(), issuer.map(str::to_owned));
         self.run(move |conn| {
@@ -173,5 +187,9 @@ impl Admin for EmbeddedStore {
             )
         })
         .await
+    }
+
+    async fn audit_records(&self, _query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(Vec::new())
     }
 }

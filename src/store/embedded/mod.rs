@@ -11,8 +11,8 @@ use rusqlite::types::{FromSql, ToSql, Value};
 use rusqlite::{Connection, Params, Row, TransactionBehavior, ffi, params, params_from_iter};
 
 use super::{
-    Admin, CertificateRecord, EpochMillis, Lookup, Principal, PrincipalStatus, Registration,
-    StoreError,
+    Actor, Admin, AuditQuery, AuditRecord, CertificateRecord, EpochMillis, Lookup, Principal,
+    PrincipalStatus, Registration, StoreError,
 };
 use crate::cert::{RevocationReason, Serial};
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::Actor;
 use crate::store::fake::serial;
 
 fn principal(id: &str) -> Principal {
@@ -42,10 +43,10 @@ async fn create_get_list_principals() {
     let mut bob = principal("bob@example.com");
     bob.roles = None;
     store
-        .create_principal(&principal("alice@example.com"))
+        .create_principal(&principal("alice@example.com"), &Actor::cli())
         .await
         .unwrap();
-    store.create_principal(&bob).await.unwrap();
+    store.create_principal(&bob, &Actor::cli()).await.unwrap();
 
     let alice = store.get_principal("alice@example.com").await.unwrap();
     assert_eq!(alice, Some(principal("alice@example.com")));
@@ -63,9 +64,12 @@ async fn create_get_list_principals() {
 #[tokio::test]
 async fn duplicates_are_already_exists() {
     let (_dir, store) = open();
-    store.create_principal(&principal("alice")).await.unwrap();
+    store
+        .create_principal(&principal("alice"), &Actor::cli())
+        .await
+        .unwrap();
     let err = store
-        .create_principal(&principal("alice"))
+        .create_principal(&principal("alice"), &Actor::cli())
         .await
         .unwrap_err();
     assert!(
@@ -73,11 +77,11 @@ async fn duplicates_are_already_exists() {
         "{err:?}"
     );
     store
-        .register_certificate(&cert("0a", "alice", 5))
+        .register_certificate(&cert("0a", "alice", 5), &Actor::cli())
         .await
         .unwrap();
     let err = store
-        .register_certificate(&cert("0a", "alice", 5))
+        .register_certificate(&cert("0a", "alice", 5), &Actor::cli())
         .await
         .unwrap_err();
     assert!(
@@ -95,10 +99,13 @@ async fn duplicates_are_already_exists() {
 #[tokio::test]
 async fn suspend_and_activate() {
     let (_dir, store) = open();
-    store.create_principal(&principal("alice")).await.unwrap();
+    store
+        .create_principal(&principal("alice"), &Actor::cli())
+        .await
+        .unwrap();
 
     let suspended = store
-        .suspend_principal("alice", "left the company", 42)
+        .suspend_principal("alice", "left the company", 42, &Actor::cli())
         .await
         .unwrap();
     assert_eq!(suspended.status, PrincipalStatus::Suspended);
@@ -109,7 +116,10 @@ async fn suspend_and_activate() {
     );
     assert_eq!(store.get_principal("alice").await.unwrap(), Some(suspended));
 
-    let active = store.activate_principal("alice").await.unwrap();
+    let active = store
+        .activate_principal("alice", &Actor::cli())
+        .await
+        .unwrap();
     assert_eq!(active, principal("alice"));
     assert_eq!(store.get_principal("alice").await.unwrap(), Some(active));
 }
@@ -118,14 +128,17 @@ async fn suspend_and_activate() {
 async fn updates_of_unknown_keys_are_not_found() {
     let (_dir, store) = open();
     let err = store
-        .suspend_principal("ghost", "why", 1)
+        .suspend_principal("ghost", "why", 1, &Actor::cli())
         .await
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::NotFound { kind: "principal", key } if key == "ghost"),
         "{err:?}"
     );
-    let err = store.activate_principal("ghost").await.unwrap_err();
+    let err = store
+        .activate_principal("ghost", &Actor::cli())
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -137,7 +150,13 @@ async fn updates_of_unknown_keys_are_not_found() {
         "{err:?}"
     );
     let err = store
-        .revoke_certificate(&serial("ff"), None, RevocationReason::Superseded, 1)
+        .revoke_certificate(
+            &serial("ff"),
+            None,
+            RevocationReason::Superseded,
+            1,
+            &Actor::cli(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -163,7 +182,10 @@ async fn incomplete_records_are_refused_not_filled_in() {
         registration: None,
         ..cert("0c", "alice", 5)
     };
-    let err = store.register_certificate(&neither).await.unwrap_err();
+    let err = store
+        .register_certificate(&neither, &Actor::cli())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("neither registered nor revoked"),
         "{err}"
@@ -173,7 +195,10 @@ async fn incomplete_records_are_refused_not_filled_in() {
         principal_type: None,
         ..principal("bob")
     };
-    let err = store.create_principal(&untyped).await.unwrap_err();
+    let err = store
+        .create_principal(&untyped, &Actor::cli())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("with a type"), "{err}");
     assert_eq!(store.get_principal("bob").await.unwrap(), None);
 }
@@ -186,7 +211,7 @@ async fn register_revoke_and_list_certificates() {
         cert("01", "alice", 100),
         cert("02", "bob", 100),
     ] {
-        store.register_certificate(&c).await.unwrap();
+        store.register_certificate(&c, &Actor::cli()).await.unwrap();
     }
     assert_eq!(
         store.get_certificate(&serial("01")).await.unwrap(),
@@ -195,7 +220,13 @@ async fn register_revoke_and_list_certificates() {
     assert_eq!(store.get_certificate(&serial("99")).await.unwrap(), None);
 
     let revoked = store
-        .revoke_certificate(&serial("01"), None, RevocationReason::KeyCompromise, 77)
+        .revoke_certificate(
+            &serial("01"),
+            None,
+            RevocationReason::KeyCompromise,
+            77,
+            &Actor::cli(),
+        )
         .await
         .unwrap();
     assert!(revoked.revoked);
@@ -255,13 +286,16 @@ async fn unreadable_rows_are_corrupt() {
 async fn two_handles_on_one_file_see_each_others_writes() {
     let (dir, server) = open();
     let cli = EmbeddedStore::open(&dir.path().join("certgate.db")).unwrap();
-    server.create_principal(&principal("alice")).await.unwrap();
-    cli.suspend_principal("alice", "incident 42", 5)
+    server
+        .create_principal(&principal("alice"), &Actor::cli())
+        .await
+        .unwrap();
+    cli.suspend_principal("alice", "incident 42", 5, &Actor::cli())
         .await
         .unwrap();
     let seen = server.get_principal("alice").await.unwrap().unwrap();
     assert_eq!(seen.suspended_reason.as_deref(), Some("incident 42"));
-    cli.register_certificate(&cert("0c", "alice", 9))
+    cli.register_certificate(&cert("0c", "alice", 9), &Actor::cli())
         .await
         .unwrap();
     assert!(
@@ -276,7 +310,10 @@ async fn two_handles_on_one_file_see_each_others_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_do_not_fail_with_locked() {
     let (dir, first) = open();
-    first.create_principal(&principal("alice")).await.unwrap();
+    first
+        .create_principal(&principal("alice"), &Actor::cli())
+        .await
+        .unwrap();
     let path = dir.path().join("certgate.db");
     let mut tasks = tokio::task::JoinSet::new();
     for handle in 0..4 {
@@ -285,8 +322,13 @@ async fn concurrent_writers_do_not_fail_with_locked() {
             let store = Arc::clone(&store);
             tasks.spawn(async move {
                 let at = handle * 100 + i;
-                store.suspend_principal("alice", "busy", at).await?;
-                store.activate_principal("alice").await.map(drop)
+                store
+                    .suspend_principal("alice", "busy", at, &Actor::cli())
+                    .await?;
+                store
+                    .activate_principal("alice", &Actor::cli())
+                    .await
+                    .map(drop)
             });
         }
     }
@@ -315,7 +357,10 @@ async fn a_new_store_and_its_wal_files_are_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, store) = open();
     // A write, so the -wal and -shm files exist.
-    store.create_principal(&principal("alice")).await.unwrap();
+    store
+        .create_principal(&principal("alice"), &Actor::cli())
+        .await
+        .unwrap();
     for name in ["certgate.db", "certgate.db-wal", "certgate.db-shm"] {
         let mode = std::fs::metadata(dir.path().join(name))
             .unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -337,6 +382,7 @@ async fn revocation_only_records() {
             Some("CN=Old CA"),
             RevocationReason::KeyCompromise,
             5,
+            &Actor::cli(),
         )
         .await
         .unwrap();
@@ -353,7 +399,7 @@ async fn revocation_only_records() {
         Some(want)
     );
     store
-        .register_certificate(&cert("01", "alice", 100))
+        .register_certificate(&cert("01", "alice", 100), &Actor::cli())
         .await
         .unwrap();
     let registered = store
@@ -362,6 +408,7 @@ async fn revocation_only_records() {
             Some("CN=Test CA,O=Example"),
             RevocationReason::Superseded,
             6,
+            &Actor::cli(),
         )
         .await
         .unwrap();
@@ -428,6 +475,7 @@ async fn a_version_1_file_is_migrated() {
             Some("CN=Old CA"),
             RevocationReason::Unspecified,
             1,
+            &Actor::cli(),
         )
         .await
         .unwrap();
