@@ -97,3 +97,170 @@ pub struct Verification {
     /// The first record that does not verify, when one does not.
     pub first_invalid_sequence: Option<u64>,
 }
+
+impl AuditRecord {
+    /// The record that follows `prev` (or starts the chain), with its hash computed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn next(
+        prev: Option<&AuditRecord>,
+        at: EpochMillis,
+        actor: &Actor,
+        action: &str,
+        target: String,
+        reason: Option<&str>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Self {
+        let mut record = AuditRecord {
+            sequence: prev.map_or(1, |p| p.sequence + 1),
+            at,
+            actor: actor.clone(),
+            action: action.to_owned(),
+            target,
+            reason: reason.map(str::to_owned),
+            before,
+            after,
+            prev_hash: prev.map_or_else(String::new, |p| p.hash.clone()),
+            hash: String::new(),
+        };
+        record.hash = record.computed_hash();
+        record
+    }
+
+    /// SHA-256 (lowercase hex) over the canonical encoding of every field but `hash`: JSON
+    /// with object keys sorted at every level and no insignificant whitespace, so any
+    /// implementation can recompute it from the stored fields.
+    pub fn computed_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(fields) = &mut value {
+            fields.remove("hash");
+        }
+        let mut canonical = String::new();
+        write_canonical(&value, &mut canonical);
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Checks a whole chain, in stored order: sequences 1, 2, 3… without gaps, each record's
+/// `prev_hash` is its predecessor's `hash`, and each `hash` is the recomputed one. The first
+/// position where any of that fails is reported (an edited, deleted or moved record).
+pub fn verify(records: &[AuditRecord]) -> Verification {
+    let mut prev_hash = "";
+    let first_invalid_sequence = records.iter().zip(1u64..).find_map(|(record, expected)| {
+        let valid = record.sequence == expected
+            && record.prev_hash == prev_hash
+            && record.hash == record.computed_hash();
+        prev_hash = &record.hash;
+        (!valid).then_some(expected)
+    });
+    Verification {
+        is_valid: first_invalid_sequence.is_none(),
+        total_entries: records.len() as u64,
+        first_invalid_sequence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: usize) -> Vec<AuditRecord> {
+        let actor = Actor::Cli { user: "ops".into() };
+        let mut records: Vec<AuditRecord> = Vec::new();
+        for i in 0..n {
+            let record = AuditRecord::next(
+                records.last(),
+                1_700_000_000_000 + i as i64,
+                &actor,
+                "principal.suspend",
+                format!("principal:w{i}"),
+                Some("incident"),
+                Some(serde_json::json!({"status": "active", "b": 1})),
+                Some(serde_json::json!({"status": "suspended", "b": 1})),
+            );
+            records.push(record);
+        }
+        records
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        let v = verify(&chain(5));
+        assert_eq!(
+            v,
+            Verification {
+                is_valid: true,
+                total_entries: 5,
+                first_invalid_sequence: None
+            }
+        );
+        assert_eq!(verify(&[]).total_entries, 0);
+    }
+
+    #[test]
+    fn an_edited_record_is_pinpointed() {
+        let mut records = chain(5);
+        records[2].reason = Some("routine".into());
+        assert_eq!(verify(&records).first_invalid_sequence, Some(3));
+    }
+
+    #[test]
+    fn a_deleted_or_moved_record_is_pinpointed() {
+        let mut records = chain(5);
+        records.remove(1);
+        assert_eq!(verify(&records).first_invalid_sequence, Some(2));
+        let mut records = chain(5);
+        records.swap(3, 4);
+        assert_eq!(verify(&records).first_invalid_sequence, Some(4));
+    }
+
+    #[test]
+    fn a_rehashed_edit_still_breaks_the_link_to_its_successor() {
+        let mut records = chain(4);
+        records[1].actor = Actor::Cli {
+            user: "intruder".into(),
+        };
+        records[1].hash = records[1].computed_hash();
+        assert_eq!(verify(&records).first_invalid_sequence, Some(3));
+    }
+
+    #[test]
+    fn the_hash_does_not_depend_on_key_order() {
+        let record = &chain(1)[0];
+        let mut reordered = record.clone();
+        reordered.before = Some(serde_json::json!({"b": 1, "status": "active"}));
+        assert_eq!(record.computed_hash(), reordered.computed_hash());
+    }
+}
