@@ -204,6 +204,8 @@ pub(super) struct RawDynamo {
     pub(super) endpoint_url: Option<String>,
     pub(super) principals_table: String,
     pub(super) certificates_table: String,
+    /// `None`: derived from `principals_table` (`…principals` → `…audit`).
+    pub(super) audit_table: Option<String>,
     pub(super) timeout: String,
     pub(super) attempt_timeout: String,
     pub(super) max_attempts: u32,
@@ -219,6 +221,7 @@ impl Default for RawDynamo {
             endpoint_url: None,
             principals_table: d.principals_table,
             certificates_table: d.certificates_table,
+            audit_table: None,
             timeout: text(d.timeout),
             attempt_timeout: text(d.attempt_timeout),
             max_attempts: d.max_attempts,

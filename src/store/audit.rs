@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::EpochMillis;
+use super::{CertificateRecord, EpochMillis, Principal};
 
 /// Who made a change. Stored with its audit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,12 +45,104 @@ impl Actor {
     }
 }
 
+/// `USER`, else `LOGNAME`, else the real uid (`uid:N`): a service account or a container
+/// often has no name, and the uid still tells who ran the command.
 fn os_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
+        .unwrap_or_else(|| format!("uid:{}", rustix::process::getuid().as_raw()))
+}
+
+/// What a write did, named in its record's `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `principal.create`
+    PrincipalCreate,
+    /// `principal.suspend`
+    PrincipalSuspend,
+    /// `principal.activate`
+    PrincipalActivate,
+    /// `certificate.register`
+    CertificateRegister,
+    /// `certificate.revoke`
+    CertificateRevoke,
+}
+
+impl Action {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::PrincipalCreate => "principal.create",
+            Action::PrincipalSuspend => "principal.suspend",
+            Action::PrincipalActivate => "principal.activate",
+            Action::CertificateRegister => "certificate.register",
+            Action::CertificateRevoke => "certificate.revoke",
+        }
+    }
+}
+
+/// One write's change, before it is linked into the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What was done.
+    pub action: Action,
+    /// `principal:ID` or `certificate:SERIAL`.
+    pub target: String,
+    /// The reason given, when the action takes one.
+    pub reason: Option<String>,
+    /// The record before (JSON), `None` when it did not exist.
+    pub before: Option<serde_json::Value>,
+    /// The record after (JSON).
+    pub after: Option<serde_json::Value>,
+}
+
+impl Change {
+    /// A change to principal `after`, which was `before`.
+    pub fn principal(
+        action: Action,
+        before: Option<&Principal>,
+        after: &Principal,
+        reason: Option<&str>,
+    ) -> Self {
+        Change {
+            action,
+            target: format!("principal:{}", after.principal_id),
+            reason: reason.map(str::to_owned),
+            before: before.map(json),
+            after: Some(json(after)),
+        }
+    }
+
+    /// A change to certificate `after`, which was `before`.
+    pub fn certificate(
+        action: Action,
+        before: Option<&CertificateRecord>,
+        after: &CertificateRecord,
+        reason: Option<&str>,
+    ) -> Self {
+        Change {
+            action,
+            target: format!("certificate:{}", after.serial_number),
+            reason: reason.map(str::to_owned),
+            before: before.map(json),
+            after: Some(json(after)),
+        }
+    }
+}
+
+fn json<T: Serialize>(record: &T) -> serde_json::Value {
+    serde_json::to_value(record).unwrap_or(serde_json::Value::Null)
+}
+
+/// The last record of a chain, which the next one links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Its sequence.
+    pub sequence: u64,
+    /// Its hash.
+    pub hash: String,
 }
 
 /// One appended audit record.
@@ -85,6 +177,22 @@ pub struct AuditQuery {
     pub since: Option<EpochMillis>,
     /// Only records whose target is this principal or one of its certificates.
     pub principal: Option<String>,
+}
+
+impl AuditQuery {
+    /// Whether `record` is one this query selects: a principal's records are those whose
+    /// target is it, and those of certificates whose record (before or after) names it.
+    pub fn matches(&self, record: &AuditRecord) -> bool {
+        let recent = self.since.is_none_or(|since| record.at >= since);
+        let concerns = self.principal.as_deref().is_none_or(|id| {
+            record.target.strip_prefix("principal:") == Some(id)
+                || [&record.before, &record.after]
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r.get("principal_id").and_then(serde_json::Value::as_str) == Some(id))
+        });
+        recent && concerns
+    }
 }
 
 /// What `certgate audit verify` reports.
@@ -125,6 +233,39 @@ impl AuditRecord {
         };
         record.hash = record.computed_hash();
         record
+    }
+
+    /// The record of `change`, linked after `head` (or starting the chain).
+    pub fn append(
+        head: Option<&ChainHead>,
+        at: EpochMillis,
+        actor: &Actor,
+        change: Change,
+    ) -> Self {
+        let mut record = AuditRecord::next(
+            None,
+            at,
+            actor,
+            change.action.as_str(),
+            change.target,
+            change.reason.as_deref(),
+            change.before,
+            change.after,
+        );
+        if let Some(head) = head {
+            record.sequence = head.sequence + 1;
+            record.prev_hash = head.hash.clone();
+            record.hash = record.computed_hash();
+        }
+        record
+    }
+
+    /// This record as the head the next one links to.
+    pub fn head(&self) -> ChainHead {
+        ChainHead {
+            sequence: self.sequence,
+            hash: self.hash.clone(),
+        }
     }
 
     /// SHA-256 (lowercase hex) over the canonical encoding of every field but `hash`: JSON

@@ -386,6 +386,7 @@ pub fn moto_settings(moto: &Moto, prefix: &str) -> DynamoSettings {
         endpoint_url: Some(moto.endpoint()),
         principals_table: format!("{prefix}_principals"),
         certificates_table: format!("{prefix}_certificates"),
+        audit_table: format!("{prefix}_audit"),
         ..DynamoSettings::default()
     }
 }

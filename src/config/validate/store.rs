@@ -52,10 +52,21 @@ impl Validator<'_> {
 
     fn dynamodb(&mut self, raw: RawDynamo) -> DynamoSettings {
         let key = |k: &str| format!("store.dynamodb.{k}");
+        // A derived name is valid when the principals table's is (reported there).
+        let audit_table = raw.audit_table.clone().unwrap_or_else(|| {
+            match raw.principals_table.strip_suffix("principals") {
+                Some(stem) => format!("{stem}audit"),
+                None => format!("{}_audit", raw.principals_table),
+            }
+        });
+        let explicit_audit = raw.audit_table.as_ref().map(|t| ("audit_table", t));
         for (name, table) in [
             ("principals_table", &raw.principals_table),
             ("certificates_table", &raw.certificates_table),
-        ] {
+        ]
+        .into_iter()
+        .chain(explicit_audit)
+        {
             // DynamoDB's own rule for table names.
             let valid = (3..=255).contains(&table.len())
                 && table
@@ -74,6 +85,14 @@ impl Validator<'_> {
             self.problem(
                 key("certificates_table"),
                 "must differ from store.dynamodb.principals_table",
+            );
+        }
+        if [&raw.principals_table, &raw.certificates_table].contains(&&audit_table) {
+            self.problem(
+                key("audit_table"),
+                format!(
+                    "\"{audit_table}\" must differ from the principals and certificates tables"
+                ),
             );
         }
         if let Some(url) = &raw.endpoint_url
@@ -114,6 +133,7 @@ impl Validator<'_> {
             endpoint_url: raw.endpoint_url.filter(|u| !u.is_empty()),
             principals_table: raw.principals_table,
             certificates_table: raw.certificates_table,
+            audit_table,
             timeout,
             attempt_timeout,
             max_attempts: raw.max_attempts,

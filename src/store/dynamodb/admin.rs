@@ -1,71 +1,143 @@
 //! The admin side: creating, changing and listing records for the CLI.
 
-use super::item::{principal_item, sort_certificates};
-use super::*;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
-impl DynamoStore {
-    /// `UpdateItem` on an existing record (`attribute_exists`), returning the new record.
-    async fn update_existing(
-        &self,
-        table: &str,
-        (key, value): (&str, &str),
-        kind: &'static str,
-        expression: &str,
-        values: Vec<(&str, AttributeValue)>,
-    ) -> Result<Item, StoreError> {
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key(key, AttributeValue::S(value.to_owned()))
-            .update_expression(expression)
-            .condition_expression(format!("attribute_exists({key})"))
-            .return_values(ReturnValue::AllNew);
-        if expression.contains("#s") {
-            req = req.expression_attribute_names("#s", "status");
-        }
-        for (name, v) in values {
-            req = req.expression_attribute_values(name, v);
-        }
-        match req.send().await {
-            Ok(out) => out
-                .attributes
-                .ok_or_else(|| corrupt(value, "update returned no record")),
-            Err(e) if is_condition_failed(&e) => Err(StoreError::NotFound {
-                kind,
-                key: value.to_owned(),
-            }),
-            Err(e) => Err(sdk_error(table, e)),
+use super::chain::Planned;
+use super::item::{principal_item, sort_certificates};
+use super::schema::build_error;
+use super::*;
+use crate::store::audit::{Action, Change};
+
+/// One attribute's part in an audited update.
+enum Op {
+    Set(AttributeValue),
+    /// Set unless the item has it (`if_not_exists`).
+    SetIfMissing(AttributeValue),
+    Remove,
+}
+
+/// The item `current` (or a new one keyed `key`) with `edits` applied: what DynamoDB holds
+/// after the update, so the audit record's `after` is the stored record.
+fn edited(current: Option<&Item>, (key_attr, key): (&str, &str), edits: &[(&str, Op)]) -> Item {
+    let mut item = current
+        .cloned()
+        .unwrap_or_else(|| Item::from([(key_attr.to_owned(), s(key))]));
+    for (name, op) in edits {
+        match op {
+            Op::Set(v) => {
+                item.insert((*name).to_owned(), v.clone());
+            }
+            Op::SetIfMissing(v) => {
+                item.entry((*name).to_owned()).or_insert_with(|| v.clone());
+            }
+            Op::Remove => {
+                item.remove(*name);
+            }
         }
     }
+    item
+}
 
-    /// `PutItem` of a new record (`attribute_not_exists`).
-    async fn put_new(
+impl DynamoStore {
+    /// An audited `UpdateItem` of `edits` on the `kind` record `key`; `must_exist`: the
+    /// record must be there (`NotFound` otherwise, also when it disappears meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_audited<T>(
         &self,
-        table: &str,
-        key: &str,
+        actor: &Actor,
+        (table, key_attr, key): (&str, &str, &str),
+        kind: &'static str,
+        edits: Vec<(&str, Op)>,
+        must_exist: bool,
+        read: fn(&Item) -> Result<T, StoreError>,
+        describe: impl Fn(Option<&T>, &T) -> Change,
+    ) -> Result<T, StoreError> {
+        let not_found = || StoreError::NotFound {
+            kind,
+            key: key.to_owned(),
+        };
+        let (mut sets, mut removes) = (Vec::new(), Vec::new());
+        let mut update = Update::builder().table_name(table).key(key_attr, s(key));
+        for (i, (name, op)) in edits.iter().enumerate() {
+            update = update.expression_attribute_names(format!("#a{i}"), *name);
+            match op {
+                Op::Set(_) => sets.push(format!("#a{i} = :v{i}")),
+                Op::SetIfMissing(_) => sets.push(format!("#a{i} = if_not_exists(#a{i}, :v{i})")),
+                Op::Remove => removes.push(format!("#a{i}")),
+            }
+            if let Op::Set(v) | Op::SetIfMissing(v) = op {
+                update = update.expression_attribute_values(format!(":v{i}"), v.clone());
+            }
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        update = update.update_expression(expression);
+        if must_exist {
+            update = update
+                .condition_expression("attribute_exists(#k)")
+                .expression_attribute_names("#k", key_attr);
+        }
+        let write = TransactWriteItem::builder()
+            .update(update.build().map_err(build_error)?)
+            .build();
+        let plan = |current: Option<Item>| {
+            if must_exist && current.is_none() {
+                return Err(not_found());
+            }
+            let before = current.as_ref().map(read).transpose()?;
+            let after = read(&edited(current.as_ref(), (key_attr, key), &edits))?;
+            Ok(Planned {
+                write: write.clone(),
+                change: describe(before.as_ref(), &after),
+                after,
+            })
+        };
+        self.audited(actor, (table, key_attr, key), plan, not_found)
+            .await
+    }
+
+    /// An audited `PutItem` of the new `kind` record `item` (`AlreadyExists` when its key is
+    /// taken).
+    async fn create_audited<T>(
+        &self,
+        actor: &Actor,
+        (table, key_attr): (&str, &str),
         kind: &'static str,
         item: Item,
+        read: fn(&Item) -> Result<T, StoreError>,
+        describe: impl Fn(&T) -> Change,
     ) -> Result<(), StoreError> {
-        let value = match item.get(key) {
+        let key = match item.get(key_attr) {
             Some(AttributeValue::S(v)) => v.clone(),
             _ => String::new(),
         };
-        let res = self
-            .client
-            .put_item()
+        let exists = || StoreError::AlreadyExists {
+            kind,
+            key: key.clone(),
+        };
+        let put = Put::builder()
             .table_name(table)
-            .set_item(Some(item))
-            .condition_expression(format!("attribute_not_exists({key})"))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => {
-                Err(StoreError::AlreadyExists { kind, key: value })
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", key_attr)
+            .build()
+            .map_err(build_error)?;
+        let write = TransactWriteItem::builder().put(put).build();
+        let plan = |current: Option<Item>| {
+            if current.is_some() {
+                return Err(exists());
             }
-            Err(e) => Err(sdk_error(table, e)),
-        }
+            let after = read(&item)?;
+            Ok(Planned {
+                write: write.clone(),
+                change: describe(&after),
+                after: (),
+            })
+        };
+        self.audited(actor, (table, key_attr, &key), plan, exists)
+            .await
     }
 
     fn certificate_item(&self, c: &CertificateRecord) -> Item {
@@ -99,14 +171,17 @@ impl Admin for DynamoStore {
     async fn create_principal(
         &self,
         principal: &Principal,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let table = &self.settings.principals_table;
-        self.put_new(
-            table,
-            "principal_id",
+        let item = principal_item(principal);
+        self.create_audited(
+            actor,
+            (table, "principal_id"),
             "principal",
-            principal_item(principal),
+            item,
+            read_principal,
+            |after| Change::principal(Action::PrincipalCreate, None, after, None),
         )
         .await
     }
@@ -126,48 +201,67 @@ impl Admin for DynamoStore {
         principal_id: &str,
         reason: &str,
         at: EpochMillis,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<Principal, StoreError> {
         let table = &self.settings.principals_table;
-        let item = self
-            .update_existing(
-                table,
-                ("principal_id", principal_id),
-                "principal",
-                "SET #s = :s, suspended_at = :t, suspended_reason = :r",
-                vec![(":s", s("suspended")), (":t", n(at)), (":r", s(reason))],
-            )
-            .await?;
-        read_principal(&item)
+        let edits = vec![
+            ("status", Op::Set(s("suspended"))),
+            ("suspended_at", Op::Set(n(at))),
+            ("suspended_reason", Op::Set(s(reason))),
+        ];
+        self.update_audited(
+            actor,
+            (table, "principal_id", principal_id),
+            "principal",
+            edits,
+            true,
+            read_principal,
+            |before, after| {
+                Change::principal(Action::PrincipalSuspend, before, after, Some(reason))
+            },
+        )
+        .await
     }
 
     async fn activate_principal(
         &self,
         principal_id: &str,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<Principal, StoreError> {
         let table = &self.settings.principals_table;
-        let item = self
-            .update_existing(
-                table,
-                ("principal_id", principal_id),
-                "principal",
-                "SET #s = :s REMOVE suspended_at, suspended_reason",
-                vec![(":s", s("active"))],
-            )
-            .await?;
-        read_principal(&item)
+        let edits = vec![
+            ("status", Op::Set(s("active"))),
+            ("suspended_at", Op::Remove),
+            ("suspended_reason", Op::Remove),
+        ];
+        self.update_audited(
+            actor,
+            (table, "principal_id", principal_id),
+            "principal",
+            edits,
+            true,
+            read_principal,
+            |before, after| Change::principal(Action::PrincipalActivate, before, after, None),
+        )
+        .await
     }
 
     async fn register_certificate(
         &self,
         cert: &CertificateRecord,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
         let table = &self.settings.certificates_table;
         let item = self.certificate_item(cert);
-        self.put_new(table, "serial_number", "certificate", item)
-            .await
+        self.create_audited(
+            actor,
+            (table, "serial_number"),
+            "certificate",
+            item,
+            read_certificate,
+            |after| Change::certificate(Action::CertificateRegister, None, after, None),
+        )
+        .await
     }
 
     async fn list_certificates(
@@ -221,46 +315,39 @@ impl Admin for DynamoStore {
         issuer: Option<&str>,
         reason: RevocationReason,
         at: EpochMillis,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<CertificateRecord, StoreError> {
         let table = &self.settings.certificates_table;
         let key = serial.to_string();
-        let expression = "SET revoked = :t, revoked_at = :at, revocation_reason = :r";
-        let values = vec![
-            (":t", AttributeValue::Bool(true)),
-            (":at", n(at)),
-            (":r", s(reason.as_str())),
+        let reason = reason.as_str();
+        let mut edits = vec![
+            ("revoked", Op::Set(AttributeValue::Bool(true))),
+            ("revoked_at", Op::Set(n(at))),
+            ("revocation_reason", Op::Set(s(reason))),
         ];
-        let Some(issuer) = issuer else {
-            let key = ("serial_number", key.as_str());
-            let item = self
-                .update_existing(table, key, "certificate", expression, values)
-                .await?;
-            return read_certificate(&item);
-        };
-        // Unconditional, as the runbook's revoke-unregistered: a registered item keeps its
-        // registration and issuer, an unknown serial becomes a revocation-only record.
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("serial_number", s(&key))
-            .update_expression(format!("{expression}, issuer = if_not_exists(issuer, :i)"))
-            .expression_attribute_values(":i", s(issuer))
-            .return_values(ReturnValue::AllNew);
-        for (name, v) in values {
-            req = req.expression_attribute_values(name, v);
+        // With an issuer the write is unconditional, as the runbook's revoke-unregistered: a
+        // registered item keeps its registration and issuer, an unknown serial becomes a
+        // revocation-only record.
+        if let Some(issuer) = issuer {
+            edits.push(("issuer", Op::SetIfMissing(s(issuer))));
         }
-        let item = req
-            .send()
-            .await
-            .map_err(|e| sdk_error(table, e))?
-            .attributes
-            .ok_or_else(|| corrupt(&key, "update returned no record"))?;
-        read_certificate(&item)
+        self.update_audited(
+            actor,
+            (table, "serial_number", &key),
+            "certificate",
+            edits,
+            issuer.is_none(),
+            read_certificate,
+            |before, after| {
+                Change::certificate(Action::CertificateRevoke, before, after, Some(reason))
+            },
+        )
+        .await
     }
 
-    async fn audit_records(&self, _query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        Ok(Vec::new())
+    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut records = self.chain_records().await?;
+        records.retain(|r| query.matches(r));
+        Ok(records)
     }
 }

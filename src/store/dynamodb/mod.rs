@@ -32,8 +32,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ReturnValue, ScalarAttributeType, TableStatus,
-    TimeToLiveSpecification,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 
 use super::{
@@ -44,6 +43,7 @@ use crate::cert::{RevocationReason, Serial};
 
 mod admin;
 mod audit;
+mod chain;
 mod inventory;
 mod item;
 mod schema;
@@ -74,6 +74,8 @@ pub struct DynamoSettings {
     pub principals_table: String,
     /// Name of the certificates table.
     pub certificates_table: String,
+    /// Name of the audit table (README "Audit trail").
+    pub audit_table: String,
     /// Deadline of one lookup on the serving path, retries included.
     pub timeout: Duration,
     /// Deadline of one attempt.
@@ -94,6 +96,7 @@ impl Default for DynamoSettings {
             endpoint_url: None,
             principals_table: "certgate_principals".into(),
             certificates_table: "certgate_certificates".into(),
+            audit_table: "certgate_audit".into(),
             timeout: Duration::from_millis(250),
             attempt_timeout: Duration::from_millis(100),
             max_attempts: 3,

@@ -1,10 +1,10 @@
-//! Creating and adopting the two tables, their indexes and the TTL setting
+//! Creating and adopting the tables (principals, certificates, audit), their indexes and the TTL setting
 //! (`certgate store init`).
 
 use super::*;
 
 impl DynamoStore {
-    /// Create both tables, their indexes and the TTL setting when missing; waits until
+    /// Create the three tables, their indexes and the TTL setting when missing; waits until
     /// they are active. Safe to run again: existing tables are left as they are (their
     /// key schema is checked).
     pub async fn init_tables(&self) -> Result<Vec<String>, StoreError> {
@@ -16,7 +16,9 @@ impl DynamoStore {
             self.create_table(certificates, "serial_number", true)
                 .await?,
         );
-        for table in [principals, certificates] {
+        let audit = &self.settings.audit_table;
+        report.push(self.create_table(audit, AUDIT_KEY, false).await?);
+        for table in [principals, certificates, audit] {
             self.wait_active(table).await?;
         }
         let ttl = self
@@ -65,11 +67,18 @@ impl DynamoStore {
                     .iter()
                     .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
                     .collect::<Vec<_>>();
-                if schema != [(key.to_owned(), KeyType::Hash)] {
+                let want = match key {
+                    AUDIT_KEY => vec![
+                        ("chain".to_owned(), KeyType::Hash),
+                        ("sequence".to_owned(), KeyType::Range),
+                    ],
+                    key => vec![(key.to_owned(), KeyType::Hash)],
+                };
+                if schema != want {
                     return Err(StoreError::Unavailable(
                         format!(
                             "table {table} exists with key schema {schema:?}; certgate needs \
-                         hash key {key} only"
+                         {want:?}"
                         )
                         .into(),
                     ));
@@ -83,9 +92,16 @@ impl DynamoStore {
             .client
             .create_table()
             .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key_elem(key, KeyType::Hash)?)
-            .attribute_definitions(attr(key, ScalarAttributeType::S)?);
+            .billing_mode(BillingMode::PayPerRequest);
+        req = if key == AUDIT_KEY {
+            req.key_schema(key_elem("chain", KeyType::Hash)?)
+                .key_schema(key_elem("sequence", KeyType::Range)?)
+                .attribute_definitions(attr("chain", ScalarAttributeType::S)?)
+                .attribute_definitions(attr("sequence", ScalarAttributeType::N)?)
+        } else {
+            req.key_schema(key_elem(key, KeyType::Hash)?)
+                .attribute_definitions(attr(key, ScalarAttributeType::S)?)
+        };
         if indexes {
             for (name, hash) in INDEXES {
                 req = req
@@ -268,6 +284,10 @@ impl DynamoStore {
 
 /// certgate's indexes on the certificates table: name and hash key; the range key is
 /// `expires_at`.
+/// Stands for the audit table's key (hash `chain` S, range `sequence` N) in
+/// [`DynamoStore::create_table`].
+const AUDIT_KEY: &str = "chain, sequence";
+
 const INDEXES: [(&str, &str); 2] = [
     (BY_PRINCIPAL_INDEX, "principal_id"),
     (BY_EXPIRY_INDEX, "expiry_bucket"),
@@ -289,7 +309,7 @@ fn index(name: &str, hash: &str) -> Result<GlobalSecondaryIndex, StoreError> {
 }
 
 /// A request builder missing a required field.
-fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+pub(super) fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Unavailable(e.to_string().into())
 }
 

@@ -1,15 +1,17 @@
 //! The admin side: creating, changing and listing records for the CLI.
 
+use super::audit::{audited, records, update_audited};
 use super::*;
+use crate::store::audit::{Action, Change};
 
 #[async_trait]
 impl Admin for EmbeddedStore {
     async fn create_principal(
         &self,
         principal: &Principal,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
-        let p = principal.clone();
+        let (p, actor) = (principal.clone(), actor.clone());
         let (Some(principal_type), Some(created_at)) = (&p.principal_type, p.created_at) else {
             return Err(StoreError::Unavailable(
                 format!(
@@ -25,21 +27,27 @@ impl Admin for EmbeddedStore {
             let roles = p.roles.as_ref().map(|roles| {
                 serde_json::to_string(roles).expect("a list of strings always serializes")
             });
-            conn.execute(
-                "INSERT INTO principals (principal_id, principal_type, status, suspended_at, \
+            audited(conn, &actor, |tx| {
+                tx.execute(
+                    "INSERT INTO principals (principal_id, principal_type, status, suspended_at, \
                  suspended_reason, roles, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    p.principal_id,
-                    principal_type,
-                    p.status.as_str(),
-                    p.suspended_at,
-                    p.suspended_reason,
-                    roles,
-                    created_at
-                ],
-            )
-            .map_err(|e| insert_error(e, "principal", &p.principal_id))?;
-            Ok(())
+                    params![
+                        p.principal_id,
+                        principal_type,
+                        p.status.as_str(),
+                        p.suspended_at,
+                        p.suspended_reason,
+                        roles,
+                        created_at
+                    ],
+                )
+                .map_err(|e| insert_error(e, "principal", &p.principal_id))?;
+                let stored = principal_by_id(tx, &p.principal_id)?.unwrap_or(p.clone());
+                Ok((
+                    (),
+                    Change::principal(Action::PrincipalCreate, None, &stored, None),
+                ))
+            })
         })
         .await
     }
@@ -57,20 +65,23 @@ impl Admin for EmbeddedStore {
         principal_id: &str,
         reason: &str,
         at: EpochMillis,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<Principal, StoreError> {
-        let (id, reason) = (principal_id.to_owned(), reason.to_owned());
+        let (id, reason, actor) = (principal_id.to_owned(), reason.to_owned(), actor.clone());
         self.run(move |conn| {
             let sql = "UPDATE principals SET status = 'suspended', suspended_at = ?2, \
                        suspended_reason = ?3 WHERE principal_id = ?1";
-            update_and_read(
-                conn,
-                sql,
-                params![id, at, reason],
-                "principal",
-                &id,
-                principal_by_id,
-            )
+            audited(conn, &actor, |tx| {
+                update_audited(
+                    tx,
+                    (sql, params![id, at, reason]),
+                    ("principal", &id),
+                    principal_by_id,
+                    |before, after| {
+                        Change::principal(Action::PrincipalSuspend, before, after, Some(&reason))
+                    },
+                )
+            })
         })
         .await
     }
@@ -78,13 +89,23 @@ impl Admin for EmbeddedStore {
     async fn activate_principal(
         &self,
         principal_id: &str,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<Principal, StoreError> {
-        let id = principal_id.to_owned();
+        let (id, actor) = (principal_id.to_owned(), actor.clone());
         self.run(move |conn| {
             let sql = "UPDATE principals SET status = 'active', suspended_at = NULL, \
                        suspended_reason = NULL WHERE principal_id = ?1";
-            update_and_read(conn, sql, params![id], "principal", &id, principal_by_id)
+            audited(conn, &actor, |tx| {
+                update_audited(
+                    tx,
+                    (sql, params![id]),
+                    ("principal", &id),
+                    principal_by_id,
+                    |before, after| {
+                        Change::principal(Action::PrincipalActivate, before, after, None)
+                    },
+                )
+            })
         })
         .await
     }
@@ -92,9 +113,9 @@ impl Admin for EmbeddedStore {
     async fn register_certificate(
         &self,
         cert: &CertificateRecord,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
-        let c = cert.clone();
+        let (c, actor) = (cert.clone(), actor.clone());
         if c.registration.is_none() && !c.revoked {
             return Err(StoreError::Unavailable(
                 format!(
@@ -106,24 +127,28 @@ impl Admin for EmbeddedStore {
         }
         self.run(move |conn| {
             let r = c.registration.as_ref();
-            conn.execute(
-                "INSERT INTO certificates (serial_number, principal_id, issuer, sha256, \
+            audited(conn, &actor, |tx| {
+                tx.execute(
+                    "INSERT INTO certificates (serial_number, principal_id, issuer, sha256, \
                  not_before, expires_at, revoked, revoked_at, revocation_reason) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    c.serial_number,
-                    r.map(|r| &r.principal_id),
-                    r.map(|r| &r.issuer),
-                    r.map(|r| &r.sha256),
-                    r.map(|r| r.not_before),
-                    r.map(|r| r.expires_at),
-                    c.revoked,
-                    c.revoked_at,
-                    c.revocation_reason
-                ],
-            )
-            .map_err(|e| insert_error(e, "certificate", &c.serial_number))?;
-            Ok(())
+                    params![
+                        c.serial_number,
+                        r.map(|r| &r.principal_id),
+                        r.map(|r| &r.issuer),
+                        r.map(|r| &r.sha256),
+                        r.map(|r| r.not_before),
+                        r.map(|r| r.expires_at),
+                        c.revoked,
+                        c.revoked_at,
+                        c.revocation_reason
+                    ],
+                )
+                .map_err(|e| insert_error(e, "certificate", &c.serial_number))?;
+                let stored = certificate_by_serial(tx, &c.serial_number)?.unwrap_or(c.clone());
+                let change = Change::certificate(Action::CertificateRegister, None, &stored, None);
+                Ok(((), change))
+            })
         })
         .await
     }
@@ -155,9 +180,10 @@ impl Admin for EmbeddedStore {
         issuer: Option<&str>,
         reason: RevocationReason,
         at: EpochMillis,
-        _actor: &Actor,
+        actor: &Actor,
     ) -> Result<CertificateRecord, StoreError> {
         let (serial, issuer) = (serial.to_string(), issuer.map(str::to_owned));
+        let actor = actor.clone();
         self.run(move |conn| {
             // With an issuer an unknown serial gets a revocation-only row; a registered one
             // keeps its registration either way.
@@ -177,19 +203,23 @@ impl Admin for EmbeddedStore {
                     params![serial, at, reason].to_vec(),
                 )
             };
-            update_and_read(
-                conn,
-                sql,
-                &args,
-                "certificate",
-                &serial,
-                certificate_by_serial,
-            )
+            audited(conn, &actor, |tx| {
+                update_audited(
+                    tx,
+                    (sql, &args),
+                    ("certificate", &serial),
+                    certificate_by_serial,
+                    |before, after| {
+                        Change::certificate(Action::CertificateRevoke, before, after, Some(reason))
+                    },
+                )
+            })
         })
         .await
     }
 
-    async fn audit_records(&self, _query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        Ok(Vec::new())
+    async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let query = query.clone();
+        self.run(move |conn| records(conn, &query)).await
     }
 }

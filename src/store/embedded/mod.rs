@@ -17,12 +17,13 @@ use super::{
 use crate::cert::{RevocationReason, Serial};
 
 mod admin;
+mod audit;
 mod inventory;
 #[cfg(test)]
 mod tests;
 
 /// Stored in `PRAGMA user_version`; bump it (and migrate) when the schema changes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -178,6 +179,8 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<i64> {
             tx.execute_batch(V1_TO_V2)?;
         }
         tx.execute_batch(SCHEMA)?;
+        // Version 2 → 3: the audit trail starts empty.
+        tx.execute_batch(audit::SCHEMA)?;
         if found == 1 {
             tx.execute_batch(V1_TO_V2_COPY)?;
         }
@@ -301,31 +304,6 @@ fn certificate_by_serial(
 ) -> Result<Option<CertificateRecord>, StoreError> {
     let sql = format!("{SELECT_CERTIFICATES} WHERE serial_number = ?1");
     Ok(query(conn, &sql, [serial], read_certificate)?.pop())
-}
-
-/// In one transaction: run `update` with `args`, then read the `kind` record `key` back;
-/// `NotFound` when the update changed no row.
-fn update_and_read<T>(
-    conn: &mut Connection,
-    update: &str,
-    args: &[&dyn ToSql],
-    kind: &'static str,
-    key: &str,
-    read: fn(&Connection, &str) -> Result<Option<T>, StoreError>,
-) -> Result<T, StoreError> {
-    let not_found = || StoreError::NotFound {
-        kind,
-        key: key.to_owned(),
-    };
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db)?;
-    if tx.execute(update, args).map_err(db)? == 0 {
-        return Err(not_found());
-    }
-    let record = read(&tx, key)?.ok_or_else(not_found)?;
-    tx.commit().map_err(db)?;
-    Ok(record)
 }
 
 #[async_trait]
