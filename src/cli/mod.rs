@@ -2,6 +2,7 @@
 //! results for people (tables) or scripts (`--output json`). Exit codes: 0 ok/allow,
 //! 1 deny/failed, 2 usage or configuration error.
 
+mod audit;
 mod cert;
 mod check;
 mod config;
@@ -100,6 +101,9 @@ enum Command {
     /// Certificate revocation lists.
     #[command(subcommand)]
     Crl(CrlCommand),
+    /// The audit trail of every change to principals and certificates.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Store backend set-up: create tables, copy records between backends.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -206,6 +210,52 @@ enum StoreCommand {
         to: PathBuf,
         #[command(flatten)]
         output: OutputArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List audit records, oldest first: who changed which principal or certificate, when,
+    /// why, and the record before and after (in `-o json`).
+    ///
+    /// Examples:
+    ///   certgate audit list --since 24h
+    ///   certgate audit list --principal worker-1@example.com -o json
+    #[command(verbatim_doc_comment)]
+    List {
+        /// Only records made at or after this time: RFC 3339 (2026-12-01T09:00:00Z) or a
+        /// duration back from now (24h, 7d).
+        #[arg(long, value_parser = audit::since)]
+        since: Option<i64>,
+        /// Only records of this principal and of its certificates.
+        #[arg(long)]
+        principal: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Check the hash chain: every record's hash and its link to the one before. Prints
+    /// is_valid, total_entries and first_invalid_sequence (the first edited, deleted or
+    /// moved record). Exit 0 when the chain is intact, 1 when it is broken.
+    ///
+    /// Example: certgate audit verify -o json
+    Verify {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Write audit records as JSON lines (one `audit list -o json` object per line) for a
+    /// SIEM, to stdout or, whole or not at all, to a file.
+    ///
+    /// Example: certgate audit export --since 24h --out /var/log/certgate/audit.jsonl
+    Export {
+        /// Only records made at or after this time (as for `audit list`).
+        #[arg(long, value_parser = audit::since)]
+        since: Option<i64>,
+        /// Only records of this principal and of its certificates.
+        #[arg(long)]
+        principal: Option<String>,
+        /// File to write (replaced); `-` or absent: stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -545,6 +595,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
         }
         Command::Principal(cmd) => principal::run(cmd, &config).await,
         Command::Cert(cmd) => cert::run(cmd, &config).await,
+        Command::Audit(cmd) => audit::run(cmd, &config).await,
         Command::Store(cmd) => store::run(cmd, config_path(&config)?).await,
         // Generated from the clap definitions; no configuration involved.
         Command::Completions { shell } => {
