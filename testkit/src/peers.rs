@@ -57,6 +57,47 @@ pub const AWS_ENV: &[(&str, &str)] = &[
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
 
+/// Runs moto's server with one lock around every request. moto serves each request on a
+/// thread of its own, and its `TransactWriteItems` is neither atomic nor isolated: it
+/// checks and writes item by item, and on a failed condition restores whole tables from a
+/// snapshot, undoing what concurrent requests wrote meanwhile. DynamoDB's transactions are
+/// both, so writers racing through transactions (the audit chain) are only tested honestly
+/// when moto applies each request on its own, as DynamoDB appears to its clients.
+const SERIAL_MOTO: &str = "import sys, threading
+from moto import server
+from moto.moto_server import werkzeug_app
+lock = threading.Lock()
+call = werkzeug_app.DomainDispatcherApplication.__call__
+def serial(self, environ, start_response):
+    with lock:
+        return call(self, environ, start_response)
+werkzeug_app.DomainDispatcherApplication.__call__ = serial
+server.main(sys.argv[1:])
+";
+
+/// `moto_server`, started by its own interpreter with [`SERIAL_MOTO`]; a `moto_server` that
+/// is not a Python script runs as it is.
+fn moto_command() -> Command {
+    let bin = moto_binary();
+    let shebang = std::fs::read(&bin).ok().and_then(|bytes| {
+        let first = bytes.split(|b| *b == b'\n').next()?;
+        let line = std::str::from_utf8(first).ok()?.strip_prefix("#!")?;
+        line.contains("python").then(|| {
+            line.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    });
+    match shebang.as_deref() {
+        Some([interpreter, args @ ..]) => {
+            let mut command = Command::new(interpreter);
+            command.args(args).args(["-c", SERIAL_MOTO]);
+            command
+        }
+        _ => Command::new(bin),
+    }
+}
+
 /// A DynamoDB-compatible server: moto's `moto_server` ([`moto_binary`]), on a loopback port.
 /// State lives in its memory.
 pub struct Moto {
@@ -77,7 +118,7 @@ impl Moto {
         // moto imports its service models on start.
         let proc = Proc::spawn_ready(
             "moto_server",
-            Command::new(moto_binary()).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            moto_command().args(["-H", "127.0.0.1", "-p", &port.to_string()]),
             Duration::from_secs(30),
             || http_get(port, "/moto-api/").is_some(),
         );

@@ -370,6 +370,17 @@ async fn conformance(store: Arc<dyn Admin>) {
         .count();
     assert_eq!(suspended, many.len(), "no update lost");
     assert_eq!(listed.len(), 3 + 1 + many.len());
+
+    // One audit record per write that happened (3 creates, suspend, activate, 4 registers,
+    // 3 revokes, the racer that won, 12 creates, 12 suspends), concurrent ones included,
+    // in one chain.
+    let records = store
+        .audit_records(&certgate::store::AuditQuery::default())
+        .await
+        .unwrap();
+    let v = certgate::store::audit::verify(&records);
+    assert!(v.is_valid, "{v:?}");
+    assert_eq!(v.total_entries, 3 + 2 + 4 + 3 + 1 + 12 + 12);
 }
 
 #[tokio::test]
@@ -409,8 +420,8 @@ async fn dynamodb_store_conforms() {
         .expect("moto");
     let store = moto_store(moto_settings(&moto, "conformance"), Purpose::Admin).await;
     let report = store.init_tables().await.expect("init");
-    assert_eq!(report.len(), 3, "{report:?}");
-    // Idempotent: a second init finds both tables and the TTL setting.
+    assert_eq!(report.len(), 4, "{report:?}");
+    // Idempotent: a second init finds the three tables and the TTL setting.
     let again = store.init_tables().await.expect("init again");
     assert!(
         again

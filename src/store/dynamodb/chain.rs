@@ -18,10 +18,13 @@ use crate::store::audit::{ChainHead, Change};
 const CHAIN: &str = "certgate";
 /// The head item's sequence; records start at 1.
 const HEAD: i64 = 0;
-/// Attempts of one audited write when other writers keep winning the head: two writers
-/// each retry only when the other made progress, so this bound is reached only under a
-/// storm of writers.
-const ATTEMPTS: u32 = 25;
+/// Attempts of one audited write when other writers keep winning the head. A writer
+/// retries only when another made progress, so this is reached only under a storm of
+/// writers (the admin deadline bounds each attempt).
+const ATTEMPTS: u32 = 50;
+/// Longest pause between two attempts; the pause is random up to a cap that grows with
+/// each lost race, so racing writers spread out.
+const MAX_BACKOFF_MS: u64 = 200;
 
 /// What one audited write does to its record, worked out from the record as it is now.
 pub(super) struct Planned<T> {
@@ -69,7 +72,7 @@ impl DynamoStore {
                 Err(Outcome::Failed(e)) => return Err(e),
                 Err(Outcome::Lost) => {
                     tracing::debug!(attempt, "audit chain head moved; retrying the write");
-                    let cap = 10 * u64::from(attempt.min(10));
+                    let cap = (10 * u64::from(attempt)).min(MAX_BACKOFF_MS);
                     tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=cap))).await;
                 }
             }

@@ -4,11 +4,13 @@
 //! served from cache for the stale window, then 503, and recovers without a restart; a store
 //! timeout right after a corrupt record does not bring back the older answer.
 
+mod audit;
 mod inventory;
 mod replicas;
 mod runbook;
 mod tables;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
