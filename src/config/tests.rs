@@ -169,6 +169,7 @@ fn dynamodb_store_settings_and_defaults() {
     };
     assert_eq!(d.principals_table, "prod_principals");
     assert_eq!(d.certificates_table, "certgate_certificates");
+    assert_eq!(d.audit_table, "prod_audit", "derived from principals_table");
     assert_eq!(d.endpoint_url.as_deref(), Some("http://127.0.0.1:8000"));
     assert_eq!(d.timeout, Duration::from_millis(250));
     assert_eq!(d.max_attempts, 3);
@@ -184,6 +185,37 @@ fn dynamodb_store_settings_and_defaults() {
     )
     .expect("valid");
     assert!(matches!(config.store.backend, StoreBackend::DynamoDb(_)));
+}
+
+#[test]
+fn the_audit_table_is_named_or_derived_and_checked() {
+    let dir = dir_with_ca();
+    let table = |dynamodb: &str| {
+        let yaml = format!(
+            "trust: {{ca_bundle: ca.pem}}\npolicies: {{default: {{}}}}\nstore:\n  backend: \
+             dynamodb\n  dynamodb: {dynamodb}\n"
+        );
+        match load(&dir, &yaml).expect("valid").store.backend {
+            StoreBackend::DynamoDb(d) => d.audit_table,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(table("{}"), "certgate_audit");
+    assert_eq!(table("{principals_table: people}"), "people_audit");
+    assert_eq!(table("{audit_table: trail}"), "trail");
+    for (bad, key) in [
+        ("{audit_table: 'no spaces'}", "store.dynamodb.audit_table"),
+        (
+            "{audit_table: certgate_principals}",
+            "store.dynamodb.audit_table",
+        ),
+    ] {
+        let yaml = format!(
+            "trust: {{ca_bundle: ca.pem}}\npolicies: {{default: {{}}}}\nstore:\n  backend: \
+             dynamodb\n  dynamodb: {bad}\n"
+        );
+        assert_problems_at(&load(&dir, &yaml).expect_err(bad), &[key]);
+    }
 }
 
 #[test]

@@ -493,3 +493,30 @@ async fn a_version_1_file_is_migrated() {
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+/// A version 2 file (before the audit trail) gains an empty chain and audits its next write.
+#[tokio::test]
+async fn a_version_2_file_gains_the_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("certgate.db");
+    drop(EmbeddedStore::open(&path).unwrap());
+    let v2 = Connection::open(&path).unwrap();
+    v2.execute_batch("DROP TABLE audit; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(v2);
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert!(
+        store
+            .audit_records(&AuditQuery::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .create_principal(&principal("alice"), &Actor::cli())
+        .await
+        .unwrap();
+    let records = store.audit_records(&AuditQuery::default()).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, "principal.create");
+}
