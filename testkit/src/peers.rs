@@ -75,9 +75,9 @@ werkzeug_app.DomainDispatcherApplication.__call__ = serial
 server.main(sys.argv[1:])
 ";
 
-/// `moto_server`, started by its own interpreter with [`SERIAL_MOTO`]; a `moto_server` that
-/// is not a Python script runs as it is.
-fn moto_command() -> Command {
+/// `moto_server` on `port`, started by its own interpreter with [`SERIAL_MOTO`]; a
+/// `moto_server` that is not a Python script runs as it is.
+fn moto_command(port: u16) -> Command {
     let bin = moto_binary();
     let shebang = std::fs::read(&bin).ok().and_then(|bytes| {
         let first = bytes.split(|b| *b == b'\n').next()?;
@@ -88,14 +88,16 @@ fn moto_command() -> Command {
                 .collect::<Vec<_>>()
         })
     });
-    match shebang.as_deref() {
+    let mut command = match shebang.as_deref() {
         Some([interpreter, args @ ..]) => {
             let mut command = Command::new(interpreter);
             command.args(args).args(["-c", SERIAL_MOTO]);
             command
         }
         _ => Command::new(bin),
-    }
+    };
+    command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    command
 }
 
 /// A DynamoDB-compatible server: moto's `moto_server` ([`moto_binary`]), on a loopback port.
@@ -113,15 +115,26 @@ impl Moto {
         Moto::start_on(free_port())
     }
 
+    /// Start on a free port, applying one request at a time ([`SERIAL_MOTO`]): for tests of
+    /// writers racing through transactions. Slower under load, so lookups with serving
+    /// deadlines use [`Moto::start`].
+    pub fn start_serial() -> Moto {
+        let port = free_port();
+        Moto::spawn(port, moto_command(port))
+    }
+
     /// Start on `port` (a restart after a kill comes back where clients look).
     pub fn start_on(port: u16) -> Moto {
+        let mut command = Command::new(moto_binary());
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Moto::spawn(port, command)
+    }
+
+    fn spawn(port: u16, mut command: Command) -> Moto {
         // moto imports its service models on start.
-        let proc = Proc::spawn_ready(
-            "moto_server",
-            moto_command().args(["-H", "127.0.0.1", "-p", &port.to_string()]),
-            Duration::from_secs(30),
-            || http_get(port, "/moto-api/").is_some(),
-        );
+        let proc = Proc::spawn_ready("moto_server", &mut command, Duration::from_secs(30), || {
+            http_get(port, "/moto-api/").is_some()
+        });
         Moto { proc, port }
     }
 

@@ -415,7 +415,8 @@ pub async fn moto_store(settings: DynamoSettings, purpose: Purpose) -> DynamoSto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_store_conforms() {
-    let moto = tokio::task::spawn_blocking(Moto::start)
+    // Concurrent writes race through transactions: moto must apply them one at a time.
+    let moto = tokio::task::spawn_blocking(Moto::start_serial)
         .await
         .expect("moto");
     let store = moto_store(moto_settings(&moto, "conformance"), Purpose::Admin).await;

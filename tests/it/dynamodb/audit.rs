@@ -10,7 +10,7 @@ use crate::it::audit::{audit_conforms, verify_json_with_env, write_loop_with_env
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_store_audits_every_write() {
-    let moto = tokio::task::spawn_blocking(Moto::start)
+    let moto = tokio::task::spawn_blocking(Moto::start_serial)
         .await
         .expect("moto");
     let store = moto_store(moto_settings(&moto, "audit"), Purpose::Admin).await;
@@ -22,10 +22,11 @@ async fn dynamodb_store_audits_every_write() {
     audit_conforms(Arc::new(store)).await;
 }
 
-/// moto with the e2e tables made by `store init`, and a configuration for them.
+/// moto (one request at a time) with the e2e tables made by `store init`, and a
+/// configuration for them.
 fn e2e_store() -> (World, Moto, PathBuf) {
     let world = World::new();
-    let moto = Moto::start();
+    let moto = Moto::start_serial();
     let config = replica_config(&world, &moto, "a.yaml", free_port(), free_port());
     let (code, out) = cli_with_env(&config, &["store", "init"], AWS_ENV);
     assert_eq!(code, 0, "{out}");
