@@ -398,6 +398,38 @@ mod tests {
     }
 
     #[test]
+    fn a_principal_query_selects_its_records_and_its_certificates() {
+        let actor = Actor::Cli { user: "ops".into() };
+        let record = |target: &str, after: serde_json::Value| {
+            AuditRecord::next(
+                None,
+                10,
+                &actor,
+                "x",
+                target.into(),
+                None,
+                None,
+                Some(after),
+            )
+        };
+        let query = AuditQuery {
+            principal: Some("w1".into()),
+            since: Some(10),
+        };
+        assert!(query.matches(&record("principal:w1", serde_json::json!({}))));
+        let cert = serde_json::json!({"serial_number": "0a", "principal_id": "w1"});
+        assert!(query.matches(&record("certificate:0a", cert)));
+        assert!(!query.matches(&record("principal:w10", serde_json::json!({}))));
+        let other = serde_json::json!({"principal_id": "w2"});
+        assert!(!query.matches(&record("certificate:0b", other)));
+        let later = AuditQuery {
+            since: Some(11),
+            ..AuditQuery::default()
+        };
+        assert!(!later.matches(&record("principal:w1", serde_json::json!({}))));
+    }
+
+    #[test]
     fn the_hash_does_not_depend_on_key_order() {
         let record = &chain(1)[0];
         let mut reordered = record.clone();
