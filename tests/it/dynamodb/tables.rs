@@ -47,6 +47,29 @@ fn cli_migrates_the_embedded_store_into_dynamodb_and_works_on_it() {
         out.contains("principals: 0 copied, 2 already present"),
         "re-run: {out}"
     );
+    // The target's audit trail: one record per copied record, by `store migrate`; the
+    // re-run copied nothing and appended nothing.
+    let audit = || {
+        let (code, out) = cli(&["audit", "list", "-o", "json"]);
+        assert_eq!(code, 0, "{out}");
+        let records: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+        records
+            .iter()
+            .map(|r| (r["actor"]["kind"].to_string(), r["action"].to_string()))
+            .collect::<Vec<_>>()
+    };
+    let kinds = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, a)| (format!("\"{k}\""), format!("\"{a}\"")))
+            .collect()
+    };
+    let migrated = [
+        ("migrate", "principal.create"),
+        ("migrate", "principal.create"),
+        ("migrate", "certificate.register"),
+        ("migrate", "certificate.register"),
+    ];
+    assert_eq!(audit(), kinds(&migrated));
 
     // Day-2 commands against DynamoDB.
     let (code, out) = cli(&["principal", "list", "-o", "json"]);
@@ -74,6 +97,13 @@ fn cli_migrates_the_embedded_store_into_dynamodb_and_works_on_it() {
     assert_eq!(code, 1, "{out}");
     let (code, out) = cli(&["cert", "revoke", &worker.serial, "--reason", "superseded"]);
     assert_eq!(code, 0, "{out}");
+    let mut then = migrated.to_vec();
+    then.push(("cli", "certificate.revoke"));
+    assert_eq!(
+        audit(),
+        kinds(&then),
+        "the refused suspension appended nothing"
+    );
     let (code, out) = cli(&[
         "check",
         "--cert",
