@@ -79,7 +79,9 @@ impl DynamoStore {
         }
         Err(StoreError::Unavailable(
             format!(
-                "DynamoDB {}: the audit chain head kept moving ({ATTEMPTS} attempts); try again",
+                "DynamoDB {}: could not append to the audit chain in {ATTEMPTS} attempts (other \
+                 writers kept moving its head, or the head item, sequence 0, is damaged); \
+                 nothing was changed",
                 self.settings.audit_table
             )
             .into(),
@@ -156,6 +158,10 @@ impl DynamoStore {
         let result = self
             .client
             .transact_write_items()
+            // Idempotent: when the SDK re-sends a transaction that was applied but whose
+            // answer was lost, DynamoDB answers success instead of a failed condition (which
+            // would read as "already exists" or a lost race, and write the change twice).
+            .client_request_token(&record.hash[..36])
             .transact_items(write)
             .transact_items(TransactWriteItem::builder().put(put_record).build())
             .transact_items(
