@@ -4,13 +4,14 @@
 #   - every iam/*.json parses (python3 -m json.tool);
 #   - terraform/*.tf parsed with python-hcl2 and compared with the CloudFormation template:
 #     tables, keys, attribute definitions (exactly the fixed layout), GSIs, TTL, PITR, SSE,
-#     deletion protection, billing default, default names, outputs; the three IAM policies
+#     deletion protection, billing default, default names, outputs; the four IAM policies
 #     (actions x resources) equal in CloudFormation, Terraform and iam/*.json, and equal to the
 #     least-privilege sets;
-#   - against a local moto server: both tables created with boto3 from the template's own
+#   - against a local moto server: the three tables created with boto3 from the template's own
 #     Properties (on-demand and provisioned), TTL + PITR enabled, items put, by_expiry queried
-#     with `expires_at <= :t`, by_principal queried, and every `# runbook:` block of
-#     deploy/dynamodb/README.md run as written with the aws CLI.
+#     with `expires_at <= :t`, by_principal queried, certgate's audited TransactWriteItems
+#     (change + record + head) applied and the chain queried back, and every `# runbook:`
+#     block of deploy/dynamodb/README.md run as written with the aws CLI.
 # The checks themselves are Python, in scripts/deploy_dynamodb/.
 # Tools go into .venv from PyPI (cfn-lint, python-hcl2, moto[server], boto3, awscli); no AWS
 # account and no terraform binary are needed. Quiet on success, loud on failure.
@@ -40,7 +41,7 @@ trap 'exit 130' INT TERM
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 for f in "$D/cloudformation.yaml" "$D/README.md" "$D"/terraform/{main,variables,outputs,iam}.tf \
-  "$D"/iam/certgate-{server,operator,admin}.json; do
+  "$D"/iam/certgate-{server,server-admin-api,operator,admin}.json; do
   [ -f "$f" ] || fail "$f is missing"
 done
 

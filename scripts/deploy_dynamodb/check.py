@@ -2,8 +2,9 @@
 
     check.py static       templates, policies and README agree
     check.py moto URL     tables and runbook on the moto server at URL
-    check.py tf-tables URL PRINCIPALS CERTIFICATES
-                          create the tables as terraform/main.tf does (tests/it/dynamodb)"""
+    check.py tf-tables URL PRINCIPALS CERTIFICATES [AUDIT]
+                          create the tables as terraform/main.tf does (tests/it/dynamodb);
+                          without AUDIT, the audit table is left to `certgate store init`"""
 
 import sys
 
@@ -15,6 +16,7 @@ from tf_tables import create_tf_tables
 mode = sys.argv[1]
 if mode == "static": static_checks()
 elif mode == "moto": moto_checks(sys.argv[2])
-elif mode == "tf-tables": create_tf_tables(sys.argv[2], {"principals": sys.argv[3], "certificates": sys.argv[4]})
+elif mode == "tf-tables":
+    create_tf_tables(sys.argv[2], dict(zip(["principals", "certificates", "audit"], sys.argv[3:6])))
 for p in problems: print(f"FAIL {p}", file=sys.stderr)
 sys.exit(1 if problems else 0)

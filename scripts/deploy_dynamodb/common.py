@@ -21,9 +21,15 @@ LAYOUT = {
                  "by_expiry": ("expiry_bucket", "expires_at", "ALL")},
         "ttl": ("purge_at", True),
     },
+    # The audit trail: one partition (chain = "certgate") sorted by sequence, the head at 0.
+    "audit": {
+        "hash": "chain", "range": "sequence",
+        "attributes": {"chain": "S", "sequence": "N"},
+        "gsis": {}, "ttl": None,
+    },
 }
 ROLE_BY_HASH = {v["hash"]: k for k, v in LAYOUT.items()}
-DEFAULT_NAMES = {"principals": "certgate_principals", "certificates": "certgate_certificates"}
+DEFAULT_NAMES = {role: "certgate_" + role for role in LAYOUT}
 
 T = ["principals", "certificates"]
 IDX = [t + "/index/*" for t in T]
@@ -32,7 +38,11 @@ IDX = [t + "/index/*" for t in T]
 INVENTORY_ONLY = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["seen#*"]}}
 INVENTORY_KEYS = "[seen#*]"
 def grant(actions, resources): return {("dynamodb:" + a, r) for a in actions for r in resources}
-OPERATOR = grant(["GetItem", "PutItem", "UpdateItem", "Scan"], T) | grant(["Query"], IDX)
+# An audited write is one TransactWriteItems, authorised per part: PutItem of the record and
+# UpdateItem of the head on the audit table (the change itself on its own table); GetItem reads
+# the head, Query the chain. Nobody may DeleteItem a record.
+AUDIT = grant(["GetItem", "PutItem", "UpdateItem", "Query"], ["audit"])
+OPERATOR = grant(["GetItem", "PutItem", "UpdateItem", "Scan"], T) | grant(["Query"], IDX) | AUDIT
 POLICIES = {
     # Reads, plus the certificate inventory: UpdateItem of inventory items and the by_expiry
     # Query of the expiry-tier gauges.
@@ -42,8 +52,15 @@ POLICIES = {
               | grant(["Query"], ["certificates/index/*"]),
     "operator": OPERATOR,
     "admin": OPERATOR | grant(["CreateTable", "DescribeTable", "UpdateTable", "UpdateTimeToLive",
-                               "DescribeTimeToLive", "BatchWriteItem"], T),
+                               "DescribeTimeToLive", "BatchWriteItem"], T)
+             | grant(["CreateTable", "DescribeTable"], ["audit"]),
+    # Attached to the server role in addition to "server", only when the replicas serve the
+    # admin API: they then write for their callers, as the operator CLI does.
+    "server-admin-api": OPERATOR,
 }
+# Where each policy is in CloudFormation (logical id) and Terraform (aws_iam_policy name).
+POLICY_IDS = {name: ("".join(w.capitalize() for w in name.split("-")) + "Policy", name.replace("-", "_"))
+              for name in POLICIES}
 
 def statements_grants(statements, token, where):
     grants = set()

@@ -24,6 +24,46 @@ def runbook_blocks():
         if m: found[m.group(1)] = block
     return found
 
+def audit_chain(ddb, names, principal):
+    """certgate's audited write as src/store/dynamodb/chain.rs sends it: the change, the record
+    (its sequence new) and the head at sequence 0 moved on (still naming the record before), in
+    one TransactWriteItems; then the chain read back with certgate's Query. Sequences 9 and 10
+    sort wrongly unless `sequence` is a number. Leaves the principal active."""
+    from botocore.exceptions import ClientError
+    audit, c = names["audit"], {"S": "certgate"}
+    head = {"chain": c, "sequence": {"N": "0"}}
+    def append(seq, prev, status):
+        values = {":n": {"N": str(seq)}, ":h": {"S": f"h{seq}"}}
+        if prev is not None: values[":prev"] = {"N": str(prev)}
+        ddb.transact_write_items(TransactItems=[
+            {"Update": {"TableName": names["principals"], "Key": {"principal_id": {"S": principal}},
+                        "UpdateExpression": "SET #s = :s", "ConditionExpression": "attribute_exists(principal_id)",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {":s": {"S": status}}}},
+            {"Put": {"TableName": audit, "ConditionExpression": "attribute_not_exists(chain)",
+                     "Item": {"chain": c, "sequence": {"N": str(seq)}, "action": {"S": "principal." + status},
+                              "prev_hash": {"S": f"h{prev}" if prev else ""}, "hash": {"S": f"h{seq}"}}}},
+            {"Update": {"TableName": audit, "Key": head, "UpdateExpression": "SET head_sequence = :n, head_hash = :h",
+                        "ConditionExpression": "attribute_not_exists(chain)" if prev is None else "head_sequence = :prev",
+                        "ExpressionAttributeValues": values}}])
+    append(9, None, "suspended")
+    append(10, 9, "active")
+    try:
+        append(10, 9, "suspended")
+        problem("moto audit: a record's sequence was written twice")
+    except ClientError as e:
+        if "TransactionCanceled" not in str(e): problem(f"moto audit: second record 10: {e}")
+    q = ddb.query(TableName=audit, KeyConditionExpression="chain = :c AND #q > :h",
+                  ExpressionAttributeNames={"#q": "sequence"}, ConsistentRead=True,
+                  ExpressionAttributeValues={":c": c, ":h": {"N": "0"}})
+    got = [(i["sequence"]["N"], i["action"]["S"]) for i in q["Items"]]
+    if got != [("9", "principal.suspended"), ("10", "principal.active")]:
+        problem(f"moto audit chain: {got}")
+    h = ddb.get_item(TableName=audit, Key=head, ConsistentRead=True).get("Item", {})
+    if h.get("head_sequence") != {"N": "10"}: problem(f"moto audit head: {h}")
+    p = ddb.get_item(TableName=names["principals"], Key={"principal_id": {"S": principal}}, ConsistentRead=True)
+    if p["Item"]["status"]["S"] != "active": problem(f"moto audit: a cancelled transaction changed {p['Item']}")
+
 def moto_checks(url):
     import boto3
     from botocore.exceptions import ClientError
@@ -116,6 +156,7 @@ def moto_checks(url):
                   KeyConditionExpression="principal_id = :p", ExpressionAttributeValues={":p": {"S": principal}})
     got = [i["serial_number"]["S"] for i in q["Items"]]
     if got != [soon, later]: problem(f"moto by_principal: {got}, want ['{soon}', '{later}']")
+    audit_chain(ddb, names, principal)
 
     # The README's runbook, run as written with the aws CLI.
     blocks = runbook_blocks()

@@ -5,11 +5,11 @@ import json
 import re
 
 from cfn import cfn_layout, cfn_resource_token, cfn_tables, load_cfn, resolver
-from common import D, DEFAULT_NAMES, LAYOUT, POLICIES, ROLE_BY_HASH, problem, statements_grants
+from common import D, DEFAULT_NAMES, LAYOUT, POLICIES, POLICY_IDS, ROLE_BY_HASH, problem, statements_grants
 from terraform import load_tf, tf_layout, tf_policy_grants, unq
 
 ARN = (r"arn:aws:dynamodb:\$\{AWS_REGION\}:\$\{AWS_ACCOUNT_ID\}:table/"
-       r"\$\{CERTGATE_(PRINCIPALS|CERTIFICATES)_TABLE\}(/index/\*)?")
+       r"\$\{CERTGATE_(PRINCIPALS|CERTIFICATES|AUDIT)_TABLE\}(/index/\*)?")
 def json_resource_token(r):
     m = re.fullmatch(ARN, r)
     return (m.group(1).lower() + (m.group(2) or "")) if m else f"?{r}"
@@ -71,17 +71,17 @@ def static_checks():
         problem(f"terraform: required_providers.aws should be hashicorp/aws >= 5, is {aws_provider}")
 
     # Outputs.
-    want_cfn = {"PrincipalsTableName", "PrincipalsTableArn", "CertificatesTableName", "CertificatesTableArn",
-                "ServerPolicyArn", "OperatorPolicyArn", "AdminPolicyArn"}
-    want_tf = {"principals_table_name", "principals_table_arn", "certificates_table_name",
-               "certificates_table_arn", "server_policy_arn", "operator_policy_arn", "admin_policy_arn"}
+    want_cfn = {f"{role.capitalize()}Table{what}" for role in LAYOUT for what in ("Name", "Arn")} \
+        | {lid + "Arn" for lid, _ in POLICY_IDS.values()}
+    want_tf = {f"{role}_table_{what}" for role in LAYOUT for what in ("name", "arn")} \
+        | {tf + "_policy_arn" for _, tf in POLICY_IDS.values()}
     if missing := want_cfn - set(tpl.get("Outputs", {})): problem(f"cloudformation: missing outputs {sorted(missing)}")
     if missing := want_tf - outputs: problem(f"terraform: missing outputs {sorted(missing)}")
 
     # Policies: CloudFormation, Terraform and iam/*.json all grant exactly the expected sets.
     lid_role = {lid: role for role, (lid, _) in tables.items()}
     for name, want in POLICIES.items():
-        lid = name.capitalize() + "Policy"
+        lid, tf_name = POLICY_IDS[name]
         r = tpl["Resources"].get(lid)
         if not r or r["Type"] != "AWS::IAM::ManagedPolicy":
             problem(f"cloudformation: no AWS::IAM::ManagedPolicy {lid}"); continue
@@ -89,12 +89,12 @@ def static_checks():
         got = {
             f"cloudformation {lid}": statements_grants(doc["Statement"], lambda n: cfn_resource_token(n, lid_role), lid),
         }
-        pol = resources.get(("aws_iam_policy", name))
+        pol = resources.get(("aws_iam_policy", tf_name))
         m = re.fullmatch(r"\$\{data\.aws_iam_policy_document\.(\w+)\.json\}", (pol or {}).get("policy", ""))
         if not m:
-            problem(f"terraform: aws_iam_policy.{name} does not use an aws_iam_policy_document")
+            problem(f"terraform: aws_iam_policy.{tf_name} does not use an aws_iam_policy_document")
         else:
-            got[f"terraform aws_iam_policy.{name}"] = tf_policy_grants(data, m.group(1), f"terraform {name}")
+            got[f"terraform aws_iam_policy.{tf_name}"] = tf_policy_grants(data, m.group(1), f"terraform {name}")
         jdoc = json.loads((D / "iam" / f"certgate-{name}.json").read_text())
         if jdoc.get("Version") != "2012-10-17": problem(f"iam/certgate-{name}.json: Version 2012-10-17 expected")
         got[f"iam/certgate-{name}.json"] = statements_grants(jdoc["Statement"], json_resource_token, f"certgate-{name}.json")
@@ -102,6 +102,15 @@ def static_checks():
             if g != want:
                 extra = sorted(g - want); lacking = sorted(want - g)
                 problem(f"{where}: grants differ from the {name} policy; extra {extra}, missing {lacking}")
+
+    # server-admin-api reaches the server role only when asked for: default pods stay read-only.
+    for flag, want in (("false", None), ("true", ["pods"])):
+        roles = resolver(tpl, {"ServerRoleName": "pods", "ServerAdminApi": flag})(
+            {"r": tpl["Resources"].get("ServerAdminApiPolicy", {}).get("Properties", {}).get("Roles")}).get("r")
+        if roles != want: problem(f"cloudformation ServerAdminApiPolicy: ServerAdminApi={flag} attaches it to {roles}")
+    count = unq(resources.get(("aws_iam_role_policy_attachment", "server_admin_api"), {}).get("count", ""))
+    if "var.server_admin_api" not in str(count) or variables.get("server_admin_api") is not False:
+        problem(f"terraform: server_admin_api attachment should depend on var.server_admin_api (default false): {count}")
 
     # README documents the runbook expressions exactly.
     readme = (D / "README.md").read_text()
@@ -111,8 +120,10 @@ def static_checks():
                    "SET revoked = :t, revoked_at = :now, revocation_reason = :r",
                    'serviceAccount.annotations."eks.amazonaws.com/role-arn"']:
         if needle not in readme: problem(f"README.md does not contain {needle!r}")
-    for a in LAYOUT["principals"]["attributes"] | LAYOUT["certificates"]["attributes"] | {
+    for a in LAYOUT["principals"]["attributes"] | LAYOUT["certificates"]["attributes"] | LAYOUT["audit"]["attributes"] | {
             "principal_type": 1, "status": 1, "suspended_at": 1, "suspended_reason": 1, "roles": 1,
             "created_at": 1, "issuer": 1, "fingerprint_sha256": 1, "not_before": 1, "revoked": 1,
-            "revoked_at": 1, "revocation_reason": 1, "purge_at": 1}:
+            "revoked_at": 1, "revocation_reason": 1, "purge_at": 1, "head_sequence": 1, "head_hash": 1,
+            "at": 1, "actor": 1, "action": 1, "target": 1, "reason": 1, "before": 1, "after": 1,
+            "prev_hash": 1, "hash": 1}:
         if f"| `{a}` |" not in readme: problem(f"README.md: attribute {a} is not in a layout table")

@@ -1,4 +1,4 @@
-"""The two tables as deploy/dynamodb/terraform/main.tf defines them (keys, attribute
+"""The tables as deploy/dynamodb/terraform/main.tf defines them (keys, attribute
 definitions, indexes, TTL), created with boto3 on a DynamoDB-compatible server: what
 `terraform apply` would leave, for tests that cannot run Terraform."""
 

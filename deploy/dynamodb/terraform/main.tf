@@ -1,4 +1,4 @@
-# certgate store on Amazon DynamoDB: the principals and certificates tables.
+# certgate store on Amazon DynamoDB: the principals, certificates and audit tables.
 # The same tables as ../cloudformation.yaml (kept in step by scripts/check-deploy-dynamodb.sh);
 # layout, runbook and IAM in ../README.md. Usable as a root module (provider from the
 # environment, e.g. AWS_REGION) or as a child module.
@@ -16,6 +16,7 @@ terraform {
 locals {
   principals_table_name   = var.principals_table_name != "" ? var.principals_table_name : "${var.table_name_prefix}_principals"
   certificates_table_name = var.certificates_table_name != "" ? var.certificates_table_name : "${var.table_name_prefix}_certificates"
+  audit_table_name        = var.audit_table_name != "" ? var.audit_table_name : "${var.table_name_prefix}_audit"
   provisioned             = var.billing_mode == "PROVISIONED"
   read_capacity           = local.provisioned ? var.read_capacity : null
   write_capacity          = local.provisioned ? var.write_capacity : null
@@ -115,4 +116,46 @@ resource "aws_dynamodb_table" "certificates" {
   deletion_protection_enabled = true
 
   tags = local.tags
+}
+
+# The audit trail (README "Audit trail"): chain ("certgate") + sequence → at, actor, action,
+# target, reason, before, after, prev_hash, hash; the item at sequence 0 is the chain head
+# (head_sequence, head_hash). Appended to in the same TransactWriteItems as each change,
+# read by GetItem (the head) and Query (audit list/verify). No indexes, no TTL: records are
+# never deleted, so it is the most protected table (and no policy grants DeleteItem on it).
+resource "aws_dynamodb_table" "audit" {
+  name           = local.audit_table_name
+  billing_mode   = var.billing_mode
+  read_capacity  = local.read_capacity
+  write_capacity = local.write_capacity
+  hash_key       = "chain"
+  range_key      = "sequence"
+
+  attribute {
+    name = "chain"
+    type = "S"
+  }
+
+  attribute {
+    name = "sequence"
+    type = "N"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled = true
+  }
+
+  deletion_protection_enabled = true
+
+  tags = local.tags
+
+  # Terraform's counterpart of CloudFormation's DeletionPolicy: Retain: `terraform destroy`
+  # stops here instead of deleting the trail (deletion protection would refuse it anyway).
+  lifecycle {
+    prevent_destroy = true
+  }
 }

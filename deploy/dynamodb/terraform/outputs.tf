@@ -16,6 +16,15 @@ output "certificates_table_arn" {
   value = aws_dynamodb_table.certificates.arn
 }
 
+output "audit_table_name" {
+  description = "store.dynamodb.audit_table (certgate derives it from the principals table name when unset)."
+  value       = aws_dynamodb_table.audit.name
+}
+
+output "audit_table_arn" {
+  value = aws_dynamodb_table.audit.arn
+}
+
 output "server_policy_arn" {
   description = "Attach to the IRSA role of the certgate pods."
   value       = aws_iam_policy.server.arn
@@ -29,4 +38,9 @@ output "operator_policy_arn" {
 output "admin_policy_arn" {
   description = "Attach to whoever runs store init / migrations."
   value       = aws_iam_policy.admin.arn
+}
+
+output "server_admin_api_policy_arn" {
+  description = "Attach to the IRSA role of the certgate pods too, only when they serve the admin API."
+  value       = aws_iam_policy.server_admin_api.arn
 }

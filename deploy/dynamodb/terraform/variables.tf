@@ -1,5 +1,5 @@
 variable "table_name_prefix" {
-  description = "Tables are named PREFIX_principals and PREFIX_certificates (e.g. airunner_prod gives airunner_prod_principals), unless the two names below are set."
+  description = "Tables are named PREFIX_principals, PREFIX_certificates and PREFIX_audit (e.g. airunner_prod gives airunner_prod_principals), unless the names below are set."
   type        = string
   default     = "certgate"
 
@@ -31,8 +31,19 @@ variable "certificates_table_name" {
   }
 }
 
+variable "audit_table_name" {
+  description = "Full name of the audit table (store.dynamodb.audit_table); empty = PREFIX_audit, which is also certgate's default when the principals table is PREFIX_principals."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-zA-Z0-9_.-]{3,255})?$", var.audit_table_name))
+    error_message = "audit_table_name: empty or 3-255 characters of a-z, A-Z, 0-9, _ . -"
+  }
+}
+
 variable "billing_mode" {
-  description = "PAY_PER_REQUEST (on-demand, default) or PROVISIONED, for both tables and their indexes."
+  description = "PAY_PER_REQUEST (on-demand, default) or PROVISIONED, for the tables and their indexes."
   type        = string
   default     = "PAY_PER_REQUEST"
 
@@ -55,7 +66,7 @@ variable "write_capacity" {
 }
 
 variable "policy_name_prefix" {
-  description = "Prefix of the three IAM policy names: PREFIX-server, PREFIX-operator, PREFIX-admin. IAM names are global to the account: give each deployment its own (e.g. airunner-prod-certgate)."
+  description = "Prefix of the IAM policy names: PREFIX-server, PREFIX-server-admin-api, PREFIX-operator, PREFIX-admin. IAM names are global to the account: give each deployment its own (e.g. airunner-prod-certgate)."
   type        = string
   default     = "certgate"
 
@@ -71,6 +82,12 @@ variable "server_role_name" {
   default     = ""
 }
 
+variable "server_admin_api" {
+  description = "true when the replicas serve the admin API (listen.admin_api): also attach the server-admin-api policy (writes to all three tables) to server_role_name."
+  type        = bool
+  default     = false
+}
+
 variable "operator_role_name" {
   description = "IAM role to attach the operator policy to (people or jobs running the CLI); empty = none."
   type        = string
@@ -84,7 +101,7 @@ variable "admin_role_name" {
 }
 
 variable "tags" {
-  description = "Extra tags for both tables and the policies."
+  description = "Extra tags for the tables and the policies."
   type        = map(string)
   default     = {}
 }
