@@ -3,8 +3,9 @@
 //!
 //!   every 1 s          a principal suspended or re-activated (`certgate principal …`)
 //!   at 10 s, 20 s, …   a valid configuration edit: /extra/* allowed or not, in turn; the
-//!                      first edit after 1/3 of the run adds the new CA to the trust bundle,
-//!                      the first after 2/3 removes the old one
+//!                      first edit after 1/12 of the run adds the new CA to the trust bundle,
+//!                      the first after 1/6 removes the old one (within the warm-up, so that
+//!                      the working set is the same from then on)
 //!   at 15 s, 25 s, …   an invalid edit (refused; the last good configuration stays)
 //!   every 30 s at 7.5  the current CA's CRL file replaced, in turn, by a newer CRL revoking one
 //!                      more of its certificates, a forged one (another key, no entries) and a
@@ -292,14 +293,14 @@ impl Churn {
     }
 
     fn valid_edit(&mut self, start: Instant) -> Result<()> {
-        let third = self.duration / 3;
+        let step = self.duration / 12;
         let mut next = self.state;
         next.extra = !next.extra;
         let mut rotated = None;
-        if start.elapsed() >= third && next.trusted == [true, false] {
+        if start.elapsed() >= step && next.trusted == [true, false] {
             next.trusted = [true, true];
             rotated = Some((1, OK, "new CA added"));
-        } else if start.elapsed() >= 2 * third && next.trusted == [true, true] {
+        } else if start.elapsed() >= 2 * step && next.trusted == [true, true] {
             next.trusted = [false, true];
             rotated = Some((0, BAD, "old CA removed"));
         }
