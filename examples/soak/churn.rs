@@ -96,8 +96,11 @@ pub fn render(setup: &Setup, state: State, invalid: bool) -> String {
     };
     let store = match &setup.dynamodb {
         None => "{backend: embedded, path: certgate.db, cache_ttl: 1s}".to_owned(),
+        // No stale answers while the store fails: each answer then has one right decision
+        // (with stale_if_error a suspension made just before an outage is served stale for
+        // up to that long, as documented).
         Some(endpoint) => format!(
-            "{{backend: dynamodb, cache_ttl: 1s, stale_if_error: 60s, dynamodb: \
+            "{{backend: dynamodb, cache_ttl: 1s, stale_if_error: 0s, dynamodb: \
              {{endpoint_url: \"{endpoint}\", region: eu-west-1}}}}"
         ),
     };

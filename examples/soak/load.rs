@@ -11,7 +11,7 @@ use reqwest::{Certificate, Client, Identity};
 
 use crate::churn::Expect;
 use crate::pki::Pki;
-use crate::timeline::right;
+use crate::timeline::{BAD, right};
 
 /// Requests in flight at most; beyond it a tick's requests are not sent (and counted).
 const MAX_IN_FLIGHT: usize = 512;
@@ -203,6 +203,16 @@ pub async fn run(
                     Ok(Outcome::Allowed) => {
                         t.allowed += 1;
                         true
+                    }
+                    // Outside a freeze the judge expects the store to answer; one that
+                    // answers too late (moto on a saturated machine) is denied 503, fail
+                    // closed: an error of the store, not a decision to judge.
+                    Ok(Outcome::Denied(reason))
+                        if reason == "store_unavailable" && factors[3] & BAD == 0 =>
+                    {
+                        let cause = "store_unavailable outside a freeze (fail closed)";
+                        *t.errors.entry(cause.into()).or_default() += 1;
+                        return;
                     }
                     Ok(Outcome::Denied(reason)) => {
                         *t.denied.entry(reason).or_default() += 1;
