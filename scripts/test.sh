@@ -5,7 +5,9 @@
 #             loopback, and the demo's smoke test
 #   --deploy  helm chart and deploy/ manifests, deploy/dynamodb, the container image
 #   --bench   the quick benchmarks (cargo xtask bench all --quick; they assert nothing about
-#             speed, only that they run and allow requests; failed ones are reported)
+#             speed, only that they run and allow requests; failed ones are reported), then
+#             the 30-second soak under churn (cargo xtask soak --duration 30s: fails on any
+#             wrong answer)
 # No flag runs every part. Either way it ends with one `tests: N passed, M failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +76,8 @@ fi
 if want bench; then
   echo "== quick benchmarks: gRPC, through Envoy, DynamoDB store (2s per configuration; assert nothing about speed)"
   cargo xtask bench all --quick
+  echo "== soak under churn, 30 s (every answer judged; README \"Soak\")"
+  cargo xtask soak --duration 30s
 fi
 
 # One closing line for the whole run (cargo prints one summary per test binary).

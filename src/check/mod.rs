@@ -6,6 +6,8 @@ mod identity_cache;
 mod outcome;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_clock;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -57,7 +57,7 @@ fn fixture_with(failing: bool, extra_yaml: &str) -> Fixture {
     }
 }
 
-fn input(cert: &str) -> CheckInput<'_> {
+pub(super) fn input(cert: &str) -> CheckInput<'_> {
     CheckInput {
         host: None,
         certificate: Some(cert.as_bytes()),

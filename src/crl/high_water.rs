@@ -129,8 +129,16 @@ pub(crate) async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Resu
     // One temp name per process: `certgate check` and `serve` may write at the same time.
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, path).await
+    let written = match tokio::fs::write(&tmp, bytes).await {
+        Ok(()) => tokio::fs::rename(&tmp, path).await,
+        Err(e) => Err(e),
+    };
+    if written.is_err() {
+        // A partial temp file (a full disk) would keep the space it took, and one more
+        // would be left by every process that fails the same way.
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! SIGTERM with a check in flight, through a running `certgate serve`: the check is held
+//! SIGTERM with checks in flight, through a running `certgate serve`: the checks are held
 //! inside a DynamoDB lookup (moto frozen with SIGSTOP, store deadline longer than the test
-//! needs), certgate's gRPC health turns NOT_SERVING, the check is still answered once the
+//! needs), certgate's gRPC health turns NOT_SERVING, every check is still answered once the
 //! store is back, and the process exits 0; an open health Watch stream does not hold the
 //! drain.
 
@@ -15,6 +15,8 @@ use super::harness::{AWS_ENV, Certgate, Moto, wait_until};
 use super::world::{World, check_request, cli_with_env};
 
 const AUTHORIZATION: &str = "envoy.service.auth.v3.Authorization";
+/// Checks held in the frozen store when SIGTERM arrives.
+const IN_FLIGHT: usize = 8;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -69,7 +71,7 @@ fn sigterm(certgate: &Certgate) {
 }
 
 #[test]
-fn sigterm_finishes_the_check_in_flight_and_reports_not_serving() {
+fn sigterm_finishes_the_checks_in_flight_and_reports_not_serving() {
     let world = World::new();
     let moto = Moto::start();
     let worker = world.client(
@@ -118,12 +120,18 @@ fn sigterm_finishes_the_check_in_flight_and_reports_not_serving() {
             )
         };
         let before = misses();
-        let check = tokio::spawn(async move {
-            let mut client = AuthorizationClient::connect(endpoint)
-                .await
-                .expect("connect");
-            client.check(check_request(&pem, "/api/jobs")).await
-        });
+        // Several checks in flight, on one connection as Envoy multiplexes them.
+        let channel = tonic::transport::Endpoint::from_shared(endpoint)
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let checks: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let (mut client, pem) = (AuthorizationClient::new(channel.clone()), pem.clone());
+                tokio::spawn(async move { client.check(check_request(&pem, "/api/jobs")).await })
+            })
+            .collect();
         // The check has reached the store (a cache miss is counted before the lookup).
         let in_store = wait_until(Duration::from_secs(10), || misses() > before);
         assert!(
@@ -131,31 +139,43 @@ fn sigterm_finishes_the_check_in_flight_and_reports_not_serving() {
             "the check never reached the store\n{}",
             certgate.metrics()
         );
-        assert!(!check.is_finished(), "the frozen store answered?");
+        assert!(
+            checks.iter().all(|c| !c.is_finished()),
+            "the frozen store answered?"
+        );
 
         sigterm(&certgate);
         turns_not_serving(&mut watch).await;
         drop(watch);
         // Draining: still running while the check waits on the store.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!check.is_finished(), "the in-flight check was dropped");
+        assert!(
+            checks.iter().all(|c| !c.is_finished()),
+            "an in-flight check was dropped"
+        );
         assert!(certgate.proc.is_running(), "exited with a check in flight");
 
         moto.resume();
-        let answer = tokio::time::timeout(Duration::from_secs(20), check)
-            .await
-            .expect("the in-flight check is answered")
-            .expect("task");
+        let mut answers = Vec::new();
+        for check in checks {
+            let answer = tokio::time::timeout(Duration::from_secs(20), check)
+                .await
+                .expect("every in-flight check is answered")
+                .expect("task");
+            answers.push(answer);
+        }
         let exit = tokio::task::block_in_place(|| certgate.proc.terminate(Duration::from_secs(20)));
-        (answer, exit)
+        (answers, exit)
     });
-    let response = allowed.expect("the in-flight check gets an answer, not a reset");
-    assert_eq!(
-        response.get_ref().status.as_ref().map(|s| s.code),
-        Some(0),
-        "allowed once the store answers: {response:?}\n{}",
-        certgate.proc.logs()
-    );
+    for answer in allowed {
+        let response = answer.expect("an in-flight check gets an answer, not a transport error");
+        assert_eq!(
+            response.get_ref().status.as_ref().map(|s| s.code),
+            Some(0),
+            "allowed once the store answers: {response:?}\n{}",
+            certgate.proc.logs()
+        );
+    }
     assert_eq!(exit, Some(0), "exit code\n{}", certgate.proc.logs());
     assert!(
         certgate

@@ -14,6 +14,7 @@ mod dynamodb;
 mod envoy;
 mod envoy_reload;
 mod fail_secure;
+mod faults;
 mod forward_auth;
 mod forwarded;
 mod grpc;

@@ -7,6 +7,10 @@
 //!             headers) / certgate over TCP and over a unix socket
 //!   dynamodb  embedded store vs DynamoDB (moto), cached and cold
 //!
+//! `cargo xtask soak [--duration 10m] [--backend embedded|dynamodb] [--rate N]`: the soak
+//! under churn (soak.rs, examples/soak/), judged answer by answer; exits non-zero on a wrong
+//! answer or growth.
+//!
 //! `--quick` (what scripts/test.sh runs): debug build, 2s of load per configuration, one
 //! round, no criterion, reports under target/. It fails only when a benchmark cannot run or
 //! allows nothing; requests denied or failed are reported at the top of the section and on
@@ -23,6 +27,7 @@ mod envoy;
 mod grpc;
 mod measure;
 mod report;
+mod soak;
 
 use anyhow::{Result, bail};
 
@@ -87,6 +92,10 @@ fn main() {
 }
 
 fn run(args: Vec<String>) -> Result<()> {
+    if args.first().is_some_and(|a| a == "soak") {
+        let rest: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+        return soak::soak(&rest);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let words: Vec<&str> = args
         .iter()
@@ -102,6 +111,8 @@ fn run(args: Vec<String>) -> Result<()> {
             envoy::bench(&Run::new(quick, "5s"))?;
             dynamodb::bench(&Run::new(quick, "10s"))
         }
-        _ => bail!("usage: cargo xtask bench {{grpc|envoy|dynamodb|all}} [--quick]"),
+        _ => bail!(
+            "usage: cargo xtask bench {{grpc|envoy|dynamodb|all}} [--quick] | cargo xtask soak …"
+        ),
     }
 }
