@@ -10,6 +10,7 @@ mod inventory;
 mod output;
 mod principal;
 mod probe;
+mod remote;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,8 @@ enum Command {
         host: Option<String>,
         #[command(flatten)]
         output: OutputArg,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Configuration commands.
     #[command(subcommand)]
@@ -91,12 +94,21 @@ enum Command {
     ///
     /// Example: certgate bootstrap --out-dir ./pki --domain example.com
     Bootstrap(BootstrapCommand),
-    /// Manage principals in the store.
-    #[command(subcommand)]
-    Principal(PrincipalCommand),
-    /// Manage registered certificates in the store.
-    #[command(subcommand)]
-    Cert(CertCommand),
+    /// Manage principals in the store (or, with --server, through a server's admin API).
+    Principal {
+        #[command(subcommand)]
+        command: PrincipalCommand,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Manage registered certificates in the store (or, with --server, through a server's
+    /// admin API).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
     /// Certificate revocation lists.
     #[command(subcommand)]
     Crl(CrlCommand),
@@ -523,6 +535,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             policy,
             host,
             output,
+            remote,
         } => {
             let request = check::Request {
                 cert: &cert,
@@ -531,7 +544,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
                 policy: policy.as_deref(),
                 host: host.as_deref(),
             };
-            check::run(config_path(&config)?, request, output.output).await
+            check::run(&config, &remote, request, output.output).await
         }
         Command::Config(ConfigCommand::Validate { output }) => {
             config::validate(config_path(&config)?, output.output)
@@ -543,8 +556,8 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             emit(&summary);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Principal(cmd) => principal::run(cmd, &config).await,
-        Command::Cert(cmd) => cert::run(cmd, &config).await,
+        Command::Principal { command, remote } => principal::run(command, &config, &remote).await,
+        Command::Cert { command, remote } => cert::run(command, &config, &remote).await,
         Command::Store(cmd) => store::run(cmd, config_path(&config)?).await,
         // Generated from the clap definitions; no configuration involved.
         Command::Completions { shell } => {
