@@ -163,6 +163,12 @@ struct BootstrapCommand {
     /// Admin listen address written into the configuration.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin_listen: std::net::SocketAddr,
+    /// Admin API listen address written into the configuration (`listen.admin_api`).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    admin_api_listen: std::net::SocketAddr,
+    /// Leave the admin API off (no listen.admin_api, no operator certificate).
+    #[arg(long)]
+    no_admin_api: bool,
     /// Overwrite an existing bootstrap in the directory.
     #[arg(long)]
     force: bool,
@@ -175,6 +181,7 @@ impl From<BootstrapCommand> for BootstrapArgs {
             domain: c.domain,
             grpc_listen: c.grpc_listen,
             admin_listen: c.admin_listen,
+            admin_api_listen: (!c.no_admin_api).then_some(c.admin_api_listen),
             force: c.force,
         }
     }

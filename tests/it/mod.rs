@@ -3,6 +3,7 @@
 pub mod harness;
 pub mod world;
 
+mod admin_api;
 mod bulk;
 mod cli;
 mod crl;
