@@ -306,6 +306,45 @@ fn callers_are_refused_with_the_decision_reason_and_nothing_changes() {
     });
     assert_eq!(status_of(&api, "worker-1@example.com"), "active");
 
+    // An operator certificate revoked in the store, and one whose principal is not enrolled,
+    // are refused with the reasons they get everywhere else.
+    let spec = World::spec("operator@example.com", "operator", "operator.example.com");
+    let revoked = api
+        .world
+        .client("operator-old", "operator@example.com", &spec);
+    let stranger = api.world.client(
+        "eve",
+        "eve@example.com",
+        &World::spec("eve@example.com", "operator", "eve.example.com"),
+    );
+    api.world.enrol(&[], &[&revoked]);
+    let (code, out) = api.world.cli(&[
+        "cert",
+        "revoke",
+        &revoked.serial,
+        "--reason",
+        "key_compromise",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for (who, want_code, want_reason) in [
+        (&revoked, Code::Unauthenticated, "certificate_revoked"),
+        (&stranger, Code::PermissionDenied, "principal_not_enrolled"),
+    ] {
+        principals(&api, Some(who), move |mut p, _| async move {
+            let err = p
+                .suspend(suspend("worker-1@example.com", "should not happen"))
+                .await
+                .expect_err("refused");
+            let (code, reason, message) = refusal(&err);
+            assert_eq!(
+                (code, reason.as_str()),
+                (want_code, want_reason),
+                "{message}"
+            );
+        });
+    }
+    assert_eq!(status_of(&api, "worker-1@example.com"), "active");
+
     // A suspended operator is refused like any suspended principal (within the cache TTL).
     api.world.suspend("operator@example.com", "left the team");
     std::thread::sleep(Duration::from_millis(1500));
