@@ -1,6 +1,8 @@
 //! Records the git commit certgate is built from, for `certgate --version` and the image's
 //! labels: `CERTGATE_GIT_COMMIT` (the short hash of HEAD), or "unknown" outside a git checkout (a crate tarball, a Docker build context without .git).
 //! `CERTGATE_GIT_COMMIT` in the environment wins (for builds that know the commit otherwise).
+//! Also compiles the admin API (proto/certgate/admin/v1) into Rust: protox parses the files,
+//! so no protoc is needed on the build machine.
 
 use std::process::Command;
 
@@ -12,7 +14,26 @@ fn git(args: &[&str]) -> Option<String> {
     Some(String::from_utf8(out.stdout).ok()?.trim().to_owned())
 }
 
+const PROTOS: &[&str] = &[
+    "proto/certgate/admin/v1/principal.proto",
+    "proto/certgate/admin/v1/certificate.proto",
+    "proto/certgate/admin/v1/decision.proto",
+    "proto/certgate/admin/v1/audit.proto",
+];
+
+fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
+    let files = protox::compile(PROTOS, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(files)?;
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}
+
 fn main() {
+    if let Err(e) = compile_protos() {
+        panic!("compiling proto/: {e}");
+    }
     println!("cargo:rerun-if-env-changed=CERTGATE_GIT_COMMIT");
     let commit = std::env::var("CERTGATE_GIT_COMMIT")
         .ok()

@@ -80,6 +80,7 @@ impl Fixture {
             domain: "example.com".into(),
             grpc_listen: ([127, 0, 0, 1], 0).into(),
             admin_listen: ([127, 0, 0, 1], 0).into(),
+            admin_api_listen: None,
             force: false,
         };
         rt.block_on(bootstrap::run(&args, now))?;

@@ -31,6 +31,7 @@ fn setup(rt: &Runtime, dir: &Path) -> (Checker, Vec<u8>, i64) {
         domain: "example.com".into(),
         grpc_listen: ([127, 0, 0, 1], 0).into(),
         admin_listen: ([127, 0, 0, 1], 0).into(),
+        admin_api_listen: None,
         force: false,
     };
     rt.block_on(bootstrap::run(&args, now)).expect("bootstrap");

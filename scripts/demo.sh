@@ -4,7 +4,8 @@
 # Ctrl-C stops everything. DEMO_SMOKE=1 runs the curls itself and exits (used by the tests).
 # DEMO_MODE=module runs certgate inside Envoy instead (the dynamic module libcertgate_envoy.so
 # and envoy/module.yaml): no certgate server, the same answers.
-# Ports can be changed with DEMO_PORT, UPSTREAM_PORT, ENVOY_ADMIN_PORT, GRPC_PORT, ADMIN_PORT.
+# Ports can be changed with DEMO_PORT, UPSTREAM_PORT, ENVOY_ADMIN_PORT, GRPC_PORT, ADMIN_PORT,
+# ADMIN_API_PORT (the admin gRPC API the remote CLI calls; ext_authz mode only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-8080}
 ENVOY_ADMIN_PORT=${ENVOY_ADMIN_PORT:-9902}
 GRPC_PORT=${GRPC_PORT:-9001}
 ADMIN_PORT=${ADMIN_PORT:-9901}
+ADMIN_API_PORT=${ADMIN_API_PORT:-9443}
 SMOKE=${DEMO_SMOKE:-0}
 MODE=${DEMO_MODE:-ext_authz}
 case $MODE in ext_authz | module) ;; *) echo "DEMO_MODE is ext_authz or module" >&2; exit 2 ;; esac
@@ -30,7 +32,8 @@ fi
 CERTGATE="$PWD/target/$profile/certgate"
 
 "$CERTGATE" bootstrap --out-dir "$PKI" --force \
-  --grpc-listen "127.0.0.1:$GRPC_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" >/dev/null
+  --grpc-listen "127.0.0.1:$GRPC_PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+  --admin-api-listen "127.0.0.1:$ADMIN_API_PORT" >/dev/null
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -81,6 +84,9 @@ done
 WORKER="--cert $PKI/worker.pem --key $PKI/worker-key.pem"
 URL="https://localhost:$DEMO_PORT"
 CG="$CERTGATE principal --config $PKI/certgate.yaml"
+# The same commands through the admin API, as an operator on another machine runs them: the
+# operator's client certificate instead of the configuration and the store.
+REMOTE="--server https://localhost:$ADMIN_API_PORT --cacert $PKI/ca.pem --client-cert $PKI/operator.pem --client-key $PKI/operator-key.pem"
 
 if [ "$SMOKE" = 1 ]; then
   status() { $C -o /dev/null -w '%{http_code}' "$@"; }
@@ -97,6 +103,14 @@ if [ "$SMOKE" = 1 ]; then
   $CG activate worker-1@example.com >/dev/null
   sleep 2.5
   expect 200 "re-activated worker" $WORKER "$URL/api/jobs"
+  if [ "$MODE" = ext_authz ]; then
+    # shellcheck disable=SC2086
+    "$CERTGATE" principal suspend worker-1@example.com --reason "demo: remote suspension" $REMOTE >/dev/null
+    sleep 2.5
+    expect 401 "worker suspended through the admin API" $WORKER "$URL/api/jobs"
+    # shellcheck disable=SC2086
+    "$CERTGATE" principal activate worker-1@example.com $REMOTE >/dev/null
+  fi
   exit "$fail"
 fi
 
@@ -118,6 +132,11 @@ Logs: $PKI/certgate.log, $PKI/envoy.log, access log $PKI/envoy-access.log.  Try 
   $CG suspend worker-1@example.com --reason "Compromised credentials detected"
   $C $WORKER $URL/api/jobs
   $CG activate worker-1@example.com
+
+  # the same suspension from an operator's laptop, through the admin API (mTLS, no store access)
+  $CERTGATE principal suspend worker-1@example.com --reason "Compromised credentials detected" $REMOTE
+  $C $WORKER $URL/api/jobs
+  $CERTGATE principal activate worker-1@example.com $REMOTE
 
   # dry-run a decision, and the metrics
   $CERTGATE check --config $PKI/certgate.yaml --cert $PKI/worker.pem --path /admin/users --policy admin

@@ -24,6 +24,9 @@ pub struct BootstrapArgs {
     pub grpc_listen: std::net::SocketAddr,
     /// Admin listen address written into the configuration.
     pub admin_listen: std::net::SocketAddr,
+    /// Admin API listen address written into the configuration (`listen.admin_api`); `None`
+    /// leaves the admin API off.
+    pub admin_api_listen: Option<std::net::SocketAddr>,
     /// Overwrite an existing bootstrap in the directory.
     pub force: bool,
 }
@@ -32,8 +35,32 @@ fn oid_arcs(dotted: &str) -> Vec<u64> {
     dotted.split('.').filter_map(|a| a.parse().ok()).collect()
 }
 
+/// The admin API part of the configuration: the policy its calls are checked against and
+/// its TLS files.
+const ADMIN_API_YAML: &str = r#"admin_api:                        # the admin gRPC API (README "Operating certgate")
+  policy: operators               # every call is checked against this policy
+  tls:
+    cert: admin-api.pem
+    key: admin-api-key.pem
+    client_ca: ca.pem             # operators' client certificates chain to this CA
+"#;
+
 /// The YAML written next to the PKI.
 fn config_yaml(args: &BootstrapArgs) -> String {
+    let admin_api_listen = args
+        .admin_api_listen
+        .map(|a| {
+            format!(
+                "  admin_api: {a}     # admin gRPC API over mTLS (certgate principal … --server)
+"
+            )
+        })
+        .unwrap_or_default();
+    let admin_api = if args.admin_api_listen.is_some() {
+        ADMIN_API_YAML
+    } else {
+        ""
+    };
     format!(
         r#"# certgate configuration written by `certgate bootstrap` for a development PKI.
 # Every key is documented in the README ("Configuration"); relative paths are resolved
@@ -41,7 +68,7 @@ fn config_yaml(args: &BootstrapArgs) -> String {
 listen:
   grpc: {grpc}          # Envoy's ext_authz cluster points here
   admin: {admin}         # /healthz /readyz /metrics
-trust:
+{admin_api_listen}trust:
   ca_bundle: ca.pem               # client certificates must chain to one of these CAs
   clock_skew: 60s
 identity:
@@ -54,6 +81,7 @@ store:
 roles_by_type:
   admin: [admin]
   worker: [worker]
+  operator: [operator]
 default_policy: default
 policies:
   default:
@@ -68,7 +96,14 @@ policies:
     cn_allowlist_file: admin-allowlist.txt
     permissions:
       admin: ["*"]
-"#,
+  operators:                      # who may call which admin API method
+    max_lifetime: 30d
+    permissions:
+      operator: ["/certgate.admin.v1.*"]
+      operators-read:             # give a principal roles [operators-read] to read only
+        - "/certgate.admin.v1.*/List"
+        - "/certgate.admin.v1.*/Get"
+{admin_api}"#,
         grpc = args.grpc_listen,
         admin = args.admin_listen
     )
@@ -124,11 +159,22 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
         time::Duration::days(365),
     ))?;
     write_pair(dir, "server", &server)?;
+    if args.admin_api_listen.is_some() {
+        let admin_api = ca.issue(&CertSpec::server(
+            &["localhost", &format!("certgate-admin.{domain}")],
+            now - time::Duration::hours(1),
+            time::Duration::days(365),
+        ))?;
+        write_pair(dir, "admin-api", &admin_api)?;
+    }
 
-    let clients = [
+    let mut clients = vec![
         Client::new("admin", "admin", domain, 7),
         Client::new("worker", "worker-1", domain, 30),
     ];
+    if args.admin_api_listen.is_some() {
+        clients.push(Client::new("operator", "operator", domain, 30));
+    }
     let mut issued = Vec::new();
     for c in &clients {
         let start = now - time::Duration::minutes(5);
@@ -196,6 +242,12 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
     }
 
     let d = dir.display();
+    let remote = args.admin_api_listen.map(|addr| {
+        format!(
+            "  certgate principal list --server https://localhost:{port} --cacert {d}/ca.pem \\\n      --client-cert {d}/operator.pem --client-key {d}/operator-key.pem",
+            port = addr.port()
+        )
+    });
     let mut s = String::new();
     let _ = writeln!(s, "Wrote a development PKI and configuration to {d}/:");
     let _ = writeln!(s, "  ca.pem ca-key.pem                 CA (trust bundle)");
@@ -203,6 +255,12 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
         s,
         "  server.pem server-key.pem         server certificate for localhost"
     );
+    if args.admin_api_listen.is_some() {
+        let _ = writeln!(
+            s,
+            "  admin-api.pem admin-api-key.pem   admin API server certificate (localhost)"
+        );
+    }
     for c in &clients {
         let _ = writeln!(
             s,
@@ -223,6 +281,9 @@ pub async fn run(args: &BootstrapArgs, now_unix: i64) -> anyhow::Result<String> 
         s,
         "  certgate check --config {d}/certgate.yaml --cert {d}/admin.pem --path /api/hello"
     );
+    if let Some(remote) = remote {
+        let _ = writeln!(s, "{remote}");
+    }
     Ok(s)
 }
 

@@ -14,6 +14,7 @@
 //! else is `pub(crate)`.
 
 mod admin;
+pub mod admin_api;
 pub mod app;
 pub mod authz;
 pub mod bootstrap;
@@ -28,6 +29,7 @@ mod inventory;
 pub mod metrics;
 pub mod observe;
 pub mod pki;
+mod registration;
 pub mod server;
 pub mod store;
 

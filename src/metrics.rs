@@ -49,6 +49,9 @@ pub struct Metrics {
     /// Seconds a store backend call took (cache misses only), by `backend` (embedded,
     /// dynamodb) and `operation`.
     pub(crate) store_lookup_seconds: HistogramVec,
+    /// Admin API calls by `method` (gRPC method path) and `outcome` (ok, a refusal's reason
+    /// code, or the gRPC status code of a failed call, e.g. not_found).
+    pub(crate) admin_api_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -206,6 +209,16 @@ impl Metrics {
                         0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     ]),
                     &["backend", "operation"],
+                ),
+            ),
+            admin_api_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "certgate_admin_api_requests_total",
+                        "Admin API calls by method and outcome",
+                    ),
+                    &["method", "outcome"],
                 ),
             ),
             registry,

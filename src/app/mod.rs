@@ -67,6 +67,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let reload_interval = config.reload_interval;
     let inventory = config.inventory.clone();
+    let admin_api = config.admin_api.clone();
     let mut checker = Checker::new(config, store, metrics.clone());
     if let Some(queue) =
         crate::inventory::spawn_writer(backend.clone(), &inventory, metrics.inventory.clone())
@@ -74,7 +75,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         checker.record_inventory_into(queue);
     }
     let checker = Arc::new(checker);
-    crate::inventory::tiers::spawn(backend, checker.clone(), &inventory);
+    crate::inventory::tiers::spawn(backend.clone(), checker.clone(), &inventory);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let health_service = health::server(shutdown_rx.clone(), checker.clone());
@@ -112,6 +113,16 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         let tcp = bind_tcp(addr, "admin", caps.admin, &limits).await?;
         let app = crate::admin::router(checker.clone());
         listeners.spawn(tcp, "admin", caps.admin, Service::Http(app));
+    }
+    if let (Some(addr), Some(settings)) = (listen.admin_api, &admin_api) {
+        let router = crate::admin_api::router(checker.clone(), backend, settings, &limits)?;
+        let tcp = bind_tcp(addr, "admin API", caps.admin, &limits).await?;
+        listeners.spawn(
+            tcp,
+            "admin_api",
+            caps.admin,
+            Service::Grpc(Box::new(router)),
+        );
     }
     crate::crl::refresh::spawn(checker.revocation().clone());
     tokio::spawn(reload::reload_loop(

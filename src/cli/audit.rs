@@ -4,13 +4,16 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use crate::clock::{self, rfc3339};
+use crate::store::Admin;
 use crate::store::audit::{self, Actor, AuditQuery, AuditRecord};
 
 use super::output::{Output, fields, print, print_list};
+use super::remote::RemoteArgs;
 use super::store::open_existing;
 use super::{AuditCommand, Failure, config_path};
 
@@ -62,8 +65,16 @@ pub(super) fn since(text: &str) -> Result<i64, String> {
     Ok(clock::unix_millis() - back.as_millis() as i64)
 }
 
-pub(super) async fn run(cmd: AuditCommand, config: &Option<PathBuf>) -> Result<ExitCode, Failure> {
-    let (_, store) = open_existing(config_path(config)?).await?;
+pub(super) async fn run(
+    cmd: AuditCommand,
+    config: &Option<PathBuf>,
+    remote: &RemoteArgs,
+) -> Result<ExitCode, Failure> {
+    let server = remote.connect().await?;
+    let store = match &server {
+        Some(server) => Arc::new(server.clone()) as Arc<dyn Admin>,
+        None => open_existing(config_path(config)?).await?.1,
+    };
     match cmd {
         AuditCommand::List {
             since,
@@ -76,8 +87,10 @@ pub(super) async fn run(cmd: AuditCommand, config: &Option<PathBuf>) -> Result<E
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify { output } => {
-            let records = store.audit_records(&AuditQuery::default()).await?;
-            let v = audit::verify(&records);
+            let v = match &server {
+                Some(server) => server.verify_audit().await?,
+                None => audit::verify(&store.audit_records(&AuditQuery::default()).await?),
+            };
             let value = serde_json::to_value(&v).unwrap_or(Value::Null);
             print(output.output, &value, || {
                 fields([

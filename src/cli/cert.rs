@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::cert;
 use crate::clock;
 use crate::clock::rfc3339;
+use crate::registration::{self, RegisterError};
 use crate::store::{Actor, CertificateRecord, StoreError};
 
 use super::output::{print, print_list, table};
-use super::store::{open_existing, open_or_create};
+use super::remote::{Open, RemoteArgs, store};
+use super::store::open_or_create;
 use super::{CertCommand, Failure, config_path};
 
 const HEADER: &[&str] = &["SERIAL", "PRINCIPAL", "EXPIRES", "STATUS"];
@@ -55,7 +56,11 @@ fn row(c: &CertificateRecord) -> [String; 4] {
     ]
 }
 
-pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<ExitCode, Failure> {
+pub(super) async fn run(
+    cmd: CertCommand,
+    config: &Option<PathBuf>,
+    remote: &RemoteArgs,
+) -> Result<ExitCode, Failure> {
     let (record, output) = match cmd {
         CertCommand::Register {
             cert: path,
@@ -63,11 +68,11 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
             force,
             output,
         } => (
-            register(config_path(config)?, &path, principal, force).await?,
+            register(config, remote, &path, principal, force).await?,
             output.output,
         ),
         CertCommand::Get { serial, output } => {
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             let found =
                 store
                     .get_certificate(&serial)
@@ -83,7 +88,7 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
             expiring_within,
             output,
         } => {
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             let now = clock::unix_millis();
             let before = expiring_within.map(|d| now.saturating_add(d.as_millis() as i64));
             let mut all = store
@@ -111,7 +116,7 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
             issuer,
             output,
         } => {
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             // Serials are unique per CA only: an issuer that is not the registered one means
             // the operator has another certificate in mind.
             let registered = store.get_certificate(&serial).await?;
@@ -147,39 +152,37 @@ pub(super) async fn run(cmd: CertCommand, config: &Option<PathBuf>) -> Result<Ex
 }
 
 /// Registers the certificate at `path` for `principal` (default: the certificate's own),
-/// refusing an untrusted certificate or an unknown principal unless `force`.
+/// refusing an untrusted certificate or an unknown principal unless `force`; with --server,
+/// the server parses and checks it.
 async fn register(
-    config_path: &Path,
+    config: &Option<PathBuf>,
+    remote: &RemoteArgs,
     path: &Path,
     principal: Option<String>,
     force: bool,
 ) -> Result<CertificateRecord, Failure> {
-    let (config, store) = open_or_create(config_path).await?;
     let raw = std::fs::read(path)
         .with_context(|| format!("reading {}", path.display()))
         .map_err(Failure::Usage)?;
-    let id = cert::identify(&raw, &config.identity, &config.trust, clock::unix_now())
-        .map_err(|e| Failure::Failed(anyhow::anyhow!("{}: {e}", path.display())))?;
-    let Some(principal_id) = principal.or(id.principal_id().map(str::to_owned)) else {
-        return Err(Failure::Usage(anyhow::anyhow!(
-            "the certificate yields no principal id; pass --principal"
-        )));
-    };
-    if !force {
-        if let Err(failure) = id.chain() {
-            return Err(Failure::Failed(anyhow::anyhow!(
-                "{}: {failure}; pass --force to register it anyway",
-                path.display()
-            )));
-        }
-        if store.get_principal(&principal_id).await?.is_none() {
-            return Err(Failure::Failed(anyhow::anyhow!(
-                "principal '{principal_id}' is not enrolled (certgate principal create \
-                 {principal_id} --type TYPE); pass --force to register anyway"
-            )));
-        }
+    let failed =
+        |e: &dyn std::fmt::Display| Failure::Failed(anyhow::anyhow!("{}: {e}", path.display()));
+    if let Some(remote) = remote.connect().await? {
+        return Ok(remote.register(raw, principal, force).await?);
     }
-    let record = CertificateRecord::for_identity(&id, principal_id);
-    store.register_certificate(&record, &Actor::cli()).await?;
-    Ok(record)
+    let (config, store) = open_or_create(config_path(config)?).await?;
+    registration::register(
+        &config,
+        store.as_ref(),
+        &raw,
+        principal,
+        force,
+        &Actor::cli(),
+        clock::unix_now(),
+    )
+    .await
+    .map_err(|e| match e {
+        RegisterError::NoPrincipal => Failure::Usage(e.into()),
+        RegisterError::Store(e) => e.into(),
+        e => failed(&e),
+    })
 }

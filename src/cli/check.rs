@@ -1,21 +1,24 @@
-//! `certgate check`: a dry-run decision for one certificate, exactly as the server decides.
+//! `certgate check`: a dry-run decision for one certificate, exactly as the server decides;
+//! with --server, the server's own decision (`DecisionService/Check`), printed the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 
+use crate::admin_api::convert::check_response;
+use crate::admin_api::pb::{self, CheckResponse};
 use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker};
-use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::{app, clock, crl};
 
-use super::Failure;
 use super::output::{Output, fields, print};
+use super::remote::RemoteArgs;
 use super::store::require_store_file;
+use super::{Failure, config_path};
 
 /// What the command was asked to decide.
 pub(super) struct Request<'a> {
@@ -27,14 +30,41 @@ pub(super) struct Request<'a> {
 }
 
 pub(super) async fn run(
-    config_path: &Path,
+    config: &Option<PathBuf>,
+    remote: &RemoteArgs,
     request: Request<'_>,
     output: Output,
 ) -> Result<ExitCode, Failure> {
-    let config = Config::load(config_path)?;
     let raw = std::fs::read(request.cert)
         .with_context(|| format!("reading {}", request.cert.display()))
         .map_err(Failure::Usage)?;
+    let response = match remote.connect().await? {
+        Some(remote) => {
+            let asked = pb::CheckRequest {
+                certificate: raw,
+                method: request.method.to_owned(),
+                path: request.path.to_owned(),
+                policy: request.policy.map(str::to_owned),
+                host: request.host.map(str::to_owned),
+            };
+            remote.check(asked).await?
+        }
+        None => local(config_path(config)?, &raw, &request).await?,
+    };
+    render(&response, output);
+    Ok(if response.decision == "allow" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn local(
+    config_path: &Path,
+    raw: &[u8],
+    request: &Request<'_>,
+) -> Result<CheckResponse, Failure> {
+    let config = Config::load(config_path)?;
     let metrics = Metrics::new();
     require_store_file(&config)?;
     let store = app::open_store(&config, &metrics).await?;
@@ -45,7 +75,7 @@ pub(super) async fn run(
         .check(
             CheckInput {
                 host: request.host,
-                certificate: Some(&raw),
+                certificate: Some(raw),
                 encoding: CertEncoding::Auto,
                 policy: request.policy,
                 method: request.method,
@@ -55,55 +85,49 @@ pub(super) async fn run(
             clock::unix_now(),
         )
         .await;
-    let headers: serde_json::Map<String, Value> = outcome
-        .allow_headers()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), Value::String(v)))
+    Ok(check_response(&outcome))
+}
+
+fn render(r: &CheckResponse, output: Output) {
+    let allowed = r.decision == "allow";
+    let headers: serde_json::Map<String, Value> = r
+        .headers
+        .iter()
+        .map(|h| (h.name.clone(), Value::String(h.value.clone())))
         .collect();
-    let (decision, reason, message) = match &outcome.decision {
-        Ok(_) => ("allow", None, "allowed".to_owned()),
-        Err(deny) => ("deny", Some(deny.reason.as_str()), deny.message.clone()),
-    };
-    let grant = outcome.decision.as_ref().ok();
-    // Which `policy_routes` entry chose the policy, as its key path and what it matches.
-    let route = outcome.route.map(|i| {
-        let described = outcome
-            .config()
-            .policy_routes
-            .describe(i)
-            .unwrap_or_default();
-        format!("policy_routes[{i}] {described}")
-    });
     let value = json!({
-        "decision": decision,
-        "status": outcome.http_status(),
-        "reason": reason,
-        "message": message,
-        "policy": outcome.policy,
-        "route": route.as_deref(),
-        "principal": outcome.principal(),
-        "principal_type": grant.map(|g| g.principal_type.as_str()),
-        "roles": grant.map(|g| g.roles.clone()),
+        "decision": r.decision,
+        "status": r.status,
+        "reason": r.reason,
+        "message": r.message,
+        "policy": r.policy,
+        "route": r.route,
+        "principal": r.principal,
+        "principal_type": r.principal_type,
+        "roles": allowed.then_some(&r.roles),
         "headers": headers,
-        "certificate": outcome.identity().map(|id| json!({
-            "subject": id.subject(),
-            "issuer": id.issuer(),
-            "serial": id.serial().to_string(),
-            "sha256": id.sha256_hex(),
-            "not_before": rfc3339(id.not_before()),
-            "not_after": rfc3339(id.not_after()),
+        "certificate": r.certificate.as_ref().map(|c| json!({
+            "subject": c.subject,
+            "issuer": c.issuer,
+            "serial": c.serial,
+            "sha256": c.sha256,
+            "not_before": c.not_before,
+            "not_after": c.not_after,
         })),
     });
     print(output, &value, || {
         let mut lines = vec![
-            ("decision", decision.to_owned()),
-            ("status", outcome.http_status().to_string()),
-            ("policy", outcome.policy.clone()),
-            ("route", route.clone().unwrap_or_else(|| "-".to_owned())),
-            ("principal", outcome.principal().unwrap_or("-").to_owned()),
+            ("decision", r.decision.clone()),
+            ("status", r.status.to_string()),
+            ("policy", r.policy.clone()),
+            ("route", r.route.clone().unwrap_or_else(|| "-".to_owned())),
+            (
+                "principal",
+                r.principal.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
         ];
-        lines.extend(reason.map(|r| ("reason", r.to_owned())));
-        lines.push(("message", message.clone()));
+        lines.extend(r.reason.clone().map(|reason| ("reason", reason)));
+        lines.push(("message", r.message.clone()));
         lines.extend(
             headers
                 .iter()
@@ -111,9 +135,4 @@ pub(super) async fn run(
         );
         fields(lines)
     });
-    Ok(if outcome.decision.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

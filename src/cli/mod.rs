@@ -11,6 +11,7 @@ mod inventory;
 mod output;
 mod principal;
 mod probe;
+mod remote;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -84,6 +85,8 @@ enum Command {
         host: Option<String>,
         #[command(flatten)]
         output: OutputArg,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Configuration commands.
     #[command(subcommand)]
@@ -92,18 +95,32 @@ enum Command {
     ///
     /// Example: certgate bootstrap --out-dir ./pki --domain example.com
     Bootstrap(BootstrapCommand),
-    /// Manage principals in the store.
-    #[command(subcommand)]
-    Principal(PrincipalCommand),
-    /// Manage registered certificates in the store.
-    #[command(subcommand)]
-    Cert(CertCommand),
+    /// Manage principals in the store (or, with --server, through a server's admin API).
+    Principal {
+        #[command(subcommand)]
+        command: PrincipalCommand,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Manage registered certificates in the store (or, with --server, through a server's
+    /// admin API).
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
     /// Certificate revocation lists.
     #[command(subcommand)]
     Crl(CrlCommand),
-    /// The audit trail of every change to principals and certificates.
-    #[command(subcommand)]
-    Audit(AuditCommand),
+    /// The audit trail of every change to principals and certificates (or, with --server,
+    /// through a server's admin API).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
     /// Store backend set-up: create tables, copy records between backends.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -155,6 +172,12 @@ struct BootstrapCommand {
     /// Admin listen address written into the configuration.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin_listen: std::net::SocketAddr,
+    /// Admin API listen address written into the configuration (`listen.admin_api`).
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    admin_api_listen: std::net::SocketAddr,
+    /// Leave the admin API off (no listen.admin_api, no operator certificate).
+    #[arg(long)]
+    no_admin_api: bool,
     /// Overwrite an existing bootstrap in the directory.
     #[arg(long)]
     force: bool,
@@ -167,6 +190,7 @@ impl From<BootstrapCommand> for BootstrapArgs {
             domain: c.domain,
             grpc_listen: c.grpc_listen,
             admin_listen: c.admin_listen,
+            admin_api_listen: (!c.no_admin_api).then_some(c.admin_api_listen),
             force: c.force,
         }
     }
@@ -573,6 +597,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             policy,
             host,
             output,
+            remote,
         } => {
             let request = check::Request {
                 cert: &cert,
@@ -581,7 +606,7 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
                 policy: policy.as_deref(),
                 host: host.as_deref(),
             };
-            check::run(config_path(&config)?, request, output.output).await
+            check::run(&config, &remote, request, output.output).await
         }
         Command::Config(ConfigCommand::Validate { output }) => {
             config::validate(config_path(&config)?, output.output)
@@ -593,9 +618,9 @@ async fn run(command: Command, config: Option<PathBuf>) -> Result<ExitCode, Fail
             emit(&summary);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Principal(cmd) => principal::run(cmd, &config).await,
-        Command::Cert(cmd) => cert::run(cmd, &config).await,
-        Command::Audit(cmd) => audit::run(cmd, &config).await,
+        Command::Principal { command, remote } => principal::run(command, &config, &remote).await,
+        Command::Cert { command, remote } => cert::run(command, &config, &remote).await,
+        Command::Audit { command, remote } => audit::run(command, &config, &remote).await,
         Command::Store(cmd) => store::run(cmd, config_path(&config)?).await,
         // Generated from the clap definitions; no configuration involved.
         Command::Completions { shell } => {

@@ -11,8 +11,8 @@ use crate::clock;
 use crate::store::{Actor, Admin, Principal, PrincipalStatus, StoreError};
 
 use super::output::{Output, print, print_list, table};
-use super::store::{open_existing, open_or_create};
-use super::{Failure, PrincipalCommand, config_path};
+use super::remote::{Open, RemoteArgs, store};
+use super::{Failure, PrincipalCommand};
 
 const HEADER: &[&str] = &["PRINCIPAL", "TYPE", "STATUS", "ROLES", "REASON"];
 
@@ -49,6 +49,7 @@ enum Selection {
 pub(super) async fn run(
     cmd: PrincipalCommand,
     config: &Option<PathBuf>,
+    remote: &RemoteArgs,
 ) -> Result<ExitCode, Failure> {
     let (principal, output): (Principal, Output) = match cmd {
         PrincipalCommand::Create {
@@ -57,7 +58,7 @@ pub(super) async fn run(
             roles,
             output,
         } => {
-            let (_, store) = open_or_create(config_path(config)?).await?;
+            let store = store(config, remote, Open::OrCreate).await?;
             let principal = Principal {
                 principal_id: id,
                 principal_type: Some(principal_type),
@@ -71,7 +72,7 @@ pub(super) async fn run(
             (principal, output.output)
         }
         PrincipalCommand::Get { id, output } => {
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             let found = store
                 .get_principal(&id)
                 .await?
@@ -82,7 +83,7 @@ pub(super) async fn run(
             (found, output.output)
         }
         PrincipalCommand::List { output } => {
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             let all = store.list_principals().await?;
             print_list(output.output, &all, HEADER, json, row);
             return Ok(ExitCode::SUCCESS);
@@ -100,7 +101,7 @@ pub(super) async fn run(
                     "--reason must not be empty"
                 )));
             }
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             let change = Change::Suspend(reason);
             let Some(id) = id else {
                 let selection = Selection::ActiveExcept(except);
@@ -115,7 +116,7 @@ pub(super) async fn run(
             dry_run,
             output,
         } => {
-            let (_, store) = open_existing(config_path(config)?).await?;
+            let store = store(config, remote, Open::Existing).await?;
             match (id, all_suspended_by_reason) {
                 (_, Some(reason)) => {
                     let selection = Selection::SuspendedBy(reason);

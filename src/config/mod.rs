@@ -56,6 +56,8 @@ pub(crate) struct Listen {
     pub(crate) admin: Option<SocketAddr>,
     /// HTTP forward-auth (nginx `auth_request`, ingress-nginx `auth-url`, Traefik, Caddy).
     pub(crate) http: Option<SocketAddr>,
+    /// The admin gRPC API over mTLS (off unless set; `admin_api` configures it).
+    pub(crate) admin_api: Option<SocketAddr>,
     /// What one client may hold on the listeners.
     pub(crate) limits: ListenLimits,
 }
@@ -272,6 +274,23 @@ pub struct Config {
     pub(crate) inventory: crate::inventory::InventorySettings,
     /// Decision log, tracing, identity as metadata, shadow policies.
     pub observe: crate::observe::ObserveSettings,
+    /// The admin API's policy and TLS material, when `listen.admin_api` is set (changes
+    /// need a restart).
+    pub(crate) admin_api: Option<AdminApiSettings>,
+}
+
+/// `admin_api`: who may call the admin API (a policy of the decision engine) and the TLS
+/// material of its listener, read when the configuration loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdminApiSettings {
+    /// The policy every call is checked against, as `POST /certgate.admin.v1.Service/Method`.
+    pub(crate) policy: String,
+    /// Server certificate chain, PEM.
+    pub(crate) cert_pem: Vec<u8>,
+    /// Its private key, PEM.
+    pub(crate) key_pem: Vec<u8>,
+    /// CAs a client certificate must chain to at the TLS handshake, PEM.
+    pub(crate) client_ca_pem: Vec<u8>,
 }
 
 impl Config {

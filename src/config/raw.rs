@@ -51,6 +51,8 @@ pub(super) struct Raw {
     pub(super) log: RawLog,
     #[serde(default)]
     pub(super) tracing: RawTracing,
+    #[serde(default)]
+    pub(super) admin_api: RawAdminApi,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +100,7 @@ pub(super) struct RawListen {
     pub(super) grpc_unix: Option<String>,
     pub(super) admin: Option<String>,
     pub(super) http: Option<String>,
+    pub(super) admin_api: Option<String>,
     pub(super) limits: RawLimits,
 }
 
@@ -108,6 +111,7 @@ impl Default for RawListen {
             grpc_unix: None,
             admin: Some("127.0.0.1:9901".into()),
             http: None,
+            admin_api: None,
             limits: RawLimits::default(),
         }
     }
@@ -544,6 +548,7 @@ pub(super) fn parse_raw(text: &str) -> Result<Raw, Vec<Problem>> {
                 "inventory" => check::<RawInventory>(name, v, p),
                 "log" => check::<RawLog>(name, v, p),
                 "tracing" => check::<RawTracing>(name, v, p),
+                "admin_api" => check::<RawAdminApi>(name, v, p),
                 "policies" => match v {
                     Value::Mapping(policies) => {
                         for (policy, pv) in policies {
@@ -588,4 +593,21 @@ impl Default for RawInventory {
             in_use_within: "7d".into(),
         }
     }
+}
+
+/// `admin_api:` — the admin gRPC API served on `listen.admin_api`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdminApi {
+    pub(super) policy: Option<String>,
+    pub(super) tls: RawAdminApiTls,
+}
+
+/// `admin_api.tls:` — the listener's server certificate and the CAs its clients chain to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdminApiTls {
+    pub(super) cert: Option<String>,
+    pub(super) key: Option<String>,
+    pub(super) client_ca: Option<String>,
 }

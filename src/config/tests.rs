@@ -1,3 +1,4 @@
+mod admin_api;
 mod crl;
 mod expiry;
 mod mesh;

@@ -189,6 +189,9 @@ pub enum StoreError {
         /// Its key.
         key: String,
     },
+    /// The admin API refused or failed a remote command's call (the remote CLI's store).
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Why a backend could not answer: a coarse, typed cause that may be shown to a client, and

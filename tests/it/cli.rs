@@ -117,7 +117,8 @@ fn day_two_commands() {
     let pki = Pki::bootstrap();
     let (code, json) = pki.json(&["principal", "list", "-o", "json"]);
     assert_eq!(code, 0);
-    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    // admin, operator (of the admin API) and worker-1.
+    assert_eq!(json.as_array().map(Vec::len), Some(3), "{json}");
 
     let (code, json) = pki.json(&[
         "principal",

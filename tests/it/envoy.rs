@@ -348,14 +348,7 @@ fn certificate_and_store_rows_through_envoy(mode: Mode) {
             ],
             &[&revoked],
         );
-        let (code, out) = w.cli(&[
-            "cert",
-            "revoke",
-            &revoked.serial,
-            "--reason",
-            "key_compromise",
-        ]);
-        assert_eq!(code, 0, "{out}");
+        w.revoke(&revoked.serial, "key_compromise");
         w.suspend("bob@example.com", "Compromised credentials detected");
         let _ = &suspended;
     });

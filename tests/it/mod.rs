@@ -3,6 +3,7 @@
 pub mod harness;
 pub mod world;
 
+mod admin_api;
 mod audit;
 mod bulk;
 mod cli;

@@ -267,6 +267,12 @@ impl World {
         assert_eq!(code, 0, "{out}");
     }
 
+    /// Revoke the certificate `serial` in the store with `reason` through the CLI.
+    pub fn revoke(&self, serial: &str, reason: &str) {
+        let (code, out) = self.cli(&["cert", "revoke", serial, "--reason", reason]);
+        assert_eq!(code, 0, "{out}");
+    }
+
     /// Run the certgate CLI against this world's configuration; returns (exit code, stdout).
     pub fn cli(&self, args: &[&str]) -> (i32, String) {
         cli_with_config(&self.config, args)

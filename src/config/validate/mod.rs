@@ -1,6 +1,7 @@
 //! Raw → `Config`: every value checked, every file named read, every problem kept. The
 //! `Validator` is one type; its sections live in the files below.
 
+mod admin_api;
 mod crl;
 mod crl_tls;
 mod expiry;
@@ -166,6 +167,7 @@ impl<'a> Validator<'a> {
                 .map(|p| self.path(&p)),
             admin: self.addr("listen.admin", raw.listen.admin.as_deref()),
             http: self.addr("listen.http", raw.listen.http.as_deref()),
+            admin_api: self.addr("listen.admin_api", raw.listen.admin_api.as_deref()),
             limits: self.limits(&raw.listen.limits),
         };
         if listen.grpc.is_none() && listen.grpc_unix.is_none() && listen.http.is_none() {
@@ -256,6 +258,10 @@ impl<'a> Validator<'a> {
             );
         }
 
+        let admin_api = listen
+            .admin_api
+            .and_then(|_| self.admin_api(raw.admin_api, &raw.trust.ca_bundle, &policies, watched));
+
         match (trust, self.problems.is_empty()) {
             (Some(trust), true) => Ok(Config {
                 source: source.to_owned(),
@@ -281,6 +287,7 @@ impl<'a> Validator<'a> {
                 policy_routes,
                 inventory,
                 observe,
+                admin_api,
             }),
             _ => Err(self.problems),
         }
