@@ -57,13 +57,14 @@ run() { # run a command, print its output only if it fails
 declare -A SETS=(
   [default]=""
   [sidecar]="$CHART/examples/values-sidecar.yaml"
+  [module]="$CHART/examples/values-module.yaml"
   [dynamodb]="$CHART/examples/values-dynamodb.yaml"
   [istio]="deploy/istio/values-certgate.yaml"
   [ingress-nginx]="deploy/ingress-nginx/values-certgate.yaml"
   [traefik]="deploy/traefik/values-certgate.yaml"
 )
 rendered=()
-for name in default sidecar dynamodb istio ingress-nginx traefik; do
+for name in default sidecar module dynamodb istio ingress-nginx traefik; do
   args=()
   for f in ${SETS[$name]}; do
     [ -f "$f" ] || fail "values file $f is missing"
@@ -83,7 +84,7 @@ CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
 {
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=Example/CN=Example Client CA" \
     -keyout "$out/ca-key.pem" -out "$out/ca.pem" -days 1 2>/dev/null
-  for name in default sidecar dynamodb istio ingress-nginx traefik; do
+  for name in default sidecar module dynamodb istio ingress-nginx traefik; do
     "$PY" scripts/check_helm/rendered_config.py "$out/$name.yaml" "$out" >"$out/$name-certgate.yaml" || fail "no certgate.yaml rendered ($name)"
     "$CERTGATE" config validate --config "$out/$name-certgate.yaml" >"$out/validate-config" 2>&1 \
       || { cat "$out/validate-config" >&2; fail "certgate rejects the config the chart renders ($name)"; }
@@ -96,10 +97,11 @@ CERTGATE=${CERTGATE_BIN:-target/debug/certgate}
 # rendered configuration, pass, and fail once certgate is stopped. The DynamoDB set would need
 # a table to serve from: it is checked by the rendering only. `tests.enabled: false` renders
 # no test Pod.
-for name in default sidecar istio ingress-nginx traefik; do
+for name in default sidecar module istio ingress-nginx traefik; do
   "$PY" scripts/check_helm/helm_test.py "$out/$name.yaml" "$CERTGATE" "$out/$name-certgate.yaml" \
     || fail "the helm test Pod of the $name values (above)"
 done
+"$PY" scripts/check_helm/module.py "$out/module.yaml" || fail "mode: module as rendered (above)"
 grep -q "helm.sh/hook: test" "$out/dynamodb.yaml" || fail "no helm test Pod with the DynamoDB values"
 "$HELM" template certgate "$CHART" --set tests.enabled=false | grep -q "helm.sh/hook: test" \
   && fail "tests.enabled=false still renders the helm test Pod"
@@ -171,6 +173,10 @@ bad request-headers "value must be one of" 'config: {forward_auth: {request_head
 bad embedded-replicas "replicaCount must be 1" 'replicaCount: 3'
 bad two-ca-sources "exactly one of" 'trust: {caBundle: {configMap: a, secret: b, key: ca.pem}}'
 bad sidecar-alone "needs sidecar.containers" 'mode: sidecar'
+bad module-no-envoy "needs module.envoyConfig" 'mode: module'
+bad module-no-so "needs module.init.image" 'mode: module
+module: {envoyConfig: "static_resources: {}"}'
+bad module-source "value must be one of" 'module: {source: sidecar}'
 bad digest "does not match pattern" 'image: {repository: certgate, digest: "latest"}'
 bad autoscaled-embedded "replicaCount must be 1" 'autoscaling: {enabled: true}'
 

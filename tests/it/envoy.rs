@@ -2,8 +2,10 @@
 //! certificate and the embedded store decide (1, 3, 4, 5, 6, 6a, 8–12) and `unknown_policy`,
 //! each with its status and body; the identity headers at the upstream, checked against values
 //! `openssl` reads from the certificate; suspension while serving; certgate down. Hot reload
-//! through Envoy: `envoy_reload`. Elsewhere through Envoy: row 7 (`crl`), row 7b
-//! (`fail_secure`), `store_unavailable` (`dynamodb`), `malformed_request` (`security`).
+//! through Envoy: `envoy_reload`. Elsewhere through Envoy, also in both modes: row 7
+//! (`crl::served`), row 7b (`fail_secure`), store revocation (`revocation_only`),
+//! `store_unavailable` and the DynamoDB rows (`dynamodb::replicas`), `malformed_request` and
+//! forged certificate headers (`security`), `deny_detail` (`forwarded`).
 
 use std::time::Duration;
 

@@ -10,10 +10,11 @@ use std::time::Duration;
 use certgate::pki::CrlSpec;
 use rcgen::RevocationReason::KeyCompromise;
 
-use super::crl_server::{CrlServer, Mode};
+use super::crl_server::{CrlServer, Mode as Serving};
 use super::envoy::Stack;
 use super::harness::{
-    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Reply, http_get, wait_until,
+    Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Mode, Reply, http_get, in_both_modes,
+    wait_until,
 };
 use super::world::{Client, World, append_file, certgate_deny, deny_reason, now, spawn_certgate};
 
@@ -82,11 +83,11 @@ fn message(reply: &Reply) -> String {
         .unwrap_or_default()
 }
 
-#[test]
-fn down_then_up_then_stale_then_back_without_a_restart() {
+fn down_then_up_then_stale_then_back_without_a_restart(mode: Mode) {
     let mut server = CrlServer::down(Vec::new());
     let url = server.url();
-    let stack = Stack::start_configured(
+    let stack = Stack::start_in(
+        mode,
         World::new(),
         |w| append_file(&w.config, &crl_yaml("serve", "", &url)),
         "ACCEPT_UNTRUSTED",
@@ -98,14 +99,15 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
         allowed.set(allowed.get() + usize::from(reply.status == 200));
         reply
     };
-    let logs = || {
-        format!(
-            "{}\n{}",
-            stack.certgate().proc.logs(),
-            stack.envoy.proc.logs()
-        )
+    let logs = || stack.logs();
+    // The process deciding: certgate's server, or Envoy holding the module.
+    let decider = || {
+        stack
+            .certgate
+            .as_ref()
+            .map_or(&stack.envoy.proc, |c| &c.proc)
     };
-    let pid = stack.certgate().proc.pid();
+    let pid = decider().pid();
 
     // readiness: serve — ready without a CRL, and every check of the issuer's certificates
     // denied 503 with certgate's body naming the issuer.
@@ -119,20 +121,17 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
     let text = message(&reply);
     assert!(text.contains("e2e CA"), "the issuer is named: {text}");
     assert!(
-        matches!(
-            http_get(stack.certgate().admin_port, "/readyz"),
-            Some((200, _))
-        ),
+        matches!(http_get(stack.world.admin_port, "/readyz"), Some((200, _))),
         "readiness: serve is ready without CRLs"
     );
-    let metrics = stack.certgate().metrics();
+    let metrics = stack.metrics();
     assert!(
         metrics.contains("certgate_crl_usable{issuer=\"O=certgate dev, CN=e2e CA\"} 0"),
         "{metrics}"
     );
 
     // The server comes up with a CRL that is fresh for a few seconds only.
-    server.set(Mode::Serve, Some(crl(&stack.world, 12, &[])));
+    server.set(Serving::Serve, Some(crl(&stack.world, 12, &[])));
     server.start();
     until(
         Duration::from_secs(8),
@@ -143,7 +142,7 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
     );
 
     // The server fails from now on; the CRL in force passes its nextUpdate.
-    server.set(Mode::Status(500), None);
+    server.set(Serving::Status(500), None);
     let reply = until(
         Duration::from_secs(30),
         "CRL in force stale: 503 revocation_status_unknown",
@@ -158,7 +157,7 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
     );
 
     // The server is back with a current CRL: allowed again, same process.
-    server.set(Mode::Serve, Some(crl(&stack.world, 86_400, &[])));
+    server.set(Serving::Serve, Some(crl(&stack.world, 86_400, &[])));
     until(
         Duration::from_secs(10),
         "CRL server back: allowed",
@@ -166,13 +165,15 @@ fn down_then_up_then_stale_then_back_without_a_restart() {
         |r| r.status == 200,
         logs,
     );
-    assert_eq!(stack.certgate().proc.pid(), pid, "no restart");
+    assert_eq!(decider().pid(), pid, "no restart");
     assert_eq!(
         stack.upstream.requests(),
         allowed.get(),
         "only allowed requests reached the upstream"
     );
 }
+
+in_both_modes!(down_then_up_then_stale_then_back_without_a_restart);
 
 #[test]
 fn readiness_wait_names_the_issuer_and_cache_dir_survives_a_restart() {
@@ -223,7 +224,7 @@ fn readiness_wait_names_the_issuer_and_cache_dir_survives_a_restart() {
     assert!(unknown(&reply), "{reply:?}\n{}", certgate.proc.logs());
 
     // The server comes up: ready, and the CRL decides.
-    server.set(Mode::Serve, Some(crl(&world, 86_400, &[&revoked])));
+    server.set(Serving::Serve, Some(crl(&world, 86_400, &[&revoked])));
     server.start();
     let ready = wait_until(Duration::from_secs(10), || readyz().0 == 200);
     assert!(ready, "{:?}\n{}", readyz(), certgate.proc.logs());

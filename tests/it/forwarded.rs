@@ -10,7 +10,7 @@ use base64::Engine as _;
 
 use super::envoy::Stack;
 use super::forward_auth::{Setup, auth, setup, start_nginx_with};
-use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy};
+use super::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Mode, in_both_modes};
 use super::world::{
     Client, World, append_file, assert_allowed_as, certgate_deny, deny_reason, write_file,
 };
@@ -175,9 +175,9 @@ fn xfcc_is_trusted_from_an_envoy_on_the_unix_socket_only() {
     );
 }
 
-#[test]
-fn deny_detail_reason_gives_the_client_a_generic_message_and_the_log_the_full_one() {
-    let stack = Stack::start_configured(
+fn deny_detail_reason_gives_the_client_a_generic_message_and_the_log_the_full_one(mode: Mode) {
+    let stack = Stack::start_in(
+        mode,
         World::new(),
         |w| {
             append_file(&w.config, "response: {deny_detail: reason}\n");
@@ -194,11 +194,9 @@ fn deny_detail_reason_gives_the_client_a_generic_message_and_the_log_the_full_on
     let reply = stack.request(Some(&stack.admin), "GET", "/admin/x", vec![]);
     assert_eq!(reply.status, 200, "{}", reply.body);
     let logged = super::harness::wait_until(Duration::from_secs(5), || {
-        stack
-            .certgate()
-            .proc
-            .logs()
-            .contains("Compromised credentials detected")
+        stack.logs().contains("Compromised credentials detected")
     });
-    assert!(logged, "{}", stack.certgate().proc.logs());
+    assert!(logged, "{}", stack.logs());
 }
+
+in_both_modes!(deny_detail_reason_gives_the_client_a_generic_message_and_the_log_the_full_one);

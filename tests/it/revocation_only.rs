@@ -6,18 +6,17 @@
 use std::time::Duration;
 
 use super::envoy::{Stack, assert_denied};
-use super::harness::{Mode, wait_until};
+use super::harness::{Mode, in_both_modes, wait_until};
 use super::world::World;
 
-#[test]
-fn an_unregistered_serial_revoked_with_its_issuer_is_denied() {
+fn an_unregistered_serial_revoked_with_its_issuer_is_denied(mode: Mode) {
     let world = World::new();
     let stranger = world.client(
         "stranger",
         "stranger@example.com",
         &World::spec("stranger@example.com", "worker", "stranger.example.com"),
     );
-    let stack = Stack::start_mode_with(Mode::ExtAuthz, world, |w| {
+    let stack = Stack::start_mode_with(mode, world, |w| {
         let (code, out) = w.cli(&[
             "principal",
             "create",
@@ -86,3 +85,5 @@ fn an_unregistered_serial_revoked_with_its_issuer_is_denied() {
     assert!(out.contains("is registered with issuer"), "{out}");
     assert_eq!(stack.get(Some(&stack.worker), "/api/jobs").status, 200);
 }
+
+in_both_modes!(an_unregistered_serial_revoked_with_its_issuer_is_denied);

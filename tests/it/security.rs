@@ -11,14 +11,15 @@ use super::envoy::Stack;
 use super::forward_auth::{
     NGINX_SOURCE, SOURCES, auth, escaped, get_with_cert, setup, setup_with, start_nginx,
 };
-use super::harness::{Curl, EchoUpstream};
+use super::harness::{Curl, EchoUpstream, Mode, in_both_modes};
 use super::world::{Client, World, cli_with_config};
 
 /// Envoy (the shipped front-proxy template, `include_peer_certificate: true`, SANITIZE,
 /// verifying client certificates) in front of certgate configured with every forwarded source
 /// the README shows; `overrides` changes Envoy template variables.
-fn envoy_setup_with(overrides: &[(&str, &str)]) -> Stack {
-    Stack::start_configured(
+fn envoy_setup_with(mode: Mode, overrides: &[(&str, &str)]) -> Stack {
+    Stack::start_in(
+        mode,
         World::new(),
         |world| {
             super::world::append_file(&world.config, SOURCES);
@@ -28,8 +29,8 @@ fn envoy_setup_with(overrides: &[(&str, &str)]) -> Stack {
     )
 }
 
-fn envoy_setup() -> Stack {
-    envoy_setup_with(&[])
+fn envoy_setup(mode: Mode) -> Stack {
+    envoy_setup_with(mode, &[])
 }
 
 /// GET `path` through Envoy: (status, body).
@@ -46,9 +47,8 @@ fn send(
 /// Finding 1: with a forward-auth source for `ssl-client-cert` trusted from 127.0.0.1 (where
 /// Envoy calls certgate from), a client with no certificate sent the URL-encoded PEM of an
 /// enrolled admin certificate through Envoy and was let in as that admin.
-#[test]
-fn ext_authz_never_reads_a_header_the_client_can_send_through_envoy() {
-    let s = envoy_setup();
+fn ext_authz_never_reads_a_header_the_client_can_send_through_envoy(mode: Mode) {
+    let s = envoy_setup(mode);
     let admin = escaped(&s.admin.cert);
     let admin_b64 = {
         let pem = std::fs::read_to_string(&s.admin.cert).expect("read");
@@ -71,7 +71,7 @@ fn ext_authz_never_reads_a_header_the_client_can_send_through_envoy() {
             (status, body.contains("no_client_certificate")),
             (401, true),
             "{header}: {body}\n{}",
-            s.certgate().proc.logs()
+            s.logs()
         );
     }
     // With a certificate of its own, the client is itself, whatever it sends.
@@ -260,19 +260,21 @@ const CLIMBING_PATHS: [&str; 6] = [
 
 /// Finding 3 through Envoy with its default path handling (no `normalize_path`, escaped
 /// slashes kept): the paths reach certgate, and the upstream, as sent.
-#[test]
-fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
-    let s = envoy_setup_with(&[
-        ("NORMALIZE_PATH", "false"),
-        ("ESCAPED_SLASHES_ACTION", "KEEP_UNCHANGED"),
-    ]);
+fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused(mode: Mode) {
+    let s = envoy_setup_with(
+        mode,
+        &[
+            ("NORMALIZE_PATH", "false"),
+            ("ESCAPED_SLASHES_ACTION", "KEEP_UNCHANGED"),
+        ],
+    );
     for path in CLIMBING_PATHS {
         let (status, body) = send(&s, Some(&s.worker), path, vec![]);
         assert_eq!(
             (status, body.contains("\"error\":\"malformed_request\"")),
             (400, true),
             "{path}: {body}\n{}",
-            s.certgate().proc.logs()
+            s.logs()
         );
     }
     assert_eq!(s.upstream.requests(), 0, "the app was reached");
@@ -288,13 +290,18 @@ fn envoy_paths_an_upstream_could_resolve_elsewhere_are_refused() {
     // With the shipped template's normalisation, Envoy resolves or redirects these itself
     // before routing; what reaches certgate is what the upstream serves, and never an allow
     // for the worker.
-    let s = envoy_setup();
+    let s = envoy_setup(mode);
     for path in CLIMBING_PATHS {
         let (status, body) = send(&s, Some(&s.worker), path, vec![]);
         assert_ne!(status, 200, "{path}: {body}");
     }
     assert_eq!(s.upstream.requests(), 0, "the app was reached");
 }
+
+in_both_modes!(
+    ext_authz_never_reads_a_header_the_client_can_send_through_envoy,
+    envoy_paths_an_upstream_could_resolve_elsewhere_are_refused,
+);
 
 /// Finding 3 through nginx (which passes `$request_uri` as sent).
 #[test]

@@ -9,6 +9,8 @@
 //!   certgate        ext_authz gRPC to `certgate serve` over TCP (bootstrapped config: roles,
 //!                   store enrolment with a cached store, the `admin` policy's CN allowlist)
 //!   certgate-unix   the same over a unix socket (Envoy `pipe:` address)
+//!   certgate-metadata  `certgate` with `response.identity: metadata_only`: the identity as
+//!                   dynamic metadata, no header mutations for Envoy to apply
 //!   certgate-module certgate inside Envoy as the dynamic module (libcertgate_envoy.so), the
 //!                   same configuration file and policy, no gRPC hop
 //!
@@ -30,7 +32,8 @@ use crate::report::{self, log};
 use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench envoy";
-const CONFIGS: &str = "none rbac trivial trivial-headers certgate certgate-unix certgate-module";
+const CONFIGS: &str =
+    "none rbac trivial trivial-headers certgate certgate-unix certgate-metadata certgate-module";
 /// /admin routes ask certgate for its `admin` policy (CN allowlist, admin type only, 7-day
 /// certificates), the strictest of the bootstrapped configuration.
 const LOAD_PATH: &str = "/admin/bench";
@@ -56,7 +59,7 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
         "none" => (None, tcp(s.authz)),
         "rbac" => (Some("rbac.yaml"), tcp(s.authz)),
         "trivial" | "trivial-headers" => (Some("ext_authz.yaml"), tcp(s.authz)),
-        "certgate" => (Some("ext_authz.yaml"), tcp(s.grpc)),
+        "certgate" | "certgate-metadata" => (Some("ext_authz.yaml"), tcp(s.grpc)),
         "certgate-unix" => (
             Some("ext_authz.yaml"),
             format!("pipe: {{path: {}}}", s.socket.display()),
@@ -177,7 +180,16 @@ pub fn bench(run: &Run) -> Result<()> {
     if !text.contains("\nlisten:\n") {
         bail!("no top-level listen: section in {}", yaml.display());
     }
-    std::fs::write(&yaml, text.replacen("\nlisten:\n", &listen, 1))?;
+    let text = text.replacen("\nlisten:\n", &listen, 1);
+    std::fs::write(&yaml, &text)?;
+    let metadata_yaml = pki.join("certgate-metadata.yaml");
+    if text.contains("\nresponse:") {
+        bail!("{} already has a response: section", yaml.display());
+    }
+    std::fs::write(
+        &metadata_yaml,
+        text + "\nresponse: {identity: metadata_only}\n",
+    )?;
 
     let setup = Setup {
         listen: free_port(),
@@ -233,11 +245,15 @@ pub fn bench(run: &Run) -> Result<()> {
                         || port_open(authz_port),
                     ))
                 }
-                "certgate" | "certgate-unix" => Some(Proc::spawn_ready(
+                "certgate" | "certgate-unix" | "certgate-metadata" => Some(Proc::spawn_ready(
                     "certgate",
-                    Command::new(&certgate)
-                        .args(["serve", "--config"])
-                        .arg(&yaml),
+                    Command::new(&certgate).args(["serve", "--config"]).arg(
+                        if config == "certgate-metadata" {
+                            &metadata_yaml
+                        } else {
+                            &yaml
+                        },
+                    ),
                     Duration::from_secs(10),
                     || matches!(http_get(admin, "/readyz"), Some((200, _))),
                 )),
@@ -331,12 +347,17 @@ pub fn bench(run: &Run) -> Result<()> {
             100.0 * p / pb
         ))
     };
-    let ratios: Vec<String> = ["certgate", "certgate-unix", "trivial-headers"]
-        .into_iter()
-        .filter_map(|c| ratio(c, "trivial"))
-        .chain(ratio("certgate-module", "none"))
-        .chain(ratio("certgate-module", "certgate"))
-        .collect();
+    let ratios: Vec<String> = [
+        "certgate",
+        "certgate-unix",
+        "certgate-metadata",
+        "trivial-headers",
+    ]
+    .into_iter()
+    .filter_map(|c| ratio(c, "trivial"))
+    .chain(ratio("certgate-module", "none"))
+    .chain(ratio("certgate-module", "certgate"))
+    .collect();
     let ratio_headers = ratio("certgate", "trivial-headers");
 
     let mut b = String::new();

@@ -54,7 +54,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.listeners.grpc (eq .Values.mode "service") }}true{{ end }}
 {{- end }}
 {{- define "certgate.httpEnabled" -}}
-{{- if .Values.listeners.http }}true{{ end }}
+{{- if and .Values.listeners.http (ne .Values.mode "module") }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -66,6 +66,10 @@ restart, so the pod template carries a checksum of exactly these.
 {{- $listen := dict "admin" (printf "0.0.0.0:%v" $v.ports.admin) }}
 {{- if include "certgate.grpcEnabled" . }}
 {{- $_ := set $listen "grpc" (printf "0.0.0.0:%v" $v.ports.grpc) }}
+{{- else if eq $v.mode "module" }}
+{{- /* The module serves no gRPC, but certgate.yaml must name a decision listener to be
+valid (config validate, `certgate serve` on the same file): loopback, never bound. */}}
+{{- $_ := set $listen "grpc" (printf "127.0.0.1:%v" $v.ports.grpc) }}
 {{- else }}
 {{- $_ := set $listen "grpc" "" }}
 {{- end }}
@@ -117,6 +121,12 @@ restart, so the pod template carries a checksum of exactly these.
 {{- end }}
 {{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.containers) }}
 {{- fail "mode: sidecar needs sidecar.containers (at least the Envoy that calls certgate over the socket)" }}
+{{- end }}
+{{- if and (eq .Values.mode "module") (not .Values.module.envoyConfig) }}
+{{- fail "mode: module needs module.envoyConfig (Envoy's bootstrap with certgate's dynamic_modules filter)" }}
+{{- end }}
+{{- if and (eq .Values.mode "module") (eq .Values.module.source "initContainer") (not .Values.module.init.image) }}
+{{- fail "mode: module with module.source: initContainer needs module.init.image (an image holding libcertgate_envoy.so)" }}
 {{- end }}
 {{- if and (eq .Values.mode "service") (not .Values.listeners.grpc) (not .Values.listeners.http) }}
 {{- fail "mode: service needs listeners.grpc or listeners.http" }}

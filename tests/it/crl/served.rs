@@ -7,23 +7,17 @@ use certgate::pki::{CertAuthority, CrlSpec};
 use rcgen::RevocationReason::KeyCompromise;
 
 use super::{Pki, Served, at, fetched, root_source, worker_spec};
-use crate::it::crl_server::{CrlServer, Mode};
-use crate::it::harness::{Certgate, CertgateAddress, Curl, EchoUpstream, Envoy};
+use crate::it::crl_server::{CrlServer, Mode as Serving};
+use crate::it::envoy::{Stack, assert_denied};
+use crate::it::harness::{Mode, in_both_modes};
 use crate::it::world::{World, now};
 
 // ---------------------------------------------------------------------------------------
 // Through Envoy.
 
-#[test]
-fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
+fn envoy_denies_a_serial_revoked_in_a_bumped_crl(mode: Mode) {
     let world = World::new();
-    let worker = world.client(
-        "worker",
-        "worker-1@example.com",
-        &World::spec("worker-1@example.com", "worker", "worker-1.example.com"),
-    );
-    world.enrol(&[("worker-1@example.com", "worker")], &[&worker]);
-    let crl = |age_secs: i64, serials: &[u64]| {
+    let crl = |world: &World, age_secs: i64, serials: &[u64]| {
         world
             .crl(&CrlSpec {
                 revoked: serials.iter().map(|s| (*s, Some(KeyCompromise))).collect(),
@@ -34,57 +28,43 @@ fn envoy_denies_a_serial_revoked_in_a_bumped_crl() {
             })
             .der
     };
-    let server = CrlServer::new(crl(60, &[]));
-    let mut config = std::fs::read_to_string(&world.config).expect("config");
-    config.push_str(&format!(
-        "crl:\n  retry_backoff: 100ms\n  issuers:\n    - ca: \"CN=e2e CA, O=certgate dev\"\n      sources: [{{url: \"{}\", refresh_interval: 300ms}}]\n",
-        server.url()
-    ));
-    crate::it::world::write_file(&world.config, config);
-    // Ready only once the CRL is loaded (readiness: wait, the default).
-    let certgate = Certgate::start(&world.config, world.admin_port);
-    let upstream = EchoUpstream::start();
-    let envoy = Envoy::start(&world.envoy_options(
-        CertgateAddress::Tcp(world.grpc_port),
-        upstream.port,
-        "ACCEPT_UNTRUSTED",
-    ));
-    let get = || {
-        Curl {
-            port: envoy.port,
-            ca: &world.ca_pem,
-            client: Some((worker.cert.as_path(), worker.key.as_path())),
-            method: "GET",
-            path: "/api/jobs",
-            headers: vec![],
-        }
-        .send()
-    };
-    let logs = || format!("{}\n{}", certgate.proc.logs(), envoy.proc.logs());
+    let server = CrlServer::new(crl(&world, 60, &[]));
+    // Ready only once the CRL is loaded (readiness: wait, the default): the stack waits for
+    // /readyz.
+    let stack = Stack::start_mode_with(mode, world, |w| {
+        crate::it::world::append_file(
+            &w.config,
+            &format!(
+                "crl:\n  retry_backoff: 100ms\n  issuers:\n    - ca: \"CN=e2e CA, O=certgate dev\"\n      sources: [{{url: \"{}\", refresh_interval: 300ms}}]\n",
+                server.url()
+            ),
+        );
+    });
+    let get = || stack.get(Some(&stack.worker), "/api/jobs");
     let reply = get();
-    assert_eq!(reply.status, 200, "{}\n{}", reply.body, logs());
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
 
-    let serial = u64::from_str_radix(&worker.serial, 16).expect("hex serial");
-    server.set(Mode::Serve, Some(crl(30, &[serial])));
+    let serial = u64::from_str_radix(&stack.worker.serial, 16).expect("hex serial");
+    server.set(Serving::Serve, Some(crl(&stack.world, 30, &[serial])));
     let denied = crate::it::harness::wait_until(Duration::from_secs(10), || get().status == 401);
-    assert!(denied, "still allowed after the CRL bump\n{}", logs());
+    assert!(denied, "still allowed after the CRL bump\n{}", stack.logs());
     let reply = get();
-    let body = crate::it::world::certgate_deny(&reply)
-        .unwrap_or_else(|| panic!("not certgate's answer: {reply:?}\n{}", logs()));
-    assert_eq!(body["error"], "certificate_revoked", "{body}");
+    let body = assert_denied(&stack, &reply, 401, "certificate_revoked");
     assert!(
         body["message"]
             .as_str()
             .is_some_and(|m| m.contains("key_compromise")),
         "{body}"
     );
-    let metrics = certgate.metrics();
+    let metrics = stack.metrics();
     assert!(
         metrics.contains("certgate_crl_entries{issuer=\"O=certgate dev, CN=e2e CA\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("certgate_crl_usable{issuer=\"O=certgate dev, CN=e2e CA\"} 1"));
 }
+
+in_both_modes!(envoy_denies_a_serial_revoked_in_a_bumped_crl);
 
 #[test]
 fn crl_inspect_on_a_file_and_a_url() {

@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use certgate::store::Purpose;
 
 use super::harness::{
-    AWS_ENV, Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Moto, Reply, free_port,
-    wait_until,
+    AWS_ENV, Certgate, CertgateAddress, Curl, EchoUpstream, Envoy, Mode, Moto, Reply, free_port,
+    http_get, wait_until,
 };
 use super::store_conformance::{moto_settings, moto_store};
 use super::world::{
@@ -29,11 +29,31 @@ use super::world::{
 const PRINCIPALS: &str = "e2e_principals";
 const CERTIFICATES: &str = "e2e_certificates";
 
-/// A replica: its configuration, certgate, and an Envoy in front of it.
+/// A replica: its configuration and an Envoy, deciding through a certgate server in front
+/// of it (ext_authz mode) or with certgate inside it (module mode, no server).
 struct Replica {
     config: PathBuf,
-    certgate: Certgate,
+    admin_port: u16,
+    certgate: Option<Certgate>,
     envoy: Envoy,
+}
+
+impl Replica {
+    /// certgate's metrics, from its admin listener in either mode.
+    fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        let certgate = self.certgate.as_ref().map(|c| c.proc.logs());
+        format!(
+            "{}\n{}",
+            certgate.unwrap_or_default(),
+            self.envoy.proc.logs()
+        )
+    }
 }
 
 struct Fleet {
@@ -86,14 +106,14 @@ pub(super) fn replica_config_with(
 }
 
 impl Fleet {
-    /// Tables made by `store init`, worker-1 enrolled with the CLI.
-    fn start() -> Fleet {
-        Fleet::start_with(|_, _, config, worker| init_and_enrol(config, worker))
+    /// Tables made by `store init`, worker-1 enrolled with the CLI; deciding in `mode`.
+    fn start(mode: Mode) -> Fleet {
+        Fleet::start_with(mode, |_, _, config, worker| init_and_enrol(config, worker))
     }
 
-    /// Two replicas on tables that `prepare` (given the world, moto, replica a's
-    /// configuration and worker-1's client) made and filled.
-    fn start_with(prepare: impl FnOnce(&World, &Moto, &Path, &Client)) -> Fleet {
+    /// Two replicas deciding in `mode` on tables that `prepare` (given the world, moto,
+    /// replica a's configuration and worker-1's client) made and filled.
+    fn start_with(mode: Mode, prepare: impl FnOnce(&World, &Moto, &Path, &Client)) -> Fleet {
         let world = World::new();
         let moto = Moto::start();
         let worker = world.client(
@@ -119,14 +139,24 @@ impl Fleet {
                         .expect("port")
                 };
                 let (grpc, admin) = (port("grpc:"), port("admin:"));
-                let certgate = Certgate::start_with_env(&config, admin, AWS_ENV);
-                let envoy = Envoy::start(&world.envoy_options(
+                let certgate = (mode == Mode::ExtAuthz)
+                    .then(|| Certgate::start_with_env(&config, admin, AWS_ENV));
+                let mut options = world.envoy_options(
                     CertgateAddress::Tcp(grpc),
                     upstream.port,
                     "ACCEPT_UNTRUSTED",
-                ));
+                );
+                if mode == Mode::Module {
+                    options.module_config = Some(&config);
+                }
+                let envoy = Envoy::start(&options);
+                let ready = wait_until(Duration::from_secs(20), || {
+                    matches!(http_get(admin, "/readyz"), Some((200, _)))
+                });
+                assert!(ready, "replica not ready\n{}", envoy.proc.logs());
                 Replica {
                     config,
+                    admin_port: admin,
                     certgate,
                     envoy,
                 }
@@ -260,7 +290,7 @@ impl Fleet {
     fn logs(&self) -> String {
         self.replicas
             .iter()
-            .map(|r| format!("{}\n{}", r.certgate.proc.logs(), r.envoy.proc.logs()))
+            .map(Replica::logs)
             .collect::<Vec<_>>()
             .join("\n")
             + &self.moto.proc.logs()

@@ -8,12 +8,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{Fleet, PRINCIPALS, TTL_AND_SLACK, assert_reason, enrol, metric, now_ms, put_item, s};
-use crate::it::harness::{Moto, wait_until};
+use crate::it::harness::{Mode, Moto, in_both_modes, wait_until};
 use crate::it::world::World;
 
-#[test]
-fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
-    let fleet = Fleet::start();
+fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item(mode: Mode) {
+    let fleet = Fleet::start(mode);
     let worker = fleet.worker.clone();
     fleet.all_answer(&worker, 200, Duration::from_secs(10));
 
@@ -92,12 +91,9 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
     }
     for r in &fleet.replicas {
         assert!(
-            r.certgate
-                .proc
-                .logs()
-                .contains("corrupt record worker-1@example.com"),
+            r.logs().contains("corrupt record worker-1@example.com"),
             "the bad record is logged\n{}",
-            r.certgate.proc.logs()
+            r.logs()
         );
     }
     fleet.put_principal(good(s("active")));
@@ -107,9 +103,8 @@ fn suspensions_reach_every_replica_by_cli_and_by_raw_update_item() {
 /// The airunner runbook's unconditional revoke, on a serial certgate never registered and on
 /// a registered one: 401 `certificate_revoked` with the reason on every replica, and the CLI
 /// shows the unregistered one as a revocation-only record.
-#[test]
-fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica() {
-    let fleet = Fleet::start();
+fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica(mode: Mode) {
+    let fleet = Fleet::start(mode);
     let worker = fleet.worker.clone();
     // Enrolled, but its certificate was never registered: allowed until revoked.
     let stranger = fleet.world.client(
@@ -203,9 +198,8 @@ fn runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica
 /// A principal item as a deployment older than certgate wrote it: no `principal_type`, no
 /// `created_at`, attributes certgate does not know. The type then comes from the
 /// certificate (OID/OU), the roles from `roles_by_type`; the CLI shows it.
-#[test]
-fn principal_items_without_type_or_creation_time_and_with_extra_attributes_are_served() {
-    let fleet = Fleet::start();
+fn principal_items_without_type_or_creation_time_and_with_extra_attributes_are_served(mode: Mode) {
+    let fleet = Fleet::start(mode);
     let worker = fleet.worker.clone();
     fleet.all_answer(&worker, 200, Duration::from_secs(10));
     fleet.put_principal(vec![
@@ -248,9 +242,8 @@ fn principal_items_without_type_or_creation_time_and_with_extra_attributes_are_s
     assert_reason(&replies, "principal_suspended", "INC-9");
 }
 
-#[test]
-fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
-    let mut fleet = Fleet::start();
+fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers(mode: Mode) {
+    let mut fleet = Fleet::start(mode);
     let worker = fleet.worker.clone();
     // Enrolled, never seen by the replicas: nothing of it is cached.
     let newcomer = fleet.world.client(
@@ -276,7 +269,7 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
         fleet
             .replicas
             .iter()
-            .all(|r| metric(&r.certgate.metrics(), "certgate_store_stale_served_total") > 0.0)
+            .all(|r| metric(&r.metrics(), "certgate_store_stale_served_total") > 0.0)
     });
     assert!(stale_served, "no stale answers counted\n{}", fleet.logs());
     assert!(
@@ -307,7 +300,7 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
         }
     }
     for r in &fleet.replicas {
-        let logs = r.certgate.proc.logs();
+        let logs = r.logs();
         assert!(
             logs.lines()
                 .any(|l| l.contains("store lookup failed") && l.contains("e2e_")),
@@ -337,9 +330,8 @@ fn an_outage_is_served_from_cache_for_the_window_then_503_and_recovers() {
 
 /// A corrupt record replaces what was known: when the store then times out, the older good
 /// answer must not come back from the stale window.
-#[test]
-fn a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer() {
-    let fleet = Fleet::start();
+fn a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer(mode: Mode) {
+    let fleet = Fleet::start(mode);
     let worker = fleet.worker.clone();
     fleet.all_answer(&worker, 200, Duration::from_secs(10));
     put_item(
@@ -360,7 +352,7 @@ fn a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer() {
         seen.extend(fleet.statuses(&worker));
         fleet.replicas.iter().all(|r| {
             metric(
-                &r.certgate.metrics(),
+                &r.metrics(),
                 "certgate_store_calls_total{operation=\"get_principal\",outcome=\"error\"}",
             ) > 2.0
         })
@@ -373,3 +365,11 @@ fn a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer() {
         fleet.logs()
     );
 }
+
+in_both_modes!(
+    suspensions_reach_every_replica_by_cli_and_by_raw_update_item,
+    runbook_revoke_of_unregistered_and_registered_serials_denies_on_every_replica,
+    principal_items_without_type_or_creation_time_and_with_extra_attributes_are_served,
+    an_outage_is_served_from_cache_for_the_window_then_503_and_recovers,
+    a_timeout_after_a_corrupt_record_does_not_bring_back_the_old_answer,
+);

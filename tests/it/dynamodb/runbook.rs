@@ -12,7 +12,7 @@ use super::{
     CERTIFICATES, Fleet, PRINCIPALS, TTL_AND_SLACK, assert_reason, create_hash_key_tables, enrol,
     put_legacy_items,
 };
-use crate::it::harness::{AWS_ENV, Moto, repo};
+use crate::it::harness::{AWS_ENV, Mode, Moto, repo};
 use crate::it::world::{World, cli_with_env};
 
 /// The `# runbook: NAME` blocks of deploy/dynamodb/README.md, by name.
@@ -205,13 +205,13 @@ fn walk(fleet: &Fleet, runbook: &Runbook) {
 
 #[test]
 fn the_runbook_works_as_written_on_tables_certgate_created() {
-    let fleet = Fleet::start();
+    let fleet = Fleet::start(Mode::ExtAuthz);
     walk(&fleet, &Runbook::new(&fleet.moto));
 }
 
 #[test]
 fn the_runbook_works_as_written_on_tables_the_reference_terraform_created() {
-    let fleet = Fleet::start_with(|_, moto, config, worker| {
+    let fleet = Fleet::start_with(Mode::ExtAuthz, |_, moto, config, worker| {
         let out = Command::new(repo().join(".venv/bin/python"))
             .current_dir(repo())
             .args(["scripts/deploy_dynamodb/check.py", "tf-tables"])
@@ -236,7 +236,7 @@ fn the_runbook_works_as_written_on_tables_the_reference_terraform_created() {
 /// through Envoy, and the runbook works on them.
 #[test]
 fn the_runbook_works_as_written_on_adopted_tables_of_an_older_deployment() {
-    let fleet = Fleet::start_with(|_, moto, config, worker| {
+    let fleet = Fleet::start_with(Mode::ExtAuthz, |_, moto, config, worker| {
         create_hash_key_tables(moto);
         put_legacy_items(moto, worker);
         let (code, out) = cli_with_env(config, &["store", "check"], AWS_ENV);
