@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, whole or in parts:
-#   --fast    formatting, lints, unit and property tests (no peers needed)
+#   --fast    formatting, lints, unit and property tests, the fuzz targets briefly (no peers
+#             needed)
 #   --e2e     integration tests with real Envoy 1.40, nginx, moto and certgate processes on
 #             loopback, and the demo's smoke test
 #   --deploy  helm chart and deploy/ manifests, deploy/dynamodb, the container image
@@ -21,6 +22,7 @@ done
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 setup=()
+want fast && setup+=(SETUP_FUZZ=1)
 want e2e && setup+=(SETUP_NGINX=1 SETUP_MOTO=1 SETUP_OTLP=1)
 want deploy && setup+=(SETUP_MOTO=1 SETUP_IMAGE=1 SETUP_PROMETHEUS=1)
 want bench && setup+=(SETUP_MOTO=1 SETUP_BENCH=1)
@@ -47,6 +49,8 @@ if want fast; then
   done
   echo "== cargo test (unit and property tests, offline integration tests, benches and examples as tests)"
   cargo test --workspace --lib --bins --benches --examples "${offline[@]}" 2>&1 | tee -a "$log"
+  echo "== fuzz targets: build, replay fuzz/regressions, a few seconds each (scripts/fuzz --brief)"
+  bash scripts/fuzz --brief
 fi
 if want e2e; then
   echo "== cargo test --test tests (Envoy, nginx, moto and certgate on loopback)"
