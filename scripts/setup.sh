@@ -33,6 +33,12 @@ fi
 if [ "${SETUP_BENCH:-0}" = 1 ]; then
   command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 fi
+# The nightly toolchain and cargo-fuzz for the fuzz targets (scripts/fuzz; scripts/test.sh
+# sets SETUP_FUZZ=1 with --fuzz, which runs each target for a few seconds).
+if [ "${SETUP_FUZZ:-0}" = 1 ]; then
+  rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install --profile minimal nightly
+  command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+fi
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null

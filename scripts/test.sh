@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite, whole or in parts:
-#   --fast    formatting, lints, unit and property tests (no peers needed)
+#   --fast    formatting, lints, unit and property tests, the library's fuzzing surface
+#             compiled (no peers needed)
 #   --e2e     integration tests with real Envoy 1.40, nginx, moto and certgate processes on
 #             loopback, and the demo's smoke test
 #   --deploy  helm chart and deploy/ manifests, deploy/dynamodb, the container image
@@ -8,21 +9,25 @@
 #             speed, only that they run and allow requests; failed ones are reported), then
 #             the 30-second soak under churn (cargo xtask soak --duration 30s: fails on any
 #             wrong answer)
-# No flag runs every part. Either way it ends with one `tests: N passed, M failed` line.
+#   --fuzz    the fuzz targets built with nightly and run a few seconds each (scripts/fuzz
+#             --brief); not part of the default run: their from-scratch nightly build takes
+#             ~30 CPU-minutes
+# No flag runs every part but --fuzz. Either way it ends with one `tests: N passed, M failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 parts=()
 for arg in "$@"; do
   case $arg in
-    --fast | --e2e | --deploy | --bench) parts+=("${arg#--}") ;;
-    *) echo "usage: scripts/test.sh [--fast] [--e2e] [--deploy] [--bench]" >&2; exit 2 ;;
+    --fast | --e2e | --deploy | --bench | --fuzz) parts+=("${arg#--}") ;;
+    *) echo "usage: scripts/test.sh [--fast] [--e2e] [--deploy] [--bench] [--fuzz]" >&2; exit 2 ;;
   esac
 done
 ((${#parts[@]})) || parts=(fast e2e deploy bench)
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 setup=()
+want fuzz && setup+=(SETUP_FUZZ=1)
 want e2e && setup+=(SETUP_NGINX=1 SETUP_MOTO=1 SETUP_OTLP=1)
 want deploy && setup+=(SETUP_MOTO=1 SETUP_IMAGE=1 SETUP_PROMETHEUS=1)
 want bench && setup+=(SETUP_MOTO=1 SETUP_BENCH=1)
@@ -49,6 +54,12 @@ if want fast; then
   done
   echo "== cargo test (unit and property tests, offline integration tests, benches and examples as tests)"
   cargo test --workspace --lib --bins --benches --examples "${offline[@]}" 2>&1 | tee -a "$log"
+  echo "== the fuzzing surface of the library compiles (cargo check --features fuzzing)"
+  cargo check --quiet --lib --features fuzzing
+fi
+if want fuzz; then
+  echo "== fuzz targets: build, replay fuzz/regressions, a few seconds each (scripts/fuzz --brief)"
+  bash scripts/fuzz --brief
 fi
 if want e2e; then
   echo "== cargo test --test tests (Envoy, nginx, moto and certgate on loopback)"

@@ -11,7 +11,8 @@
 //! and CRLs (`pki`), the decision's inputs and reason codes (`authz`, `cert`, `crl`, `clock`),
 //! the dev PKI (`bootstrap`) and the gRPC service in-process (`server::ext_authz`); `embed`
 //! is what the Envoy dynamic module (`module/`) decides through. Everything
-//! else is `pub(crate)`.
+//! else is `pub(crate)`, except for the fuzz targets (`fuzz/`): the `fuzzing` feature adds a
+//! hidden `fuzzing` module that runs the internal parsers on outside bytes.
 
 mod admin;
 pub mod admin_api;
@@ -25,6 +26,9 @@ pub mod clock;
 pub mod config;
 pub mod crl;
 pub mod embed;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inventory;
 pub mod metrics;
 pub mod observe;
