@@ -33,10 +33,9 @@ fi
 if [ "${SETUP_BENCH:-0}" = 1 ]; then
   command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 fi
-# The nightly toolchain and cargo-fuzz for the fuzz targets (scripts/fuzz; scripts/test.sh
-# sets SETUP_FUZZ=1 with --fuzz, which runs each target for a few seconds).
+# cargo-fuzz for the fuzz targets (scripts/fuzz; scripts/test.sh sets SETUP_FUZZ=1 with
+# --fuzz, which runs each target for a few seconds). It builds them with the stable toolchain.
 if [ "${SETUP_FUZZ:-0}" = 1 ]; then
-  rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install --profile minimal nightly
   command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 fi
 if ((${#need_apt[@]})); then

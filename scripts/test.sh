@@ -9,10 +9,9 @@
 #             speed, only that they run and allow requests; failed ones are reported), then
 #             the 30-second soak under churn (cargo xtask soak --duration 30s: fails on any
 #             wrong answer)
-#   --fuzz    the fuzz targets built with nightly and run a few seconds each (scripts/fuzz
-#             --brief); not part of the default run: their from-scratch nightly build takes
-#             ~30 CPU-minutes
-# No flag runs every part but --fuzz. Either way it ends with one `tests: N passed, M failed` line.
+#   --fuzz    the fuzz targets built (cargo fuzz, libFuzzer instrumentation) and run a few
+#             seconds each after replaying their recorded crashes (scripts/fuzz --brief)
+# No flag runs every part. Either way it ends with one `tests: N passed, M failed` line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +22,7 @@ for arg in "$@"; do
     *) echo "usage: scripts/test.sh [--fast] [--e2e] [--deploy] [--bench] [--fuzz]" >&2; exit 2 ;;
   esac
 done
-((${#parts[@]})) || parts=(fast e2e deploy bench)
+((${#parts[@]})) || parts=(fast fuzz e2e deploy bench)
 want() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 setup=()

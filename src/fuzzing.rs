@@ -90,3 +90,15 @@ impl CrlTarget {
         Ok(index.len())
     }
 }
+
+/// DynamoDB items, one per line in DynamoDB's JSON, read as a replica reads principals,
+/// certificates and audit records (each decoded item must survive a rewrite unchanged),
+/// and the records that decode verified as a chain. Returns how many records decoded.
+pub fn store_items(input: &[u8]) -> usize {
+    crate::store::dynamodb::fuzz::decode_items(input)
+}
+
+/// Seeds for [`store_items`]: `(table, lines)` with items as certgate writes them.
+pub fn store_item_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    crate::store::dynamodb::fuzz::seed_items()
+}

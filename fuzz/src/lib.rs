@@ -220,6 +220,9 @@ fn seeds(dir: &Path, crl_ca: &CertAuthority, at: time::OffsetDateTime) -> anyhow
         "example.yaml",
         include_str!("../../deploy/certgate.example.yaml").as_bytes(),
     )?;
+    for (table, lines) in certgate::fuzzing::store_item_seeds() {
+        seed("store_items", table, &lines)?;
+    }
     Ok(())
 }
 

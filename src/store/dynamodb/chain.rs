@@ -221,7 +221,7 @@ impl DynamoStore {
     }
 }
 
-fn record_item(r: &AuditRecord) -> Item {
+pub(super) fn record_item(r: &AuditRecord) -> Item {
     let json = |v: &serde_json::Value| s(&v.to_string());
     let mut item = Item::new();
     item.insert("chain".into(), s(CHAIN));
@@ -247,7 +247,7 @@ fn record_item(r: &AuditRecord) -> Item {
     item
 }
 
-fn read_record(item: &Item) -> Result<AuditRecord, StoreError> {
+pub(super) fn read_record(item: &Item) -> Result<AuditRecord, StoreError> {
     let sequence = match item.get("sequence") {
         Some(AttributeValue::N(v)) => v.clone(),
         _ => "?".to_owned(),

@@ -162,6 +162,32 @@ pub(super) fn principal_item(p: &Principal) -> Item {
     item
 }
 
+/// A certificate item; `purge_after` (the store's `purge_expired_after`) sets its TTL attribute.
+pub(super) fn certificate_item(c: &CertificateRecord, purge_after: Option<Duration>) -> Item {
+    let mut item = Item::new();
+    item.insert("serial_number".into(), s(&c.serial_number));
+    if let Some(r) = &c.registration {
+        item.insert("principal_id".into(), s(&r.principal_id));
+        item.insert("issuer".into(), s(&r.issuer));
+        item.insert("fingerprint_sha256".into(), s(&r.sha256));
+        item.insert("not_before".into(), n(r.not_before));
+        item.insert("expires_at".into(), n(r.expires_at));
+        item.insert("expiry_bucket".into(), s(EXPIRY_BUCKET));
+        if let Some(keep) = purge_after {
+            let secs = r.expires_at.div_euclid(1000) + keep.as_secs() as i64;
+            item.insert(PURGE_AT.into(), n(secs));
+        }
+    }
+    item.insert("revoked".into(), AttributeValue::Bool(c.revoked));
+    if let Some(at) = c.revoked_at {
+        item.insert("revoked_at".into(), n(at));
+    }
+    if let Some(r) = &c.revocation_reason {
+        item.insert("revocation_reason".into(), s(r));
+    }
+    item
+}
+
 pub(super) fn sort_certificates(certs: &mut [CertificateRecord]) {
     certs.sort_by(|a, b| {
         (a.expires_at(), &a.serial_number).cmp(&(b.expires_at(), &b.serial_number))

@@ -44,6 +44,8 @@ use crate::cert::{RevocationReason, Serial};
 mod admin;
 mod audit;
 mod chain;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod inventory;
 mod item;
 mod schema;
