@@ -14,6 +14,7 @@ mod churn;
 mod load;
 mod pki;
 mod report;
+mod restart;
 mod timeline;
 
 use std::path::PathBuf;
@@ -38,7 +39,7 @@ struct Args {
     /// How long to load (e.g. 30s, 10m).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// embedded or dynamodb (moto, frozen every minute).
+    /// embedded or dynamodb (moto, frozen every minute, killed and restarted every two).
     #[arg(long, default_value = "embedded")]
     backend: String,
     /// Requests per second; default: half of the capacity measured first.
@@ -150,6 +151,8 @@ async fn soak(args: Args) -> Result<bool> {
     let pki = pki::write(&dir, args.principals)?;
     let ca_of: Arc<Vec<usize>> = Arc::new(pki.clients.iter().map(|c| c.ca).collect());
     let moto = (args.backend == "dynamodb").then(Moto::start);
+    let endpoint = moto.as_ref().map(Moto::endpoint);
+    let moto = moto.map(|m| Arc::new(Mutex::new(Some(m))));
     let env: Vec<(String, String)> = testkit::AWS_ENV
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -161,8 +164,8 @@ async fn soak(args: Args) -> Result<bool> {
         certgate: bin.join("certgate"),
         grpc,
         admin,
-        dynamodb: moto.as_ref().map(Moto::endpoint),
-        moto_pid: moto.as_ref().and_then(|m| m.proc.pid()),
+        dynamodb: endpoint,
+        moto,
         env: env.clone(),
     };
     let n = pki.clients.len();
@@ -172,6 +175,8 @@ async fn soak(args: Args) -> Result<bool> {
         trusted: [Factor::new(OK), Factor::new(BAD)],
         extra: Factor::new(BAD),
         store: Factor::new(OK),
+        enrolled: (0..n).map(|_| Factor::new(OK)).collect(),
+        restarts: Vec::new(),
     }));
     let windows = Windows {
         reload: Duration::from_secs(1) + SLACK,

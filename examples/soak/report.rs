@@ -1,10 +1,12 @@
 //! The soak's verdict and its Markdown report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::churn::Counts;
 use crate::load::{Tally, percentile};
+use crate::restart::Record;
 
 /// RSS and fds may grow this much from the warm-up's end to the last fifth of the run.
 const GROWTH_BOUND: f64 = 0.10;
@@ -77,6 +79,14 @@ impl Verdict<'_> {
             ));
         }
         failures.extend(c.failures.iter().map(|f| format!("churn: {f}")));
+        for (k, r) in c.restarts.iter().enumerate() {
+            if r.reseeded.is_some() && !t.recoveries.contains_key(&k) {
+                failures.push(format!(
+                    "no right allow after the moto restart at {} s",
+                    r.at
+                ));
+            }
+        }
         if !self.alive {
             failures.push("certgate is not running at the end".to_owned());
         }
@@ -161,6 +171,14 @@ impl Verdict<'_> {
             },
             c.freezes
         );
+        if self.backend == "dynamodb" {
+            let _ = writeln!(
+                r,
+                "| moto restarts (SIGKILL, restarted empty, store re-seeded), times from the \
+                 kill | {} |",
+                restarts(&c.restarts, &t.recoveries)
+            );
+        }
         let p99: Vec<String> = t
             .minutes
             .iter_mut()
@@ -188,5 +206,38 @@ impl Verdict<'_> {
             }
         );
         (r, ok)
+    }
+}
+
+/// Each restart's recovery, for the report.
+fn restarts(records: &[Record], recoveries: &BTreeMap<usize, Duration>) -> String {
+    let secs =
+        |d: Option<Duration>| d.map_or("—".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    let each: Vec<String> = records
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            format!(
+                "at {} s: moto answering after {}, `store init` done {}, {} active principals \
+                 re-enrolled {} ({} suspended left out until re-activated), first right \
+                 allow {}",
+                r.at,
+                secs(r.up),
+                secs(r.initialised),
+                r.enrolled,
+                if r.reseeded.is_some() {
+                    secs(r.reseeded)
+                } else {
+                    "— (the run ended first)".to_owned()
+                },
+                r.left_out,
+                secs(recoveries.get(&k).copied())
+            )
+        })
+        .collect();
+    if each.is_empty() {
+        "none (a run needs 40 s left at 20 s, 140 s, …)".to_owned()
+    } else {
+        format!("{}: {}", each.len(), each.join("; "))
     }
 }
