@@ -32,6 +32,8 @@ use timeline::{BAD, Factor, OK};
 
 /// Slack on top of each documented propagation interval for a busy, shared machine.
 const SLACK: Duration = Duration::from_secs(2);
+/// How long after the load the last edits may take to be counted by certgate.
+const RELOAD_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Parser)]
 #[command(about = "certgate soak under churn through Envoy")]
@@ -275,9 +277,21 @@ async fn soak(args: Args) -> Result<bool> {
     let elapsed = started.elapsed();
     let churn = churn_thread.join().expect("churn thread");
     let samples = sampler.join().expect("sampler thread");
-    // The last edit may still be within its reload interval.
+    // The last edits may still be within their reload interval, or longer on a machine
+    // so loaded that certgate waits its turn for a core: give them time to be counted.
+    let ended = Instant::now();
+    let made = (
+        churn.counts.valid_edits as f64,
+        churn.counts.invalid_edits as f64,
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let reloads_after = reloads(admin);
+    let counted = |after: (f64, f64)| (after.0 - reloads_before.0, after.1 - reloads_before.1);
+    let mut reloads_after = reloads(admin);
+    while counted(reloads_after) != made && ended.elapsed() < RELOAD_GRACE {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        reloads_after = reloads(admin);
+    }
+    let reloads_counted_after = ended.elapsed();
     let alive = sample(pid).is_some();
 
     let verdict = report::Verdict {
@@ -290,10 +304,8 @@ async fn soak(args: Args) -> Result<bool> {
         tally,
         samples,
         counts: churn.counts,
-        reloads: (
-            reloads_after.0 - reloads_before.0,
-            reloads_after.1 - reloads_before.1,
-        ),
+        reloads: counted(reloads_after),
+        reloads_counted_after,
         load_before,
         load_after: load_average(),
         alive,
@@ -310,6 +322,8 @@ async fn soak(args: Args) -> Result<bool> {
                 .logs()
                 .lines()
                 .rev()
+                // Decisions are in the report; the rest (reloads, store errors) is not.
+                .filter(|l| !l.contains("\"message\":\"decision\""))
                 .take(40)
                 .collect::<Vec<_>>()
                 .join("\n")
