@@ -5,8 +5,9 @@
 //! moment (timeline.rs); certgate's RSS and open file descriptors are sampled all along.
 //!
 //! Exits 1 on any wrong answer, on growth of RSS or fds beyond 10 % after the warm-up (the
-//! first fifth of the run), when a churn action failed, or when certgate's reload counters
-//! do not match the edits made.
+//! first fifth of the run), when a churn action failed (a moto restart included), when no
+//! allow was right after a re-seeded moto restart, or when certgate's reload counters do
+//! not match the edits made.
 //!
 //! Example: `cargo run --example soak -- --duration 30s --bin-dir target/debug`
 
