@@ -11,21 +11,34 @@
 //!                      more of its certificates, a forged one (another key, no entries) and a
 //!                      stale replay (older, past nextUpdate, no entries)
 //!   every 60 s at 12   (dynamodb) moto frozen with SIGSTOP for 4 s, then resumed
+//!   every 120 s at 20  (dynamodb) moto killed with SIGKILL, restarted empty and the store
+//!                      re-seeded (restart.rs), while at least 40 s of the run remain;
+//!                      suspensions pause, and freezes are skipped, until it is re-seeded
 //!   (short runs, under 3 minutes: CRLs every 10 s, freezes every 30 s)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use testkit::Moto;
 use time::Duration as Age;
 
 use crate::pki::{self, Pki};
+use crate::restart::{Record, Restart};
 use crate::timeline::{BAD, Factor, OK};
 
+/// Moto restarts: every this many seconds, at this second of the cycle, when the run has at
+/// least `RESTART_ROOM` left to re-seed the store (about 30 s on the shared machine).
+const RESTART_EVERY: u64 = 120;
+const RESTART_AT: u64 = 20;
+const RESTART_ROOM: Duration = Duration::from_secs(40);
+
 /// Propagation windows: each documented interval plus the same slack for a busy machine.
+#[derive(Clone, Copy)]
 pub struct Windows {
     /// `reload.interval` + slack.
     pub reload: Duration,
@@ -45,8 +58,12 @@ pub struct Expect {
     pub trusted: [Factor; 2],
     /// The configuration allows GET /extra/*.
     pub extra: Factor,
-    /// The store answers (dynamodb freezes).
+    /// The store answers (dynamodb freezes and restarts).
     pub store: Factor,
+    /// Per principal: enrolled in the store (a moto restart empties it).
+    pub enrolled: Vec<Factor>,
+    /// Each moto restart: when it was killed, and the store's cache window after it.
+    pub restarts: Vec<(Instant, Duration)>,
 }
 
 /// What the churn did, for the report.
@@ -60,12 +77,14 @@ pub struct Counts {
     pub crl_forged: u64,
     pub crl_stale: u64,
     pub freezes: u64,
+    pub restarts: Vec<Record>,
     pub rotation: Vec<String>,
     /// Churn actions that failed (a CLI command exiting non-zero): the soak fails.
     pub failures: Vec<String>,
 }
 
 /// The configuration the churn edits.
+#[derive(Clone)]
 pub struct Setup {
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -74,8 +93,8 @@ pub struct Setup {
     pub admin: u16,
     /// `Some(endpoint)` for the dynamodb backend.
     pub dynamodb: Option<String>,
-    /// moto's pid, to freeze.
-    pub moto_pid: Option<u32>,
+    /// moto (dynamodb), to freeze and restart.
+    pub moto: Option<Arc<Mutex<Option<Moto>>>>,
     pub env: Vec<(String, String)>,
 }
 
@@ -127,7 +146,7 @@ pub fn render(setup: &Setup, state: State, invalid: bool) -> String {
          reload: {{interval: 1s}}\n\
          roles_by_type: {{worker: [worker]}}\n\
          default_policy: default\n\
-         policies:\n  default:\n    max_lifetime: {lifetime}\n    require_enrolment: false\n\
+         policies:\n  default:\n    max_lifetime: {lifetime}\n    require_enrolment: true\n\
          \x20   permissions: {{worker: [\"GET /api/*\"{extra}]}}\n\
          crl:\n  readiness: serve\n  issuers:\n{issuers}"
     )
@@ -138,6 +157,24 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// `certgate ARGS --config cli.yaml`; an error with its stderr when it exits non-zero.
+pub fn cli(setup: &Setup, args: &[&str]) -> Result<()> {
+    let out = Command::new(&setup.certgate)
+        .args(args)
+        .arg("--config")
+        .arg(setup.dir.join("cli.yaml"))
+        .envs(setup.env.iter().map(|(k, v)| (k, v)))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "certgate {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// Runs the schedule until `stop`.
@@ -154,6 +191,9 @@ pub struct Churn {
     crl_numbers: [u64; 2],
     revoked: [Vec<u64>; 2],
     suspended: Vec<usize>,
+    /// Suspended principals a moto restart left out of the store: activating one enrols it.
+    unenrolled: Vec<usize>,
+    restart: Option<JoinHandle<(Record, Vec<String>)>>,
     rng: u64,
 }
 
@@ -185,6 +225,8 @@ impl Churn {
             crl_numbers: [1, 1],
             revoked: [Vec::new(), Vec::new()],
             suspended: Vec::new(),
+            unenrolled: Vec::new(),
+            restart: None,
             rng: 0x9e37_79b9_7f4a_7c15,
         }
     }
@@ -205,20 +247,7 @@ impl Churn {
     }
 
     fn certgate(&self, args: &[&str]) -> Result<()> {
-        let out = Command::new(&self.setup.certgate)
-            .args(args)
-            .arg("--config")
-            .arg(self.setup.dir.join("cli.yaml"))
-            .envs(self.setup.env.iter().map(|(k, v)| (k, v)))
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "certgate {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        cli(&self.setup, args)
     }
 
     /// Enrol every principal (before certgate serves).
@@ -240,7 +269,7 @@ impl Churn {
     }
 
     /// Run until `stop` is set or the duration has passed.
-    pub fn run(&mut self, stop: &AtomicBool) {
+    pub fn run(&mut self, stop: &Arc<AtomicBool>) {
         let start = Instant::now();
         let mut tick: u64 = 0; // quarter-seconds
         let frozen = AtomicBool::new(false);
@@ -249,23 +278,70 @@ impl Churn {
             let at = start + Duration::from_millis(250 * tick);
             std::thread::sleep(at.saturating_duration_since(Instant::now()));
             let (sec, quarter) = (tick / 4, tick % 4);
+            if self.restart.as_ref().is_some_and(JoinHandle::is_finished) {
+                self.restarted();
+            }
+            let store_up = !frozen.load(Ordering::Relaxed) && self.restart.is_none();
             let result = match (sec % 10, quarter) {
                 (0, 0) => self.valid_edit(start),
                 (5, 0) => self.invalid_edit(),
                 (7, 2) if (sec / 10).is_multiple_of(self.crl_every) => self.replace_crl(),
-                _ if quarter == 1 && !frozen.load(Ordering::Relaxed) => self.toggle_principal(),
+                _ if quarter == 1 && store_up => self.toggle_principal(),
                 _ => Ok(()),
             };
-            if sec % self.freeze_every == 12 && quarter == 0 {
+            if sec % self.freeze_every == 12 && quarter == 0 && self.restart.is_none() {
                 self.freeze(&frozen, true);
             } else if sec % self.freeze_every == 16 && quarter == 0 {
                 self.freeze(&frozen, false);
+            }
+            let room = self.duration.saturating_sub(start.elapsed()) >= RESTART_ROOM;
+            if sec % RESTART_EVERY == RESTART_AT && quarter == 0 && room {
+                self.freeze(&frozen, false);
+                self.restart(sec, stop);
             }
             if let Err(e) = result {
                 self.counts.failures.push(format!("at {sec}s: {e:#}"));
             }
         }
         self.freeze(&frozen, false);
+        if self.restart.is_some() {
+            self.restarted();
+        }
+    }
+
+    /// Start a moto restart (dynamodb) on its own thread; suspensions wait for it.
+    fn restart(&mut self, sec: u64, stop: &Arc<AtomicBool>) {
+        if self.setup.moto.is_none() || self.restart.is_some() {
+            return;
+        }
+        let active = (0..self.pki.clients.len())
+            .filter(|i| !self.suspended.contains(i))
+            .map(|i| (i, self.pki.clients[i].principal.clone()))
+            .collect();
+        self.unenrolled = self.suspended.clone();
+        let restart = Restart {
+            setup: self.setup.clone(),
+            expect: Arc::clone(&self.expect),
+            windows: self.windows,
+            active,
+            left_out: self.unenrolled.len(),
+            at: sec,
+        };
+        self.restart = Some(restart.spawn(Arc::clone(stop)));
+    }
+
+    /// Collect a finished (or, at the end, the running) restart.
+    fn restarted(&mut self) {
+        let Some(handle) = self.restart.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok((record, failures)) => {
+                self.counts.restarts.push(record);
+                self.counts.failures.extend(failures);
+            }
+            Err(_) => self.counts.failures.push("the restart panicked".to_owned()),
+        }
     }
 
     fn toggle_principal(&mut self) -> Result<()> {
@@ -287,6 +363,14 @@ impl Churn {
             self.counts.suspensions += 1;
             self.suspended.push(i);
             self.certgate(&["principal", "suspend", &principal, "--reason", "soak"])
+        } else if let Some(at) = self.unenrolled.iter().position(|u| *u == i) {
+            // Left out of the store by a restart: enrolling it is its activation.
+            self.unenrolled.remove(at);
+            self.counts.activations += 1;
+            let enrol = self.expect.lock().unwrap().enrolled[i].begin(OK, window);
+            let created = self.certgate(&["principal", "create", &principal, "--type", "worker"]);
+            self.expect.lock().unwrap().enrolled[i].done(enrol);
+            created
         } else {
             self.counts.activations += 1;
             self.certgate(&["principal", "activate", &principal])
@@ -383,7 +467,12 @@ impl Churn {
     }
 
     fn freeze(&mut self, frozen: &AtomicBool, freeze: bool) {
-        let Some(pid) = self.setup.moto_pid else {
+        let Some(pid) = self
+            .setup
+            .moto
+            .as_ref()
+            .and_then(|m| m.lock().unwrap().as_ref()?.proc.pid())
+        else {
             return;
         };
         if frozen.load(Ordering::Relaxed) == freeze {

@@ -36,6 +36,9 @@ pub struct Tally {
     pub minutes: Vec<Vec<u32>>,
     /// Ticks' requests not sent because MAX_IN_FLIGHT were pending.
     pub not_sent: u64,
+    /// Per moto restart (by index): from the kill to the first right allow of a request
+    /// sent once nothing cached before the kill could answer it.
+    pub recoveries: BTreeMap<usize, Duration>,
 }
 
 /// One client per principal, trusting the CA of Envoy's server certificate.
@@ -183,10 +186,12 @@ pub async fn run(
                     e.revoked[i].possible(ts, tr),
                     e.trusted[ca_of[i]].possible(ts, tr),
                     e.store.possible(ts, tr),
+                    e.enrolled[i].possible(ts, tr),
                 ];
                 if extra {
                     factors.push(e.extra.possible(ts, tr));
                 }
+                let restart = e.restarts.len().checked_sub(1).map(|k| (k, e.restarts[k]));
                 drop(e);
                 let mut t = tally.lock().unwrap();
                 t.requests += 1;
@@ -204,13 +209,13 @@ pub async fn run(
                         t.allowed += 1;
                         true
                     }
-                    // Outside a freeze the judge expects the store to answer; one that
-                    // answers too late (moto on a saturated machine) is denied 503, fail
+                    // Outside a freeze or restart the judge expects the store to answer; one
+                    // that answers too late (moto on a saturated machine) is denied 503, fail
                     // closed: an error of the store, not a decision to judge.
                     Ok(Outcome::Denied(reason))
                         if reason == "store_unavailable" && factors[3] & BAD == 0 =>
                     {
-                        let cause = "store_unavailable outside a freeze (fail closed)";
+                        let cause = "store_unavailable outside a freeze or restart (fail closed)";
                         *t.errors.entry(cause.into()).or_default() += 1;
                         return;
                     }
@@ -219,12 +224,20 @@ pub async fn run(
                         false
                     }
                 };
-                if !right(allowed, factors.iter().copied()) {
+                let is_right = right(allowed, factors.iter().copied());
+                if let Some((k, (killed, cached))) = restart
+                    && allowed
+                    && is_right
+                    && ts >= killed + cached
+                {
+                    t.recoveries.entry(k).or_insert(tr - killed);
+                }
+                if !is_right {
                     t.wrong += 1;
                     if t.wrong_shown.len() < SHOWN {
                         t.wrong_shown.push(format!(
                             "at {:.1}s principal {i} (CA {}) {}: {}, possible \
-                             [suspended, revoked, trusted, store{}] = {factors:?} (1 ok, 2 bad)",
+                             [suspended, revoked, trusted, store, enrolled{}] = {factors:?} (1 ok, 2 bad)",
                             (ts - start).as_secs_f64(),
                             ca_of[i] + 1,
                             if extra { "/extra/soak" } else { "/api/soak" },

@@ -1,15 +1,16 @@
 //! The soak's verdict and its Markdown report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::churn::Counts;
 use crate::load::{Tally, percentile};
+use crate::restart::Record;
 
 /// RSS and fds may grow this much from the warm-up's end to the last fifth of the run.
 const GROWTH_BOUND: f64 = 0.10;
-/// fds are few: a couple more open at the last sample (a CRL file being read, a connection
-/// being replaced) is not growth.
+/// fds are few: a couple more open at every sample (a CRL file being read) is not growth.
 const FD_SLACK: u64 = 2;
 
 /// Everything measured.
@@ -26,19 +27,22 @@ pub struct Verdict<'a> {
     pub counts: Counts,
     /// certgate_config_reloads_total deltas: (success, failure).
     pub reloads: (f64, f64),
+    /// When `reloads` was read, from the end of the load.
+    pub reloads_counted_after: Duration,
     pub load_before: String,
     pub load_after: String,
     pub alive: bool,
 }
 
-/// The largest value in `[from, to)` seconds.
-fn peak(samples: &[(u64, u64, u64)], from: u64, to: u64, pick: fn(&(u64, u64, u64)) -> u64) -> u64 {
-    samples
-        .iter()
-        .filter(|s| s.0 >= from && s.0 < to)
-        .map(pick)
-        .max()
-        .unwrap_or(0)
+/// The smallest and the largest value in `[from, to)` seconds.
+fn range(
+    samples: &[(u64, u64, u64)],
+    from: u64,
+    to: u64,
+    pick: fn(&(u64, u64, u64)) -> u64,
+) -> (u64, u64) {
+    let values = samples.iter().filter(|s| s.0 >= from && s.0 < to).map(pick);
+    (values.clone().min().unwrap_or(0), values.max().unwrap_or(0))
 }
 
 impl Verdict<'_> {
@@ -49,10 +53,13 @@ impl Verdict<'_> {
         let total = self.args_duration.as_secs().max(1);
         let fifth = (total / 5).max(1);
         // Warm-up: the first fifth; compared: the next fifth against the last one.
-        let rss = |from, to| peak(&self.samples, from, to, |s| s.1);
-        let fds = |from, to| peak(&self.samples, from, to, |s| s.2);
+        let rss = |from, to| range(&self.samples, from, to, |s| s.1).1;
+        let fds = |from, to| range(&self.samples, from, to, |s| s.2);
         let (rss0, rss1) = (rss(fifth, 2 * fifth), rss(total - fifth, u64::MAX));
-        let (fds0, fds1) = (fds(fifth, 2 * fifth), fds(total - fifth, u64::MAX));
+        // fds are judged by the fewest open in each window: a leak raises every sample, while
+        // the store's connection pool (DynamoDB: a new connection for each lookup that timed
+        // out) comes and goes with the load and only moves the peaks.
+        let ((fds0, most0), (fds1, most1)) = (fds(fifth, 2 * fifth), fds(total - fifth, u64::MAX));
         let growth = |a: u64, b: u64| b as f64 / a.max(1) as f64 - 1.0;
         if t.requests == 0 {
             failures.push("no request was answered".to_owned());
@@ -77,6 +84,14 @@ impl Verdict<'_> {
             ));
         }
         failures.extend(c.failures.iter().map(|f| format!("churn: {f}")));
+        for (k, r) in c.restarts.iter().enumerate() {
+            if r.reseeded.is_some() && !t.recoveries.contains_key(&k) {
+                failures.push(format!(
+                    "no right allow after the moto restart at {} s",
+                    r.at
+                ));
+            }
+        }
         if !self.alive {
             failures.push("certgate is not running at the end".to_owned());
         }
@@ -137,13 +152,18 @@ impl Verdict<'_> {
         );
         let _ = writeln!(
             r,
-            "| certgate open fds, peak | {fds0} after warm-up → {fds1} in the last fifth |"
+            "| certgate open fds, fewest (most) | {fds0} ({most0}) after warm-up → {fds1} \
+             ({most1}) in the last fifth |"
         );
         let _ = writeln!(
             r,
-            "| config reloads (success / refused) | {} / {} counted by certgate, {} / {} \
-             edits made |",
-            self.reloads.0, self.reloads.1, c.valid_edits, c.invalid_edits
+            "| config reloads (success / refused) | {} / {} counted by certgate {:.1} s after \
+             the load, {} / {} edits made |",
+            self.reloads.0,
+            self.reloads.1,
+            self.reloads_counted_after.as_secs_f64(),
+            c.valid_edits,
+            c.invalid_edits
         );
         let _ = writeln!(
             r,
@@ -161,6 +181,14 @@ impl Verdict<'_> {
             },
             c.freezes
         );
+        if self.backend == "dynamodb" {
+            let _ = writeln!(
+                r,
+                "| moto restarts (SIGKILL, restarted empty, store re-seeded), times from the \
+                 kill | {} |",
+                restarts(&c.restarts, &t.recoveries)
+            );
+        }
         let p99: Vec<String> = t
             .minutes
             .iter_mut()
@@ -188,5 +216,38 @@ impl Verdict<'_> {
             }
         );
         (r, ok)
+    }
+}
+
+/// Each restart's recovery, for the report.
+fn restarts(records: &[Record], recoveries: &BTreeMap<usize, Duration>) -> String {
+    let secs =
+        |d: Option<Duration>| d.map_or("—".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    let each: Vec<String> = records
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            format!(
+                "at {} s: moto answering after {}, `store init` done {}, {} active principals \
+                 re-enrolled {} ({} suspended left out until re-activated), first right \
+                 allow {}",
+                r.at,
+                secs(r.up),
+                secs(r.initialised),
+                r.enrolled,
+                if r.reseeded.is_some() {
+                    secs(r.reseeded)
+                } else {
+                    "— (the run ended first)".to_owned()
+                },
+                r.left_out,
+                secs(recoveries.get(&k).copied())
+            )
+        })
+        .collect();
+    if each.is_empty() {
+        "none (a run needs 40 s left at 20 s, 140 s, …)".to_owned()
+    } else {
+        format!("{}: {}", each.len(), each.join("; "))
     }
 }
