@@ -4,7 +4,11 @@
 //! caches of the server) in a temporary directory and runs four phases, printing VmRSS and
 //! VmHWM (/proc/self/status) after each:
 //!
-//! 1. `store`: `--principals` principals enrolled through the store API (one SQLite file).
+//! 1. `store`: the store opened as the server opens it. Its `--principals` principals are
+//!    enrolled through the store API by a child process (this program with `--fill-only`),
+//!    or were by an earlier run (`--store FILE`): enrolment frees most of what it allocates,
+//!    and memory freed in this process would be reused by the phases after it and hide their
+//!    growth.
 //! 2. `store cache`: every client's principal and certificate looked up once through the
 //!    store cache (`store.cache_max_entries` bounds it), as the first check of each would.
 //! 3. `identities`: `--identities` distinct client certificates (one CA, ECDSA P-256, one key
@@ -20,8 +24,9 @@
 //! overhead included, which is what a deployment pays).
 //!
 //! Run: `cargo run --release --example memory_at_scale -- --identities 100000 --principals 1000000`
+//! (add `--store /tmp/principals.db` to keep the enrolled store for the next run)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The allocator the `certgate` binary uses (src/main.rs), so the numbers are the server's.
@@ -63,6 +68,13 @@ struct Args {
     /// certificates name principals 0..identities).
     #[arg(long, default_value_t = 1_000_000)]
     principals: usize,
+    /// The SQLite file of the store: enrolled when it does not exist, used as it is when it
+    /// does (default: a new one in a temporary directory).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Only enrol `--principals` principals into this new SQLite file, then exit.
+    #[arg(long, hide = true)]
+    fill_only: Option<PathBuf>,
 }
 
 /// VmRSS and VmHWM of this process, in KiB.
@@ -104,18 +116,18 @@ fn serial(i: usize) -> u64 {
     (1 << 62) | i as u64
 }
 
-fn config_yaml(identities: usize) -> String {
+fn config_yaml(identities: usize, store: &Path) -> String {
     let entries = identities.max(1);
-    // The identity cache's bound is an estimate (quick_cache may evict a fraction of a
-    // percent early): 2% headroom so that (nearly) all N identities stay cached.
-    let identity_entries = entries + entries / 50 + 1;
+    // Both caches' bounds are estimates (quick_cache may evict a fraction of a percent
+    // early): 2% headroom so that (nearly) all N identities and store answers stay cached.
+    let entries = entries + entries / 50 + 1;
     format!(
         r#"trust: {{ca_bundle: ca.pem}}
 identity:
   cache_ttl: 1h
-  cache_max_entries: {identity_entries}
+  cache_max_entries: {entries}
 store:
-  path: certgate.db
+  path: {store:?}
   cache_ttl: 1h                   # phase 3 must find phase 2's answers
   cache_max_entries: {entries}
 roles_by_type: {{worker: [worker]}}
@@ -136,8 +148,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let now_unix = certgate::clock::unix_now();
+    if let Some(path) = &args.fill_only {
+        return fill_store(path, args.principals, now_unix).await;
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let store_path = args
+        .store
+        .clone()
+        .unwrap_or_else(|| dir.path().join("certgate.db"));
+    let fill_started = Instant::now();
+    if !store_path.exists() {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["--principals", &args.principals.to_string(), "--fill-only"])
+            .arg(&store_path)
+            .status()
+            .context("enrolling the principals in a child process")?;
+        if !status.success() {
+            bail!("enrolling the principals failed: {status}");
+        }
+    }
     let now = time::OffsetDateTime::from_unix_timestamp(now_unix)?;
     let ca = CertAuthority::new(
         "certgate memory CA",
@@ -146,7 +176,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     )?;
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).context("writing ca.pem")?;
     let config_path = dir.path().join("certgate.yaml");
-    std::fs::write(&config_path, config_yaml(args.identities)).context("writing config")?;
+    std::fs::write(&config_path, config_yaml(args.identities, &store_path))
+        .context("writing config")?;
 
     println!(
         "identities: {}, principals: {}\n",
@@ -157,14 +188,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let start_rss = report("start", started, memory()?.0)?;
 
-    let started = Instant::now();
-    fill_store(&dir.path().join("certgate.db"), args.principals, now_unix).await?;
-    let rss = report("1 store", started, start_rss)?;
-
     let config = Config::load(&config_path)?;
     let metrics = Metrics::new();
     let store = certgate::app::open_store(&config, &metrics).await?;
     let checker = Checker::new(config, store, metrics);
+    let rss = report("1 store", fill_started, start_rss)?;
 
     let started = Instant::now();
     for i in 0..args.identities {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -201,8 +200,10 @@ fn grpc_router(
     health: tonic_health::pb::health_server::HealthServer<health::Health>,
     limits: &ListenLimits,
 ) -> tonic::transport::server::Router {
-    let authz = AuthorizationServer::new(ext_authz::ExtAuthz::new(checker.clone()))
-        .max_decoding_message_size(limits.grpc_max_message_size);
+    let authz = crate::server::authz_service::AuthorizationService::new(
+        ext_authz::ExtAuthz::new(checker.clone()),
+        limits.grpc_max_message_size,
+    );
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.grpc_max_concurrent_streams)
         .timeout(limits.request_timeout)

@@ -20,7 +20,7 @@ pub use crate::crl::CrlStatus;
 
 use crate::cert::{ClientAuthUsage, Identity, PrincipalTypeSource};
 use crate::clock::rfc3339;
-use crate::store::{CertificateRecord, Principal, PrincipalStatus, StoreError};
+use crate::store::{CertificateFacts, CertificateRecord, Principal, PrincipalFacts, StoreError};
 
 /// Stable reason codes, used in the response body, the logs and the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -202,9 +202,19 @@ pub struct RequestInfo<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct StoreFacts {
     /// The certificate's record, looked up by serial.
-    pub certificate: Option<Arc<CertificateRecord>>,
+    pub certificate: Option<Arc<CertificateFacts>>,
     /// The principal's record.
-    pub principal: Option<Arc<Principal>>,
+    pub principal: Option<Arc<PrincipalFacts>>,
+}
+
+impl StoreFacts {
+    /// The facts of full records (the store cache hands out the facts directly).
+    pub fn of(certificate: Option<&CertificateRecord>, principal: Option<&Principal>) -> Self {
+        StoreFacts {
+            certificate: certificate.map(|c| Arc::new(c.into())),
+            principal: principal.map(|p| Arc::new(p.into())),
+        }
+    }
 }
 
 /// Settings of rows 9–12 that are not per policy.
@@ -338,26 +348,19 @@ pub fn check_principal(
     request: RequestInfo<'_>,
 ) -> Result<Grant, Deny> {
     let principal_id = id.principal_id().unwrap_or_default();
-    if let Some(cert) = &facts.certificate
-        && cert.revoked
-    {
+    if let Some(CertificateFacts::Revoked { at, reason }) = facts.certificate.as_deref() {
         let mut message = format!("certificate {} revoked", id.serial());
-        if let Some(reason) = &cert.revocation_reason {
+        if let Some(reason) = reason {
             let _ = write!(message, " ({reason})");
         }
-        if let Some(at) = cert.revoked_at {
+        if let Some(at) = at {
             let _ = write!(message, " at {}", rfc3339(at / 1000));
         }
         return Err(Deny::new(ReasonCode::CertificateRevoked, message));
     }
     let record = facts.principal.as_deref();
-    if let Some(p) = record
-        && p.status == PrincipalStatus::Suspended
-    {
-        let reason = p
-            .suspended_reason
-            .as_deref()
-            .unwrap_or("no reason recorded");
+    if let Some(reason) = record.and_then(PrincipalFacts::suspension) {
+        let reason = reason.unwrap_or("no reason recorded");
         return Err(Deny::new(
             ReasonCode::PrincipalSuspended,
             format!("principal suspended: {reason}"),
@@ -394,7 +397,7 @@ pub fn check_principal(
         ));
     }
     // An enrolled record's roles, else the policy's roles for the SPIFFE id, else the type's.
-    let roles: &[String] = match record.and_then(|p| p.roles.as_deref()) {
+    let roles: &[String] = match record.and_then(PrincipalFacts::roles) {
         Some(roles) => roles,
         None => spiffe::roles(id, policy).unwrap_or_else(|| {
             rules
@@ -435,13 +438,13 @@ pub fn check_principal(
 /// The principal type from the first source, in the configured order, that has one.
 pub(crate) fn resolve_type<'a>(
     id: &'a Identity,
-    record: Option<&'a Principal>,
+    record: Option<&'a PrincipalFacts>,
     sources: &[PrincipalTypeSource],
 ) -> Option<&'a str> {
     sources.iter().find_map(|source| match source {
         PrincipalTypeSource::Oid => id.type_from_oid(),
         PrincipalTypeSource::Ou => id.organizational_unit(),
-        PrincipalTypeSource::Store => record.and_then(|p| p.principal_type.as_deref()),
+        PrincipalTypeSource::Store => record.and_then(PrincipalFacts::principal_type),
     })
 }
 

@@ -317,10 +317,7 @@ fn principal_rows() {
         ..(*enrolled("w@x", "worker")).clone()
     });
     let facts = |certificate: Option<Arc<CertificateRecord>>, principal: Option<Arc<Principal>>| {
-        StoreFacts {
-            certificate,
-            principal,
-        }
+        StoreFacts::of(certificate.as_deref(), principal.as_deref())
     };
     let allowlisted = Policy {
         cn_allowlist: Some(HashSet::from(["other".to_owned()])),
@@ -408,10 +405,7 @@ fn principal_rows() {
 fn allow_resolves_type_and_roles() {
     let pki = pki();
     let id = identity(&pki, &client("w@x", "worker"));
-    let facts = StoreFacts {
-        certificate: None,
-        principal: Some(enrolled("w@x", "worker")),
-    };
+    let facts = StoreFacts::of(None, Some(&enrolled("w@x", "worker")));
     let grant =
         check_principal(&id, &policy(), &principal_rules(), &facts, GET_API).expect("allow");
     assert_eq!(
@@ -430,10 +424,7 @@ fn allow_resolves_type_and_roles() {
     // A store role override replaces the type's default roles.
     let mut admin = (*enrolled("w@x", "worker")).clone();
     admin.roles = Some(vec!["admin".into()]);
-    let facts = StoreFacts {
-        certificate: None,
-        principal: Some(Arc::new(admin)),
-    };
+    let facts = StoreFacts::of(None, Some(&admin));
     let delete = RequestInfo {
         method: "DELETE",
         path: "/anything",
@@ -447,10 +438,7 @@ fn allow_resolves_type_and_roles() {
         created_at: None,
         ..(*enrolled("w@x", "admin")).clone()
     };
-    let facts = StoreFacts {
-        certificate: None,
-        principal: Some(Arc::new(untyped)),
-    };
+    let facts = StoreFacts::of(None, Some(&untyped));
     let grant =
         check_principal(&id, &policy(), &principal_rules(), &facts, GET_API).expect("allow");
     assert_eq!(grant.principal_type, "worker");
@@ -475,7 +463,7 @@ fn type_source_order() {
             ..client("w@x", "from-ou")
         },
     );
-    let record = enrolled("w@x", "from-store");
+    let record = PrincipalFacts::from(&*enrolled("w@x", "from-store"));
     let order = |s: &[PrincipalTypeSource]| resolve_type(&id, Some(&record), s).map(str::to_owned);
     use PrincipalTypeSource::*;
     assert_eq!(order(&[Oid, Ou, Store]).as_deref(), Some("from-ou"));

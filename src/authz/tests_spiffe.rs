@@ -104,18 +104,16 @@ fn id_roles_grant_without_a_record_and_a_record_still_suspends() {
     )
     .expect_err("no pattern matches");
     assert_eq!(deny.reason, ReasonCode::PermissionDenied);
-    let suspended = StoreFacts {
-        principal: Some(std::sync::Arc::new(crate::store::Principal {
-            principal_id: "spiffe://prod.example/ns/jobs/sa/batch-1".into(),
-            principal_type: None,
-            status: crate::store::PrincipalStatus::Suspended,
-            suspended_at: Some(0),
-            suspended_reason: Some("quarantined".into()),
-            roles: None,
-            created_at: Some(0),
-        })),
-        ..StoreFacts::default()
+    let record = crate::store::Principal {
+        principal_id: "spiffe://prod.example/ns/jobs/sa/batch-1".into(),
+        principal_type: None,
+        status: crate::store::PrincipalStatus::Suspended,
+        suspended_at: Some(0),
+        suspended_reason: Some("quarantined".into()),
+        roles: None,
+        created_at: Some(0),
     };
+    let suspended = StoreFacts::of(None, Some(&record));
     let deny = check_principal(&batch, &workload(), &principal_rules(), &suspended, request)
         .expect_err("suspended");
     assert_eq!(deny.reason, ReasonCode::PrincipalSuspended);

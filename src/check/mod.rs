@@ -7,6 +7,8 @@ mod outcome;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_answer;
+#[cfg(test)]
 mod tests_clock;
 
 use std::sync::Arc;

@@ -8,11 +8,11 @@ use crate::store::fake::FakeStore;
 
 const NOW: i64 = 1_790_000_000;
 
-struct Fixture {
-    checker: Checker,
+pub(super) struct Fixture {
+    pub(super) checker: Checker,
     store: Arc<FakeStore>,
-    good: String,
-    stranger: String,
+    pub(super) good: String,
+    pub(super) stranger: String,
     _dir: tempfile::TempDir,
 }
 
@@ -21,7 +21,7 @@ fn fixture(failing: bool) -> Fixture {
 }
 
 /// A fixture whose configuration also holds `extra_yaml`.
-fn fixture_with(failing: bool, extra_yaml: &str) -> Fixture {
+pub(super) fn fixture_with(failing: bool, extra_yaml: &str) -> Fixture {
     let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("time");
     let ca = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");
     let other = CertAuthority::new("ca", now, now + time::Duration::days(10)).expect("CA");

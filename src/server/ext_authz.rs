@@ -11,6 +11,7 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
+use super::answer::{Answer, Answers};
 use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
 use crate::config::Via;
@@ -19,21 +20,38 @@ use crate::observe::{self, IdentityIn, RequestMeta, Transport};
 /// The ext_authz gRPC service.
 pub struct ExtAuthz {
     checker: Arc<Checker>,
+    answers: Answers,
 }
 
 impl ExtAuthz {
     /// Serve checks with `checker`.
     pub fn new(checker: Arc<Checker>) -> Self {
-        ExtAuthz { checker }
+        ExtAuthz {
+            checker,
+            answers: Answers::default(),
+        }
     }
 }
 
+/// The decoded answer, for callers in process (tests, fuzzing); the server writes the
+/// encoded [`Answer`] itself (`super::authz_service`).
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        self.answer(request)
+            .await
+            .into_message()
+            .map(Response::new)
+            .map_err(|e| Status::internal(format!("certgate could not read its answer: {e}")))
+    }
+}
+
+impl ExtAuthz {
+    /// Decide one `Check` and answer it.
+    pub(crate) async fn answer(&self, request: Request<CheckRequest>) -> Answer {
         let peer = request.remote_addr().map(|a| a.ip());
         let (metadata, _, request) = request.into_parts();
         let attributes = request.attributes.as_ref();
@@ -88,7 +106,7 @@ impl Authorization for ExtAuthz {
             .checker
             .check_in(&generation, input, &meta, crate::clock::unix_now())
             .await;
-        Ok(Response::new(to_response(&outcome, &request_id)))
+        self.answers.answer(&outcome, request_id.into_owned())
     }
 }
 
@@ -157,7 +175,10 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
 }
 
 /// The response header that carries the request id back to the client.
-const REQUEST_ID: &str = "x-request-id";
+pub(super) const REQUEST_ID: &str = "x-request-id";
+
+/// How every header of an answer is applied.
+pub(super) const APPEND_ACTION: i32 = HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
 
 fn header(name: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {
@@ -166,7 +187,7 @@ fn header(name: &str, value: String) -> HeaderValueOption {
             value,
             raw_value: Vec::new(),
         }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        append_action: APPEND_ACTION,
         ..Default::default()
     }
 }

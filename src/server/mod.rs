@@ -2,6 +2,8 @@
 //! listeners that accept their connections within `listen.limits`. They translate the wire to
 //! a [`crate::check::CheckInput`] and an [`crate::check::Outcome`] back; none decides anything.
 
+pub(crate) mod answer;
+pub mod authz_service;
 pub mod ext_authz;
 pub(crate) mod forward_auth;
 pub(crate) mod health;

@@ -3,9 +3,11 @@
 //! backend fails and only within `stale_if_error`, and never caches an error.
 //!
 //! Built on `quick_cache` rather than moka for the size of an entry (~90 B of its own against
-//! ~370 B; see the identity cache), with the serial as its canonical bytes rather than hex
-//! text: with every client a distinct principal, this cache is most of certgate's memory.
-//! moka's per-key computation is replaced by `in_flight`: one backend call per key at a time.
+//! ~370 B; see the identity cache). With every client a distinct principal this cache is most
+//! of certgate's memory, so an entry is small: the key is one boxed `str` (principal id) or
+//! the serial's canonical bytes, and the answer is what the decision reads ([`super::facts`]),
+//! shared between entries where it is the same. `in_flight` does what moka's per-key
+//! computation did: one backend call per key at a time.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -18,7 +20,8 @@ use prometheus::{Histogram, IntCounter};
 use quick_cache::sync::Cache;
 use tokio::sync::Semaphore;
 
-use super::{CacheSettings, CertificateRecord, Lookup, Principal, StoreError};
+use super::facts::{CertificateFacts, Facts, PrincipalFacts};
+use super::{CacheSettings, Lookup, StoreError};
 use crate::cert::Serial;
 use crate::metrics::Metrics;
 
@@ -124,10 +127,10 @@ where
 
     async fn get<Q, F, Fut>(&self, key: &Q, fetch: F) -> Result<Option<Arc<T>>, StoreError>
     where
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        K: Borrow<Q> + for<'q> From<&'q Q>,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, StoreError>>,
+        Fut: Future<Output = Result<Option<Arc<T>>, StoreError>>,
     {
         if let Some(answer) = self.fresh(key, now()) {
             self.hit.inc();
@@ -143,10 +146,10 @@ where
                     Some(flight) => flight.clone(),
                     None => {
                         let flight = Flight::new(Semaphore::new(0));
-                        in_flight.insert(key.to_owned(), flight.clone());
+                        in_flight.insert(K::from(key), flight.clone());
                         break Leader {
                             in_flight: &self.in_flight,
-                            key: Some(key.to_owned()),
+                            key: Some(K::from(key)),
                             flight,
                         };
                     }
@@ -170,9 +173,8 @@ where
         let answer = match fetched {
             Ok(answer) => {
                 self.ok.inc();
-                let answer = answer.map(Arc::new);
                 self.answers
-                    .insert(key.to_owned(), (asked_at, answer.clone()));
+                    .insert(K::from(key), (asked_at, answer.clone()));
                 Ok(answer)
             }
             // A corrupt record is an answer, not an outage: the table says something
@@ -202,8 +204,10 @@ where
 /// The cache every authorization check reads the store through.
 pub struct CachedStore {
     inner: Arc<dyn Lookup>,
-    principals: CachedLookup<String, Principal>,
-    certificates: CachedLookup<Serial, CertificateRecord>,
+    principals: CachedLookup<Box<str>, PrincipalFacts>,
+    /// Keyed by the serial's canonical bytes.
+    certificates: CachedLookup<Box<[u8]>, CertificateFacts>,
+    facts: Facts,
 }
 
 impl CachedStore {
@@ -213,6 +217,7 @@ impl CachedStore {
             inner,
             principals: CachedLookup::new(&settings, &metrics, "principal", "get_principal"),
             certificates: CachedLookup::new(&settings, &metrics, "certificate", "get_certificate"),
+            facts: Facts::new(),
         }
     }
 
@@ -223,20 +228,26 @@ impl CachedStore {
         self
     }
 
-    /// The principal `id`, or `None` when it is not enrolled.
-    pub async fn principal(&self, id: &str) -> Result<Option<Arc<Principal>>, StoreError> {
+    /// What the store says of principal `id`, or `None` when it is not enrolled.
+    pub async fn principal(&self, id: &str) -> Result<Option<Arc<PrincipalFacts>>, StoreError> {
         self.principals
-            .get(id, || self.inner.get_principal(id))
+            .get(id, || async {
+                let record = self.inner.get_principal(id).await?;
+                Ok(record.map(|p| self.facts.principal(&p)))
+            })
             .await
     }
 
-    /// The certificate `serial`, or `None` when it is not registered.
+    /// What the store says of certificate `serial`, or `None` when it is not registered.
     pub async fn certificate(
         &self,
         serial: &Serial,
-    ) -> Result<Option<Arc<CertificateRecord>>, StoreError> {
+    ) -> Result<Option<Arc<CertificateFacts>>, StoreError> {
         self.certificates
-            .get(serial, || self.inner.get_certificate(serial))
+            .get(serial.as_bytes(), || async {
+                let record = self.inner.get_certificate(serial).await?;
+                Ok(record.map(|c| self.facts.certificate(&c)))
+            })
             .await
     }
 
@@ -262,8 +273,8 @@ mod tests {
         (CachedStore::new(inner, settings, metrics.clone()), metrics)
     }
 
-    fn principal_type(p: Option<Arc<Principal>>) -> Option<String> {
-        p.and_then(|p| p.principal_type.clone())
+    fn principal_type(p: Option<Arc<PrincipalFacts>>) -> Option<String> {
+        p.and_then(|p| p.principal_type().map(str::to_owned))
     }
 
     async fn sleep_ms(ms: u64) {

@@ -7,6 +7,7 @@ pub mod audit;
 pub(crate) mod cache;
 pub mod dynamodb;
 pub(crate) mod embedded;
+pub mod facts;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod inventory;
@@ -24,6 +25,7 @@ pub use audit::{Actor, AuditQuery, AuditRecord, Verification};
 pub use cache::CachedStore;
 pub use dynamodb::{DynamoStore, Purpose};
 pub use embedded::EmbeddedStore;
+pub use facts::{CertificateFacts, PrincipalFacts};
 pub use inventory::{Inventory, Sighting};
 
 /// `store.backend` and its settings.
