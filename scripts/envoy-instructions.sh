@@ -8,7 +8,8 @@
 #   module      certgate as the dynamic module (SANITIZE_SET, the bench's `certgate-module` row)
 # REQUESTS keep-alive requests (curl, one connection, the bench's admin certificate and path)
 # are counted after WARMUP others; the callgrind profile stays in OUT for callgrind_annotate.
-# Usage: scripts/envoy-instructions.sh CONFIG [OUT]   (needs a release build:
+# Usage: scripts/envoy-instructions.sh CONFIG [OUT]   (binaries from RELEASE_DIR, default
+# target/release; needs a release build:
 #   cargo build --release --bin certgate -p certgate-envoy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
