@@ -16,12 +16,12 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::authz::{Deny, ReasonCode};
+use crate::cert::CachedIdentity;
 use crate::cert::{self, CertEncoding};
-use crate::check::{CheckInput, Checker, Outcome, RequestProblem};
+use crate::check::{CheckInput, Checker, Generation, Outcome, PeerMiss, RequestProblem};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::observe::RequestMeta;
@@ -43,11 +43,6 @@ pub struct Engine {
 /// What the proxy knows about one request, copied out of its buffers.
 #[derive(Debug, Default)]
 pub struct Request {
-    /// SHA-256 (hex) of the certificate the client presented on this connection, from the
-    /// TLS layer itself; empty without one.
-    pub peer_sha256: String,
-    /// Every value of [`XFCC`] on the request.
-    pub xfcc: Vec<Vec<u8>>,
     /// Policy the route names, if any (the default policy otherwise).
     pub policy: Option<String>,
     /// `:method`.
@@ -58,6 +53,17 @@ pub struct Request {
     pub host: String,
     /// `x-request-id`, echoed in a deny body.
     pub request_id: String,
+}
+
+/// The client certificate of the request's connection, borrowed from the proxy for the
+/// duration of [`Engine::decide`].
+pub struct Peer<'a> {
+    /// SHA-256 (hex) of the certificate the client presented on this connection, from the
+    /// TLS layer itself; empty without one.
+    pub sha256_hex: &'a [u8],
+    /// Every value of [`XFCC`] on the request. Read only when the identity cache does not
+    /// know the certificate by its digest: a cached client costs no certificate decoding.
+    pub xfcc: &'a dyn Fn() -> Vec<&'a [u8]>,
 }
 
 /// A decision, rendered with the configuration that made it.
@@ -118,45 +124,60 @@ impl Engine {
     /// Decide `request`: on the caller's thread when that needs no I/O, otherwise
     /// [`Decision::Pending`], to be finished on the engine's runtime. A pending decision
     /// that takes longer than `deadline` becomes `503 store_unavailable`.
-    pub fn decide(&self, request: Request, deadline: Duration) -> Decision {
+    pub fn decide(&self, request: Request, peer: Peer<'_>, deadline: Duration) -> Decision {
         let Some(runtime) = self.runtime.as_ref() else {
             unreachable!("the runtime lives until the engine is dropped")
         };
         let _entered = runtime.enter();
         let checker = self.checker.clone();
+        let generation = checker.generation();
+        let now = crate::clock::unix_now();
+        let certificate = certificate(&checker, &generation, &peer, now);
         let mut decision: PendingFuture = Box::pin(async move {
-            let generation = checker.generation();
-            let (certificate, encoding, malformed) = certificate(&request);
+            let (forwarded, malformed, known) = match certificate {
+                Certificate::None => (None, None, None),
+                Certificate::Known(known) => (None, None, Some(known)),
+                Certificate::Forwarded(xfcc) => (Some(xfcc), None, None),
+                Certificate::Problem(problem) => (None, Some(problem), None),
+            };
             let input = CheckInput {
-                certificate: certificate.as_deref(),
-                encoding,
+                certificate: forwarded.as_deref(),
+                encoding: CertEncoding::Xfcc,
                 policy: request.policy.as_deref(),
                 host: Some(request.host.as_str()).filter(|h| !h.is_empty()),
                 method: &request.method,
                 path: &request.path,
                 malformed,
             };
-            let now = crate::clock::unix_now();
             let request_id = request_id(Some(&request.request_id));
             let meta = RequestMeta {
                 host: &request.host,
                 ..RequestMeta::module(&request_id)
             };
-            let checked =
-                tokio::time::timeout(deadline, checker.check_in(&generation, input, &meta, now));
-            let outcome = checked.await.unwrap_or_else(|_| {
-                let config = &generation.config;
-                let policy = request
-                    .policy
-                    .as_deref()
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or(&config.default_policy);
-                let deny = Deny::new(
-                    ReasonCode::StoreUnavailable,
-                    format!("principal store did not answer within {deadline:?}"),
-                );
-                Outcome::denied(config.clone(), policy, deny)
-            });
+            let check = async {
+                match known {
+                    Some(known) => {
+                        let check = checker.check_peer_in(&generation, input, known, &meta, now);
+                        check.await
+                    }
+                    None => checker.check_in(&generation, input, &meta, now).await,
+                }
+            };
+            let outcome = tokio::time::timeout(deadline, check)
+                .await
+                .unwrap_or_else(|_| {
+                    let config = &generation.config;
+                    let policy = request
+                        .policy
+                        .as_deref()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or(&config.default_policy);
+                    let deny = Deny::new(
+                        ReasonCode::StoreUnavailable,
+                        format!("principal store did not answer within {deadline:?}"),
+                    );
+                    Outcome::denied(config.clone(), policy, deny)
+                });
             Answer::new(outcome, &request_id)
         });
         match poll_once(decision.as_mut()) {
@@ -199,58 +220,65 @@ fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
 }
 
-/// The certificate to decide with: the one in Envoy's XFCC, and only when it is the one the
-/// client presented on this connection (so a client-sent XFCC that a misconfigured Envoy let
-/// through is never an identity).
+/// The certificate to decide with, as far as it can be known before deciding.
+enum Certificate {
+    /// The connection has no client certificate.
+    None,
+    /// The connection's certificate, parsed (or found in the identity cache by its digest).
+    Known((CachedIdentity, bool)),
+    /// An XFCC value whose certificate does not decode: the checker reports it from the
+    /// header, as in ext_authz mode.
+    Forwarded(Vec<u8>),
+    /// The request cannot be judged: refused as malformed.
+    Problem(RequestProblem<'static>),
+}
+
+/// The connection attribute holding the certificate digest (for a deny's message).
+const PEER_DIGEST: &str = "connection.sha256_peer_certificate_digest";
+
+/// The connection's certificate: by its digest from the identity cache, else the one in
+/// Envoy's XFCC, and only when it is the one the client presented on this connection (so a
+/// client-sent XFCC that a misconfigured Envoy let through is never an identity).
 fn certificate(
-    request: &Request,
-) -> (
-    Option<Vec<u8>>,
-    CertEncoding,
-    Option<RequestProblem<'static>>,
-) {
-    if request.peer_sha256.is_empty() {
-        return (None, CertEncoding::Auto, None);
+    checker: &Checker,
+    generation: &Generation,
+    peer: &Peer<'_>,
+    now: i64,
+) -> Certificate {
+    if peer.sha256_hex.is_empty() {
+        return Certificate::None;
     }
-    let xfcc = match request.xfcc.as_slice() {
-        [one] => one,
-        [] => {
-            return (
-                None,
-                CertEncoding::Auto,
-                Some(RequestProblem::Missing(XFCC)),
-            );
-        }
-        _ => {
-            return (
-                None,
-                CertEncoding::Auto,
-                Some(RequestProblem::Repeated(XFCC)),
-            );
-        }
-    };
-    let der = match cert::extract(CertEncoding::Xfcc, xfcc) {
-        Ok(Some(carried)) => cert::decode_certificate(&carried),
-        // No certificate in Envoy's own element although the connection has one, or one that
-        // does not decode: the checker reports it from the header as in ext_authz mode.
-        _ => return (Some(xfcc.clone()), CertEncoding::Xfcc, None),
-    };
-    match der {
-        Ok(der) if hex::encode(Sha256::digest(&der)) == request.peer_sha256 => {
-            (Some(der), CertEncoding::Auto, None)
-        }
-        Ok(_) => {
+    let mut sha256 = [0u8; 32];
+    if hex::decode_to_slice(peer.sha256_hex, &mut sha256).is_err() {
+        return Certificate::Problem(RequestProblem::NotText(PEER_DIGEST));
+    }
+    match checker.peer_identity(generation, &sha256, || xfcc_der(&(peer.xfcc)()), now) {
+        Ok(known) => Certificate::Known(known),
+        Err(PeerMiss::Unavailable(certificate)) => certificate,
+        Err(PeerMiss::NotTheConnections) => {
             tracing::warn!(
                 "x-forwarded-client-cert does not carry the connection's certificate: is Envoy \
                  set to forward_client_cert_details SANITIZE_SET?"
             );
-            (
-                None,
-                CertEncoding::Auto,
-                Some(RequestProblem::Missing(XFCC)),
-            )
+            Certificate::Problem(RequestProblem::Missing(XFCC))
         }
-        Err(_) => (Some(xfcc.clone()), CertEncoding::Xfcc, None),
+    }
+}
+
+/// The DER certificate in the one XFCC value Envoy set, or what to decide with instead.
+fn xfcc_der(values: &[&[u8]]) -> Result<Vec<u8>, Certificate> {
+    let xfcc = match values {
+        [one] => *one,
+        [] => return Err(Certificate::Problem(RequestProblem::Missing(XFCC))),
+        _ => return Err(Certificate::Problem(RequestProblem::Repeated(XFCC))),
+    };
+    match cert::extract(CertEncoding::Xfcc, xfcc) {
+        Ok(Some(carried)) => {
+            cert::decode_certificate(&carried).map_err(|_| Certificate::Forwarded(xfcc.to_vec()))
+        }
+        // No certificate in Envoy's own element although the connection has one, or one
+        // that does not decode.
+        _ => Err(Certificate::Forwarded(xfcc.to_vec())),
     }
 }
 
@@ -338,43 +366,36 @@ mod tests {
         )
     }
 
-    fn request(peer: &[u8], xfcc: Vec<Vec<u8>>) -> Request {
-        Request {
-            peer_sha256: if peer.is_empty() {
-                String::new()
-            } else {
-                hex::encode(Sha256::digest(peer))
-            },
-            xfcc,
-            ..Request::default()
+    fn der(found: Result<Vec<u8>, Certificate>) -> Option<Vec<u8>> {
+        found.ok()
+    }
+
+    fn problem(found: Result<Vec<u8>, Certificate>) -> Option<RequestProblem<'static>> {
+        match found {
+            Err(Certificate::Problem(problem)) => Some(problem),
+            _ => None,
         }
     }
 
     #[test]
-    fn the_xfcc_certificate_counts_only_when_it_is_the_connections() {
+    fn the_certificate_is_read_from_the_one_xfcc_value_envoy_set() {
         let (alice_xfcc, alice) = xfcc_and_der("alice");
         let (mallory_xfcc, _) = xfcc_and_der("mallory");
 
-        let (cert, encoding, problem) = certificate(&request(&alice, vec![alice_xfcc.clone()]));
-        assert_eq!(cert.as_deref(), Some(alice.as_slice()));
-        assert_eq!((encoding, problem), (CertEncoding::Auto, None));
+        assert_eq!(der(xfcc_der(&[&alice_xfcc])), Some(alice));
 
-        // Another certificate in XFCC than on the connection: not an identity.
-        let (cert, _, problem) = certificate(&request(&alice, vec![mallory_xfcc.clone()]));
-        assert_eq!(cert, None);
-        assert_eq!(problem, Some(RequestProblem::Missing(XFCC)));
-
-        // No certificate on the connection: whatever XFCC says, none was presented.
-        let (cert, _, problem) = certificate(&request(b"", vec![alice_xfcc.clone()]));
-        assert_eq!((cert, problem), (None, None));
-
-        // A certificate on the connection, but no XFCC or two of them: refused as malformed.
-        let (cert, _, problem) = certificate(&request(&alice, vec![]));
-        assert_eq!((cert, problem), (None, Some(RequestProblem::Missing(XFCC))));
-        let (cert, _, problem) = certificate(&request(&alice, vec![alice_xfcc, mallory_xfcc]));
+        // No XFCC although the connection has a certificate, or two of them: malformed.
+        assert_eq!(problem(xfcc_der(&[])), Some(RequestProblem::Missing(XFCC)));
         assert_eq!(
-            (cert, problem),
-            (None, Some(RequestProblem::Repeated(XFCC)))
+            problem(xfcc_der(&[&alice_xfcc, &mallory_xfcc])),
+            Some(RequestProblem::Repeated(XFCC))
         );
+
+        // A value without a decodable certificate goes to the checker, which reports it.
+        let broken = b"Hash=00;Cert=\"%2D%2D%2D\"".to_vec();
+        assert!(matches!(
+            xfcc_der(&[&broken]),
+            Err(Certificate::Forwarded(v)) if v == broken
+        ));
     }
 }

@@ -46,6 +46,13 @@ pub struct Header {
     pub value: Buffer,
 }
 
+/// `envoy_dynamic_module_type_module_key_value_pair`: one entry of a metadata batch.
+#[repr(C)]
+pub struct KeyValue {
+    pub key: Buffer,
+    pub value: Buffer,
+}
+
 /// `envoy_dynamic_module_type_http_header_type_RequestHeader`.
 pub const REQUEST_HEADER: u32 = 0;
 
@@ -63,13 +70,16 @@ pub type FilterEnvoy = *mut c_void;
 pub type Scheduler = *mut c_void;
 
 unsafe extern "C" {
-    pub fn envoy_dynamic_module_callback_http_get_header(
+    pub fn envoy_dynamic_module_callback_http_get_headers_size(
         filter: FilterEnvoy,
         header_type: u32,
-        key: Buffer,
-        result: *mut Buffer,
-        index: usize,
-        optional_size: *mut usize,
+    ) -> usize;
+
+    /// Fills `result` (room for `get_headers_size` entries) with every header of the map.
+    pub fn envoy_dynamic_module_callback_http_get_headers(
+        filter: FilterEnvoy,
+        header_type: u32,
+        result: *mut Header,
     ) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_set_header(
@@ -94,12 +104,13 @@ unsafe extern "C" {
         result: *mut Buffer,
     ) -> bool;
 
-    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
+    /// Sets every entry under `namespace`, merging into the stream's metadata once.
+    pub fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
         filter: FilterEnvoy,
         namespace: Buffer,
-        key: Buffer,
-        value: Buffer,
-    ) -> bool;
+        entries: *const KeyValue,
+        count: usize,
+    );
 
     pub fn envoy_dynamic_module_callback_get_most_specific_route_config(
         filter: FilterEnvoy,

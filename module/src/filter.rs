@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use certgate::embed::{Answer, Decision, Request, XFCC};
+use certgate::embed::{Answer, Decision, Peer, Request, XFCC};
 
-use crate::abi::{self, Buffer, FilterEnvoy, Header};
+use crate::abi::{self, Buffer, FilterEnvoy, Header, KeyValue};
 use crate::config::{Fault, FilterConfig, RoutePolicy};
 
 /// Dynamic metadata namespace of the answer (`%DYNAMIC_METADATA(certgate:principal)%`).
@@ -41,8 +41,7 @@ impl Filter {
         if config.fault == Some(Fault::Panic) {
             panic!("test_fault: panic in the request-headers hook");
         }
-        let request = read_request(envoy);
-        match config.engine.decide(request, config.lookup_timeout) {
+        match decide(envoy, config) {
             Decision::Ready(answer) => {
                 if apply(envoy, config, &answer) {
                     abi::HEADERS_CONTINUE
@@ -101,42 +100,64 @@ impl Wake {
     }
 }
 
-/// Every value of request header `name`, in order; borrowed for the current hook.
-fn header_values<'a>(envoy: FilterEnvoy, name: &str) -> Vec<&'a [u8]> {
-    let mut values = Vec::new();
-    let mut count = 0usize;
-    let mut index = 0;
-    loop {
-        let mut value = Buffer::NULL;
-        // SAFETY: valid out-pointers; Envoy keeps the value until the hook returns.
-        let found = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_header(
+/// The request headers, borrowed from Envoy for the current hook: read in one crossing
+/// rather than one per name.
+struct Headers<'a>(Vec<(&'a [u8], &'a [u8])>);
+
+impl<'a> Headers<'a> {
+    fn read(envoy: FilterEnvoy) -> Headers<'a> {
+        // SAFETY: called on the stream's worker thread during one of its hooks.
+        let count = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers_size(envoy, abi::REQUEST_HEADER)
+        };
+        let mut raw: Vec<Header> = (0..count)
+            .map(|_| Header {
+                key: Buffer::NULL,
+                value: Buffer::NULL,
+            })
+            .collect();
+        // SAFETY: `raw` has room for the `count` entries Envoy writes; Envoy keeps the bytes
+        // until the hook returns or a header is set.
+        let read = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_headers(
                 envoy,
                 abi::REQUEST_HEADER,
-                Buffer::of(name.as_bytes()),
-                &mut value,
-                index,
-                &mut count,
+                raw.as_mut_ptr(),
             )
         };
-        if !found || index >= count {
-            return values;
+        if !read {
+            return Headers(Vec::new());
         }
         // SAFETY: as above.
-        values.push(unsafe { value.bytes() });
-        index += 1;
+        Headers(
+            raw.iter()
+                .map(|h| unsafe { (h.key.bytes(), h.value.bytes()) })
+                .collect(),
+        )
+    }
+
+    /// Every value of `name` (lowercase, as Envoy keeps names), in order.
+    fn all(&self, name: &str) -> Vec<&'a [u8]> {
+        self.0
+            .iter()
+            .filter(|(key, _)| *key == name.as_bytes())
+            .map(|(_, value)| *value)
+            .collect()
+    }
+
+    /// The first value of `name`, as text.
+    fn text(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(key, _)| *key == name.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
     }
 }
 
-fn header_text(envoy: FilterEnvoy, name: &str) -> String {
-    header_values(envoy, name)
-        .first()
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
-}
-
-/// Copy out of Envoy what the decision needs (its buffers die with the hook).
-fn read_request(envoy: FilterEnvoy) -> Request {
+/// Decide the request of this hook: what the decision needs is copied out of Envoy (its
+/// buffers die with the hook), the client certificate only borrowed while deciding.
+fn decide(envoy: FilterEnvoy, config: &FilterConfig) -> Decision {
     let mut digest = Buffer::NULL;
     // SAFETY: a valid out-pointer; a missing attribute leaves it null, which reads as "no
     // client certificate" and is denied.
@@ -145,26 +166,28 @@ fn read_request(envoy: FilterEnvoy) -> Request {
             envoy,
             abi::ATTRIBUTE_PEER_SHA256,
             &mut digest,
-        )
-        .then(|| String::from_utf8_lossy(digest.bytes()).into_owned())
+        );
+        digest.bytes()
     };
     // SAFETY: Envoy returns the pointer per_route_config_new made, or null.
     let route = unsafe { abi::envoy_dynamic_module_callback_get_most_specific_route_config(envoy) };
     // SAFETY: a non-null route config is a live RoutePolicy (Envoy keeps the route config alive
     // for the stream).
     let policy = unsafe { route.cast::<RoutePolicy>().as_ref() }.map(|p| p.0.clone());
-    Request {
-        peer_sha256: peer_sha256.unwrap_or_default(),
-        xfcc: header_values(envoy, XFCC)
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect(),
+    let headers = Headers::read(envoy);
+    let request = Request {
         policy,
-        method: header_text(envoy, ":method"),
-        path: header_text(envoy, ":path"),
-        host: header_text(envoy, ":authority"),
-        request_id: header_text(envoy, "x-request-id"),
-    }
+        method: headers.text(":method"),
+        path: headers.text(":path"),
+        host: headers.text(":authority"),
+        request_id: headers.text("x-request-id"),
+    };
+    let xfcc = || headers.all(XFCC);
+    let peer = Peer {
+        sha256_hex: peer_sha256,
+        xfcc: &xfcc,
+    };
+    config.engine.decide(request, peer, config.lookup_timeout)
 }
 
 fn set_header(envoy: FilterEnvoy, name: &str, value: Option<&str>) {
@@ -183,16 +206,22 @@ fn set_header(envoy: FilterEnvoy, name: &str, value: Option<&str>) {
 /// Apply `answer`: identity headers (and the removal of forged ones and of XFCC) on allow,
 /// a local reply on deny; metadata either way. Returns whether the request goes on.
 fn apply(envoy: FilterEnvoy, config: &FilterConfig, answer: &Answer) -> bool {
-    for (key, value) in answer.metadata() {
-        // SAFETY: Envoy copies the three buffers.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
-                envoy,
-                Buffer::of(METADATA_NAMESPACE.as_bytes()),
-                Buffer::of(key.as_bytes()),
-                Buffer::of(value.as_bytes()),
-            );
-        }
+    let metadata = answer.metadata();
+    let entries: Vec<KeyValue> = metadata
+        .iter()
+        .map(|(key, value)| KeyValue {
+            key: Buffer::of(key.as_bytes()),
+            value: Buffer::of(value.as_bytes()),
+        })
+        .collect();
+    // SAFETY: Envoy copies the namespace and every entry before returning.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+            envoy,
+            Buffer::of(METADATA_NAMESPACE.as_bytes()),
+            entries.as_ptr(),
+            entries.len(),
+        );
     }
     if let Some(body) = answer.deny_body() {
         send(

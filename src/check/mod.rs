@@ -73,6 +73,15 @@ pub struct CheckInput<'a> {
     pub malformed: Option<RequestProblem<'a>>,
 }
 
+/// Why [`Checker::peer_identity`] has no identity for the connection's certificate.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PeerMiss<E> {
+    /// The certificate could not be had (the error of the caller's `der()`).
+    Unavailable(E),
+    /// What `der()` gave is another certificate than the connection's.
+    NotTheConnections,
+}
+
 /// A request header the adapter needed but could not read unambiguously.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestProblem<'a> {
@@ -241,6 +250,31 @@ impl Checker {
         meta: &RequestMeta<'_>,
         now: i64,
     ) -> Outcome {
+        self.check_with(generation, input, None, meta, now).await
+    }
+
+    /// [`Self::check_in`] with the identity already resolved by [`Self::peer_identity`]
+    /// (`input.certificate` is not read).
+    pub(crate) async fn check_peer_in(
+        &self,
+        generation: &Generation,
+        input: CheckInput<'_>,
+        identity: (CachedIdentity, bool),
+        meta: &RequestMeta<'_>,
+        now: i64,
+    ) -> Outcome {
+        self.check_with(generation, input, Some(identity), meta, now)
+            .await
+    }
+
+    async fn check_with(
+        &self,
+        generation: &Generation,
+        input: CheckInput<'_>,
+        known: Option<(CachedIdentity, bool)>,
+        meta: &RequestMeta<'_>,
+        now: i64,
+    ) -> Outcome {
         let started = Instant::now();
         let span = tracing::info_span!(
             "check",
@@ -254,7 +288,7 @@ impl Checker {
         );
         observe::otel::adopt(&span, &meta.trace);
         let mut outcome = self
-            .decide(generation, input, now)
+            .decide(generation, input, known, now)
             .instrument(span.clone())
             .await;
         let config = &generation.config;
@@ -318,7 +352,13 @@ impl Checker {
         outcome
     }
 
-    async fn decide(&self, generation: &Generation, input: CheckInput<'_>, now: i64) -> Outcome {
+    async fn decide(
+        &self,
+        generation: &Generation,
+        input: CheckInput<'_>,
+        known: Option<(CachedIdentity, bool)>,
+        now: i64,
+    ) -> Outcome {
         let config = &generation.config;
         let (policy_name, route) = choose_policy(config, &input);
         let deny = |reason, message: String| Outcome {
@@ -336,8 +376,9 @@ impl Checker {
                 format!("the proxy's description of the request cannot be used: {problem}"),
             );
         }
-        let raw = match input.certificate {
-            Some(raw) if !raw.trim_ascii().is_empty() => raw,
+        let certificate = match (known, input.certificate) {
+            (Some(known), _) => Ok(known),
+            (None, Some(raw)) if !raw.trim_ascii().is_empty() => Err(raw),
             _ => {
                 return deny(
                     ReasonCode::NoClientCertificate,
@@ -374,8 +415,11 @@ impl Checker {
                 );
             }
         };
-        let Some((identity, identity_cached)) = self.identity(generation, raw, input.encoding, now)
-        else {
+        let identity = certificate.map_or_else(
+            |raw| self.identity(generation, raw, input.encoding, now),
+            Some,
+        );
+        let Some((identity, identity_cached)) = identity else {
             return deny(
                 ReasonCode::NoClientCertificate,
                 "the forwarded-certificate header carries no certificate".into(),
@@ -471,6 +515,37 @@ impl Checker {
         let parsed = Arc::new(parsed);
         generation.identities.insert(key, parsed.clone(), now);
         Some((parsed, false))
+    }
+
+    /// The parsed identity of the certificate the connection presented, which the TLS layer
+    /// knows by the SHA-256 of its DER (`sha256`): from the identity cache by that digest, so
+    /// a hit reads nothing else, or parsed from `der()` on a miss. A `der()` that is not the
+    /// certificate with that digest is refused (the two can never disagree) and not cached.
+    ///
+    /// The key is the digest itself. Forwarded-certificate keys hash an encoding byte before
+    /// the bytes, and no encoding byte is 0x30, the first byte of every DER certificate, so
+    /// a digest key never stands for anything but the DER it digests.
+    pub(crate) fn peer_identity<E>(
+        &self,
+        generation: &Generation,
+        sha256: &[u8; 32],
+        der: impl FnOnce() -> Result<Vec<u8>, E>,
+        now: i64,
+    ) -> Result<(CachedIdentity, bool), PeerMiss<E>> {
+        if let Some(hit) = generation.identities.get(sha256, now) {
+            self.hot.identity_hit.inc();
+            return Ok((hit, true));
+        }
+        self.hot.identity_miss.inc();
+        let der = der().map_err(PeerMiss::Unavailable)?;
+        if Sha256::digest(&der).as_slice() != sha256 {
+            return Err(PeerMiss::NotTheConnections);
+        }
+        let config = &generation.config;
+        let _parse = observe::otel::child("cert_parse");
+        let parsed = Arc::new(cert::identify(&der, &config.identity, &config.trust, now));
+        generation.identities.insert(*sha256, parsed.clone(), now);
+        Ok((parsed, false))
     }
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {

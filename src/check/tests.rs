@@ -290,3 +290,46 @@ async fn metadata_only_sets_no_identity_header_and_every_answer_carries_metadata
     );
     assert_eq!(field(&response, "decision").as_deref(), Some("deny"));
 }
+
+#[tokio::test]
+async fn a_peer_certificate_is_known_by_its_digest_and_never_by_another_certificate() {
+    let f = fixture(false);
+    let good = cert::decode_certificate(f.good.as_bytes()).expect("DER");
+    let stranger = cert::decode_certificate(f.stranger.as_bytes()).expect("DER");
+    let digest: [u8; 32] = Sha256::digest(&good).into();
+    let generation = f.checker.generation();
+    let peer = |der: &Vec<u8>| {
+        let der = der.clone();
+        f.checker
+            .peer_identity(&generation, &digest, move || Ok::<_, ()>(der), NOW)
+    };
+
+    // Another certificate than the connection's: refused, and nothing is cached for it.
+    assert!(matches!(peer(&stranger), Err(PeerMiss::NotTheConnections)));
+    let (parsed, cached) = peer(&good).expect("the connection's certificate");
+    assert!(!cached);
+    // Known by the digest from now on: the certificate is not even asked for.
+    let (hit, cached) = f
+        .checker
+        .peer_identity(&generation, &digest, || Err("not read on a hit"), NOW)
+        .expect("cached");
+    assert!(cached && Arc::ptr_eq(&hit, &parsed));
+    // Unless the caller cannot give it on a miss, which is the caller's to answer.
+    let other: [u8; 32] = Sha256::digest(&stranger).into();
+    let unavailable = f
+        .checker
+        .peer_identity(&generation, &other, || Err("no XFCC"), NOW);
+    assert!(matches!(unavailable, Err(PeerMiss::Unavailable("no XFCC"))));
+
+    let input = CheckInput {
+        certificate: None,
+        ..input("")
+    };
+    let meta = RequestMeta::module("r1");
+    let outcome = f
+        .checker
+        .check_peer_in(&generation, input, (hit, true), &meta, NOW)
+        .await;
+    assert_eq!(reason(&outcome), None, "{:?}", outcome.decision);
+    assert_eq!(outcome.principal(), Some("w1"));
+}

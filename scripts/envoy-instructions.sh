@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Instructions per request through Envoy 1.40 (--concurrency 1) under callgrind: a number that
+# does not move with the load on a shared machine, for before/after comparisons of the module's
+# per-request cost. The listener and routes are envoy/bench/front-proxy.yaml's, as
+# `cargo xtask bench envoy` renders them; CONFIG is one of
+#   none        no authorization filter, XFCC sanitized (the bench's `none` row)
+#   none-xfcc   no authorization filter, Envoy writing XFCC with the certificate (SANITIZE_SET)
+#   module      certgate as the dynamic module (SANITIZE_SET, the bench's `certgate-module` row)
+# REQUESTS keep-alive requests (curl, one connection, the bench's admin certificate and path)
+# are counted after WARMUP others; the callgrind profile stays in OUT for callgrind_annotate.
+# Usage: scripts/envoy-instructions.sh CONFIG [OUT]   (binaries from RELEASE_DIR, default
+# target/release; needs a release build:
+#   cargo build --release --bin certgate -p certgate-envoy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config=${1:?usage: $0 none|none-xfcc|module [OUT]}
+out=${2:-$(mktemp -d /tmp/envoy-instructions.XXXXXX)}
+requests=${REQUESTS:-2000}
+warmup=${WARMUP:-200}
+release=${RELEASE_DIR:-${CARGO_TARGET_DIR:-target}/release}
+envoy=${ENVOY_BIN:-.venv/bin/envoy}
+if ! nm -D "$envoy" >/dev/null 2>&1; then
+  envoy=$("$(dirname "$envoy")/python3" -c \
+    'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
+fi
+mkdir -p "$out"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+listen=$(port) admin=$(port) upstream=$(port) grpc=$(port) certgate_admin=$(port)
+
+"$release/certgate" bootstrap --out-dir "$out/pki" --grpc-listen "127.0.0.1:$grpc" \
+  --admin-listen "127.0.0.1:$certgate_admin" >/dev/null
+
+filter="" route="" fccd=SANITIZE
+case $config in
+  none) ;;
+  none-xfcc) fccd=SANITIZE_SET ;;
+  module) filter=envoy/bench/module.yaml route=envoy/bench/module-route.yaml fccd=SANITIZE_SET ;;
+  *) echo "unknown CONFIG $config" >&2; exit 2 ;;
+esac
+# Each {{AUTHZ_FILTER}} / {{ROUTE_FILTER_CONFIG}} line becomes its fragment at that indentation.
+fragment() { [ -n "$2" ] && grep -v -e '^\s*#' -e '^\s*$' "$2" | sed "s/^/$1/"; true; }
+while IFS= read -r line; do
+  indent=${line%%[![:space:]]*}
+  case ${line#"$indent"} in
+    '{{AUTHZ_FILTER}}') fragment "$indent" "$filter" ;;
+    '{{ROUTE_FILTER_CONFIG}}') fragment "$indent" "$route" ;;
+    *) printf '%s\n' "$line" ;;
+  esac
+done <envoy/bench/front-proxy.yaml | sed \
+  -e "s|{{LISTEN_PORT}}|$listen|; s|{{ENVOY_ADMIN_PORT}}|$admin|; s|{{UPSTREAM_PORT}}|$upstream|" \
+  -e "s|{{SERVER_CERT}}|$out/pki/server.pem|; s|{{SERVER_KEY}}|$out/pki/server-key.pem|" \
+  -e "s|{{CA_BUNDLE}}|$out/pki/ca.pem|; s|{{FORWARD_CLIENT_CERT_DETAILS}}|$fccd|" \
+  -e "s|{{AUTHZ_ADDRESS}}|socket_address: {address: 127.0.0.1, port_value: $grpc}|" \
+  -e "s|{{CERTGATE_CONFIG}}|$out/pki/certgate.yaml|" >"$out/envoy.yaml"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+"$release/examples/upstream" "127.0.0.1:$upstream" >"$out/upstream.log" 2>&1 &
+pids+=($!)
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$release valgrind --tool=callgrind --instr-atstart=no \
+  --callgrind-out-file="$out/callgrind.out" "$envoy" --concurrency 1 --log-level warn \
+  --disable-hot-restart -c "$out/envoy.yaml" >"$out/envoy.log" 2>&1 &
+envoy_pid=$!
+pids+=($envoy_pid)
+for _ in $(seq 600); do
+  curl -sf "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+curl -sf "http://127.0.0.1:$admin/ready" >/dev/null || { cat "$out/envoy.log" >&2; exit 1; }
+load() {
+  curl -s --cert "$out/pki/admin.pem" --key "$out/pki/admin-key.pem" --cacert "$out/pki/ca.pem" \
+    -o /dev/null -w '%{http_code}\n' "https://localhost:$listen/admin/bench?[1-$1]"
+}
+rq() {
+  curl -s "http://127.0.0.1:$admin/stats?filter=^http.ingress.downstream_rq_total$" | awk '{print $2}'
+}
+codes=$(load "$warmup" | sort | uniq -c)
+echo "warm-up answers: $codes" >&2
+before=$(rq)
+callgrind_control -i on "$envoy_pid" >/dev/null
+codes=$(load "$requests" | sort | uniq -c)
+callgrind_control -d "$envoy_pid" >/dev/null
+callgrind_control -i off "$envoy_pid" >/dev/null
+counted=$(( $(rq) - before ))
+echo "answers: $codes" >&2
+file=$out/callgrind.out.1
+total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$config: $counted requests, $total instructions, $(( total / counted )) per request ($file)"
