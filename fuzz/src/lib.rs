@@ -97,6 +97,7 @@ async fn create(dir: &Path) -> anyhow::Result<()> {
         domain: "example.com".into(),
         grpc_listen: ([127, 0, 0, 1], 0).into(),
         admin_listen: ([127, 0, 0, 1], 0).into(),
+        admin_api_listen: None,
         force: true,
     };
     bootstrap::run(&args, now).await?;
