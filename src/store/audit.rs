@@ -436,4 +436,18 @@ mod tests {
         reordered.before = Some(serde_json::json!({"b": 1, "status": "active"}));
         assert_eq!(record.computed_hash(), reordered.computed_hash());
     }
+
+    /// Found by the `store_items` fuzz target: a number that is not an exact `f64` (here an
+    /// integer beyond `u64`) must read back from its written text as the same value, or a
+    /// rewritten record no longer verifies.
+    #[test]
+    fn a_record_with_an_inexact_number_survives_a_rewrite() {
+        let mut record = chain(1).remove(0);
+        record.before = Some(serde_json::from_str(r#"{"n": 17600000000000000000000000}"#).unwrap());
+        record.hash = record.computed_hash();
+        let rewritten: AuditRecord =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        assert_eq!(rewritten, record);
+        assert_eq!(rewritten.computed_hash(), record.hash);
+    }
 }
