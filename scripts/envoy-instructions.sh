@@ -6,14 +6,21 @@
 #   none        no authorization filter, XFCC sanitized (the bench's `none` row)
 #   none-xfcc   no authorization filter, Envoy writing XFCC with the certificate (SANITIZE_SET)
 #   module      certgate as the dynamic module (SANITIZE_SET, the bench's `certgate-module` row)
+#   trivial     ext_authz gRPC to examples/trivial_authz.rs (the bench's `trivial` row)
+#   certgate    ext_authz gRPC to `certgate serve` over TCP (the bench's `certgate` row)
 # REQUESTS keep-alive requests (curl, one connection, the bench's admin certificate and path)
 # are counted after WARMUP others; the callgrind profile stays in OUT for callgrind_annotate.
+# MEASURE=authz (trivial, certgate) counts the ext_authz server's instructions per check
+# instead, with Envoy run natively: one process under callgrind at a time, so neither figure
+# includes the other's slowdown.
 # Usage: scripts/envoy-instructions.sh CONFIG [OUT]   (binaries from RELEASE_DIR, default
 # target/release; needs a release build:
-#   cargo build --release --bin certgate -p certgate-envoy)
+#   cargo build --release --bin certgate -p certgate-envoy --example upstream \
+#     --example trivial_authz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=${1:?usage: $0 none|none-xfcc|module [OUT]}
+config=${1:?usage: $0 none|none-xfcc|module|trivial|certgate [OUT]}
+measure=${MEASURE:-envoy}
 out=${2:-$(mktemp -d /tmp/envoy-instructions.XXXXXX)}
 requests=${REQUESTS:-2000}
 warmup=${WARMUP:-200}
@@ -35,7 +42,12 @@ case $config in
   none) ;;
   none-xfcc) fccd=SANITIZE_SET ;;
   module) filter=envoy/bench/module.yaml route=envoy/bench/module-route.yaml fccd=SANITIZE_SET ;;
+  trivial | certgate) filter=envoy/bench/ext_authz.yaml ;;
   *) echo "unknown CONFIG $config" >&2; exit 2 ;;
+esac
+case $measure:$config in
+  envoy:* | authz:trivial | authz:certgate) ;;
+  *) echo "MEASURE=$measure: envoy, or authz with trivial|certgate" >&2; exit 2 ;;
 esac
 # Each {{AUTHZ_FILTER}} / {{ROUTE_FILTER_CONFIG}} line becomes its fragment at that indentation.
 fragment() { [ -n "$2" ] && grep -v -e '^\s*#' -e '^\s*$' "$2" | sed "s/^/$1/"; true; }
@@ -58,8 +70,24 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 "$release/examples/upstream" "127.0.0.1:$upstream" >"$out/upstream.log" 2>&1 &
 pids+=($!)
-ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$release valgrind --tool=callgrind --instr-atstart=no \
-  --callgrind-out-file="$out/callgrind.out" "$envoy" --concurrency 1 --log-level warn \
+callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out")
+# The process measured runs under callgrind; `counted` is what its figure is divided by.
+wrap() { if [ "$measure" = "$1" ]; then "${callgrind[@]}" "${@:2}"; else "${@:2}"; fi; }
+authz=()
+case $config in
+  trivial) authz=("$release/examples/trivial_authz" "127.0.0.1:$grpc") ;;
+  certgate) authz=("$release/certgate" serve --config "$out/pki/certgate.yaml") ;;
+esac
+if [ ${#authz[@]} -gt 0 ]; then
+  wrap authz "${authz[@]}" >"$out/authz.log" 2>&1 &
+  authz_pid=$!
+  pids+=($authz_pid)
+  for _ in $(seq 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$grpc") 2>/dev/null && break
+    sleep 0.5
+  done
+fi
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$release wrap envoy "$envoy" --concurrency 1 --log-level warn \
   --disable-hot-restart -c "$out/envoy.yaml" >"$out/envoy.log" 2>&1 &
 envoy_pid=$!
 pids+=($envoy_pid)
@@ -68,6 +96,8 @@ for _ in $(seq 600); do
   sleep 0.5
 done
 curl -sf "http://127.0.0.1:$admin/ready" >/dev/null || { cat "$out/envoy.log" >&2; exit 1; }
+measured=$envoy_pid
+[ "$measure" = authz ] && measured=$authz_pid
 load() {
   curl -s --cert "$out/pki/admin.pem" --key "$out/pki/admin-key.pem" --cacert "$out/pki/ca.pem" \
     -o /dev/null -w '%{http_code}\n' "https://localhost:$listen/admin/bench?[1-$1]"
@@ -78,12 +108,12 @@ rq() {
 codes=$(load "$warmup" | sort | uniq -c)
 echo "warm-up answers: $codes" >&2
 before=$(rq)
-callgrind_control -i on "$envoy_pid" >/dev/null
+callgrind_control -i on "$measured" >/dev/null
 codes=$(load "$requests" | sort | uniq -c)
-callgrind_control -d "$envoy_pid" >/dev/null
-callgrind_control -i off "$envoy_pid" >/dev/null
+callgrind_control -d "$measured" >/dev/null
+callgrind_control -i off "$measured" >/dev/null
 counted=$(( $(rq) - before ))
 echo "answers: $codes" >&2
 file=$out/callgrind.out.1
 total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "$config: $counted requests, $total instructions, $(( total / counted )) per request ($file)"
+echo "$config ($measure): $counted requests, $total instructions, $(( total / counted )) per request ($file)"

@@ -2,7 +2,8 @@
 module where the init container puts it (ENVOY_DYNAMIC_MODULES_SEARCH_PATH = the mounted
 emptyDir), mounts certgate's configuration, trust bundle and store like `serve` would, is
 probed on the module's /readyz, and its bootstrap loads certgate_envoy with the mounted
-certgate.yaml; the Service exposes no gRPC or forward-auth port."""
+certgate.yaml; the Service exposes no gRPC or forward-auth port, and certgate.yaml names no
+listener the module would not serve."""
 
 import sys, yaml
 
@@ -37,6 +38,10 @@ elif "/etc/certgate/config/certgate.yaml" not in module[0]["typed_config"]["filt
     problems.append("the module's filter_config does not name the mounted certgate.yaml")
 if hcm.get("forward_client_cert_details") != "SANITIZE_SET":
     problems.append("the module needs forward_client_cert_details: SANITIZE_SET")
+certgate = yaml.safe_load(next(d for d in objs if d["kind"] == "ConfigMap" and "certgate.yaml" in d.get("data", {}))["data"]["certgate.yaml"])
+served = {k: v for k, v in certgate["listen"].items() if k in ("grpc", "grpc_unix", "http") and v}
+if served:
+    problems.append(f"certgate.yaml names listeners the module does not serve: {served}")
 ports = [p["name"] for p in kinds["Service"]["spec"]["ports"]]
 if "grpc" in ports or "http" in ports:
     problems.append(f"Service ports {ports} in mode: module")

@@ -60,6 +60,9 @@ pub(crate) fn describe_backend(backend: &StoreBackend) -> String {
 /// Run the server until SIGTERM or SIGINT, then drain and return.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
+    if let Some(why) = config.listen.nothing_to_serve() {
+        anyhow::bail!("{}: {why}", config_path.display());
+    }
     let metrics = Metrics::new();
     let backend = open_backend(&config).await?;
     let store = CachedStore::new(backend.clone(), config.store.cache, metrics.clone());

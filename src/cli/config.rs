@@ -35,7 +35,8 @@ pub(super) fn validate(config_path: &Path, output: Output) -> Result<ExitCode, F
     };
     let mut policies: Vec<_> = config.policies.keys().cloned().collect();
     policies.sort();
-    let warnings = expiring_anchors(&config, clock::unix_now());
+    let mut warnings = expiring_anchors(&config, clock::unix_now());
+    warnings.extend(config.listen.nothing_to_serve().map(str::to_owned));
     for w in &warnings {
         eprintln!("warning: {w}");
     }

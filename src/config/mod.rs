@@ -62,6 +62,18 @@ pub(crate) struct Listen {
     pub(crate) limits: ListenLimits,
 }
 
+impl Listen {
+    /// Why `certgate serve` cannot run this configuration, if it cannot. The configuration
+    /// is still valid: the Envoy dynamic module decides inside Envoy and serves none of
+    /// these listeners, so its configuration need not name one.
+    pub(crate) fn nothing_to_serve(&self) -> Option<&'static str> {
+        (self.grpc.is_none() && self.grpc_unix.is_none() && self.http.is_none()).then_some(
+            "listen: none of listen.grpc, listen.grpc_unix and listen.http is set: `certgate \
+             serve` has nothing to serve (only the Envoy dynamic module runs without them)",
+        )
+    }
+}
+
 /// `listen.limits`: bounds that keep one slow or hostile client from taking the process's
 /// file descriptors, memory or tasks away from everyone else (each listener has its own
 /// connection cap, so a flood on forward-auth leaves admin and gRPC their share).

@@ -1,6 +1,7 @@
 mod admin_api;
 mod crl;
 mod expiry;
+mod listen;
 mod mesh;
 mod observe;
 

@@ -65,6 +65,26 @@ impl Stack {
         trust_chain_verification: &str,
         envoy_overrides: &[(&str, &str)],
     ) -> Stack {
+        Self::start_edited(
+            mode,
+            world,
+            prepare,
+            trust_chain_verification,
+            envoy_overrides,
+            &|config| config,
+        )
+    }
+
+    /// [`Self::start_in`] with `edit` applied to Envoy's rendered configuration
+    /// ([`Envoy::start_edited`]).
+    pub(super) fn start_edited(
+        mode: Mode,
+        world: World,
+        prepare: impl FnOnce(&World),
+        trust_chain_verification: &str,
+        envoy_overrides: &[(&str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> Stack {
         let (admin, worker) = world.admin_and_worker();
         prepare(&world);
         let certgate =
@@ -78,7 +98,7 @@ impl Stack {
         if mode == Mode::Module {
             options.module_config = Some(&world.config);
         }
-        let envoy = Envoy::start_with(&options, envoy_overrides);
+        let envoy = Envoy::start_edited(&options, envoy_overrides, edit);
         // The module serves certgate's admin listener: ready as `certgate serve` would be.
         let ready = wait_until(Duration::from_secs(20), || {
             matches!(http_get(world.admin_port, "/readyz"), Some((200, _)))

@@ -126,6 +126,17 @@ impl Envoy {
     /// `FORWARD_CLIENT_CERT_DETAILS`, `NORMALIZE_PATH`, `ESCAPED_SLASHES_ACTION`,
     /// `ADMIN_ROUTE_CONTEXT`, `OTLP_PORT`, `TRACE_SAMPLING`; in module mode `MODULE_OPTIONS`).
     pub fn start_with(o: &EnvoyOptions<'_>, overrides: &[(&str, &str)]) -> Envoy {
+        Self::start_edited(o, overrides, &|config| config)
+    }
+
+    /// [`Self::start_with`], then `edit` applied to the rendered configuration: for a test
+    /// that needs what the shipped template does not leave open (another
+    /// `forward_client_cert_details`, an access log).
+    pub fn start_edited(
+        o: &EnvoyOptions<'_>,
+        overrides: &[(&str, &str)],
+        edit: &dyn Fn(String) -> String,
+    ) -> Envoy {
         let port = free_port();
         let admin = free_port();
         let address = match &o.certgate {
@@ -182,6 +193,7 @@ impl Envoy {
             .lines()
             .find(|l| !l.trim_start().starts_with('#') && l.contains("{{"));
         assert!(unfilled.is_none(), "unfilled placeholder: {unfilled:?}");
+        let rendered = edit(rendered);
         let mut config = tempfile::Builder::new()
             .suffix(".yaml")
             .tempfile()

@@ -66,10 +66,6 @@ restart, so the pod template carries a checksum of exactly these.
 {{- $listen := dict "admin" (printf "0.0.0.0:%v" $v.ports.admin) }}
 {{- if include "certgate.grpcEnabled" . }}
 {{- $_ := set $listen "grpc" (printf "0.0.0.0:%v" $v.ports.grpc) }}
-{{- else if eq $v.mode "module" }}
-{{- /* The module serves no gRPC, but certgate.yaml must name a decision listener to be
-valid (config validate, `certgate serve` on the same file): loopback, never bound. */}}
-{{- $_ := set $listen "grpc" (printf "127.0.0.1:%v" $v.ports.grpc) }}
 {{- else }}
 {{- $_ := set $listen "grpc" "" }}
 {{- end }}

@@ -170,12 +170,6 @@ impl<'a> Validator<'a> {
             admin_api: self.addr("listen.admin_api", raw.listen.admin_api.as_deref()),
             limits: self.limits(&raw.listen.limits),
         };
-        if listen.grpc.is_none() && listen.grpc_unix.is_none() && listen.http.is_none() {
-            self.problem(
-                "listen",
-                "none of listen.grpc, listen.grpc_unix and listen.http is set: nothing to serve",
-            );
-        }
 
         let (trust, certificate_rules) = self.trust(&raw.trust, watched);
 
