@@ -71,8 +71,9 @@ trap cleanup EXIT
 "$release/examples/upstream" "127.0.0.1:$upstream" >"$out/upstream.log" 2>&1 &
 pids+=($!)
 callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out")
-# The process measured runs under callgrind; `counted` is what its figure is divided by.
-wrap() { if [ "$measure" = "$1" ]; then "${callgrind[@]}" "${@:2}"; else "${@:2}"; fi; }
+# The process measured runs under callgrind. Run in the background, so `exec` keeps $! the
+# process itself, which callgrind_control addresses.
+wrap() { if [ "$measure" = "$1" ]; then exec "${callgrind[@]}" "${@:2}"; else exec "${@:2}"; fi; }
 authz=()
 case $config in
   trivial) authz=("$release/examples/trivial_authz" "127.0.0.1:$grpc") ;;
