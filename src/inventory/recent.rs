@@ -3,42 +3,46 @@
 //! cache holds, so an entry is a `quick_cache` slot with the 32-byte digest and the time
 //! (moka cost ~370 B more per entry; see "Memory at scale" in BENCHMARKS.md).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 
-/// Digests of recently handled certificates, bounded in entries; age is judged on read against
-/// the `now` each check is given.
+/// Digests of recently handled certificates, bounded in entries; age is judged on read.
 pub(super) struct Recent {
-    handled_at: Cache<[u8; 32], i64>,
-    /// The interval in whole seconds, rounded up.
-    interval_secs: i64,
+    /// When each was handled, in milliseconds since `epoch`.
+    handled_at: Cache<[u8; 32], u64>,
+    epoch: Instant,
+    interval_ms: u64,
 }
 
 impl Recent {
     /// At most about `max` certificates remembered (the oldest are forgotten first), each for
     /// `interval`.
     pub(super) fn new(max: usize, interval: Duration) -> Self {
-        let whole = interval.as_secs() + u64::from(interval.subsec_nanos() > 0);
         Recent {
             handled_at: Cache::new(max.max(1)),
-            interval_secs: i64::try_from(whole).unwrap_or(i64::MAX),
+            epoch: Instant::now(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
-    /// Whether `key` should be handled at `now` (Unix seconds): it was not handled in the
-    /// interval before. If so, it counts as handled at `now`.
-    ///
-    /// `now` has whole seconds, so "within the interval" includes one second more: two
-    /// handlings are never closer than the interval, only up to a second further apart. A
-    /// clock that stepped back makes the old time look recent by no more than that.
-    pub(super) fn first_in_interval(&self, key: &[u8; 32], now: i64) -> bool {
+    /// Whether `key` should be handled now: it was not handled in the interval before. If so,
+    /// it counts as handled now.
+    pub(super) fn first_in_interval(&self, key: &[u8; 32]) -> bool {
+        let since = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis();
+        self.first_at(key, u64::try_from(since).unwrap_or(u64::MAX))
+    }
+
+    /// [`Self::first_in_interval`] at `now_ms` since `epoch`.
+    fn first_at(&self, key: &[u8; 32], now_ms: u64) -> bool {
         let recent = self
             .handled_at
             .get(key)
-            .is_some_and(|at| (0..=self.interval_secs).contains(&now.saturating_sub(at)));
+            .is_some_and(|at| now_ms.saturating_sub(at) < self.interval_ms);
         if !recent {
-            self.handled_at.insert(*key, now);
+            self.handled_at.insert(*key, now_ms);
         }
         !recent
     }
@@ -56,42 +60,30 @@ mod tests {
 
     #[test]
     fn once_per_interval_and_again_after_it() {
-        let recent = Recent::new(100, Duration::from_secs(60));
-        assert!(recent.first_in_interval(&key(1), 1_000));
-        assert!(!recent.first_in_interval(&key(1), 1_000));
-        assert!(
-            !recent.first_in_interval(&key(1), 1_060),
-            "60 s may be 59.x s apart"
-        );
-        assert!(
-            recent.first_in_interval(&key(2), 1_030),
-            "another certificate"
-        );
-        assert!(recent.first_in_interval(&key(1), 1_061));
-        assert!(
-            !recent.first_in_interval(&key(1), 1_062),
-            "handled again at 1061"
-        );
+        let recent = Recent::new(100, Duration::from_millis(100));
+        assert!(recent.first_at(&key(1), 1_000));
+        assert!(!recent.first_at(&key(1), 1_000));
+        assert!(!recent.first_at(&key(1), 1_099));
+        assert!(recent.first_at(&key(2), 1_050), "another certificate");
+        assert!(recent.first_at(&key(1), 1_100));
+        assert!(!recent.first_at(&key(1), 1_150), "handled again at 1100");
+        let zero = Recent::new(100, Duration::ZERO);
+        assert!(zero.first_at(&key(1), 10));
+        assert!(zero.first_at(&key(1), 10), "no interval: every time");
     }
 
     #[test]
-    fn a_fraction_of_a_second_rounds_up_and_a_clock_stepped_back_handles_again() {
-        let recent = Recent::new(100, Duration::from_millis(1_500));
-        assert!(recent.first_in_interval(&key(1), 10));
-        assert!(!recent.first_in_interval(&key(1), 12));
-        assert!(recent.first_in_interval(&key(1), 13));
-        assert!(recent.first_in_interval(&key(1), 5), "clock stepped back");
-        let zero = Recent::new(100, Duration::ZERO);
-        assert!(zero.first_in_interval(&key(1), 10));
-        assert!(!zero.first_in_interval(&key(1), 10));
-        assert!(zero.first_in_interval(&key(1), 11));
+    fn the_clock_is_the_process_own() {
+        let recent = Recent::new(100, Duration::from_secs(3_600));
+        assert!(recent.first_in_interval(&key(1)));
+        assert!(!recent.first_in_interval(&key(1)));
     }
 
     #[test]
     fn bounded() {
         let recent = Recent::new(50, Duration::from_secs(3_600));
         for i in 0..1_000 {
-            assert!(recent.first_in_interval(&key(i), 0));
+            assert!(recent.first_at(&key(i), 0));
         }
         assert!(recent.handled_at.len() <= 50, "{}", recent.handled_at.len());
     }
