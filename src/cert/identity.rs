@@ -12,8 +12,9 @@ use super::{
 /// (100,000 by default): the text fields share one heap block (`text`, each field ending
 /// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
 /// one of them, the serial and the SHA-256 are kept as bytes, the verifying CA is shared with the trust
-/// bundle and the rare chain failure is boxed. See
-/// "Memory at scale" in BENCHMARKS.md for what an entry costs.
+/// bundle (and so is the issuer DN, which is the CA's subject for every leaf it verifies) and
+/// the rare chain failure is boxed. See "Memory at scale" in BENCHMARKS.md for what an entry
+/// costs.
 #[derive(Clone)]
 pub struct Identity {
     text: Box<str>,
@@ -25,6 +26,8 @@ pub struct Identity {
     not_after: i64,
     client_auth: ClientAuthUsage,
     svid: SvidShape,
+    /// The issuer DN is the verifying CA's subject, so it is not in `text`.
+    issuer_is_anchor: bool,
     chain: Result<Arc<Anchor>, Box<ChainFailure>>,
 }
 
@@ -92,13 +95,14 @@ impl Identity {
             (Some((_, id)), PrincipalIdField::Own) => id.as_str(),
             _ => "",
         };
+        let issuer_is_anchor = matches!(&parts.chain, Ok(anchor) if anchor.subject == parts.issuer);
         let fields: [&str; TEXT_FIELDS] = [
             own_principal,
             parts.type_from_oid.as_deref().unwrap_or_default(),
             parts.organizational_unit.as_deref().unwrap_or_default(),
             parts.common_name.as_deref().unwrap_or_default(),
             parts.spiffe_id.as_deref().unwrap_or_default(),
-            &parts.issuer,
+            if issuer_is_anchor { "" } else { &parts.issuer },
             &parts.subject,
         ];
         let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
@@ -119,6 +123,7 @@ impl Identity {
             not_after: parts.not_after,
             client_auth: parts.client_auth,
             svid: parts.svid,
+            issuer_is_anchor,
             chain: parts.chain.map_err(Box::new),
         })
     }
@@ -170,7 +175,10 @@ impl Identity {
 
     /// Issuer DN (RFC 4514 text).
     pub(crate) fn issuer(&self) -> &str {
-        self.text(TextField::Issuer)
+        match &self.chain {
+            Ok(anchor) if self.issuer_is_anchor => &anchor.subject,
+            _ => self.text(TextField::Issuer),
+        }
     }
 
     /// Subject DN (RFC 4514 text).

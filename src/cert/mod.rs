@@ -350,6 +350,9 @@ pub(crate) mod tests {
         let id = identify(pem.as_bytes(), &rules(), &trust, NOW).expect("parses");
         assert!(id.chain().is_err());
         assert_eq!(id.principal_id(), Some("w1@example.com"));
+        // No CA verified it, so its issuer is its own text, not a CA's subject.
+        assert_eq!(id.issuer(), "O=certgate dev, CN=other");
+        assert_eq!(id.subject(), "OU=worker, CN=w1.example.com");
     }
 
     #[test]

@@ -435,9 +435,9 @@ pub(super) struct RawCrlTls {
 }
 
 /// The longest value each duration key accepts, by the key's last segment. Every bound
-/// keeps its consumer working: moka (the inventory's cache) panics on a TTL over 1000 years, and
-/// `cache_ttl + stale_if_error` or a timer's `now + interval` must not overflow; below those
-/// hard limits each bound is the longest value that still makes operational sense.
+/// keeps its consumer working: `cache_ttl + stale_if_error` or a timer's `now + interval`
+/// must not overflow; below those hard limits each bound is the longest value that still
+/// makes operational sense.
 pub(super) fn max_duration(key: &str) -> Duration {
     const MINUTE: u64 = 60;
     const HOUR: u64 = 60 * MINUTE;

@@ -6,12 +6,12 @@
 //! sighting and counts it.
 
 mod metrics;
+mod recent;
 pub(crate) mod tiers;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
 use tokio::sync::mpsc;
 
 use crate::authz::Policy;
@@ -38,14 +38,14 @@ pub struct InventorySettings {
 
 /// Certificates remembered per interval; beyond this the oldest are forgotten (and may be
 /// recorded again within the interval, which is harmless).
-const RECENT_MAX: u64 = 100_000;
+const RECENT_MAX: usize = 100_000;
 
 /// Sightings written per batch.
 const BATCH: usize = 256;
 
 /// The hot-path side of the inventory and expiry watch.
 pub(crate) struct Watch {
-    recent: Cache<[u8; 32], ()>,
+    recent: recent::Recent,
     queue: Option<mpsc::Sender<Sighting>>,
     metrics: InventoryMetrics,
 }
@@ -54,10 +54,7 @@ impl Watch {
     /// A watch that logs and observes but records nothing (until [`Self::record_into`]).
     pub(crate) fn new(settings: &InventorySettings, metrics: InventoryMetrics) -> Self {
         Watch {
-            recent: Cache::builder()
-                .max_capacity(RECENT_MAX)
-                .time_to_live(settings.interval)
-                .build(),
+            recent: recent::Recent::new(RECENT_MAX, settings.interval),
             queue: None,
             metrics,
         }
@@ -70,11 +67,9 @@ impl Watch {
 
     /// `id` was just accepted under `policy`.
     pub(crate) async fn accepted(&self, id: &Identity, policy: &Policy, now: i64) {
-        let key = *id.sha256();
-        if self.recent.contains_key(&key) {
+        if !self.recent.first_in_interval(id.sha256()) {
             return;
         }
-        self.recent.insert(key, ()).await;
         let left = id.not_after() - now;
         self.metrics
             .client_cert_expiry
