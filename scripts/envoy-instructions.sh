@@ -15,8 +15,9 @@
 # includes the other's slowdown.
 # Usage: scripts/envoy-instructions.sh CONFIG [OUT]   (binaries from RELEASE_DIR, default
 # target/release; needs a release build:
-#   cargo build --release --bin certgate -p certgate-envoy --example upstream \
-#     --example trivial_authz)
+#   cargo build --release --bin certgate --example upstream --example trivial_authz
+#   cargo build --release -p certgate-envoy   (the module: a separate command, as cargo
+#     reports no bin `certgate` in certgate-envoy when the two are combined))
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=${1:?usage: $0 none|none-xfcc|module|trivial|certgate [OUT]}

@@ -8,6 +8,8 @@
 //! thread; one that does finishes on the engine's own runtime and is handed to a callback, so
 //! the caller never blocks.
 
+pub(crate) mod render;
+
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -27,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::observe::RequestMeta;
 use crate::observe::request_id::request_id;
 use crate::server::listener;
+use render::{Rendering, Renderings};
 
 /// The header Envoy puts the client certificate in (`forward_client_cert_details: SANITIZE_SET`
 /// with `set_current_client_cert_details: {cert: true}`).
@@ -36,6 +39,7 @@ pub const XFCC: &str = "x-forwarded-client-cert";
 /// lookups, the admin listener) on a runtime of its own.
 pub struct Engine {
     checker: Arc<Checker>,
+    renderings: Arc<Renderings>,
     runtime: Option<tokio::runtime::Runtime>,
     _shutdown: watch::Sender<bool>,
 }
@@ -71,6 +75,7 @@ pub struct Peer<'a> {
 pub struct Answer {
     outcome: Outcome,
     body: Option<String>,
+    rendering: Rendering,
 }
 
 impl Engine {
@@ -116,6 +121,7 @@ impl Engine {
         })?;
         Ok(Engine {
             checker,
+            renderings: Arc::default(),
             runtime: Some(runtime),
             _shutdown: shutdown,
         })
@@ -130,6 +136,7 @@ impl Engine {
         };
         let _entered = runtime.enter();
         let checker = self.checker.clone();
+        let renderings = self.renderings.clone();
         let generation = checker.generation();
         let now = crate::clock::unix_now();
         let certificate = certificate(&checker, &generation, &peer, now);
@@ -178,7 +185,7 @@ impl Engine {
                     );
                     Outcome::denied(config.clone(), policy, deny)
                 });
-            Answer::new(outcome, &request_id)
+            Answer::new(outcome, &request_id, &renderings)
         });
         match poll_once(decision.as_mut()) {
             Poll::Ready(answer) => Decision::Ready(answer),
@@ -283,9 +290,14 @@ fn xfcc_der(values: &[&[u8]]) -> Result<Vec<u8>, Certificate> {
 }
 
 impl Answer {
-    fn new(outcome: Outcome, request_id: &str) -> Answer {
+    fn new(outcome: Outcome, request_id: &str, renderings: &Renderings) -> Answer {
         let body = outcome.deny_body(request_id);
-        Answer { outcome, body }
+        let rendering = renderings.of(&outcome);
+        Answer {
+            outcome,
+            body,
+            rendering,
+        }
     }
 
     /// 200 to forward the request, or the deny's status.
@@ -298,9 +310,9 @@ impl Answer {
         self.body.as_deref()
     }
 
-    /// Identity headers to set on the forwarded request (empty on deny).
-    pub fn allow_headers(&self) -> Vec<(&str, String)> {
-        self.outcome.allow_headers()
+    /// Identity headers to set on the forwarded request (none on deny).
+    pub fn allow_headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.rendering.headers.iter().map(|(n, v)| (&**n, &**v))
     }
 
     /// Every configured identity header name: the ones not set by [`Self::allow_headers`]
@@ -309,30 +321,16 @@ impl Answer {
         self.outcome.config().headers.all()
     }
 
-    /// Dynamic metadata for access logs and later filters: `principal`, `principal_type`,
-    /// `roles`, `policy`, `reason` (deny only), `serial`, `cn` (when known).
-    pub fn metadata(&self) -> Vec<(&'static str, String)> {
-        let outcome = &self.outcome;
-        let mut entries = vec![("policy", outcome.policy.clone())];
-        match &outcome.decision {
-            Ok(grant) => {
-                entries.push(("principal_type", grant.principal_type.clone()));
-                entries.push(("roles", grant.roles.join(",")));
-            }
-            Err(deny) => entries.push(("reason", deny.reason.as_str().to_owned())),
-        }
-        if let Some(id) = outcome.identity() {
-            if let Some(principal) = id.principal_id() {
-                entries.push(("principal", principal.to_owned()));
-            }
-            entries.push(("serial", id.serial().to_string()));
-            if let Some(cn) = id.common_name() {
-                entries.push(("cn", cn.to_owned()));
-            }
-        }
-        entries
+    /// Dynamic metadata for access logs and later filters: `policy`, then `principal_type` and
+    /// `roles` (allow) or `reason` (deny), then `principal`, `serial`, `cn` (when known); at
+    /// most [`METADATA_ENTRIES`].
+    pub fn metadata(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.rendering.metadata.iter().map(|(k, v)| (*k, &**v))
     }
 }
+
+/// The most entries [`Answer::metadata`] has.
+pub const METADATA_ENTRIES: usize = 6;
 
 impl Drop for Engine {
     /// Stops the background work without waiting for it: Envoy drops a filter configuration

@@ -41,6 +41,7 @@ impl Buffer {
 
 /// `envoy_dynamic_module_type_module_http_header`.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Header {
     pub key: Buffer,
     pub value: Buffer,
@@ -48,6 +49,7 @@ pub struct Header {
 
 /// `envoy_dynamic_module_type_module_key_value_pair`: one entry of a metadata batch.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct KeyValue {
     pub key: Buffer,
     pub value: Buffer,
@@ -83,6 +85,14 @@ unsafe extern "C" {
     ) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_set_header(
+        filter: FilterEnvoy,
+        header_type: u32,
+        key: Buffer,
+        value: Buffer,
+    ) -> bool;
+
+    /// Appends a value; unlike set_header it does not look for the name's existing values.
+    pub fn envoy_dynamic_module_callback_http_add_header(
         filter: FilterEnvoy,
         header_type: u32,
         key: Buffer,

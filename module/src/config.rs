@@ -76,6 +76,7 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .json()
         .flatten_event(true)
+        .fmt_fields(certgate::observe::span_fields::JsonSpanFields)
         .try_init();
 }
 

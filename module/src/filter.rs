@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use certgate::embed::{Answer, Decision, Peer, Request, XFCC};
+use certgate::embed::{Answer, Decision, METADATA_ENTRIES, Peer, Request, XFCC};
 
 use crate::abi::{self, Buffer, FilterEnvoy, Header, KeyValue};
 use crate::config::{Fault, FilterConfig, RoutePolicy};
@@ -41,9 +41,10 @@ impl Filter {
         if config.fault == Some(Fault::Panic) {
             panic!("test_fault: panic in the request-headers hook");
         }
-        match decide(envoy, config) {
+        let headers = Headers::read(envoy);
+        match decide(envoy, config, &headers) {
             Decision::Ready(answer) => {
-                if apply(envoy, config, &answer) {
+                if apply(envoy, config, &answer, &headers) {
                     abi::HEADERS_CONTINUE
                 } else {
                     abi::HEADERS_STOP_ITERATION
@@ -76,7 +77,7 @@ impl Filter {
             internal_error(envoy);
             return;
         };
-        if apply(envoy, self.config(), &answer) {
+        if apply(envoy, self.config(), &answer, &Headers::read(envoy)) {
             // SAFETY: on the stream's worker thread, inside its scheduled hook.
             unsafe { abi::envoy_dynamic_module_callback_http_filter_continue_decoding(envoy) };
         }
@@ -101,8 +102,8 @@ impl Wake {
 }
 
 /// The request headers, borrowed from Envoy for the current hook: read in one crossing
-/// rather than one per name.
-struct Headers<'a>(Vec<(&'a [u8], &'a [u8])>);
+/// rather than one per name, and valid until a header is set.
+struct Headers<'a>(Vec<Header>, std::marker::PhantomData<&'a [u8]>);
 
 impl<'a> Headers<'a> {
     fn read(envoy: FilterEnvoy) -> Headers<'a> {
@@ -110,14 +111,12 @@ impl<'a> Headers<'a> {
         let count = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers_size(envoy, abi::REQUEST_HEADER)
         };
-        let mut raw: Vec<Header> = (0..count)
-            .map(|_| Header {
-                key: Buffer::NULL,
-                value: Buffer::NULL,
-            })
-            .collect();
-        // SAFETY: `raw` has room for the `count` entries Envoy writes; Envoy keeps the bytes
-        // until the hook returns or a header is set.
+        let empty = Header {
+            key: Buffer::NULL,
+            value: Buffer::NULL,
+        };
+        let mut raw = vec![empty; count];
+        // SAFETY: `raw` has room for the `count` entries Envoy writes.
         let read = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers(
                 envoy,
@@ -126,38 +125,46 @@ impl<'a> Headers<'a> {
             )
         };
         if !read {
-            return Headers(Vec::new());
+            raw.clear();
         }
-        // SAFETY: as above.
-        Headers(
-            raw.iter()
-                .map(|h| unsafe { (h.key.bytes(), h.value.bytes()) })
-                .collect(),
-        )
+        Headers(raw, std::marker::PhantomData)
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        // SAFETY: Envoy keeps the bytes until the hook returns or a header is set, and
+        // `apply` reads what it needs of them before setting any.
+        self.0
+            .iter()
+            .map(|h| unsafe { (h.key.bytes(), h.value.bytes()) })
     }
 
     /// Every value of `name` (lowercase, as Envoy keeps names), in order.
     fn all(&self, name: &str) -> Vec<&'a [u8]> {
-        self.0
-            .iter()
+        self.pairs()
             .filter(|(key, _)| *key == name.as_bytes())
-            .map(|(_, value)| *value)
+            .map(|(_, value)| value)
             .collect()
     }
 
     /// The first value of `name`, as text.
     fn text(&self, name: &str) -> String {
-        self.0
-            .iter()
+        self.pairs()
             .find(|(key, _)| *key == name.as_bytes())
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Whether the request carries `name` (in any case: configured names need not be
+    /// lowercase, and Envoy lowercases what it is given).
+    fn has(&self, name: &str) -> bool {
+        self.pairs()
+            .any(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
 /// Decide the request of this hook: what the decision needs is copied out of Envoy (its
 /// buffers die with the hook), the client certificate only borrowed while deciding.
-fn decide(envoy: FilterEnvoy, config: &FilterConfig) -> Decision {
+fn decide(envoy: FilterEnvoy, config: &FilterConfig, headers: &Headers<'_>) -> Decision {
     let mut digest = Buffer::NULL;
     // SAFETY: a valid out-pointer; a missing attribute leaves it null, which reads as "no
     // client certificate" and is denied.
@@ -174,7 +181,6 @@ fn decide(envoy: FilterEnvoy, config: &FilterConfig) -> Decision {
     // SAFETY: a non-null route config is a live RoutePolicy (Envoy keeps the route config alive
     // for the stream).
     let policy = unsafe { route.cast::<RoutePolicy>().as_ref() }.map(|p| p.0.clone());
-    let headers = Headers::read(envoy);
     let request = Request {
         policy,
         method: headers.text(":method"),
@@ -190,37 +196,62 @@ fn decide(envoy: FilterEnvoy, config: &FilterConfig) -> Decision {
     config.engine.decide(request, peer, config.lookup_timeout)
 }
 
-fn set_header(envoy: FilterEnvoy, name: &str, value: Option<&str>) {
-    let value = value.map_or(Buffer::NULL, |v| Buffer::of(v.as_bytes()));
+/// Set (`Some`, appended after any value the request has) or remove (`None`) `name`.
+fn header(envoy: FilterEnvoy, name: &str, value: Option<&str>) {
+    let name = Buffer::of(name.as_bytes());
     // SAFETY: Envoy copies key and value before returning.
     unsafe {
-        abi::envoy_dynamic_module_callback_http_set_header(
-            envoy,
-            abi::REQUEST_HEADER,
-            Buffer::of(name.as_bytes()),
-            value,
-        );
+        match value {
+            Some(value) => abi::envoy_dynamic_module_callback_http_add_header(
+                envoy,
+                abi::REQUEST_HEADER,
+                name,
+                Buffer::of(value.as_bytes()),
+            ),
+            None => abi::envoy_dynamic_module_callback_http_set_header(
+                envoy,
+                abi::REQUEST_HEADER,
+                name,
+                Buffer::NULL,
+            ),
+        };
     }
 }
 
-/// Apply `answer`: identity headers (and the removal of forged ones and of XFCC) on allow,
-/// a local reply on deny; metadata either way. Returns whether the request goes on.
-fn apply(envoy: FilterEnvoy, config: &FilterConfig, answer: &Answer) -> bool {
-    let metadata = answer.metadata();
-    let entries: Vec<KeyValue> = metadata
-        .iter()
-        .map(|(key, value)| KeyValue {
+/// Apply `answer` to the request whose headers are `headers`: identity headers (and the
+/// removal of forged ones and of XFCC) on allow, a local reply on deny; metadata either way.
+/// Returns whether the request goes on.
+fn apply(
+    envoy: FilterEnvoy,
+    config: &FilterConfig,
+    answer: &Answer,
+    headers: &Headers<'_>,
+) -> bool {
+    // What the request carries is read before the first header is set (which ends Envoy's
+    // loan of the header bytes).
+    let names = answer.identity_header_names();
+    let forged = names.map(|name| headers.has(name));
+    let xfcc = !config.forward_xfcc && headers.has(XFCC);
+    let empty = KeyValue {
+        key: Buffer::NULL,
+        value: Buffer::NULL,
+    };
+    let mut entries = [empty; METADATA_ENTRIES];
+    let mut count = 0;
+    for (entry, (key, value)) in entries.iter_mut().zip(answer.metadata()) {
+        *entry = KeyValue {
             key: Buffer::of(key.as_bytes()),
             value: Buffer::of(value.as_bytes()),
-        })
-        .collect();
+        };
+        count += 1;
+    }
     // SAFETY: Envoy copies the namespace and every entry before returning.
     unsafe {
         abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
             envoy,
             Buffer::of(METADATA_NAMESPACE.as_bytes()),
             entries.as_ptr(),
-            entries.len(),
+            count,
         );
     }
     if let Some(body) = answer.deny_body() {
@@ -233,19 +264,17 @@ fn apply(envoy: FilterEnvoy, config: &FilterConfig, answer: &Answer) -> bool {
         );
         return false;
     }
-    let set = answer.allow_headers();
-    // Whatever the client sent under an identity header name never reaches the upstream:
-    // the names set here are overwritten, the others removed.
-    for name in answer.identity_header_names() {
-        if !set.iter().any(|(n, _)| *n == name) {
-            set_header(envoy, name, None);
-        }
+    // Whatever the client sent under an identity header name never reaches the upstream: it
+    // is removed (a request without one, the usual case, costs no call), and only then are
+    // the identity's values added.
+    for (name, _) in names.iter().zip(forged).filter(|(_, forged)| *forged) {
+        header(envoy, name, None);
     }
-    for (name, value) in &set {
-        set_header(envoy, name, Some(value));
+    for (name, value) in answer.allow_headers() {
+        header(envoy, name, Some(value));
     }
-    if !config.forward_xfcc {
-        set_header(envoy, XFCC, None);
+    if xfcc {
+        header(envoy, XFCC, None);
     }
     true
 }

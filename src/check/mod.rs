@@ -3,6 +3,7 @@
 //! endpoint and `certgate check`, so a dry run decides exactly as the server does.
 
 mod identity_cache;
+pub(crate) mod memo;
 mod outcome;
 #[cfg(test)]
 mod tests;
@@ -10,6 +11,8 @@ mod tests;
 mod tests_answer;
 #[cfg(test)]
 mod tests_clock;
+#[cfg(test)]
+mod tests_render;
 
 use std::sync::Arc;
 use std::time::Instant;

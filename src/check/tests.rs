@@ -333,3 +333,32 @@ async fn a_peer_certificate_is_known_by_its_digest_and_never_by_another_certific
     assert_eq!(reason(&outcome), None, "{:?}", outcome.decision);
     assert_eq!(outcome.principal(), Some("w1"));
 }
+
+/// Allows that differ from `allowed` (an allow of `f.good`) in one thing an adapter renders
+/// from: the roles, the principal type, the policy, the parsed identity, the configuration
+/// generation (the checker's configuration is reloaded).
+pub(super) async fn allows_that_differ(
+    f: &Fixture,
+    allowed: &Outcome,
+) -> Vec<(&'static str, Outcome)> {
+    let mut more_roles = allowed.clone();
+    let mut other_type = allowed.clone();
+    if let (Ok(roles), Ok(kind)) = (&mut more_roles.decision, &mut other_type.decision) {
+        roles.roles.push("admin".into());
+        kind.principal_type = "human".into();
+    }
+    let mut other_policy = allowed.clone();
+    other_policy.policy = "other".into();
+    let mut reparsed = allowed.clone();
+    reparsed.identity = allowed.identity.as_deref().cloned().map(Arc::new);
+    f.checker.replace_config(Config::clone(allowed.config()));
+    let reloaded = f.checker.check(input(&f.good), NOW).await;
+    assert!(!Arc::ptr_eq(reloaded.config(), allowed.config()));
+    vec![
+        ("role change", more_roles),
+        ("principal type", other_type),
+        ("policy", other_policy),
+        ("identity", reparsed),
+        ("reload", reloaded),
+    ]
+}

@@ -5,8 +5,9 @@
 
 use envoy_types::ext_authz::v3::pb::CheckResponse;
 
-use super::tests::{fixture_with, input};
+use super::tests::{allows_that_differ, fixture_with, input};
 use super::*;
+use crate::check::memo::Entry;
 use crate::server::answer::{Answer, Answers, Memo};
 use crate::server::ext_authz::to_response;
 
@@ -19,14 +20,14 @@ fn decoded(answer: Answer) -> CheckResponse {
 }
 
 /// The memo the answer came from, if it came from one.
-fn memo(answer: &Answer) -> Option<Arc<Memo>> {
+fn memo(answer: &Answer) -> Option<Arc<Entry<Memo>>> {
     match answer {
         Answer::Memo { memo, .. } => Some(memo.clone()),
         Answer::Full(_) => None,
     }
 }
 
-fn same(a: &Option<Arc<Memo>>, b: &Option<Arc<Memo>>) -> bool {
+fn same(a: &Option<Arc<Entry<Memo>>>, b: &Option<Arc<Entry<Memo>>>) -> bool {
     matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
 }
 
@@ -56,24 +57,7 @@ async fn a_different_grant_policy_generation_or_identity_is_rendered_afresh() {
     let allowed = f.checker.check(input(&f.good), NOW).await;
     let first = memo(&answers.answer(&allowed, "r".into()));
 
-    let mut more_roles = allowed.clone();
-    if let Ok(grant) = &mut more_roles.decision {
-        grant.roles.push("admin".into());
-    }
-    let mut other_policy = allowed.clone();
-    other_policy.policy = "other".into();
-    let mut reparsed = allowed.clone();
-    reparsed.identity = allowed.identity.as_deref().cloned().map(Arc::new);
-    f.checker.replace_config(Config::clone(allowed.config()));
-    let reloaded = f.checker.check(input(&f.good), NOW).await;
-    assert!(!Arc::ptr_eq(reloaded.config(), allowed.config()));
-
-    for (what, outcome) in [
-        ("role change", &more_roles),
-        ("policy", &other_policy),
-        ("identity", &reparsed),
-        ("reload", &reloaded),
-    ] {
+    for (what, outcome) in &allows_that_differ(&f, &allowed).await {
         let answer = answers.answer(outcome, "r".into());
         assert!(memo(&answer).is_some(), "{what}: an allow");
         assert!(

@@ -5,6 +5,7 @@
 pub(crate) mod decision_log;
 pub mod otel;
 pub(crate) mod request_id;
+pub mod span_fields;
 
 use std::collections::HashSet;
 

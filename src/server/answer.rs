@@ -6,25 +6,17 @@
 //! took ~25 allocations per check; the memo keeps it encoded, per identity, and splices the
 //! request id in as it writes the bytes.
 //!
-//! A memo entry is used only for an outcome decided with the same configuration generation
-//! and the same parsed identity (both compared by address, held weakly so an address cannot
-//! be reused while the entry lives), the same policy and an equal grant. The decision itself
-//! runs on every check, so a suspension, a revocation, a role change or a reload denies or
-//! changes the grant and the memo is not used; what it saves is only the rendering, which is
-//! a function of exactly those inputs (see [`super::ext_authz::to_response`]).
+//! The memo's rules are [`crate::check::memo`]'s; what it keeps is exactly what
+//! [`super::ext_authz::to_response`] renders from an allow but the request id.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
+use crate::check::Outcome;
+use crate::check::memo::{Entry, Memos};
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::google::protobuf::Struct;
 use prost::Message;
 use prost::bytes::BufMut;
-use quick_cache::sync::Cache;
-
-use crate::authz::Grant;
-use crate::cert::{Identity, MalformedCertificate};
-use crate::check::Outcome;
-use crate::config::Config;
 
 /// Identities whose allow answer is kept: the busy clients; each entry is ~600 bytes.
 const MEMO_ENTRIES: usize = 4_096;
@@ -37,7 +29,7 @@ pub(crate) enum Answer {
     /// A memoised allow and this request's id.
     Memo {
         /// The encoded answer without the request id.
-        memo: Arc<Memo>,
+        memo: Arc<Entry<Memo>>,
         /// This request's id.
         request_id: String,
     },
@@ -68,15 +60,9 @@ impl Answer {
     }
 }
 
-type ParsedIdentity = Result<Identity, MalformedCertificate>;
-
-/// One identity's encoded allow, and what it was rendered from.
+/// One identity's encoded allow.
 #[derive(Debug)]
 pub(crate) struct Memo {
-    config: Weak<Config>,
-    identity: Weak<ParsedIdentity>,
-    policy: Box<str>,
-    grant: Grant,
     /// `OkHttpResponse` fields but `response_headers_to_add`, encoded.
     ok: Box<[u8]>,
     /// Dynamic metadata entries but `request_id`, encoded.
@@ -161,14 +147,6 @@ impl RequestIdEntry<'_> {
 }
 
 impl Memo {
-    /// Whether `outcome` renders to this memo's answer.
-    fn fits(&self, outcome: &Outcome, identity: &Arc<ParsedIdentity>, grant: &Grant) -> bool {
-        std::ptr::eq(self.identity.as_ptr(), Arc::as_ptr(identity))
-            && std::ptr::eq(self.config.as_ptr(), Arc::as_ptr(outcome.config()))
-            && *self.policy == *outcome.policy
-            && self.grant == *grant
-    }
-
     fn encode(&self, request_id: &str, buf: &mut impl BufMut) {
         buf.put_slice(&STATUS_OK);
         let header = RequestIdHeader(request_id);
@@ -194,14 +172,13 @@ impl Memo {
 
 /// The memo of allow answers, by parsed identity.
 pub(crate) struct Answers {
-    /// Keyed by the address of the parsed identity (see [`Memo::fits`]).
-    memos: Cache<usize, Arc<Memo>>,
+    memos: Memos<Memo>,
 }
 
 impl Default for Answers {
     fn default() -> Self {
         Answers {
-            memos: Cache::new(MEMO_ENTRIES),
+            memos: Memos::new(MEMO_ENTRIES),
         }
     }
 }
@@ -209,29 +186,18 @@ impl Default for Answers {
 impl Answers {
     /// The answer to `outcome` for the request `request_id`.
     pub(crate) fn answer(&self, outcome: &Outcome, request_id: String) -> Answer {
-        let (Ok(grant), Some(identity), false) =
-            (&outcome.decision, &outcome.identity, outcome.shadow)
-        else {
-            return Answer::Full(Box::new(super::ext_authz::to_response(
+        match self.memos.get(outcome, render) {
+            Some(memo) => Answer::Memo { memo, request_id },
+            None => Answer::Full(Box::new(super::ext_authz::to_response(
                 outcome,
                 &request_id,
-            )));
-        };
-        let address = Arc::as_ptr(identity) as usize;
-        let memo = match self.memos.get(&address) {
-            Some(memo) if memo.fits(outcome, identity, grant) => memo,
-            _ => {
-                let memo = Arc::new(render(outcome, identity, grant));
-                self.memos.insert(address, memo.clone());
-                memo
-            }
-        };
-        Answer::Memo { memo, request_id }
+            ))),
+        }
     }
 }
 
 /// The memo of an allow: the full answer rendered without a request id, then split.
-fn render(outcome: &Outcome, identity: &Arc<ParsedIdentity>, grant: &Grant) -> Memo {
+fn render(outcome: &Outcome) -> Memo {
     let response = super::ext_authz::to_response(outcome, "");
     let ok = match response.http_response {
         Some(HttpResponse::OkResponse(mut ok)) => {
@@ -245,10 +211,6 @@ fn render(outcome: &Outcome, identity: &Arc<ParsedIdentity>, grant: &Grant) -> M
         Struct { fields: m.fields }.encode_to_vec()
     });
     Memo {
-        config: Arc::downgrade(outcome.config()),
-        identity: Arc::downgrade(identity),
-        policy: outcome.policy.as_str().into(),
-        grant: grant.clone(),
         ok: ok.into(),
         metadata: metadata.into(),
     }

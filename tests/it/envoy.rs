@@ -194,6 +194,8 @@ fn allowed_request_carries_identity_headers_and_forged_ones_are_replaced(mode: M
     let forged = vec![
         ("x-client-principal", "root@evil"),
         ("x-client-roles", "admin"),
+        ("x-client-roles", "root"),
+        ("X-Client-CN", "evil.example.com"),
         ("x-client-spiffe-id", "spiffe://evil/forged"),
         ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=evil\""),
     ];

@@ -266,16 +266,18 @@ impl EchoUpstream {
                     let counter = counter.clone();
                     async move {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        let headers: serde_json::Map<String, serde_json::Value> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.as_str().to_owned(),
-                                    v.to_str().unwrap_or("<binary>").into(),
-                                )
-                            })
-                            .collect();
+                        // A repeated header shows as its values joined, so a forged copy
+                        // beside the real value cannot pass for it.
+                        let mut headers = serde_json::Map::new();
+                        for name in req.headers().keys() {
+                            let values: Vec<_> = req
+                                .headers()
+                                .get_all(name)
+                                .iter()
+                                .map(|v| v.to_str().unwrap_or("<binary>"))
+                                .collect();
+                            headers.insert(name.as_str().to_owned(), values.join(", ").into());
+                        }
                         let body = serde_json::json!({
                             "method": req.method().as_str(),
                             "path": req.uri().path(),
