@@ -102,8 +102,14 @@ impl Wake {
 }
 
 /// The request headers, borrowed from Envoy for the current hook: read in one crossing
-/// rather than one per name, and valid until a header is set.
-struct Headers<'a>(Vec<Header>, std::marker::PhantomData<&'a [u8]>);
+/// rather than one per name, and valid until a header is set. `complete` is false when Envoy
+/// would not hand them over: then every name counts as present, so nothing a client may have
+/// sent is left in place on the strength of a failed read.
+struct Headers<'a> {
+    raw: Vec<Header>,
+    complete: bool,
+    _loan: std::marker::PhantomData<&'a [u8]>,
+}
 
 impl<'a> Headers<'a> {
     fn read(envoy: FilterEnvoy) -> Headers<'a> {
@@ -127,13 +133,17 @@ impl<'a> Headers<'a> {
         if !read {
             raw.clear();
         }
-        Headers(raw, std::marker::PhantomData)
+        Headers {
+            raw,
+            complete: read,
+            _loan: std::marker::PhantomData,
+        }
     }
 
     fn pairs(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
         // SAFETY: Envoy keeps the bytes until the hook returns or a header is set, and
         // `apply` reads what it needs of them before setting any.
-        self.0
+        self.raw
             .iter()
             .map(|h| unsafe { (h.key.bytes(), h.value.bytes()) })
     }
@@ -155,10 +165,13 @@ impl<'a> Headers<'a> {
     }
 
     /// Whether the request carries `name` (in any case: configured names need not be
-    /// lowercase, and Envoy lowercases what it is given).
+    /// lowercase, and Envoy lowercases what it is given), or may carry it because the read
+    /// failed.
     fn has(&self, name: &str) -> bool {
-        self.pairs()
-            .any(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
+        !self.complete
+            || self
+                .pairs()
+                .any(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
