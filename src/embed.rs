@@ -10,6 +10,7 @@
 
 pub(crate) mod render;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -44,19 +45,49 @@ pub struct Engine {
     _shutdown: watch::Sender<bool>,
 }
 
-/// What the proxy knows about one request, copied out of its buffers.
+/// What the proxy knows about one request, borrowed from its buffers while it is decided on
+/// the caller's thread; copied only when the decision must wait for the store.
 #[derive(Debug, Default)]
-pub struct Request {
+pub struct Request<'a> {
     /// Policy the route names, if any (the default policy otherwise).
-    pub policy: Option<String>,
+    pub policy: Option<Cow<'a, str>>,
     /// `:method`.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// `:path`, as the proxy normalised it.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// `:authority`: `policy_routes` match on it when the route names no policy.
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// `x-request-id`, echoed in a deny body.
-    pub request_id: String,
+    pub request_id: Cow<'a, str>,
+}
+
+impl Request<'_> {
+    fn into_owned(self) -> Request<'static> {
+        Request {
+            policy: self.policy.map(|p| Cow::Owned(p.into_owned())),
+            method: Cow::Owned(self.method.into_owned()),
+            path: Cow::Owned(self.path.into_owned()),
+            host: Cow::Owned(self.host.into_owned()),
+            request_id: Cow::Owned(self.request_id.into_owned()),
+        }
+    }
+
+    /// What the checker reads of the request, with the certificate as far as it is known.
+    fn input<'r>(
+        &'r self,
+        forwarded: Option<&'r [u8]>,
+        malformed: Option<RequestProblem<'static>>,
+    ) -> CheckInput<'r> {
+        CheckInput {
+            certificate: forwarded,
+            encoding: CertEncoding::Xfcc,
+            policy: self.policy.as_deref(),
+            host: Some(&*self.host).filter(|h| !h.is_empty()),
+            method: &self.method,
+            path: &self.path,
+            malformed,
+        }
+    }
 }
 
 /// The client certificate of the request's connection, borrowed from the proxy for the
@@ -130,39 +161,57 @@ impl Engine {
     /// Decide `request`: on the caller's thread when that needs no I/O, otherwise
     /// [`Decision::Pending`], to be finished on the engine's runtime. A pending decision
     /// that takes longer than `deadline` becomes `503 store_unavailable`.
-    pub fn decide(&self, request: Request, peer: Peer<'_>, deadline: Duration) -> Decision {
+    pub fn decide(&self, request: Request<'_>, peer: Peer<'_>, deadline: Duration) -> Decision {
+        let generation = self.checker.generation();
+        let now = crate::clock::unix_now();
+        let mut presented = Presented::from(certificate(&self.checker, &generation, &peer, now));
+        // No future, timer or runtime for a decision the caches can make.
+        if presented.forwarded.is_none() {
+            let input = request.input(None, presented.malformed);
+            let request_id = request_id(Some(&request.request_id));
+            let meta = RequestMeta {
+                host: &request.host,
+                ..RequestMeta::module(&request_id)
+            };
+            let known = presented.known.take();
+            match self
+                .checker
+                .check_now(&generation, input, known, &meta, now)
+            {
+                Ok(outcome) => {
+                    return Decision::Ready(Answer::new(outcome, &request_id, &self.renderings));
+                }
+                Err(known) => presented.known = known,
+            }
+        }
+        self.decide_later(request.into_owned(), generation, presented, now, deadline)
+    }
+
+    /// [`Self::decide`] when the store must be asked: a future, polled once here (it may
+    /// still find everything it needs) and otherwise finished on the engine's runtime.
+    fn decide_later(
+        &self,
+        request: Request<'static>,
+        generation: Arc<Generation>,
+        presented: Presented,
+        now: i64,
+        deadline: Duration,
+    ) -> Decision {
         let Some(runtime) = self.runtime.as_ref() else {
             unreachable!("the runtime lives until the engine is dropped")
         };
         let _entered = runtime.enter();
         let checker = self.checker.clone();
         let renderings = self.renderings.clone();
-        let generation = checker.generation();
-        let now = crate::clock::unix_now();
-        let certificate = certificate(&checker, &generation, &peer, now);
         let mut decision: PendingFuture = Box::pin(async move {
-            let (forwarded, malformed, known) = match certificate {
-                Certificate::None => (None, None, None),
-                Certificate::Known(known) => (None, None, Some(known)),
-                Certificate::Forwarded(xfcc) => (Some(xfcc), None, None),
-                Certificate::Problem(problem) => (None, Some(problem), None),
-            };
-            let input = CheckInput {
-                certificate: forwarded.as_deref(),
-                encoding: CertEncoding::Xfcc,
-                policy: request.policy.as_deref(),
-                host: Some(request.host.as_str()).filter(|h| !h.is_empty()),
-                method: &request.method,
-                path: &request.path,
-                malformed,
-            };
+            let input = request.input(presented.forwarded.as_deref(), presented.malformed);
             let request_id = request_id(Some(&request.request_id));
             let meta = RequestMeta {
                 host: &request.host,
                 ..RequestMeta::module(&request_id)
             };
             let check = async {
-                match known {
+                match presented.known {
                     Some(known) => {
                         let check = checker.check_peer_in(&generation, input, known, &meta, now);
                         check.await
@@ -238,6 +287,30 @@ enum Certificate {
     Forwarded(Vec<u8>),
     /// The request cannot be judged: refused as malformed.
     Problem(RequestProblem<'static>),
+}
+
+/// [`Certificate`] as the checker takes it.
+struct Presented {
+    /// An XFCC value for the checker to parse and report.
+    forwarded: Option<Vec<u8>>,
+    malformed: Option<RequestProblem<'static>>,
+    known: Option<(CachedIdentity, bool)>,
+}
+
+impl From<Certificate> for Presented {
+    fn from(certificate: Certificate) -> Presented {
+        let (forwarded, malformed, known) = match certificate {
+            Certificate::None => (None, None, None),
+            Certificate::Known(known) => (None, None, Some(known)),
+            Certificate::Forwarded(xfcc) => (Some(xfcc), None, None),
+            Certificate::Problem(problem) => (None, Some(problem), None),
+        };
+        Presented {
+            forwarded,
+            malformed,
+            known,
+        }
+    }
 }
 
 /// The connection attribute holding the certificate digest (for a deny's message).

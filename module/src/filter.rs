@@ -1,9 +1,11 @@
 //! One HTTP stream: read what the decision needs out of Envoy's buffers, decide (inline on a
 //! cache hit, paused on the engine's runtime otherwise), and apply the answer.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use certgate::embed::{Answer, Decision, METADATA_ENTRIES, Peer, Request, XFCC};
+use smallvec::SmallVec;
 
 use crate::abi::{self, Buffer, FilterEnvoy, Header, KeyValue};
 use crate::config::{Fault, FilterConfig, RoutePolicy};
@@ -101,12 +103,15 @@ impl Wake {
     }
 }
 
+/// Request headers read without an allocation: Envoy's own and a client's usual ones fit.
+const INLINE_HEADERS: usize = 24;
+
 /// The request headers, borrowed from Envoy for the current hook: read in one crossing
 /// rather than one per name, and valid until a header is set. `complete` is false when Envoy
 /// would not hand them over: then every name counts as present, so nothing a client may have
 /// sent is left in place on the strength of a failed read.
 struct Headers<'a> {
-    raw: Vec<Header>,
+    raw: SmallVec<[Header; INLINE_HEADERS]>,
     complete: bool,
     _loan: std::marker::PhantomData<&'a [u8]>,
 }
@@ -121,7 +126,7 @@ impl<'a> Headers<'a> {
             key: Buffer::NULL,
             value: Buffer::NULL,
         };
-        let mut raw = vec![empty; count];
+        let mut raw = SmallVec::from_elem(empty, count);
         // SAFETY: `raw` has room for the `count` entries Envoy writes.
         let read = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers(
@@ -156,11 +161,11 @@ impl<'a> Headers<'a> {
             .collect()
     }
 
-    /// The first value of `name`, as text.
-    fn text(&self, name: &str) -> String {
+    /// The first value of `name`, as text (borrowed unless it is not UTF-8).
+    fn text(&self, name: &str) -> Cow<'a, str> {
         self.pairs()
             .find(|(key, _)| *key == name.as_bytes())
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .map(|(_, v)| String::from_utf8_lossy(v))
             .unwrap_or_default()
     }
 
@@ -175,8 +180,8 @@ impl<'a> Headers<'a> {
     }
 }
 
-/// Decide the request of this hook: what the decision needs is copied out of Envoy (its
-/// buffers die with the hook), the client certificate only borrowed while deciding.
+/// Decide the request of this hook, borrowing what the decision needs from Envoy's buffers
+/// (the engine copies it if the decision outlives the hook).
 fn decide(envoy: FilterEnvoy, config: &FilterConfig, headers: &Headers<'_>) -> Decision {
     let mut digest = Buffer::NULL;
     // SAFETY: a valid out-pointer; a missing attribute leaves it null, which reads as "no
@@ -193,7 +198,7 @@ fn decide(envoy: FilterEnvoy, config: &FilterConfig, headers: &Headers<'_>) -> D
     let route = unsafe { abi::envoy_dynamic_module_callback_get_most_specific_route_config(envoy) };
     // SAFETY: a non-null route config is a live RoutePolicy (Envoy keeps the route config alive
     // for the stream).
-    let policy = unsafe { route.cast::<RoutePolicy>().as_ref() }.map(|p| p.0.clone());
+    let policy = unsafe { route.cast::<RoutePolicy>().as_ref() }.map(|p| Cow::Borrowed(&*p.0));
     let request = Request {
         policy,
         method: headers.text(":method"),

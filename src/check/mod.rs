@@ -2,6 +2,7 @@
 //! snapshot (rows 7/7b, in memory) → store (cached) → rows 8–12 → metrics and logs. Shared by the gRPC server, the HTTP forward-auth
 //! endpoint and `certgate check`, so a dry run decides exactly as the server does.
 
+mod decide;
 mod identity_cache;
 pub(crate) mod memo;
 mod outcome;
@@ -11,6 +12,8 @@ mod tests;
 mod tests_answer;
 #[cfg(test)]
 mod tests_clock;
+#[cfg(test)]
+mod tests_now;
 #[cfg(test)]
 mod tests_render;
 
@@ -22,7 +25,7 @@ use prometheus::{Histogram, IntCounter};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
-use crate::authz::{self, Deny, Grant, ReasonCode, RequestInfo, StoreFacts};
+use crate::authz::{self, ReasonCode, StoreFacts};
 use crate::cert::{self, CachedIdentity, CertEncoding, Identity};
 use crate::config::Config;
 use crate::crl::Revocation;
@@ -278,22 +281,85 @@ impl Checker {
         meta: &RequestMeta<'_>,
         now: i64,
     ) -> Outcome {
-        let started = Instant::now();
-        let span = tracing::info_span!(
-            "check",
-            otel.name = "Check",
-            request_id = meta.request_id,
-            decision = tracing::field::Empty,
-            reason = tracing::field::Empty,
-            policy = tracing::field::Empty,
-            principal = tracing::field::Empty,
-            mode = tracing::field::Empty,
-        );
-        observe::otel::adopt(&span, &meta.trace);
-        let mut outcome = self
-            .decide(generation, input, known, now)
-            .instrument(span.clone())
-            .await;
+        let (span, started) = check_span(meta);
+        let outcome = async {
+            let resolved = match self.resolve(generation, &input, known, now) {
+                Ok(resolved) => resolved,
+                Err(outcome) => return outcome,
+            };
+            let decision = match self.certificate_rows(&resolved, now) {
+                Ok(id) => {
+                    let facts = self
+                        .store_facts(id)
+                        .instrument(observe::otel::child_span("store_lookup"))
+                        .await;
+                    resolved.principal_rows(id, facts)
+                }
+                Err(deny) => Err(deny),
+            };
+            resolved.outcome(decision)
+        }
+        .instrument(span.clone())
+        .await;
+        self.finish(generation, outcome, &input, meta, &span, started, now)
+    }
+
+    /// [`Self::check_peer_in`] (or [`Self::check_in`] without a certificate) decided on the
+    /// caller's thread, without a future, when that needs no store lookup: the store cache
+    /// holds fresh answers for the certificate, or the decision ends before the store. The
+    /// outcome, decision log event and metrics are those of the asynchronous check. `Err`
+    /// hands `known` back when the store must be asked: nothing was done or recorded then.
+    pub(crate) fn check_now(
+        &self,
+        generation: &Generation,
+        input: CheckInput<'_>,
+        known: Option<(CachedIdentity, bool)>,
+        meta: &RequestMeta<'_>,
+        now: i64,
+    ) -> Result<Outcome, Option<(CachedIdentity, bool)>> {
+        let peeked = match known.as_ref().map(|(identity, _)| identity.as_ref()) {
+            Some(Ok(id)) => match self.store.peek(id.serial(), store_key(id)) {
+                Some(facts) => Some(facts),
+                None => return Err(known),
+            },
+            Some(Err(_)) => None,
+            // A forwarded certificate is parsed by the check, and may need the store.
+            None if input.certificate.is_some() => return Err(known),
+            None => None,
+        };
+        let (span, started) = check_span(meta);
+        let outcome = span.in_scope(|| {
+            let resolved = match self.resolve(generation, &input, known, now) {
+                Ok(resolved) => resolved,
+                Err(outcome) => return outcome,
+            };
+            let decision = self.certificate_rows(&resolved, now).and_then(|id| {
+                // Only a parsed certificate reaches the store, and its facts were peeked;
+                // were they not, the check fails closed as a store outage would.
+                let facts = peeked.map(|facts| self.store.count_peeked(facts));
+                let facts = facts.ok_or_else(|| {
+                    StoreError::Unavailable("store answers not peeked".to_owned().into())
+                });
+                resolved.principal_rows(id, facts)
+            });
+            resolved.outcome(decision)
+        });
+        Ok(self.finish(generation, outcome, &input, meta, &span, started, now))
+    }
+
+    /// What every check records once decided: shadow mode, metrics, the inventory sighting,
+    /// the decision log event and the span's attributes.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        generation: &Generation,
+        mut outcome: Outcome,
+        input: &CheckInput<'_>,
+        meta: &RequestMeta<'_>,
+        span: &tracing::Span,
+        started: Instant,
+        now: i64,
+    ) -> Outcome {
         let config = &generation.config;
         // Shadow mode never lends a request an identity it does not have: rows 1-3 and
         // requests that cannot be judged stay denied.
@@ -339,12 +405,14 @@ impl Checker {
             && let (Some(id), Some(policy)) =
                 (outcome.identity(), config.policies.get(&outcome.policy))
         {
-            self.watch.accepted(id, policy, now).await;
+            self.watch.accepted(id, policy, now);
         }
         // The decision event first: its own keys say all this. The span's copy is for traces
         // only: recording into a span makes the JSON log layer re-encode its fields, a cost
         // every check would pay with tracing off.
-        span.in_scope(|| observe::decision_log::record(&span, &outcome, &input, meta, elapsed));
+        if observe::decision_log::wanted(&outcome) {
+            span.in_scope(|| observe::decision_log::record(span, &outcome, input, meta, elapsed));
+        }
         if observe::otel::enabled() {
             span.record("decision", result);
             span.record("reason", reason);
@@ -354,139 +422,6 @@ impl Checker {
         }
         outcome
     }
-
-    async fn decide(
-        &self,
-        generation: &Generation,
-        input: CheckInput<'_>,
-        known: Option<(CachedIdentity, bool)>,
-        now: i64,
-    ) -> Outcome {
-        let config = &generation.config;
-        let (policy_name, route) = choose_policy(config, &input);
-        let deny = |reason, message: String| Outcome {
-            decision: Err(Deny::new(reason, message)),
-            policy: policy_name.to_owned(),
-            route,
-            identity: None,
-            config: config.clone(),
-            shadow: false,
-            identity_cached: false,
-        };
-        if let Some(problem) = input.malformed {
-            return deny(
-                ReasonCode::MalformedRequest,
-                format!("the proxy's description of the request cannot be used: {problem}"),
-            );
-        }
-        let certificate = match (known, input.certificate) {
-            (Some(known), _) => Ok(known),
-            (None, Some(raw)) if !raw.trim_ascii().is_empty() => Err(raw),
-            _ => {
-                return deny(
-                    ReasonCode::NoClientCertificate,
-                    "no client certificate was presented".into(),
-                );
-            }
-        };
-        let Some(policy) = config.policies.get(policy_name) else {
-            return deny(
-                ReasonCode::UnknownPolicy,
-                format!("policy '{policy_name}' is not defined in the configuration"),
-            );
-        };
-        if !is_method(input.method) {
-            return deny(
-                ReasonCode::MalformedRequest,
-                format!(
-                    "method '{}' is not an HTTP method",
-                    input.method.escape_debug()
-                ),
-            );
-        }
-        let path = match authz::path::normalize(input.path, policy.paths) {
-            Ok(path) => path,
-            Err(why) => {
-                return deny(
-                    ReasonCode::MalformedRequest,
-                    format!(
-                        "request path '{}' refused ({} paths of policy '{}'): {why}",
-                        input.path.escape_debug(),
-                        policy.paths.as_str(),
-                        policy.name
-                    ),
-                );
-            }
-        };
-        let identity = certificate.map_or_else(
-            |raw| self.identity(generation, raw, input.encoding, now),
-            Some,
-        );
-        let Some((identity, identity_cached)) = identity else {
-            return deny(
-                ReasonCode::NoClientCertificate,
-                "the forwarded-certificate header carries no certificate".into(),
-            );
-        };
-        let mut outcome = Outcome {
-            decision: Ok(Grant::default()),
-            policy: policy_name.to_owned(),
-            route,
-            identity: Some(identity.clone()),
-            config: config.clone(),
-            shadow: false,
-            identity_cached,
-        };
-        let id = match identity.as_ref() {
-            Ok(id) => id,
-            Err(malformed) => {
-                outcome.decision = Err(Deny::new(
-                    ReasonCode::MalformedCertificate,
-                    malformed.to_string(),
-                ));
-                return outcome;
-            }
-        };
-        if let Err(deny) = authz::check_certificate(id, policy, &config.certificate_rules, now) {
-            outcome.decision = Err(deny);
-            return outcome;
-        }
-        let crl_status = {
-            let _crl = observe::otel::child("crl_lookup");
-            self.revocation.status(id, now)
-        };
-        if let Err(deny) = authz::check_revocation(id, policy, &crl_status) {
-            outcome.decision = Err(deny);
-            return outcome;
-        }
-        if let authz::CrlStatus::Unknown(why) = &crl_status
-            && policy.revocation == authz::RevocationPolicy::Optional
-        {
-            tracing::warn!(policy = %policy.name, serial = %id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
-        }
-        let facts = self
-            .store_facts(id)
-            .instrument(observe::otel::child_span("store_lookup"))
-            .await;
-        outcome.decision = match facts {
-            Ok(facts) => authz::check_principal(
-                id,
-                policy,
-                &config.principal_rules,
-                &facts,
-                RequestInfo {
-                    method: input.method,
-                    path: &path,
-                },
-            ),
-            Err(err) => {
-                tracing::warn!(error = %err, "store lookup failed");
-                Err(Deny::store_unavailable(&err))
-            }
-        };
-        outcome
-    }
-
     /// The parsed identity for a forwarded certificate, parsed at most once per generation.
     /// `None` when a forwarded header says no certificate was presented.
     fn identity(
@@ -552,14 +487,36 @@ impl Checker {
     }
 
     async fn store_facts(&self, id: &Identity) -> Result<StoreFacts, StoreError> {
-        let principal_id = id.principal_id().unwrap_or_default();
         let (certificate, principal) = tokio::join!(
             self.store.certificate(id.serial()),
-            self.store.principal(principal_id)
+            self.store.principal(store_key(id))
         );
         Ok(StoreFacts {
             certificate: certificate?,
             principal: principal?,
         })
     }
+}
+
+/// The principal the store is asked about for `id`.
+fn store_key(id: &Identity) -> &str {
+    id.principal_id().unwrap_or_default()
+}
+
+/// The `check` span of one check (its fields recorded by [`Checker::finish`] when tracing),
+/// and when the check started.
+fn check_span(meta: &RequestMeta<'_>) -> (tracing::Span, Instant) {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "check",
+        otel.name = "Check",
+        request_id = meta.request_id,
+        decision = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        policy = tracing::field::Empty,
+        principal = tracing::field::Empty,
+        mode = tracing::field::Empty,
+    );
+    observe::otel::adopt(&span, &meta.trace);
+    (span, started)
 }

@@ -7,6 +7,7 @@ use envoy_types::ext_authz::v3::pb::CheckResponse;
 
 use super::tests::{allows_that_differ, fixture_with, input};
 use super::*;
+use crate::authz::Deny;
 use crate::check::memo::Entry;
 use crate::server::answer::{Answer, Answers, Memo};
 use crate::server::ext_authz::to_response;

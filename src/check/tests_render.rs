@@ -5,6 +5,7 @@
 
 use super::tests::{allows_that_differ, fixture_with, input};
 use super::*;
+use crate::authz::Deny;
 use crate::check::memo::Entry;
 use crate::embed::METADATA_ENTRIES;
 use crate::embed::render::{Rendered, Rendering, Renderings, render};

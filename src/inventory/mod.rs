@@ -66,7 +66,7 @@ impl Watch {
     }
 
     /// `id` was just accepted under `policy`.
-    pub(crate) async fn accepted(&self, id: &Identity, policy: &Policy, now: i64) {
+    pub(crate) fn accepted(&self, id: &Identity, policy: &Policy, now: i64) {
         if !self.recent.first_in_interval(id.sha256()) {
             return;
         }

@@ -57,7 +57,18 @@ impl DecisionLog {
     }
 }
 
-/// Log `outcome` when `log.decisions` asks for it.
+/// Whether `log.decisions` asks for `outcome` to be logged (asked once per check: sampling
+/// counts the calls), so an unlogged check does not even enter its span.
+pub(crate) fn wanted(outcome: &Outcome) -> bool {
+    outcome
+        .config()
+        .observe
+        .decisions
+        .wants(outcome.decision.is_err())
+        && tracing::enabled!(target: "certgate::decision", tracing::Level::INFO)
+}
+
+/// Log `outcome`, which is [`wanted`].
 pub(crate) fn record(
     span: &tracing::Span,
     outcome: &Outcome,
@@ -65,13 +76,7 @@ pub(crate) fn record(
     meta: &RequestMeta<'_>,
     latency: Duration,
 ) {
-    let config = outcome.config();
     let denied = outcome.decision.is_err();
-    if !config.observe.decisions.wants(denied)
-        || !tracing::enabled!(target: "certgate::decision", tracing::Level::INFO)
-    {
-        return;
-    }
     let id = outcome.identity();
     let deny = outcome.decision.as_ref().err();
     let grant = outcome.decision.as_ref().ok();

@@ -267,6 +267,35 @@ impl CachedStore {
             .await
     }
 
+    /// What [`Self::certificate`] and [`Self::principal`] would answer for a check, when both
+    /// answers are fresh in the cache: no backend call, no await, and nothing counted until
+    /// the check reads them ([`Self::count_peeked`]), so a check that ends before the store
+    /// counts no hit, as it would have asked for none.
+    pub(crate) fn peek(
+        &self,
+        serial: &Serial,
+        principal: &str,
+    ) -> Option<crate::authz::StoreFacts> {
+        let certificate = self
+            .certificates
+            .fresh(serial.as_bytes(), self.certificates.now_ms())?;
+        let principal = self.principals.fresh(principal, self.principals.now_ms())?;
+        Some(crate::authz::StoreFacts {
+            certificate,
+            principal,
+        })
+    }
+
+    /// Count `peeked` as the two cache hits a check reading them makes.
+    pub(crate) fn count_peeked(
+        &self,
+        peeked: crate::authz::StoreFacts,
+    ) -> crate::authz::StoreFacts {
+        self.certificates.hit.inc();
+        self.principals.hit.inc();
+        peeked
+    }
+
     /// The backend behind the cache, for the operations that are never cached.
     pub(crate) fn inner(&self) -> &Arc<dyn Lookup> {
         &self.inner
