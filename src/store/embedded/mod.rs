@@ -136,7 +136,7 @@ impl EmbeddedStore {
         })
     }
 
-    /// Run `f` on the connection in a blocking thread.
+    /// Run `f` on the connection, on the connection's thread.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
