@@ -9,16 +9,17 @@ use super::{
 /// Everything the decision needs from one certificate, built once per distinct certificate.
 ///
 /// Kept compact because the identity cache holds one per distinct client certificate
-/// (100,000 by default): the text fields share one heap block (`text`, each field ending
-/// at its offset in `ends`), the principal id points at the SPIFFE id or CN when it is
-/// one of them, the serial and the SHA-256 are kept as bytes, the verifying CA is shared with the trust
-/// bundle (and so is the issuer DN, which is the CA's subject for every leaf it verifies) and
-/// the rare chain failure is boxed. See "Memory at scale" in BENCHMARKS.md for what an entry
-/// costs.
+/// (100,000 by default): the text fields share one heap block (`text`, each field at its
+/// span in `spans`), and a field found inside the text already packed (the CN and OU are
+/// inside the subject, a type often equals the OU) is not copied again; the principal id
+/// points at the SPIFFE id or CN when it is one of them, the serial and the SHA-256 are kept
+/// as bytes, the verifying CA is shared with the trust bundle (and so is the issuer DN, which
+/// is the CA's subject for every leaf it verifies) and the rare chain failure is boxed. See
+/// "Memory at scale" in BENCHMARKS.md for what an entry costs.
 #[derive(Clone)]
 pub struct Identity {
     text: Box<str>,
-    ends: [u32; TEXT_FIELDS],
+    spans: Spans,
     principal_id: PrincipalIdField,
     serial: Serial,
     sha256: [u8; 32],
@@ -40,21 +41,52 @@ pub(crate) struct SvidShape {
     pub(crate) ca: bool,
 }
 
-/// Position of each text field in [`Identity::text`]. An optional field is absent when
-/// empty: `identify` never keeps an empty CN, OU, extension or SPIFFE id.
+/// The text fields, in the order they are packed: the subject first, so that the fields
+/// inside it are found there. An optional field is absent when empty: `identify` never keeps
+/// an empty CN, OU, extension or SPIFFE id.
 #[derive(Clone, Copy)]
 enum TextField {
+    Subject,
+    Issuer,
+    CommonName,
+    OrganizationalUnit,
+    TypeFromOid,
+    SpiffeId,
     /// The principal id when it came from the extension (else it is another field).
     PrincipalId,
-    TypeFromOid,
-    OrganizationalUnit,
-    CommonName,
-    SpiffeId,
-    Issuer,
-    Subject,
 }
 
-const TEXT_FIELDS: usize = TextField::Subject as usize + 1;
+const TEXT_FIELDS: usize = TextField::PrincipalId as usize + 1;
+
+/// Where each text field lies in [`Identity::text`], start and end.
+#[derive(Clone)]
+enum Spans {
+    /// 16-bit positions: any text under 64 KiB, so every real certificate.
+    Narrow([[u16; 2]; TEXT_FIELDS]),
+    /// Longer text, possible only for a certificate near the input limit with huge names.
+    Wide(Box<[[u32; 2]; TEXT_FIELDS]>),
+}
+
+impl Spans {
+    fn new(wide: [[u32; 2]; TEXT_FIELDS]) -> Self {
+        let mut narrow = [[0u16; 2]; TEXT_FIELDS];
+        for (n, w) in narrow.iter_mut().flatten().zip(wide.iter().flatten()) {
+            match u16::try_from(*w) {
+                Ok(v) => *n = v,
+                Err(_) => return Spans::Wide(Box::new(wide)),
+            }
+        }
+        Spans::Narrow(narrow)
+    }
+
+    fn get(&self, field: TextField) -> (usize, usize) {
+        let i = field as usize;
+        match self {
+            Spans::Narrow(spans) => (spans[i][0].into(), spans[i][1].into()),
+            Spans::Wide(spans) => (spans[i][0] as usize, spans[i][1] as usize),
+        }
+    }
+}
 
 /// Which text field holds the principal id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,25 +129,33 @@ impl Identity {
         };
         let issuer_is_anchor = matches!(&parts.chain, Ok(anchor) if anchor.subject == parts.issuer);
         let fields: [&str; TEXT_FIELDS] = [
-            own_principal,
-            parts.type_from_oid.as_deref().unwrap_or_default(),
-            parts.organizational_unit.as_deref().unwrap_or_default(),
-            parts.common_name.as_deref().unwrap_or_default(),
-            parts.spiffe_id.as_deref().unwrap_or_default(),
-            if issuer_is_anchor { "" } else { &parts.issuer },
             &parts.subject,
+            if issuer_is_anchor { "" } else { &parts.issuer },
+            parts.common_name.as_deref().unwrap_or_default(),
+            parts.organizational_unit.as_deref().unwrap_or_default(),
+            parts.type_from_oid.as_deref().unwrap_or_default(),
+            parts.spiffe_id.as_deref().unwrap_or_default(),
+            own_principal,
         ];
         let mut text = String::with_capacity(fields.iter().map(|f| f.len()).sum());
-        let mut ends = [0u32; TEXT_FIELDS];
-        for (end, field) in ends.iter_mut().zip(fields) {
-            text.push_str(field);
+        let mut spans = [[0u32; 2]; TEXT_FIELDS];
+        for (span, field) in spans.iter_mut().zip(fields) {
+            if field.is_empty() {
+                continue;
+            }
+            let start = text.find(field).unwrap_or_else(|| {
+                text.push_str(field);
+                text.len() - field.len()
+            });
             // The input is at most 64 KiB of DER; its text fields cannot reach 4 GiB.
-            *end = u32::try_from(text.len())
-                .map_err(|_| MalformedCertificate::TooLarge(text.len()))?;
+            let at = |i: usize| u32::try_from(i).map_err(|_| MalformedCertificate::TooLarge(i));
+            *span = [at(start)?, at(start + field.len())?];
         }
         Ok(Identity {
-            text: text.into_boxed_str(),
-            ends,
+            // A fresh block of the exact size: shrinking `text` in place would keep its
+            // capacity (mimalloc keeps a block that is at most half unused).
+            text: Box::from(text.as_str()),
+            spans: Spans::new(spans),
             principal_id,
             serial: parts.serial,
             sha256: parts.sha256,
@@ -129,9 +169,8 @@ impl Identity {
     }
 
     fn text(&self, field: TextField) -> &str {
-        let i = field as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        let (start, end) = self.spans.get(field);
+        self.text.get(start..end).unwrap_or_default()
     }
 
     fn optional(&self, field: TextField) -> Option<&str> {
@@ -259,5 +298,93 @@ impl std::fmt::Debug for Identity {
             .field("client_auth", &self.client_auth)
             .field("chain", &self.chain())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(subject: &str, cn: &str, ou: &str, kind: &str, own_id: &str) -> IdentityParts {
+        let some = |v: &str| Some(v.to_owned()).filter(|v| !v.is_empty());
+        IdentityParts {
+            principal_id: Some((PrincipalIdSource::Oid, own_id.to_owned())),
+            type_from_oid: some(kind),
+            organizational_unit: some(ou),
+            common_name: some(cn),
+            spiffe_id: Some("spiffe://example.com/w/1".into()),
+            serial: Serial::from_der_content(&[1, 2]),
+            issuer: "CN=other".into(),
+            subject: subject.to_owned(),
+            sha256: [7; 32],
+            not_before: 1,
+            not_after: 2,
+            client_auth: ClientAuthUsage::Allowed,
+            svid: SvidShape::default(),
+            chain: Err(ChainFailure::UnknownIssuer {
+                issuer: "CN=other".into(),
+            }),
+        }
+    }
+
+    fn fields(id: &Identity) -> [Option<&str>; 7] {
+        [
+            id.principal_id(),
+            id.type_from_oid(),
+            id.organizational_unit(),
+            id.common_name(),
+            id.spiffe_id(),
+            Some(id.issuer()),
+            Some(id.subject()),
+        ]
+    }
+
+    #[test]
+    fn a_field_inside_the_subject_is_not_copied_and_reads_back_whole() {
+        let id = Identity::pack(parts(
+            "OU=worker, CN=w1.example.com",
+            "w1.example.com",
+            "worker",
+            "worker",
+            "w1@example.com",
+        ))
+        .unwrap();
+        assert_eq!(
+            fields(&id),
+            [
+                Some("w1@example.com"),
+                Some("worker"),
+                Some("worker"),
+                Some("w1.example.com"),
+                Some("spiffe://example.com/w/1"),
+                Some("CN=other"),
+                Some("OU=worker, CN=w1.example.com"),
+            ]
+        );
+        let copied = "OU=worker, CN=w1.example.comCN=otherspiffe://example.com/w/1w1@example.com";
+        assert_eq!(&*id.text, copied);
+    }
+
+    #[test]
+    fn a_field_the_subject_escapes_is_kept_as_it_is() {
+        // RFC 4514 escapes the comma in the subject text, so the CN is not found there.
+        let id = Identity::pack(parts("CN=a\\, b", "a, b", "", "", "a, b")).unwrap();
+        assert_eq!(id.common_name(), Some("a, b"));
+        assert_eq!(id.principal_id(), Some("a, b"));
+        assert_eq!(id.subject(), "CN=a\\, b");
+        assert_eq!((id.organizational_unit(), id.type_from_oid()), (None, None));
+    }
+
+    #[test]
+    fn text_beyond_64_kib_reads_back_too() {
+        let cn = "c".repeat(40_000);
+        let own = "p".repeat(40_000);
+        let id = Identity::pack(parts(&format!("CN={cn}"), &cn, "ou", "t", &own)).unwrap();
+        assert!(matches!(id.spans, Spans::Wide(_)));
+        assert_eq!(id.common_name(), Some(cn.as_str()));
+        assert_eq!(id.principal_id(), Some(own.as_str()));
+        assert_eq!(id.organizational_unit(), Some("ou"));
+        assert_eq!(id.type_from_oid(), Some("t"));
+        assert_eq!(id.subject(), format!("CN={cn}"));
     }
 }

@@ -36,8 +36,8 @@ pub struct InventorySettings {
     pub(crate) in_use_within: Duration,
 }
 
-/// Certificates remembered per interval; beyond this the oldest are forgotten (and may be
-/// recorded again within the interval, which is harmless).
+/// Certificates remembered per interval (at least this many, at most twice); beyond that the
+/// oldest are forgotten (and may be recorded again within the interval, which is harmless).
 const RECENT_MAX: usize = 100_000;
 
 /// Sightings written per batch.

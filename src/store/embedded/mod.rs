@@ -3,7 +3,7 @@
 //! what it finds in the file: a row it cannot read is `StoreError::Corrupt`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -74,10 +74,25 @@ const SELECT_PRINCIPALS: &str = "SELECT principal_id, principal_type, status, su
 const SELECT_CERTIFICATES: &str = "SELECT serial_number, principal_id, issuer, sha256, \
      not_before, expires_at, revoked, revoked_at, revocation_reason FROM certificates";
 
-/// The SQLite-backed store ([`Lookup`] and [`Admin`]). One connection per handle, used from blocking threads;
-/// other processes may open the same file concurrently.
+/// The SQLite-backed store ([`Lookup`] and [`Admin`]). One connection per handle, used from
+/// one thread of its own; other processes may open the same file concurrently.
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
+    /// Work for the connection's thread. One thread, not Tokio's blocking pool: the connection
+    /// serves one call at a time anyway, and the pool started a thread for most calls of a
+    /// burst of misses (35 for 200,000 sequential lookups), each with its own allocator heap
+    /// and SQLite's allocations spread over them (see "Memory at scale" in BENCHMARKS.md).
+    jobs: mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Run each job in turn until every sender is gone. A job that panics is dropped with its
+/// reply channel, so its caller gets an error; the thread goes on with the next.
+fn serve(jobs: mpsc::Receiver<Job>) {
+    for job in jobs {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+    }
 }
 
 impl EmbeddedStore {
@@ -108,26 +123,42 @@ impl EmbeddedStore {
                 .into(),
             ));
         }
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("certgate-sqlite".into())
+            .spawn(move || serve(queue))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("starting the SQLite thread: {e}").into())
+            })?;
         Ok(EmbeddedStore {
             conn: Arc::new(Mutex::new(conn)),
+            jobs,
         })
     }
 
-    /// Run `f` on the connection in a blocking thread.
+    /// Run `f` on the connection, on the connection's thread.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().map_err(|_| {
-                StoreError::Unavailable("SQLite connection poisoned by an earlier panic".into())
-            })?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("SQLite task failed: {e}").into()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let result = conn
+                .lock()
+                .map_err(|_| {
+                    StoreError::Unavailable("SQLite connection poisoned by an earlier panic".into())
+                })
+                .and_then(|mut conn| f(&mut conn));
+            let _ = reply.send(result);
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the SQLite thread is gone".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("SQLite task failed (it panicked)".into()))?
     }
 }
 

@@ -520,3 +520,23 @@ async fn a_version_2_file_gains_the_audit_trail() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].action, "principal.create");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_run_on_one_thread_and_a_panic_is_an_error_not_a_hang() {
+    let (_dir, store) = open();
+    let thread = || store.run(|_| Ok(std::thread::current().id()));
+    let (a, b) = tokio::join!(thread(), thread());
+    assert_eq!(a.unwrap(), b.unwrap(), "one connection thread");
+    let panicked = store.run(|_| -> Result<(), StoreError> { panic!("boom") });
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), panicked).await;
+    assert!(
+        matches!(answer, Ok(Err(StoreError::Unavailable(_)))),
+        "{answer:?}"
+    );
+    // The thread survives the panic; the connection it poisoned fails closed.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), thread()).await;
+    assert!(
+        matches!(next, Ok(Err(StoreError::Unavailable(_)))),
+        "{next:?}"
+    );
+}
