@@ -10,6 +10,7 @@
 #   certgate    ext_authz gRPC to `certgate serve` over TCP (the bench's `certgate` row)
 # REQUESTS keep-alive requests (curl, one connection, the bench's admin certificate and path)
 # are counted after WARMUP others; the callgrind profile stays in OUT for callgrind_annotate.
+# IDENTITY=headers_only|metadata_only sets certgate's `response.identity` (certgate, module).
 # MEASURE=authz (trivial, certgate) counts the ext_authz server's instructions per check
 # instead, with Envoy run natively: one process under callgrind at a time, so neither figure
 # includes the other's slowdown.
@@ -37,6 +38,7 @@ listen=$(port) admin=$(port) upstream=$(port) grpc=$(port) certgate_admin=$(port
 
 "$release/certgate" bootstrap --out-dir "$out/pki" --grpc-listen "127.0.0.1:$grpc" \
   --admin-listen "127.0.0.1:$certgate_admin" >/dev/null
+[ -n "${IDENTITY:-}" ] && printf '\nresponse: {identity: %s}\n' "$IDENTITY" >>"$out/pki/certgate.yaml"
 
 filter="" route="" fccd=SANITIZE
 case $config in

@@ -263,14 +263,16 @@ fn apply(
         };
         count += 1;
     }
-    // SAFETY: Envoy copies the namespace and every entry before returning.
-    unsafe {
-        abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
-            envoy,
-            Buffer::of(METADATA_NAMESPACE.as_bytes()),
-            entries.as_ptr(),
-            count,
-        );
+    if count > 0 {
+        // SAFETY: Envoy copies the namespace and every entry before returning.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+                envoy,
+                Buffer::of(METADATA_NAMESPACE.as_bytes()),
+                entries.as_ptr(),
+                count,
+            );
+        }
     }
     if let Some(body) = answer.deny_body() {
         send(

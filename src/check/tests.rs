@@ -292,6 +292,40 @@ async fn metadata_only_sets_no_identity_header_and_every_answer_carries_metadata
 }
 
 #[tokio::test]
+async fn headers_only_gives_an_allow_identity_headers_and_no_metadata_and_a_deny_its_metadata() {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+
+    let f = fixture_with(false, "response: {identity: headers_only}\n");
+    let allowed = f.checker.check(input(&f.good), NOW).await;
+    assert!(allowed.decision.is_ok(), "{:?}", allowed.decision);
+    let response = crate::server::ext_authz::to_response(&allowed, "r-1");
+    let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
+        panic!("an allow: {response:?}");
+    };
+    let principal = ok
+        .headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "x-client-principal");
+    assert_eq!(principal.map(|h| h.value.as_str()), Some("w1"), "{ok:?}");
+    assert_eq!(response.dynamic_metadata, None);
+
+    let denied = f.checker.check(input(&f.stranger), NOW).await;
+    let response = crate::server::ext_authz::to_response(&denied, "r-2");
+    let reason = response
+        .dynamic_metadata
+        .as_ref()
+        .and_then(|m| m.fields.get("reason"))
+        .and_then(|v| v.kind.clone());
+    assert_eq!(
+        reason,
+        Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+            "untrusted_issuer".into()
+        ))
+    );
+}
+
+#[tokio::test]
 async fn a_peer_certificate_is_known_by_its_digest_and_never_by_another_certificate() {
     let f = fixture(false);
     let good = cert::decode_certificate(f.good.as_bytes()).expect("DER");

@@ -34,7 +34,11 @@ fn same(a: &Option<Arc<Entry<Memo>>>, b: &Option<Arc<Entry<Memo>>>) -> bool {
 
 #[tokio::test]
 async fn a_reused_allow_is_the_fresh_answer_with_this_requests_id() {
-    for extra in ["", "response: {identity: metadata_only}\n"] {
+    for extra in [
+        "",
+        "response: {identity: metadata_only}\n",
+        "response: {identity: headers_only}\n",
+    ] {
         let f = fixture_with(false, extra);
         let answers = Answers::default();
         let first = f.checker.check(input(&f.good), NOW).await;

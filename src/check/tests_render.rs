@@ -86,3 +86,35 @@ async fn a_deny_after_an_allow_sets_no_identity_headers() {
     assert!(entry(&rendering).is_none());
     assert_eq!(*rendering, render(&stranger));
 }
+
+#[tokio::test]
+async fn response_identity_applies_to_the_module_as_to_ext_authz() {
+    for (extra, headers, metadata) in [
+        ("", true, true),
+        ("response: {identity: metadata_only}\n", false, true),
+        ("response: {identity: headers_only}\n", true, false),
+    ] {
+        let f = fixture_with(false, extra);
+        let allowed = f.checker.check(input(&f.good), NOW).await;
+        assert!(allowed.decision.is_ok(), "{extra}: {:?}", allowed.decision);
+        let rendered = Renderings::default().of(&allowed);
+        let has_principal = rendered
+            .headers
+            .iter()
+            .any(|(name, value)| &**name == "x-client-principal" && &**value == "w1");
+        assert_eq!(has_principal, headers, "{extra}: {:?}", rendered.headers);
+        let principal = rendered.metadata.iter().any(|(key, _)| *key == "principal");
+        assert_eq!(principal, metadata, "{extra}: {:?}", rendered.metadata);
+
+        let denied = f.checker.check(input(&f.stranger), NOW).await;
+        let rendered = render(&denied);
+        assert!(rendered.headers.is_empty(), "{extra}");
+        assert!(
+            rendered
+                .metadata
+                .contains(&("reason", "untrusted_issuer".into())),
+            "{extra}: a deny always carries its metadata: {:?}",
+            rendered.metadata
+        );
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::check::Outcome;
 use crate::check::memo::{Entry, Memos};
+use crate::observe::IdentityIn;
 
 /// Identities whose rendering is kept: the busy clients; each entry is ~500 bytes.
 const MEMO_ENTRIES: usize = 4_096;
@@ -58,12 +59,24 @@ impl Renderings {
 
 /// Render `outcome`'s headers and metadata: `policy`, `principal_type` and `roles` (allow) or
 /// `reason` (deny), then `principal`, `serial` and `cn` when the certificate yields them.
+/// `response.identity` applies as in ext_authz mode: `metadata_only` sets no identity header,
+/// `headers_only` gives an allow no metadata.
 pub(crate) fn render(outcome: &Outcome) -> Rendered {
-    let headers = outcome
-        .allow_headers()
-        .into_iter()
-        .map(|(name, value)| (name.into(), value.into()))
-        .collect();
+    let identity_in = outcome.config().observe.identity;
+    let headers = match identity_in {
+        IdentityIn::MetadataOnly => Vec::new(),
+        IdentityIn::HeadersAndMetadata | IdentityIn::HeadersOnly => outcome
+            .allow_headers()
+            .into_iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect(),
+    };
+    if outcome.decision.is_ok() && identity_in == IdentityIn::HeadersOnly {
+        return Rendered {
+            headers,
+            metadata: Vec::new(),
+        };
+    }
     let mut metadata = vec![("policy", outcome.policy.as_str().into())];
     match &outcome.decision {
         Ok(grant) => {

@@ -46,6 +46,9 @@ pub(crate) enum IdentityIn {
     /// Dynamic metadata only: Envoy applies no header mutation (client-sent copies of the
     /// identity headers are still removed).
     MetadataOnly,
+    /// Request headers only: an allow carries no dynamic metadata, which Envoy would otherwise
+    /// decode and merge on every request (denies and shadow answers keep theirs).
+    HeadersOnly,
 }
 
 /// The way a check came in (`transport` in the decision log).

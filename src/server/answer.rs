@@ -65,8 +65,9 @@ impl Answer {
 pub(crate) struct Memo {
     /// `OkHttpResponse` fields but `response_headers_to_add`, encoded.
     ok: Box<[u8]>,
-    /// Dynamic metadata entries but `request_id`, encoded.
-    metadata: Box<[u8]>,
+    /// Dynamic metadata entries but `request_id`, encoded; `None` when the answer carries no
+    /// metadata (`response.identity: headers_only`).
+    metadata: Option<Box<[u8]>>,
 }
 
 /// Field keys (tag << 3 | wire type) of the fields written here; every tag is below 16.
@@ -158,13 +159,16 @@ impl Memo {
         buf.put_slice(&self.ok);
         put_head(buf, OK_RESPONSE_HEADERS_TO_ADD, header.len());
         header.put(buf);
+        let Some(metadata) = &self.metadata else {
+            return;
+        };
         let entry = RequestIdEntry(request_id);
         put_head(
             buf,
             CHECK_RESPONSE_METADATA,
-            self.metadata.len() + field_len(entry.len()),
+            metadata.len() + field_len(entry.len()),
         );
-        buf.put_slice(&self.metadata);
+        buf.put_slice(metadata);
         put_head(buf, STRUCT_FIELDS, entry.len());
         entry.put(buf);
     }
@@ -206,12 +210,12 @@ fn render(outcome: &Outcome) -> Memo {
         }
         _ => Vec::new(),
     };
-    let metadata = response.dynamic_metadata.map_or_else(Vec::new, |mut m| {
+    let metadata = response.dynamic_metadata.map(|mut m| {
         m.fields.remove(RequestIdEntry::KEY);
-        Struct { fields: m.fields }.encode_to_vec()
+        Struct { fields: m.fields }.encode_to_vec().into()
     });
     Memo {
         ok: ok.into(),
-        metadata: metadata.into(),
+        metadata,
     }
 }

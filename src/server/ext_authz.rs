@@ -120,7 +120,7 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
     let (code, http_response) = match outcome.deny_body(request_id) {
         None => {
             let set = match identity_in {
-                IdentityIn::HeadersAndMetadata => outcome.allow_headers(),
+                IdentityIn::HeadersAndMetadata | IdentityIn::HeadersOnly => outcome.allow_headers(),
                 IdentityIn::MetadataOnly => Vec::new(),
             };
             // Envoy applies `headers_to_remove` after `headers`, so only the identity headers
@@ -170,7 +170,8 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
             details: Vec::new(),
         }),
         http_response: Some(http_response),
-        dynamic_metadata: Some(super::metadata::of(outcome, request_id)),
+        dynamic_metadata: super::metadata::wanted(outcome)
+            .then(|| super::metadata::of(outcome, request_id)),
     }
 }
 

@@ -6,6 +6,13 @@ use envoy_types::pb::google::protobuf::value::Kind;
 use envoy_types::pb::google::protobuf::{Struct, Value};
 
 use crate::check::Outcome;
+use crate::observe::IdentityIn;
+
+/// Whether `outcome`'s answer carries dynamic metadata: always but on an allow under
+/// `response.identity: headers_only`.
+pub(crate) fn wanted(outcome: &Outcome) -> bool {
+    outcome.decision.is_err() || outcome.config().observe.identity != IdentityIn::HeadersOnly
+}
 
 /// `decision`, `mode`, `policy`, `request_id`, and what is known of the identity: `principal`,
 /// `principal_type` and `roles` (allow), `cn`, `serial`, and `reason` (deny).

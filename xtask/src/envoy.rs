@@ -11,6 +11,8 @@
 //!   certgate-unix   the same over a unix socket (Envoy `pipe:` address)
 //!   certgate-metadata  `certgate` with `response.identity: metadata_only`: the identity as
 //!                   dynamic metadata, no header mutations for Envoy to apply
+//!   certgate-headers  `certgate` with `response.identity: headers_only`: identity headers,
+//!                   no dynamic metadata on allows for Envoy to decode and merge
 //!   certgate-module certgate inside Envoy as the dynamic module (libcertgate_envoy.so), the
 //!                   same configuration file and policy, no gRPC hop
 //!
@@ -32,8 +34,8 @@ use crate::report::{self, log};
 use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench envoy";
-const CONFIGS: &str =
-    "none rbac trivial trivial-headers certgate certgate-unix certgate-metadata certgate-module";
+const CONFIGS: &str = "none rbac trivial trivial-headers certgate certgate-unix certgate-metadata certgate-headers \
+     certgate-module";
 /// /admin routes ask certgate for its `admin` policy (CN allowlist, admin type only, 7-day
 /// certificates), the strictest of the bootstrapped configuration.
 const LOAD_PATH: &str = "/admin/bench";
@@ -59,7 +61,9 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
         "none" => (None, tcp(s.authz)),
         "rbac" => (Some("rbac.yaml"), tcp(s.authz)),
         "trivial" | "trivial-headers" => (Some("ext_authz.yaml"), tcp(s.authz)),
-        "certgate" | "certgate-metadata" => (Some("ext_authz.yaml"), tcp(s.grpc)),
+        "certgate" | "certgate-metadata" | "certgate-headers" => {
+            (Some("ext_authz.yaml"), tcp(s.grpc))
+        }
         "certgate-unix" => (
             Some("ext_authz.yaml"),
             format!("pipe: {{path: {}}}", s.socket.display()),
@@ -188,7 +192,12 @@ pub fn bench(run: &Run) -> Result<()> {
     }
     std::fs::write(
         &metadata_yaml,
-        text + "\nresponse: {identity: metadata_only}\n",
+        text.clone() + "\nresponse: {identity: metadata_only}\n",
+    )?;
+    let headers_yaml = pki.join("certgate-headers.yaml");
+    std::fs::write(
+        &headers_yaml,
+        text + "\nresponse: {identity: headers_only}\n",
     )?;
 
     let setup = Setup {
@@ -245,18 +254,20 @@ pub fn bench(run: &Run) -> Result<()> {
                         || port_open(authz_port),
                     ))
                 }
-                "certgate" | "certgate-unix" | "certgate-metadata" => Some(Proc::spawn_ready(
-                    "certgate",
-                    Command::new(&certgate).args(["serve", "--config"]).arg(
-                        if config == "certgate-metadata" {
-                            &metadata_yaml
-                        } else {
-                            &yaml
-                        },
-                    ),
-                    Duration::from_secs(10),
-                    || matches!(http_get(admin, "/readyz"), Some((200, _))),
-                )),
+                "certgate" | "certgate-unix" | "certgate-metadata" | "certgate-headers" => {
+                    Some(Proc::spawn_ready(
+                        "certgate",
+                        Command::new(&certgate)
+                            .args(["serve", "--config"])
+                            .arg(match config {
+                                "certgate-metadata" => &metadata_yaml,
+                                "certgate-headers" => &headers_yaml,
+                                _ => &yaml,
+                            }),
+                        Duration::from_secs(10),
+                        || matches!(http_get(admin, "/readyz"), Some((200, _))),
+                    ))
+                }
                 _ => None,
             };
             let envoy_admin = setup.envoy_admin;
@@ -351,6 +362,7 @@ pub fn bench(run: &Run) -> Result<()> {
         "certgate",
         "certgate-unix",
         "certgate-metadata",
+        "certgate-headers",
         "trivial-headers",
     ]
     .into_iter()
