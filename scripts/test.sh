@@ -9,7 +9,8 @@
 #             speed, only that they run and allow requests; failed ones are reported), then
 #             the 30-second soak under churn (cargo xtask soak --duration 30s: fails on any
 #             wrong answer)
-#   --fuzz    the fuzz targets built (cargo fuzz, libFuzzer instrumentation) and run a few
+#   --fuzz    the fuzz targets built (cargo fuzz, libFuzzer instrumentation; with other parts,
+#             in the background at the lowest priority) and, after the other parts, run a few
 #             seconds each after replaying their recorded crashes (scripts/fuzz --brief)
 # No flag runs every part. Either way it ends with one `tests: N passed, M failed` line.
 set -euo pipefail
@@ -38,6 +39,17 @@ mkdir -p target
 log=target/test-output.log
 : >"$log"
 
+# The fuzz targets' build shares no artifact with the others (its own target directory,
+# every crate instrumented): with other parts to run, it starts now at the lowest priority and
+# fills the cores they leave idle (linking, single-crate stretches, tests waiting on peers);
+# the fuzz part, last, waits for it.
+fuzz_build=
+if want fuzz && ((${#parts[@]} > 1)); then
+  setsid nice -n 19 bash scripts/fuzz --brief --build >target/fuzz-build.log 2>&1 &
+  fuzz_build=$!
+  trap '[ -z "$fuzz_build" ] || kill -- "-$fuzz_build" 2>/dev/null || true' EXIT
+fi
+
 if want fast; then
   echo "== cargo fmt --check"
   cargo fmt --all -- --check
@@ -54,11 +66,9 @@ if want fast; then
   echo "== cargo test (unit and property tests, offline integration tests, benches and examples as tests)"
   cargo test --workspace --lib --bins --benches --examples "${offline[@]}" 2>&1 | tee -a "$log"
   echo "== the fuzzing surface of the library compiles (cargo check --features fuzzing)"
-  cargo check --quiet --lib --features fuzzing
-fi
-if want fuzz; then
-  echo "== fuzz targets: build, replay fuzz/regressions, a few seconds each (scripts/fuzz --brief)"
-  bash scripts/fuzz --brief
+  # --test docs: a target with the dev-dependencies, so that the dependencies resolve to
+  # clippy's features and only certgate itself is checked again.
+  cargo check --quiet --lib --test docs --features fuzzing
 fi
 if want e2e; then
   echo "== cargo test --test tests (Envoy, nginx, moto and certgate on loopback)"
@@ -88,6 +98,19 @@ if want bench; then
   cargo xtask bench all --quick
   echo "== soak under churn, 30 s (every answer judged; README \"Soak\")"
   cargo xtask soak --duration 30s
+fi
+if want fuzz; then
+  echo "== fuzz targets: build, replay fuzz/regressions, a few seconds each (scripts/fuzz --brief)"
+  if [ -n "$fuzz_build" ]; then
+    status=0
+    wait "$fuzz_build" || status=$?
+    fuzz_build=
+    cat target/fuzz-build.log
+    ((status == 0)) || exit "$status"
+    FUZZ_NO_BUILD=1 bash scripts/fuzz --brief
+  else
+    bash scripts/fuzz --brief
+  fi
 fi
 
 # One closing line for the whole run (cargo prints one summary per test binary).

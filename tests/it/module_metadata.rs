@@ -53,8 +53,8 @@ fn with_access_log(config: String, path: &Path) -> String {
 /// value, `None` where the module set none.
 fn entry(stack: &Stack, log: &Path, path: &str) -> Vec<(&'static str, Option<String>)> {
     let mut found = None;
-    // Envoy writes file access logs out every 10 s by default, so an entry can take that long.
-    let written = wait_until(Duration::from_secs(30), || {
+    // The harness has Envoy flush file access logs every 100 ms (its default is 10 s).
+    let written = wait_until(Duration::from_secs(10), || {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         found = text
             .lines()
