@@ -19,6 +19,7 @@ mod faults;
 mod forward_auth;
 mod forwarded;
 mod grpc;
+mod identity_in;
 mod inventory;
 mod limits;
 mod mesh;

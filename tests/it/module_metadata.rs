@@ -13,8 +13,9 @@ use super::harness::{Mode, wait_until};
 use super::no_listener::without_decision_listener;
 use super::world::World;
 
-/// The metadata keys the module documents (README "In-process mode").
-const KEYS: [&str; 7] = [
+/// The metadata keys the module documents (README "In-process mode"); ext_authz mode sets
+/// them too, under its filter's namespace.
+pub(super) const KEYS: [&str; 7] = [
     "principal",
     "principal_type",
     "roles",
@@ -24,18 +25,26 @@ const KEYS: [&str; 7] = [
     "cn",
 ];
 
-/// A JSON access log at `path` of each request's path, status and certgate metadata, added
-/// to the connection manager of the rendered `envoy/module.yaml`.
-fn with_access_log(config: String, path: &Path) -> String {
+/// The dynamic-metadata namespace of certgate's answers in `mode`.
+pub(super) fn namespace(mode: Mode) -> &'static str {
+    match mode {
+        Mode::ExtAuthz => "envoy.filters.http.ext_authz",
+        Mode::Module => "certgate",
+    }
+}
+
+/// A JSON access log at `path` of each request's path, status and certgate metadata (under
+/// `namespace`), added to the connection manager of the rendered `envoy/module.yaml` or
+/// `envoy/front-proxy.yaml`.
+pub(super) fn with_access_log(config: String, path: &Path, namespace: &str) -> String {
     let anchor = "          stat_prefix: ingress\n";
-    assert!(config.contains(anchor), "envoy/module.yaml changed");
+    assert!(config.contains(anchor), "the Envoy configuration changed");
     let fields: String = KEYS
         .iter()
-        .map(|k| format!("                  {k}: \"%DYNAMIC_METADATA(certgate:{k})%\"\n"))
+        .map(|k| format!("                  {k}: \"%DYNAMIC_METADATA({namespace}:{k})%\"\n"))
         .collect();
     let log = format!(
-        "          access_log:
-          - name: envoy.access_loggers.file
+        "          - name: envoy.access_loggers.file
             typed_config:
               \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
               path: \"{}\"
@@ -46,12 +55,18 @@ fn with_access_log(config: String, path: &Path) -> String {
 {fields}",
         path.display()
     );
-    config.replacen(anchor, &format!("{anchor}{log}"), 1)
+    // A second `access_log` key would replace the first: join the list if there is one.
+    let list = "          access_log:\n";
+    if config.contains(list) {
+        config.replacen(list, &format!("{list}{log}"), 1)
+    } else {
+        config.replacen(anchor, &format!("{anchor}{list}{log}"), 1)
+    }
 }
 
 /// The access log's entry for `path`, once Envoy has written it: each metadata key with its
-/// value, `None` where the module set none.
-fn entry(stack: &Stack, log: &Path, path: &str) -> Vec<(&'static str, Option<String>)> {
+/// value, `None` where certgate set none.
+pub(super) fn entry(stack: &Stack, log: &Path, path: &str) -> Vec<(&'static str, Option<String>)> {
     let mut found = None;
     // The harness has Envoy flush file access logs every 100 ms (its default is 10 s).
     let written = wait_until(Duration::from_secs(10), || {
@@ -72,7 +87,23 @@ fn entry(stack: &Stack, log: &Path, path: &str) -> Vec<(&'static str, Option<Str
         .collect()
 }
 
-fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, Option<String>)> {
+/// The worker's request for an admin route is denied, and the access log says who and why.
+pub(super) fn a_deny_logs_its_metadata(stack: &Stack, log: &Path) {
+    let denied = stack.get(Some(&stack.worker), "/admin/x");
+    assert_denied(stack, &denied, 403, "cn_not_allowed");
+    assert_eq!(
+        entry(stack, log, "/admin/x"),
+        expect(&[
+            ("principal", "worker-1@example.com"),
+            ("policy", "admin"),
+            ("reason", "cn_not_allowed"),
+            ("serial", &stack.worker.serial),
+            ("cn", "worker-1.example.com"),
+        ])
+    );
+}
+
+pub(super) fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, Option<String>)> {
     KEYS.iter()
         .map(|k| {
             let value = pairs
@@ -88,7 +119,7 @@ fn expect(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, Option<String>)>
 fn the_access_log_shows_the_modules_metadata_on_allow_and_deny() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("access.log");
-    let edit = |config: String| with_access_log(config, &log);
+    let edit = |config: String| with_access_log(config, &log, namespace(Mode::Module));
     let stack = Stack::start_edited(
         Mode::Module,
         World::new(),
@@ -114,18 +145,7 @@ fn the_access_log_shows_the_modules_metadata_on_allow_and_deny() {
         ])
     );
 
-    let denied = stack.get(Some(&stack.worker), "/admin/x");
-    assert_denied(&stack, &denied, 403, "cn_not_allowed");
-    assert_eq!(
-        entry(&stack, &log, "/admin/x"),
-        expect(&[
-            ("principal", "worker-1@example.com"),
-            ("policy", "admin"),
-            ("reason", "cn_not_allowed"),
-            ("serial", &stack.worker.serial),
-            ("cn", "worker-1.example.com"),
-        ])
-    );
+    a_deny_logs_its_metadata(&stack, &log);
 
     let anonymous = stack.get(None, "/api/jobs");
     assert_denied(&stack, &anonymous, 401, "no_client_certificate");
