@@ -6,6 +6,9 @@
 #   none        no authorization filter, XFCC sanitized (the bench's `none` row)
 #   none-xfcc   no authorization filter, Envoy writing XFCC with the certificate (SANITIZE_SET)
 #   module      certgate as the dynamic module (SANITIZE_SET, the bench's `certgate-module` row)
+#   trivial-module  module/examples/trivial_module.rs, a module deciding nothing (SANITIZE_SET,
+#               the bench's `trivial-module` row; cargo build --release -p certgate-envoy
+#               --example trivial_module)
 #   trivial     ext_authz gRPC to examples/trivial_authz.rs (the bench's `trivial` row)
 #   certgate    ext_authz gRPC to `certgate serve` over TCP (the bench's `certgate` row)
 # REQUESTS keep-alive requests (curl, one connection, the bench's admin certificate and path)
@@ -21,7 +24,7 @@
 #     reports no bin `certgate` in certgate-envoy when the two are combined))
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=${1:?usage: $0 none|none-xfcc|module|trivial|certgate [OUT]}
+config=${1:?usage: $0 none|none-xfcc|module|trivial-module|trivial|certgate [OUT]}
 measure=${MEASURE:-envoy}
 out=${2:-$(mktemp -d /tmp/envoy-instructions.XXXXXX)}
 requests=${REQUESTS:-2000}
@@ -40,11 +43,12 @@ listen=$(port) admin=$(port) upstream=$(port) grpc=$(port) certgate_admin=$(port
   --admin-listen "127.0.0.1:$certgate_admin" >/dev/null
 [ -n "${IDENTITY:-}" ] && printf '\nresponse: {identity: %s}\n' "$IDENTITY" >>"$out/pki/certgate.yaml"
 
-filter="" route="" fccd=SANITIZE
+filter="" route="" fccd=SANITIZE modules=$release
 case $config in
   none) ;;
   none-xfcc) fccd=SANITIZE_SET ;;
   module) filter=envoy/bench/module.yaml route=envoy/bench/module-route.yaml fccd=SANITIZE_SET ;;
+  trivial-module) filter=envoy/bench/trivial-module.yaml fccd=SANITIZE_SET modules=$release/examples ;;
   trivial | certgate) filter=envoy/bench/ext_authz.yaml ;;
   *) echo "unknown CONFIG $config" >&2; exit 2 ;;
 esac
@@ -91,7 +95,7 @@ if [ ${#authz[@]} -gt 0 ]; then
     sleep 0.5
   done
 fi
-ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$release wrap envoy "$envoy" --concurrency 1 --log-level warn \
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$modules wrap envoy "$envoy" --concurrency 1 --log-level warn \
   --disable-hot-restart -c "$out/envoy.yaml" >"$out/envoy.log" 2>&1 &
 envoy_pid=$!
 pids+=($envoy_pid)

@@ -15,6 +15,10 @@
 //!                   no dynamic metadata on allows for Envoy to decode and merge
 //!   certgate-module certgate inside Envoy as the dynamic module (libcertgate_envoy.so), the
 //!                   same configuration file and policy, no gRPC hop
+//!   trivial-module  a module that decides nothing (module/examples/trivial_module.rs): reads
+//!                   the peer certificate's attributes, sets three headers and one metadata
+//!                   value; Envoy writes XFCC for it as for certgate-module. The most a module
+//!                   can reach on this machine
 //!
 //! The configurations run interleaved, round after round, and the table shows each
 //! configuration's median round by req/s: on a shared machine, load from elsewhere then
@@ -35,7 +39,7 @@ use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench envoy";
 const CONFIGS: &str = "none rbac trivial trivial-headers certgate certgate-unix certgate-metadata certgate-headers \
-     certgate-module";
+     certgate-module trivial-module";
 /// /admin routes ask certgate for its `admin` policy (CN allowlist, admin type only, 7-day
 /// certificates), the strictest of the bootstrapped configuration.
 const LOAD_PATH: &str = "/admin/bench";
@@ -69,9 +73,12 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
             format!("pipe: {{path: {}}}", s.socket.display()),
         ),
         "certgate-module" => (Some("module.yaml"), tcp(s.authz)),
+        "trivial-module" => (Some("trivial-module.yaml"), tcp(s.authz)),
         other => bail!("unknown configuration {other} (CONFIGS: {CONFIGS})"),
     };
     let module = config == "certgate-module";
+    // Envoy writes the certificate into XFCC for either module, as envoy/module.yaml has it.
+    let xfcc = module || config == "trivial-module";
     let dir = testkit::repo().join("envoy/bench");
     let read = |f: Option<&str>| match f {
         Some(f) => std::fs::read_to_string(dir.join(f)),
@@ -116,7 +123,7 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
         ("PRINCIPAL", s.principal.clone()),
         (
             "FORWARD_CLIENT_CERT_DETAILS",
-            if module { "SANITIZE_SET" } else { "SANITIZE" }.to_owned(),
+            if xfcc { "SANITIZE_SET" } else { "SANITIZE" }.to_owned(),
         ),
         ("CERTGATE_CONFIG", s.certgate_config.display().to_string()),
     ];
@@ -168,6 +175,13 @@ pub fn bench(run: &Run) -> Result<()> {
     if configs.contains("certgate-module") {
         build += "\n";
         build += &cargo_build(&run.profile, &["-p", "certgate-envoy"])?;
+    }
+    if configs.contains("trivial-module") {
+        build += "\n";
+        build += &cargo_build(
+            &run.profile,
+            &["-p", "certgate-envoy", "--example", "trivial_module"],
+        )?;
     }
     let certgate = run.bin("certgate");
     let work = tempfile::Builder::new()
@@ -272,8 +286,14 @@ pub fn bench(run: &Run) -> Result<()> {
             };
             let envoy_admin = setup.envoy_admin;
             let mut envoy_command = Command::new(&envoy);
-            if config == "certgate-module" {
-                envoy_command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", run.bin(""));
+            match config {
+                "certgate-module" => {
+                    envoy_command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", run.bin(""));
+                }
+                "trivial-module" => {
+                    envoy_command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", run.bin("examples"));
+                }
+                _ => {}
             }
             let proxy = Proc::spawn_ready(
                 "envoy",
@@ -368,6 +388,8 @@ pub fn bench(run: &Run) -> Result<()> {
     .into_iter()
     .filter_map(|c| ratio(c, "trivial"))
     .chain(ratio("certgate-module", "none"))
+    .chain(ratio("trivial-module", "none"))
+    .chain(ratio("certgate-module", "trivial-module"))
     .chain(ratio("certgate-module", "certgate"))
     .collect();
     let ratio_headers = ratio("certgate", "trivial-headers");
@@ -442,6 +464,16 @@ pub fn bench(run: &Run) -> Result<()> {
                  anything: the gap between\nit and `trivial` is what Envoy spends applying \
                  identity headers, and\n`certgate / trivial-headers` is what certgate's \
                  decision costs on top of that."
+            )?;
+        }
+        if configs.contains("trivial-module") {
+            writeln!(
+                b,
+                "\n`trivial-module` decides nothing (module/examples/trivial_module.rs): it \
+                 reads the peer\ncertificate's attributes, sets three headers and one \
+                 metadata value, with Envoy\nwriting XFCC as for `certgate-module`. \
+                 `certgate-module / trivial-module` is what\ncertgate's decision and answer \
+                 cost a module."
             )?;
         }
     }
