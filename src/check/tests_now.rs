@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::tests::{Fixture, fixture_with, input};
 use super::*;
 use crate::observe::span_fields::JsonSpanFields;
-use crate::observe::span_fields::tests::Lines;
+use crate::observe::span_fields::tests::{Lines, no_thread_without_a_subscriber};
 
 const NOW: i64 = 1_790_000_000;
 
@@ -138,6 +138,7 @@ fn reason(trace: &Trace) -> Option<String> {
 
 #[tokio::test]
 async fn the_synchronous_check_decides_logs_and_counts_as_the_asynchronous_one() {
+    no_thread_without_a_subscriber();
     let lines = Lines::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt()

@@ -178,8 +178,25 @@ pub(crate) mod tests {
         }
     }
 
+    /// Call before a test sets a thread-local subscriber to read what is logged. tracing
+    /// caches each callsite's interest for the whole process, computed when the callsite is
+    /// first reached; with at most one subscriber registered it asks the default of the thread
+    /// that got there, so a test running a check with no subscriber pins the decision log
+    /// to "never" for every thread, and a capturing test running beside it misses lines (seen
+    /// about once in three `cargo test --lib` runs). A global subscriber that keeps nothing
+    /// leaves no thread without one, and the rebuild undoes any pinning done before it.
+    pub(crate) fn no_thread_without_a_subscriber() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // Fails only if a global subscriber exists, which is as good.
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+            tracing::callsite::rebuild_interest_cache();
+        });
+    }
+
     /// The JSON lines the layer prints for one span and its events, with the given fields.
     fn printed(cheap: bool) -> Vec<Value> {
+        no_thread_without_a_subscriber();
         let lines = Lines::default();
         let writer = lines.clone();
         let builder = tracing_subscriber::fmt()
