@@ -147,6 +147,8 @@ policies:
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `certgate` binary does first thing (src/main.rs).
+    certgate::app::huge_pages::disable();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
