@@ -21,6 +21,7 @@ mod forwarded;
 mod grpc;
 mod inventory;
 mod limits;
+mod memory;
 mod mesh;
 mod module;
 mod module_metadata;
