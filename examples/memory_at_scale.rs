@@ -77,8 +77,9 @@ struct Args {
     fill_only: Option<PathBuf>,
 }
 
-/// VmRSS and VmHWM of this process, in KiB.
-fn memory() -> anyhow::Result<(u64, u64)> {
+/// VmRSS, VmHWM, RssAnon (the heap, stacks) and RssFile (the mapped binary and libraries), in
+/// KiB.
+fn memory_parts() -> anyhow::Result<[u64; 4]> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc")?;
     let field = |name: &str| {
         status
@@ -87,7 +88,12 @@ fn memory() -> anyhow::Result<(u64, u64)> {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .with_context(|| format!("{name} not in /proc/self/status"))
     };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    Ok([
+        field("VmRSS:")?,
+        field("VmHWM:")?,
+        field("RssAnon:")?,
+        field("RssFile:")?,
+    ])
 }
 
 fn mib(kib: u64) -> f64 {
@@ -96,13 +102,15 @@ fn mib(kib: u64) -> f64 {
 
 /// Prints one line per phase and returns the RSS in KiB.
 fn report(phase: &str, started: Instant, before_rss: u64) -> anyhow::Result<u64> {
-    let (rss, hwm) = memory()?;
+    let [rss, hwm, anon, file] = memory_parts()?;
     println!(
-        "| {phase} | {:.1} s | {:.1} MiB | {:+.1} MiB | {:.1} MiB |",
+        "| {phase} | {:.1} s | {:.1} MiB | {:+.1} MiB | {:.1} MiB | {:.1} / {:.1} MiB |",
         started.elapsed().as_secs_f64(),
         mib(rss),
         mib(rss) - mib(before_rss),
         mib(hwm),
+        mib(anon),
+        mib(file),
     );
     Ok(rss)
 }
@@ -139,6 +147,8 @@ policies:
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the `certgate` binary does first thing (src/main.rs).
+    certgate::app::huge_pages::disable();
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,10 +193,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "identities: {}, principals: {}\n",
         args.identities, args.principals
     );
-    println!("| phase | time | VmRSS | change | VmHWM |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| phase | time | VmRSS | change | VmHWM | RssAnon / RssFile |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     let started = Instant::now();
-    let start_rss = report("start", started, memory()?.0)?;
+    let start_rss = report("start", started, memory_parts()?[0])?;
 
     let config = Config::load(&config_path)?;
     let metrics = Metrics::new();

@@ -1,6 +1,7 @@
 //! `certgate serve`: wires the configuration, store, checker and listeners together, reloads
 //! the configuration in the background, and drains in-flight checks on SIGTERM.
 
+pub mod huge_pages;
 pub(crate) mod reload;
 
 use std::path::Path;

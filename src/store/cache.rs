@@ -4,15 +4,13 @@
 //!
 //! Built on `quick_cache` rather than moka for the size of an entry (~90 B of its own against
 //! ~370 B; see the identity cache). With every client a distinct principal this cache is most
-//! of certgate's memory, so an entry is small: the key is one boxed `str` (principal id) or
-//! the serial's canonical bytes, and the answer is what the decision reads ([`super::facts`]),
-//! shared between entries where it is the same. `in_flight` does what moka's per-key
-//! computation did: one backend call per key at a time.
+//! of certgate's memory, so an entry is small: the key is a 128-bit keyed hash of the
+//! principal id or the serial's canonical bytes ([`super::cache_key`]), and the answer is
+//! what the decision reads ([`super::facts`]), shared between entries where it is the same.
+//! `in_flight` does what moka's per-key computation did: one backend call per key at a time.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,7 @@ use prometheus::{Histogram, IntCounter};
 use quick_cache::sync::Cache;
 use tokio::sync::Semaphore;
 
+use super::cache_key::{Key, Keys};
 use super::facts::{CertificateFacts, Facts, PrincipalFacts};
 use super::{CacheSettings, Lookup, StoreError};
 use crate::cert::Serial;
@@ -40,10 +39,11 @@ type Flight = Arc<Semaphore>;
 
 /// The cache of one record kind, with its counters resolved once so a hit does no
 /// label lookup.
-struct CachedLookup<K, T> {
-    answers: Cache<K, Answer<T>>,
+struct CachedLookup<T> {
+    keys: Keys,
+    answers: Cache<Key, Answer<T>>,
     /// Keys whose backend call is under way.
-    in_flight: Mutex<HashMap<K, Flight>>,
+    in_flight: Mutex<HashMap<Key, Flight>>,
     /// What the answers' times count from.
     epoch: Instant,
     ttl: Duration,
@@ -61,18 +61,16 @@ struct CachedLookup<K, T> {
 
 /// The right to ask the backend for one key; dropping it (answered, failed or cancelled)
 /// lets the waiting lookups re-read the cache.
-struct Leader<'a, K: Eq + Hash> {
-    in_flight: &'a Mutex<HashMap<K, Flight>>,
-    key: Option<K>,
+struct Leader<'a> {
+    in_flight: &'a Mutex<HashMap<Key, Flight>>,
+    key: Key,
     flight: Flight,
 }
 
-impl<K: Eq + Hash> Drop for Leader<'_, K> {
+impl Drop for Leader<'_> {
     fn drop(&mut self) {
         // Unlisted before the waiters wake, so none of them finds this flight again.
-        if let Some(key) = self.key.take() {
-            lock(self.in_flight).remove(&key);
-        }
+        lock(self.in_flight).remove(&self.key);
         self.flight.close();
     }
 }
@@ -81,9 +79,8 @@ fn lock<V>(m: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<K, T> CachedLookup<K, T>
+impl<T> CachedLookup<T>
 where
-    K: Eq + Hash + Clone,
     T: Send + Sync + 'static,
 {
     fn new(
@@ -96,6 +93,7 @@ where
         // overflow.
         let stale_limit = settings.ttl.saturating_add(settings.stale_if_error);
         CachedLookup {
+            keys: Keys::new(),
             answers: Cache::new(usize::try_from(settings.max_entries).unwrap_or(usize::MAX)),
             in_flight: Mutex::default(),
             epoch: now(),
@@ -126,23 +124,23 @@ where
         u64::try_from(since).unwrap_or(u64::MAX)
     }
 
+    /// The answer for `looked_up` if it is younger than the TTL now.
+    fn peek(&self, looked_up: &[u8]) -> Option<Option<Arc<T>>> {
+        self.fresh(&self.keys.of(looked_up), self.now_ms())
+    }
+
     /// The answer for `key` if it is younger than the TTL at `at_ms`.
-    fn fresh<Q>(&self, key: &Q, at_ms: u64) -> Option<Option<Arc<T>>>
-    where
-        Q: Hash + Eq + ?Sized,
-        K: Borrow<Q>,
-    {
+    fn fresh(&self, key: &Key, at_ms: u64) -> Option<Option<Arc<T>>> {
         let (asked_at, answer) = self.answers.get(key)?;
         (age(asked_at, at_ms) < self.ttl).then_some(answer)
     }
 
-    async fn get<Q, F, Fut>(&self, key: &Q, fetch: F) -> Result<Option<Arc<T>>, StoreError>
+    async fn get<F, Fut>(&self, looked_up: &[u8], fetch: F) -> Result<Option<Arc<T>>, StoreError>
     where
-        Q: Hash + Eq + ?Sized,
-        K: Borrow<Q> + for<'q> From<&'q Q>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Arc<T>>, StoreError>>,
     {
+        let key = &self.keys.of(looked_up);
         if let Some(answer) = self.fresh(key, self.now_ms()) {
             self.hit.inc();
             return Ok(answer);
@@ -157,10 +155,10 @@ where
                     Some(flight) => flight.clone(),
                     None => {
                         let flight = Flight::new(Semaphore::new(0));
-                        in_flight.insert(K::from(key), flight.clone());
+                        in_flight.insert(*key, flight.clone());
                         break Leader {
                             in_flight: &self.in_flight,
-                            key: Some(K::from(key)),
+                            key: *key,
                             flight,
                         };
                     }
@@ -184,8 +182,7 @@ where
         let answer = match fetched {
             Ok(answer) => {
                 self.ok.inc();
-                self.answers
-                    .insert(K::from(key), (asked_at, answer.clone()));
+                self.answers.insert(*key, (asked_at, answer.clone()));
                 Ok(answer)
             }
             // A corrupt record is an answer, not an outage: the table says something
@@ -220,9 +217,9 @@ fn age(asked_ms: u64, at_ms: u64) -> Duration {
 /// The cache every authorization check reads the store through.
 pub struct CachedStore {
     inner: Arc<dyn Lookup>,
-    principals: CachedLookup<Box<str>, PrincipalFacts>,
+    principals: CachedLookup<PrincipalFacts>,
     /// Keyed by the serial's canonical bytes.
-    certificates: CachedLookup<Box<[u8]>, CertificateFacts>,
+    certificates: CachedLookup<CertificateFacts>,
     facts: Facts,
 }
 
@@ -247,7 +244,7 @@ impl CachedStore {
     /// What the store says of principal `id`, or `None` when it is not enrolled.
     pub async fn principal(&self, id: &str) -> Result<Option<Arc<PrincipalFacts>>, StoreError> {
         self.principals
-            .get(id, || async {
+            .get(id.as_bytes(), || async {
                 let record = self.inner.get_principal(id).await?;
                 Ok(record.map(|p| self.facts.principal(&p)))
             })
@@ -276,10 +273,8 @@ impl CachedStore {
         serial: &Serial,
         principal: &str,
     ) -> Option<crate::authz::StoreFacts> {
-        let certificate = self
-            .certificates
-            .fresh(serial.as_bytes(), self.certificates.now_ms())?;
-        let principal = self.principals.fresh(principal, self.principals.now_ms())?;
+        let certificate = self.certificates.peek(serial.as_bytes())?;
+        let principal = self.principals.peek(principal.as_bytes())?;
         Some(crate::authz::StoreFacts {
             certificate,
             principal,
@@ -346,6 +341,32 @@ mod tests {
             .store_calls
             .with_label_values(&["get_principal", "ok"]);
         assert_eq!(ok.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn distinct_principals_and_serials_never_share_an_answer() {
+        let backend = Arc::new(FakeStore::default());
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(60),
+            max_entries: 10_000,
+            stale_if_error: Duration::ZERO,
+        };
+        let inner: Arc<dyn Lookup> = backend.clone();
+        let cache = CachedStore::new(inner, settings, Metrics::new());
+        for i in 0..2_000 {
+            backend.put(&format!("p{i}"), &format!("type{i}"));
+        }
+        for _ in 0..2 {
+            for i in 0..2_000 {
+                let p = cache.principal(&format!("p{i}")).await.unwrap();
+                assert_eq!(principal_type(p), Some(format!("type{i}")));
+            }
+        }
+        // A prefix of an enrolled id, and the serial spelling the same bytes, are other lookups.
+        assert!(cache.principal("p1").await.unwrap().is_some());
+        assert!(cache.principal("p").await.unwrap().is_none());
+        assert!(cache.certificate(&serial("7031")).await.unwrap().is_none());
+        assert_eq!(backend.calls(), 2_000 + 2);
     }
 
     #[tokio::test]

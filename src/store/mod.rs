@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub(crate) mod cache;
+pub(crate) mod cache_key;
 pub mod dynamodb;
 pub(crate) mod embedded;
 pub mod facts;

@@ -22,6 +22,7 @@ mod grpc;
 mod identity_in;
 mod inventory;
 mod limits;
+mod memory;
 mod mesh;
 mod module;
 mod module_metadata;
