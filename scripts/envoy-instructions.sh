@@ -13,7 +13,8 @@
 # IDENTITY=headers_only|metadata_only sets certgate's `response.identity` (certgate, module);
 # RESPONSE adds other `response:` entries, e.g. RESPONSE='identity_headers: [principal, roles],
 # remove_identity_headers: when_sent'. TRIVIAL_ARGS are the trivial server's flags
-# (`--identity-headers`: it answers with certgate's six identity headers and one removal).
+# (`--identity-headers`: it answers with certgate's six identity headers and one removal;
+# `--answer=PARTS` with chosen parts, see examples/trivial_authz.rs).
 # MEASURE=authz (trivial, certgate) counts the ext_authz server's instructions per check
 # instead, with Envoy run natively: one process under callgrind at a time, so neither figure
 # includes the other's slowdown.
