@@ -13,7 +13,11 @@
 #   certgate    ext_authz gRPC to `certgate serve` over TCP (the bench's `certgate` row)
 # REQUESTS keep-alive requests (curl, one connection, the bench's admin certificate and path)
 # are counted after WARMUP others; the callgrind profile stays in OUT for callgrind_annotate.
-# IDENTITY=headers_only|metadata_only sets certgate's `response.identity` (certgate, module).
+# IDENTITY=headers_only|metadata_only sets certgate's `response.identity` (certgate, module);
+# RESPONSE adds other `response:` entries, e.g. RESPONSE='identity_headers: [principal, roles],
+# remove_identity_headers: when_sent'. TRIVIAL_ARGS are the trivial server's flags
+# (`--identity-headers`: it answers with certgate's six identity headers and one removal;
+# `--answer=PARTS` with chosen parts, see examples/trivial_authz.rs).
 # MEASURE=authz (trivial, certgate) counts the ext_authz server's instructions per check
 # instead, with Envoy run natively: one process under callgrind at a time, so neither figure
 # includes the other's slowdown.
@@ -41,7 +45,9 @@ listen=$(port) admin=$(port) upstream=$(port) grpc=$(port) certgate_admin=$(port
 
 "$release/certgate" bootstrap --out-dir "$out/pki" --grpc-listen "127.0.0.1:$grpc" \
   --admin-listen "127.0.0.1:$certgate_admin" >/dev/null
-[ -n "${IDENTITY:-}" ] && printf '\nresponse: {identity: %s}\n' "$IDENTITY" >>"$out/pki/certgate.yaml"
+response=${IDENTITY:+identity: $IDENTITY}
+[ -n "${RESPONSE:-}" ] && response=${response:+$response, }$RESPONSE
+[ -n "$response" ] && printf '\nresponse: {%s}\n' "$response" >>"$out/pki/certgate.yaml"
 
 filter="" route="" fccd=SANITIZE modules=$release
 case $config in
@@ -83,7 +89,7 @@ callgrind=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$o
 wrap() { if [ "$measure" = "$1" ]; then exec "${callgrind[@]}" "${@:2}"; else exec "${@:2}"; fi; }
 authz=()
 case $config in
-  trivial) authz=("$release/examples/trivial_authz" "127.0.0.1:$grpc") ;;
+  trivial) authz=("$release/examples/trivial_authz" "127.0.0.1:$grpc" ${TRIVIAL_ARGS:-}) ;;
   certgate) authz=("$release/certgate" serve --config "$out/pki/certgate.yaml") ;;
 esac
 if [ ${#authz[@]} -gt 0 ]; then

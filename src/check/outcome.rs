@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::authz::{Deny, Grant};
 use crate::cert::{self, Identity};
+use crate::config::identity_headers::IdentityField;
 use crate::config::{Config, DenyDetail};
 
 /// The result of a check, with everything needed to answer and to explain it.
@@ -64,28 +65,53 @@ impl Outcome {
         }
     }
 
-    /// Identity headers to set upstream on allow (empty on deny).
+    /// Identity headers to set upstream on allow (empty on deny): those of
+    /// `response.identity_headers` the identity has.
     pub(crate) fn allow_headers(&self) -> Vec<(&str, String)> {
         let (Ok(grant), Some(id)) = (&self.decision, self.identity()) else {
             return Vec::new();
         };
         let names = &self.config.headers;
-        let mut headers = Vec::with_capacity(7);
-        headers.push((
-            names.principal.as_str(),
-            id.principal_id().unwrap_or_default().to_owned(),
-        ));
-        headers.push((names.principal_type.as_str(), grant.principal_type.clone()));
-        headers.push((names.roles.as_str(), grant.roles.join(",")));
-        if let Some(cn) = id.common_name() {
-            headers.push((names.cn.as_str(), cn.to_owned()));
-        }
-        headers.push((names.serial.as_str(), id.serial().to_string()));
-        headers.push((names.sha256.as_str(), id.sha256_hex()));
-        if let Some(spiffe) = id.spiffe_id() {
-            headers.push((names.spiffe_id.as_str(), spiffe.to_owned()));
-        }
-        headers
+        let set = |field| names.set.has(field);
+        let values = [
+            (
+                &names.principal,
+                set(IdentityField::Principal)
+                    .then(|| id.principal_id().unwrap_or_default().to_owned()),
+            ),
+            (
+                &names.principal_type,
+                set(IdentityField::PrincipalType).then(|| grant.principal_type.clone()),
+            ),
+            (
+                &names.roles,
+                set(IdentityField::Roles).then(|| grant.roles.join(",")),
+            ),
+            (
+                &names.cn,
+                id.common_name()
+                    .filter(|_| set(IdentityField::Cn))
+                    .map(str::to_owned),
+            ),
+            (
+                &names.serial,
+                set(IdentityField::Serial).then(|| id.serial().to_string()),
+            ),
+            (
+                &names.sha256,
+                set(IdentityField::Sha256).then(|| id.sha256_hex()),
+            ),
+            (
+                &names.spiffe_id,
+                id.spiffe_id()
+                    .filter(|_| set(IdentityField::SpiffeId))
+                    .map(str::to_owned),
+            ),
+        ];
+        values
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value?)))
+            .collect()
     }
 
     /// JSON body of a deny, `{"error","message","request_id"}` (README "How a request flows");

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::DenyDetail;
+use crate::config::identity_headers::Fields;
 use crate::pki::{CertAuthority, CertSpec};
 use crate::store::CacheSettings;
 use crate::store::fake::FakeStore;
@@ -257,7 +258,7 @@ async fn metadata_only_sets_no_identity_header_and_every_answer_carries_metadata
 
     let f = fixture_with(false, "response: {identity: metadata_only}\n");
     let allowed = f.checker.check(input(&f.good), NOW).await;
-    let response = crate::server::ext_authz::to_response(&allowed, "r-1");
+    let response = crate::server::ext_authz::to_response(&allowed, "r-1", Fields::ALL);
     let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
         panic!("an allow: {response:?}");
     };
@@ -283,7 +284,7 @@ async fn metadata_only_sets_no_identity_header_and_every_answer_carries_metadata
     assert_eq!(field(&response, "request_id").as_deref(), Some("r-1"));
 
     let denied = f.checker.check(input(&f.stranger), NOW).await;
-    let response = crate::server::ext_authz::to_response(&denied, "r-2");
+    let response = crate::server::ext_authz::to_response(&denied, "r-2", Fields::ALL);
     assert_eq!(
         field(&response, "reason").as_deref(),
         Some("untrusted_issuer")
@@ -298,7 +299,7 @@ async fn headers_only_gives_an_allow_identity_headers_and_no_metadata_and_a_deny
     let f = fixture_with(false, "response: {identity: headers_only}\n");
     let allowed = f.checker.check(input(&f.good), NOW).await;
     assert!(allowed.decision.is_ok(), "{:?}", allowed.decision);
-    let response = crate::server::ext_authz::to_response(&allowed, "r-1");
+    let response = crate::server::ext_authz::to_response(&allowed, "r-1", Fields::ALL);
     let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
         panic!("an allow: {response:?}");
     };
@@ -311,7 +312,7 @@ async fn headers_only_gives_an_allow_identity_headers_and_no_metadata_and_a_deny
     assert_eq!(response.dynamic_metadata, None);
 
     let denied = f.checker.check(input(&f.stranger), NOW).await;
-    let response = crate::server::ext_authz::to_response(&denied, "r-2");
+    let response = crate::server::ext_authz::to_response(&denied, "r-2", Fields::ALL);
     let reason = response
         .dynamic_metadata
         .as_ref()

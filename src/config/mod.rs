@@ -6,6 +6,7 @@
 //! `cert`); none of them knows the YAML file.
 
 mod dn;
+pub(crate) mod identity_headers;
 mod problems;
 mod raw;
 mod reload;
@@ -224,6 +225,10 @@ pub(crate) struct HeaderNames {
     pub(crate) sha256: String,
     /// SPIFFE id, when present.
     pub(crate) spiffe_id: String,
+    /// Which of them an allow sets (`response.identity_headers`).
+    pub(crate) set: identity_headers::Fields,
+    /// When a client-sent copy is removed (`response.remove_identity_headers`).
+    pub(crate) removal: identity_headers::Removal,
 }
 
 impl HeaderNames {

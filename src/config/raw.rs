@@ -301,6 +301,8 @@ impl Default for RawHeaders {
 pub(super) struct RawResponse {
     pub(super) deny_detail: DenyDetail,
     pub(super) identity: crate::observe::IdentityIn,
+    pub(super) identity_headers: Option<Vec<super::identity_headers::IdentityField>>,
+    pub(super) remove_identity_headers: super::identity_headers::Removal,
 }
 
 #[derive(Debug, Deserialize)]

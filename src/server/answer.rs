@@ -2,17 +2,19 @@
 //!
 //! An allow's answer (six identity headers, the `headers_to_remove` list and the dynamic
 //! metadata, ~430 bytes) is the same for every request of one identity under one policy and
-//! grant, except for the request id (a response header and a metadata field). Rendering it
-//! took ~25 allocations per check; the memo keeps it encoded, per identity, and splices the
-//! request id in as it writes the bytes.
+//! grant, except for the request id (a response header and a metadata field) and, under
+//! `response.remove_identity_headers: when_sent`, the removals. Rendering it took ~25
+//! allocations per check; the memo keeps it encoded, per identity, and splices the request id
+//! and removals in as it writes the bytes.
 //!
 //! The memo's rules are [`crate::check::memo`]'s; what it keeps is exactly what
-//! [`super::ext_authz::to_response`] renders from an allow but the request id.
+//! [`super::ext_authz::to_response`] renders from an allow but the request id and removals.
 
 use std::sync::Arc;
 
 use crate::check::Outcome;
 use crate::check::memo::{Entry, Memos};
+use crate::config::identity_headers::{Fields, IdentityField};
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::google::protobuf::Struct;
 use prost::Message;
@@ -26,12 +28,14 @@ const MEMO_ENTRIES: usize = 4_096;
 pub(crate) enum Answer {
     /// Rendered for this request (denies, shadow answers, the first allow of an identity).
     Full(Box<CheckResponse>),
-    /// A memoised allow and this request's id.
+    /// A memoised allow and what is this request's own.
     Memo {
-        /// The encoded answer without the request id.
+        /// The encoded answer without the request id and removals.
         memo: Arc<Entry<Memo>>,
         /// This request's id.
         request_id: String,
+        /// The identity headers to remove if the memo does not set them.
+        sent: Fields,
     },
 }
 
@@ -43,7 +47,11 @@ impl Answer {
                 // Only fails for lack of room, and a `BufMut` grows.
                 let _ = response.encode(buf);
             }
-            Answer::Memo { memo, request_id } => memo.encode(request_id, buf),
+            Answer::Memo {
+                memo,
+                request_id,
+                sent,
+            } => memo.encode(request_id, *sent, buf),
         }
     }
 
@@ -63,8 +71,10 @@ impl Answer {
 /// One identity's encoded allow.
 #[derive(Debug)]
 pub(crate) struct Memo {
-    /// `OkHttpResponse` fields but `response_headers_to_add`, encoded.
+    /// `OkHttpResponse` fields but `headers_to_remove` and `response_headers_to_add`, encoded.
     ok: Box<[u8]>,
+    /// The identity headers the answer does not set: removed when the request may carry them.
+    unset: Box<[(IdentityField, Box<str>)]>,
     /// Dynamic metadata entries but `request_id`, encoded; `None` when the answer carries no
     /// metadata (`response.identity: headers_only`).
     metadata: Option<Box<[u8]>>,
@@ -79,6 +89,7 @@ const fn key(tag: u8, length_delimited: bool) -> u8 {
 const STATUS_OK: [u8; 2] = [key(1, true), 0];
 const CHECK_RESPONSE_OK: u8 = key(3, true);
 const CHECK_RESPONSE_METADATA: u8 = key(4, true);
+const OK_RESPONSE_HEADERS_TO_REMOVE: u8 = key(5, true);
 const OK_RESPONSE_HEADERS_TO_ADD: u8 = key(6, true);
 const HEADER_OPTION_HEADER: u8 = key(1, true);
 const HEADER_OPTION_APPEND_ACTION: u8 = key(3, false);
@@ -148,15 +159,25 @@ impl RequestIdEntry<'_> {
 }
 
 impl Memo {
-    fn encode(&self, request_id: &str, buf: &mut impl BufMut) {
+    fn encode(&self, request_id: &str, sent: Fields, buf: &mut impl BufMut) {
         buf.put_slice(&STATUS_OK);
         let header = RequestIdHeader(request_id);
+        let remove = || {
+            self.unset
+                .iter()
+                .filter(move |(field, _)| sent.has(*field))
+                .map(|(_, name)| &**name)
+        };
+        let removals: usize = remove().map(|name| field_len(name.len())).sum();
         put_head(
             buf,
             CHECK_RESPONSE_OK,
-            self.ok.len() + field_len(header.len()),
+            self.ok.len() + removals + field_len(header.len()),
         );
         buf.put_slice(&self.ok);
+        for name in remove() {
+            put_str(buf, OK_RESPONSE_HEADERS_TO_REMOVE, name);
+        }
         put_head(buf, OK_RESPONSE_HEADERS_TO_ADD, header.len());
         header.put(buf);
         let Some(metadata) = &self.metadata else {
@@ -188,21 +209,32 @@ impl Default for Answers {
 }
 
 impl Answers {
-    /// The answer to `outcome` for the request `request_id`.
-    pub(crate) fn answer(&self, outcome: &Outcome, request_id: String) -> Answer {
+    /// The answer to `outcome` for the request `request_id`, which may carry the identity
+    /// headers `sent`.
+    pub(crate) fn answer(&self, outcome: &Outcome, request_id: String, sent: Fields) -> Answer {
         match self.memos.get(outcome, render) {
-            Some(memo) => Answer::Memo { memo, request_id },
+            Some(memo) => Answer::Memo {
+                memo,
+                request_id,
+                sent,
+            },
             None => Answer::Full(Box::new(super::ext_authz::to_response(
                 outcome,
                 &request_id,
+                sent,
             ))),
         }
     }
 }
 
-/// The memo of an allow: the full answer rendered without a request id, then split.
+/// The memo of an allow: the full answer rendered without a request id or removals, then
+/// split.
 fn render(outcome: &Outcome) -> Memo {
-    let response = super::ext_authz::to_response(outcome, "");
+    let response = super::ext_authz::to_response(outcome, "", Fields(0));
+    let set = super::ext_authz::identity_headers(outcome);
+    let unset = super::ext_authz::unset(&outcome.config().headers, &set)
+        .map(|(field, name)| (field, name.into()))
+        .collect();
     let ok = match response.http_response {
         Some(HttpResponse::OkResponse(mut ok)) => {
             ok.response_headers_to_add.clear();
@@ -216,6 +248,7 @@ fn render(outcome: &Outcome) -> Memo {
     });
     Memo {
         ok: ok.into(),
+        unset,
         metadata,
     }
 }

@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status};
 use super::answer::{Answer, Answers};
 use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
-use crate::config::Via;
+use crate::config::identity_headers::{Fields, IdentityField, Removal};
+use crate::config::{HeaderNames, Via};
 use crate::observe::{self, IdentityIn, RequestMeta, Transport};
 
 /// The ext_authz gRPC service.
@@ -102,34 +103,48 @@ impl ExtAuthz {
             transport: Transport::Grpc,
             trace: grpc_trace.or(observe::otel::Incoming::from_headers(header)),
         };
+        let sent = sent_identity_headers(config, http.map(|h| &h.headers));
         let outcome = self
             .checker
             .check_in(&generation, input, &meta, crate::clock::unix_now())
             .await;
-        self.answers.answer(&outcome, request_id.into_owned())
+        self.answers.answer(&outcome, request_id.into_owned(), sent)
+    }
+}
+
+/// The identity headers an answer must remove when it does not set them: all of them, but
+/// under `response.remove_identity_headers: when_sent` only those the request carries. A
+/// request that shows no headers at all (Envoy's `encode_raw_headers`) carries all of them.
+pub(crate) fn sent_identity_headers(
+    config: &crate::config::Config,
+    headers: Option<&std::collections::HashMap<String, String>>,
+) -> Fields {
+    match headers.filter(|h| !h.is_empty()) {
+        Some(headers) if config.headers.removal == Removal::WhenSent => config
+            .headers
+            .all()
+            .into_iter()
+            .zip(IdentityField::ALL)
+            .filter(|(name, _)| headers.contains_key(*name))
+            .map(|(_, field)| field)
+            .collect(),
+        _ => Fields::ALL,
     }
 }
 
 /// Build the `CheckResponse` for an outcome: status code, identity headers to set on allow,
-/// identity headers to strip on every answer, the JSON body on deny, the request id for the
-/// client, and the dynamic metadata; all of it from the configuration that decided.
-pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse {
+/// the identity headers of `sent` it does not set to strip, the JSON body on deny, the
+/// request id for the client, and the dynamic metadata; all of it from the configuration that
+/// decided.
+pub(crate) fn to_response(outcome: &Outcome, request_id: &str, sent: Fields) -> CheckResponse {
     let names = &outcome.config().headers;
-    let identity_in = outcome.config().observe.identity;
     let status = outcome.http_status();
     let (code, http_response) = match outcome.deny_body(request_id) {
         None => {
-            let set = match identity_in {
-                IdentityIn::HeadersAndMetadata | IdentityIn::HeadersOnly => outcome.allow_headers(),
-                IdentityIn::MetadataOnly => Vec::new(),
-            };
-            // Envoy applies `headers_to_remove` after `headers`, so only the identity headers
-            // not set here are removed; the ones set here overwrite whatever the client sent.
-            let headers_to_remove = names
-                .all()
-                .iter()
-                .filter(|n| !set.iter().any(|(name, _)| name == *n))
-                .map(|n| (*n).to_owned())
+            let set = identity_headers(outcome);
+            let headers_to_remove = unset(names, &set)
+                .filter(|(field, _)| sent.has(*field))
+                .map(|(_, name)| name.to_owned())
                 .collect();
             let headers = set
                 .into_iter()
@@ -173,6 +188,29 @@ pub(crate) fn to_response(outcome: &Outcome, request_id: &str) -> CheckResponse 
         dynamic_metadata: super::metadata::wanted(outcome)
             .then(|| super::metadata::of(outcome, request_id)),
     }
+}
+
+/// The identity headers an allow of `outcome` sets upstream.
+pub(super) fn identity_headers(outcome: &Outcome) -> Vec<(&str, String)> {
+    match outcome.config().observe.identity {
+        IdentityIn::HeadersAndMetadata | IdentityIn::HeadersOnly => outcome.allow_headers(),
+        IdentityIn::MetadataOnly => Vec::new(),
+    }
+}
+
+/// The identity headers of `names` that an answer setting `set` leaves to be removed. Envoy
+/// applies `headers_to_remove` after `headers`, so only these are: the ones set overwrite
+/// whatever the client sent.
+pub(super) fn unset<'a>(
+    names: &'a HeaderNames,
+    set: &'a [(&str, String)],
+) -> impl Iterator<Item = (IdentityField, &'a str)> + 'a {
+    names
+        .all()
+        .into_iter()
+        .zip(IdentityField::ALL)
+        .filter(|(name, _)| !set.iter().any(|(n, _)| n == name))
+        .map(|(name, field)| (field, name))
 }
 
 /// The response header that carries the request id back to the client.

@@ -648,8 +648,57 @@ fn a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_re
     assert_eq!(stack.upstream.requests(), 1, "only the allowed request");
 }
 
+/// `response.identity_headers` and `remove_identity_headers: when_sent`: the application gets
+/// the identity headers asked for, and never a client's copy of any identity header, neither
+/// of one certgate no longer sets nor of one it removes only because the client sent it.
+fn fewer_identity_headers_still_never_let_a_forged_one_through(mode: Mode) {
+    let stack = Stack::start_mode_with(mode, World::new(), |world| {
+        let mut config = std::fs::read_to_string(&world.config).expect("config");
+        config.push_str(
+            "\nresponse: {identity_headers: [principal, roles], remove_identity_headers: when_sent}\n",
+        );
+        write_file(&world.config, config);
+    });
+    let reply = stack.get(Some(&stack.worker), "/api/jobs");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
+    let header = |reply: &Reply, n: &str| reply.upstream_header(n);
+    assert_eq!(
+        header(&reply, "x-client-principal").as_deref(),
+        Some("worker-1@example.com")
+    );
+    assert_eq!(header(&reply, "x-client-roles").as_deref(), Some("worker"));
+    for unset in [
+        "x-client-cn",
+        "x-client-cert-sha256",
+        "x-client-principal-type",
+    ] {
+        assert_eq!(header(&reply, unset), None, "{unset} is not asked for");
+    }
+    let forged = vec![
+        ("x-client-principal", "root@evil"),
+        ("X-Client-CN", "evil.example.com"),
+        ("x-client-cert-serial", "00"),
+        ("x-client-spiffe-id", "spiffe://evil/forged"),
+    ];
+    let reply = stack.request(Some(&stack.worker), "GET", "/api/jobs", forged);
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, stack.logs());
+    assert_eq!(
+        header(&reply, "x-client-principal").as_deref(),
+        Some("worker-1@example.com")
+    );
+    for forged in ["x-client-cn", "x-client-cert-serial", "x-client-spiffe-id"] {
+        assert_eq!(
+            header(&reply, forged),
+            None,
+            "a client's {forged} is removed"
+        );
+    }
+    assert_eq!(stack.upstream.requests(), 2);
+}
+
 in_both_modes!(
     allowed_request_carries_identity_headers_and_forged_ones_are_replaced,
+    fewer_identity_headers_still_never_let_a_forged_one_through,
     certificate_and_store_rows_through_envoy,
     suspension_reaches_a_running_server_within_the_ttl,
     a_spiffe_id_reaches_the_upstream_and_a_route_naming_an_undefined_policy_is_refused,

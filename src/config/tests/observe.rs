@@ -45,6 +45,18 @@ fn bad_values_are_reported_at_their_key() {
         ),
         ("tracing: {enabled: yes please}\n", "tracing.enabled"),
         ("response: {identity: nowhere}\n", "response.identity"),
+        (
+            "response: {identity_headers: [principal, nope]}\n",
+            "response.identity_headers[1]",
+        ),
+        (
+            "response: {identity_headers: []}\n",
+            "response.identity_headers",
+        ),
+        (
+            "response: {remove_identity_headers: sometimes}\n",
+            "response.remove_identity_headers",
+        ),
     ] {
         assert_refused_at(&dir, &format!("{MINIMAL}{extra}"), key, &[]);
     }

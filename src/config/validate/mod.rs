@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use x509_parser::der_parser::oid::Oid;
 
+use super::identity_headers::Fields;
 use super::raw::{Raw, RawSize, max_duration};
 use super::{Config, HeaderNames, Listen, Problem, Watched};
 use crate::authz::PrincipalRules;
@@ -216,6 +217,18 @@ impl<'a> Validator<'a> {
             );
         }
 
+        if raw
+            .response
+            .identity_headers
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            self.problem(
+                "response.identity_headers",
+                "empty: name at least one identity header, or use `response.identity: \
+                 metadata_only` for an allow that sets none",
+            );
+        }
         let h = raw.headers;
         let headers = HeaderNames {
             principal: self.header("headers.principal", h.principal),
@@ -225,6 +238,11 @@ impl<'a> Validator<'a> {
             serial: self.header("headers.serial", h.serial),
             sha256: self.header("headers.sha256", h.sha256),
             spiffe_id: self.header("headers.spiffe_id", h.spiffe_id),
+            set: raw
+                .response
+                .identity_headers
+                .map_or(Fields::ALL, |fields| fields.into_iter().collect()),
+            removal: raw.response.remove_identity_headers,
         };
         let reload_interval = self.duration("reload.interval", &raw.reload.interval);
         if reload_interval.is_zero() {
