@@ -13,6 +13,8 @@
 //!                   dynamic metadata, no header mutations for Envoy to apply
 //!   certgate-headers  `certgate` with `response.identity: headers_only`: identity headers,
 //!                   no dynamic metadata on allows for Envoy to decode and merge
+//!   certgate-lean   `certgate-headers` with the fewest mutations the settings allow: only the
+//!                   principal and roles headers, identity headers removed only when sent
 //!   certgate-module certgate inside Envoy as the dynamic module (libcertgate_envoy.so), the
 //!                   same configuration file and policy, no gRPC hop
 //!   trivial-module  a module that decides nothing (module/examples/trivial_module.rs): reads
@@ -39,7 +41,18 @@ use crate::{Run, env_or};
 
 const SECTION: &str = "cargo xtask bench envoy";
 const CONFIGS: &str = "none rbac trivial trivial-headers certgate certgate-unix certgate-metadata certgate-headers \
-     certgate-module trivial-module";
+     certgate-lean certgate-module trivial-module";
+/// `certgate` with these `response:` settings (README "Envoy dynamic metadata", "Identity
+/// headers").
+const RESPONSE_VARIANTS: [(&str, &str); 3] = [
+    ("certgate-metadata", "identity: metadata_only"),
+    ("certgate-headers", "identity: headers_only"),
+    (
+        "certgate-lean",
+        "identity: headers_only, identity_headers: [principal, roles], \
+         remove_identity_headers: when_sent",
+    ),
+];
 /// /admin routes ask certgate for its `admin` policy (CN allowlist, admin type only, 7-day
 /// certificates), the strictest of the bootstrapped configuration.
 const LOAD_PATH: &str = "/admin/bench";
@@ -65,7 +78,7 @@ fn render(config: &str, s: &Setup<'_>) -> Result<String> {
         "none" => (None, tcp(s.authz)),
         "rbac" => (Some("rbac.yaml"), tcp(s.authz)),
         "trivial" | "trivial-headers" => (Some("ext_authz.yaml"), tcp(s.authz)),
-        "certgate" | "certgate-metadata" | "certgate-headers" => {
+        "certgate" | "certgate-metadata" | "certgate-headers" | "certgate-lean" => {
             (Some("ext_authz.yaml"), tcp(s.grpc))
         }
         "certgate-unix" => (
@@ -200,19 +213,16 @@ pub fn bench(run: &Run) -> Result<()> {
     }
     let text = text.replacen("\nlisten:\n", &listen, 1);
     std::fs::write(&yaml, &text)?;
-    let metadata_yaml = pki.join("certgate-metadata.yaml");
     if text.contains("\nresponse:") {
         bail!("{} already has a response: section", yaml.display());
     }
-    std::fs::write(
-        &metadata_yaml,
-        text.clone() + "\nresponse: {identity: metadata_only}\n",
-    )?;
-    let headers_yaml = pki.join("certgate-headers.yaml");
-    std::fs::write(
-        &headers_yaml,
-        text + "\nresponse: {identity: headers_only}\n",
-    )?;
+    // The configurations that are `certgate` with a `response:` section of their own.
+    let mut variants = HashMap::new();
+    for (config, response) in RESPONSE_VARIANTS {
+        let path = pki.join(format!("{config}.yaml"));
+        std::fs::write(&path, format!("{text}\nresponse: {{{response}}}\n"))?;
+        variants.insert(config, path);
+    }
 
     let setup = Setup {
         listen: free_port(),
@@ -268,16 +278,13 @@ pub fn bench(run: &Run) -> Result<()> {
                         || port_open(authz_port),
                     ))
                 }
-                "certgate" | "certgate-unix" | "certgate-metadata" | "certgate-headers" => {
+                "certgate" | "certgate-unix" | "certgate-metadata" | "certgate-headers"
+                | "certgate-lean" => {
                     Some(Proc::spawn_ready(
                         "certgate",
                         Command::new(&certgate)
                             .args(["serve", "--config"])
-                            .arg(match config {
-                                "certgate-metadata" => &metadata_yaml,
-                                "certgate-headers" => &headers_yaml,
-                                _ => &yaml,
-                            }),
+                            .arg(variants.get(config).unwrap_or(&yaml)),
                         Duration::from_secs(10),
                         || matches!(http_get(admin, "/readyz"), Some((200, _))),
                     ))
@@ -383,6 +390,7 @@ pub fn bench(run: &Run) -> Result<()> {
         "certgate-unix",
         "certgate-metadata",
         "certgate-headers",
+        "certgate-lean",
         "trivial-headers",
     ]
     .into_iter()
