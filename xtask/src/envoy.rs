@@ -279,16 +279,14 @@ pub fn bench(run: &Run) -> Result<()> {
                     ))
                 }
                 "certgate" | "certgate-unix" | "certgate-metadata" | "certgate-headers"
-                | "certgate-lean" => {
-                    Some(Proc::spawn_ready(
-                        "certgate",
-                        Command::new(&certgate)
-                            .args(["serve", "--config"])
-                            .arg(variants.get(config).unwrap_or(&yaml)),
-                        Duration::from_secs(10),
-                        || matches!(http_get(admin, "/readyz"), Some((200, _))),
-                    ))
-                }
+                | "certgate-lean" => Some(Proc::spawn_ready(
+                    "certgate",
+                    Command::new(&certgate)
+                        .args(["serve", "--config"])
+                        .arg(variants.get(config).unwrap_or(&yaml)),
+                    Duration::from_secs(10),
+                    || matches!(http_get(admin, "/readyz"), Some((200, _))),
+                )),
                 _ => None,
             };
             let envoy_admin = setup.envoy_admin;
