@@ -3,6 +3,7 @@
 //! (time-ordered, so ids sort like the log).
 
 use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest id taken from a proxy; a longer one is replaced, never truncated, so two
 /// different ids never become one.
@@ -13,8 +14,21 @@ const MAX_LEN: usize = 128;
 pub(crate) fn request_id(sent: Option<&str>) -> Cow<'_, str> {
     match sent {
         Some(id) if usable(id) => Cow::Borrowed(id),
-        _ => Cow::Owned(uuid::Uuid::now_v7().to_string()),
+        _ => Cow::Owned(new_id().to_string()),
     }
+}
+
+/// A new UUIDv7: the clock's milliseconds and 74 bits from `fastrand`'s thread-local
+/// generator. The id correlates, it guards nothing; `Uuid::now_v7` draws from the operating
+/// system on every call, a getrandom syscall that was ~9% of a cached check without a
+/// proxy's id (BENCHMARKS.md, "Decision, in process").
+fn new_id() -> uuid::Uuid {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
 }
 
 fn usable(id: &str) -> bool {
@@ -46,5 +60,21 @@ mod tests {
             assert_eq!(uuid.get_version_num(), 7, "{sent:?}");
         }
         assert_ne!(request_id(None), request_id(None));
+    }
+
+    #[test]
+    fn new_ids_are_distinct_and_carry_the_time() {
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let ids: std::collections::HashSet<uuid::Uuid> = (0..10_000).map(|_| new_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        for id in ids {
+            let (secs, nanos) = id.get_timestamp().expect("a v7 timestamp").to_unix();
+            let at = std::time::Duration::new(secs, nanos);
+            assert!(
+                at.as_millis() >= before.as_millis() && at.as_millis() <= after.as_millis(),
+                "{id}"
+            );
+        }
     }
 }
