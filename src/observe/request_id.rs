@@ -3,7 +3,6 @@
 //! (time-ordered, so ids sort like the log).
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Longest id taken from a proxy; a longer one is replaced, never truncated, so two
 /// different ids never become one.
@@ -23,9 +22,7 @@ pub(crate) fn request_id(sent: Option<&str>) -> Cow<'_, str> {
 /// system on every call, a getrandom syscall that was ~9% of a cached check without a
 /// proxy's id (BENCHMARKS.md, "Decision, in process").
 fn new_id() -> uuid::Uuid {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ms = u64::try_from(crate::clock::unix_millis()).unwrap_or(0);
     let mut random = [0u8; 10];
     fastrand::fill(&mut random);
     uuid::Builder::from_unix_timestamp_millis(ms, &random).into_uuid()
@@ -64,15 +61,15 @@ mod tests {
 
     #[test]
     fn new_ids_are_distinct_and_carry_the_time() {
-        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let before = crate::clock::unix_millis();
         let ids: std::collections::HashSet<uuid::Uuid> = (0..10_000).map(|_| new_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let after = crate::clock::unix_millis();
         for id in ids {
             let (secs, nanos) = id.get_timestamp().expect("a v7 timestamp").to_unix();
-            let at = std::time::Duration::new(secs, nanos);
+            let at = std::time::Duration::new(secs, nanos).as_millis();
             assert!(
-                at.as_millis() >= before.as_millis() && at.as_millis() <= after.as_millis(),
+                (before..=after).contains(&i64::try_from(at).expect("millis")),
                 "{id}"
             );
         }
