@@ -109,16 +109,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
+    /// Reported as not vectored, though the socket is: h2 then copies a DATA payload of up
+    /// to 1 KiB into its write buffer and goes on buffering, where with vectored writes it
+    /// stops at 256 B to hand the payload to `writev` as a slice of its own and writes it
+    /// before it takes the next frame. A certgate allow (~600 B with identity headers) would
+    /// cost one `writev` per answer; buffered, the answers ready on a connection go out in
+    /// one write (1.75 → under 1 write per check at 4 × 16 streams). hyper's HTTP/1 likewise
+    /// copies small bodies next to their headers.
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        false
     }
 }
 
