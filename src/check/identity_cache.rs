@@ -1,27 +1,35 @@
-//! The identity cache: parsed certificates by the SHA-256 of what the proxy forwarded, bounded
-//! in entries and in age. It only stores and finds; it never parses or decides.
+//! The identity cache: parsed certificates by what identified them (the digest the TLS layer
+//! reports, or the certificate a proxy forwarded), bounded in entries and in age. It only
+//! stores and finds; it never parses or decides.
 //!
 //! Built on `quick_cache` rather than moka because an entry has to be small: one cached
 //! identity is ~330 B, moka adds ~370 B of its own per entry, quick_cache ~90 B (measured
 //! with `examples/memory_at_scale.rs`). Age is checked on read against the `now` each check
 //! is given, like the rest of the decision code.
 //!
-//! An entry is keyed by a 128-bit keyed hash of the digest ([`crate::store::cache_key`], where
-//! the collision bound is argued) rather than the 32-byte digest: 16 B less in every slot.
+//! An entry is keyed by a 128-bit keyed hash of its [`Lookup`] ([`crate::store::cache_key`],
+//! where the collision bound is argued): one pass over the forwarded bytes, 16 B per slot.
 
 use quick_cache::sync::Cache;
 
-use crate::cert::CachedIdentity;
-use crate::store::cache_key::{Key as Slot, Keys};
+use crate::cert::{CachedIdentity, CertEncoding};
+use crate::store::cache_key::{Key, Keys};
 
-/// A SHA-256 of the forwarded certificate and its encoding.
-pub(crate) type Key = [u8; 32];
+/// What an identity is found by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lookup<'a> {
+    /// The SHA-256 of the certificate's DER, from the TLS layer.
+    Digest(&'a [u8; 32]),
+    /// A forwarded certificate as received, and how its header encodes it: the same bytes
+    /// mean different things in different headers.
+    Forwarded(CertEncoding, &'a [u8]),
+}
 
-/// Bounded, expiring map from [`Key`] to [`CachedIdentity`].
+/// Bounded, expiring map from a [`Lookup`]'s key to [`CachedIdentity`].
 pub(crate) struct IdentityCache {
     /// `None` when caching is off (`identity.cache_max_entries: 0`).
-    entries: Option<Cache<Slot, (i64, CachedIdentity)>>,
-    slots: Keys,
+    entries: Option<Cache<Key, (i64, CachedIdentity)>>,
+    keys: Keys,
     ttl_secs: i64,
 }
 
@@ -31,14 +39,24 @@ impl IdentityCache {
         let max = usize::try_from(max_entries).unwrap_or(usize::MAX);
         IdentityCache {
             entries: (max > 0).then(|| Cache::new(max)),
-            slots: Keys::new(),
+            keys: Keys::new(),
             ttl_secs: ttl_secs.max(1),
+        }
+    }
+
+    /// The key of `lookup` in this cache. A one-byte tag says which kind of lookup it is (0
+    /// a digest, 1 + the encoding a forwarded certificate), so a digest and a forwarded
+    /// certificate, or one certificate in two encodings, never share an entry.
+    pub(crate) fn key(&self, lookup: Lookup<'_>) -> Key {
+        match lookup {
+            Lookup::Digest(digest) => self.keys.tagged(&[0], digest),
+            Lookup::Forwarded(encoding, raw) => self.keys.tagged(&[1 + encoding as u8], raw),
         }
     }
 
     /// The entry for `key`, unless missing or expired at `now` (Unix seconds).
     pub(crate) fn get(&self, key: &Key, now: i64) -> Option<CachedIdentity> {
-        let (expires, value) = self.entries.as_ref()?.get(&self.slots.of(key))?;
+        let (expires, value) = self.entries.as_ref()?.get(key)?;
         (now < expires).then_some(value)
     }
 
@@ -46,10 +64,7 @@ impl IdentityCache {
     /// and when the cache is full the eviction policy (CLOCK-Pro) picks what goes.
     pub(crate) fn insert(&self, key: Key, value: CachedIdentity, now: i64) {
         if let Some(entries) = &self.entries {
-            entries.insert(
-                self.slots.of(&key),
-                (now.saturating_add(self.ttl_secs), value),
-            );
+            entries.insert(key, (now.saturating_add(self.ttl_secs), value));
         }
     }
 
@@ -66,7 +81,7 @@ mod tests {
     use super::*;
     use crate::cert::MalformedCertificate;
 
-    fn key(n: u32) -> Key {
+    fn key(n: u32) -> [u8; 32] {
         let mut key = [0; 32];
         key[..4].copy_from_slice(&n.to_le_bytes());
         key[31] = n as u8;
@@ -77,21 +92,27 @@ mod tests {
         Arc::new(Err(MalformedCertificate::TooMany(n)))
     }
 
-    fn held(cache: &IdentityCache, k: &Key, now: i64) -> Option<usize> {
-        cache.get(k, now).map(|v| match v.as_ref() {
-            Err(MalformedCertificate::TooMany(n)) => *n,
-            other => panic!("unexpected {other:?}"),
-        })
+    fn put(cache: &IdentityCache, digest: [u8; 32], value: CachedIdentity, now: i64) {
+        cache.insert(cache.key(Lookup::Digest(&digest)), value, now);
+    }
+
+    fn held(cache: &IdentityCache, digest: &[u8; 32], now: i64) -> Option<usize> {
+        cache
+            .get(&cache.key(Lookup::Digest(digest)), now)
+            .map(|v| match v.as_ref() {
+                Err(MalformedCertificate::TooMany(n)) => *n,
+                other => panic!("unexpected {other:?}"),
+            })
     }
 
     #[test]
     fn get_insert_replace_and_expiry() {
         let cache = IdentityCache::new(100, 60);
         assert_eq!(held(&cache, &key(1), 0), None);
-        cache.insert(key(1), value(1), 0);
+        put(&cache, key(1), value(1), 0);
         assert_eq!(held(&cache, &key(1), 59), Some(1));
         assert_eq!(held(&cache, &key(1), 60), None, "expired");
-        cache.insert(key(1), value(2), 60);
+        put(&cache, key(1), value(2), 60);
         assert_eq!(held(&cache, &key(1), 61), Some(2));
         assert_eq!(cache.len(), 1);
     }
@@ -102,9 +123,9 @@ mod tests {
         let a = key(7);
         let mut b = a;
         b[20] = 1;
-        cache.insert(a, value(1), 0);
+        put(&cache, a, value(1), 0);
         assert_eq!(held(&cache, &b, 0), None);
-        cache.insert(b, value(2), 0);
+        put(&cache, b, value(2), 0);
         assert_eq!(held(&cache, &b, 0), Some(2));
         assert_eq!(held(&cache, &a, 0), Some(1));
     }
@@ -113,7 +134,7 @@ mod tests {
     fn bounded_and_the_newest_is_kept() {
         let cache = IdentityCache::new(50, 600);
         for i in 0..1_000 {
-            cache.insert(key(i), value(i as usize), 0);
+            put(&cache, key(i), value(i as usize), 0);
             assert_eq!(held(&cache, &key(i), 0), Some(i as usize));
         }
         assert!(cache.len() <= 50, "{}", cache.len());
@@ -128,7 +149,7 @@ mod tests {
                 scope.spawn(move || {
                     for i in 0..2_000u32 {
                         let k = key(i * 4 + t);
-                        cache.insert(k, value((i * 4 + t) as usize), 0);
+                        put(cache, k, value((i * 4 + t) as usize), 0);
                         // Another thread may have evicted it already; never a wrong value.
                         let got = held(cache, &k, 0);
                         assert!(got.is_none_or(|v| v == (i * 4 + t) as usize), "{got:?}");
@@ -142,8 +163,31 @@ mod tests {
     #[test]
     fn zero_caches_nothing() {
         let cache = IdentityCache::new(0, 10);
-        cache.insert(key(1), value(1), 0);
+        put(&cache, key(1), value(1), 0);
         assert_eq!(held(&cache, &key(1), 0), None);
         assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn a_digest_and_each_encoding_of_the_same_bytes_are_distinct_entries() {
+        let cache = IdentityCache::new(100, 60);
+        let bytes = key(9);
+        let lookups = [
+            Lookup::Digest(&bytes),
+            Lookup::Forwarded(CertEncoding::Auto, &bytes),
+            Lookup::Forwarded(CertEncoding::Xfcc, &bytes),
+        ];
+        for (n, lookup) in lookups.into_iter().enumerate() {
+            cache.insert(cache.key(lookup), value(n), 0);
+        }
+        for (n, lookup) in lookups.into_iter().enumerate() {
+            assert!(
+                matches!(
+                    cache.get(&cache.key(lookup), 0).as_deref(),
+                    Some(Err(MalformedCertificate::TooMany(m))) if *m == n
+                ),
+                "{lookup:?}"
+            );
+        }
     }
 }

@@ -431,13 +431,9 @@ impl Checker {
         encoding: CertEncoding,
         now: i64,
     ) -> Option<(CachedIdentity, bool)> {
-        // The encoding is part of the key: the same bytes mean different things in
-        // different headers.
-        let key: [u8; 32] = Sha256::new()
-            .chain_update([encoding as u8])
-            .chain_update(raw)
-            .finalize()
-            .into();
+        let key = generation
+            .identities
+            .key(identity_cache::Lookup::Forwarded(encoding, raw));
         if let Some(hit) = generation.identities.get(&key, now) {
             self.hot.identity_hit.inc();
             return Some((hit, true));
@@ -460,9 +456,9 @@ impl Checker {
     /// a hit reads nothing else, or parsed from `der()` on a miss. A `der()` that is not the
     /// certificate with that digest is refused (the two can never disagree) and not cached.
     ///
-    /// The key is the digest itself. Forwarded-certificate keys hash an encoding byte before
-    /// the bytes, and no encoding byte is 0x30, the first byte of every DER certificate, so
-    /// a digest key never stands for anything but the DER it digests.
+    /// A digest and a forwarded certificate are different kinds of lookup in the cache
+    /// ([`identity_cache::Lookup`]), so a digest's entry never stands for anything but the
+    /// DER it digests.
     pub(crate) fn peer_identity<E>(
         &self,
         generation: &Generation,
@@ -470,7 +466,10 @@ impl Checker {
         der: impl FnOnce() -> Result<Vec<u8>, E>,
         now: i64,
     ) -> Result<(CachedIdentity, bool), PeerMiss<E>> {
-        if let Some(hit) = generation.identities.get(sha256, now) {
+        let key = generation
+            .identities
+            .key(identity_cache::Lookup::Digest(sha256));
+        if let Some(hit) = generation.identities.get(&key, now) {
             self.hot.identity_hit.inc();
             return Ok((hit, true));
         }
@@ -482,7 +481,7 @@ impl Checker {
         let config = &generation.config;
         let _parse = observe::otel::child("cert_parse");
         let parsed = Arc::new(cert::identify(&der, &config.identity, &config.trust, now));
-        generation.identities.insert(*sha256, parsed.clone(), now);
+        generation.identities.insert(key, parsed.clone(), now);
         Ok((parsed, false))
     }
 
