@@ -555,8 +555,14 @@ fn init_logging(
         EnvFilter::try_from_env("CERTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
-        // The current span (the check's request id) once per line, not the whole stack.
-        LogFormat::Json => fmt.json().flatten_event(true).with_span_list(false).boxed(),
+        // The current span (the check's request id) once per line, not the whole stack; its
+        // fields written as JSON text when it opens, without serde_json values per check.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .fmt_fields(crate::observe::span_fields::JsonSpanFields)
+            .boxed(),
         LogFormat::Text => fmt.boxed(),
     };
     let (spans, exporting) = match tracing.map(crate::observe::otel::layer) {

@@ -83,7 +83,35 @@ pub struct RequestMeta<'a> {
     /// How the check came in.
     pub transport: Transport,
     /// The caller's trace context: W3C `traceparent`/`tracestate` or B3.
-    pub trace: otel::Incoming<'a>,
+    pub trace: Trace<'a>,
+}
+
+/// The caller's trace context, read from its headers only when the check asks for it (its
+/// span is exported, or its decision logged): a check that does neither, most allows, skips
+/// the header lookups (~3k instructions of an ext_authz check).
+#[derive(Clone, Copy, Default)]
+pub struct Trace<'a>(Option<&'a (dyn Fn() -> otel::Incoming<'a> + Sync)>);
+
+impl<'a> Trace<'a> {
+    /// The context `read` finds, when it is asked for.
+    pub fn from_fn(read: &'a (dyn Fn() -> otel::Incoming<'a> + Sync)) -> Self {
+        Trace(Some(read))
+    }
+
+    /// The context, read now (none when there is no reader).
+    pub(crate) fn read(&self) -> otel::Incoming<'a> {
+        self.0.map(|read| read()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Trace<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Trace(from headers)"
+        } else {
+            "Trace(none)"
+        })
+    }
 }
 
 impl<'a> RequestMeta<'a> {
@@ -93,7 +121,7 @@ impl<'a> RequestMeta<'a> {
             request_id,
             host: "",
             transport: Transport::Module,
-            trace: otel::Incoming::default(),
+            trace: Trace::default(),
         }
     }
 }

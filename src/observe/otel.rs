@@ -173,17 +173,17 @@ impl Extractor for Incoming<'_> {
 }
 
 /// Make `span` a child of the caller's span (only when exporting).
-pub(crate) fn adopt(span: &tracing::Span, incoming: &Incoming<'_>) {
+pub(crate) fn adopt(span: &tracing::Span, incoming: &super::Trace<'_>) {
     if !enabled() {
         return;
     }
-    if let Some(parent) = incoming.parent() {
+    if let Some(parent) = incoming.read().parent() {
         let _ = span.set_parent(Context::new().with_remote_span_context(parent));
     }
 }
 
 /// The trace this check belongs to: its own span's when exporting, else the caller's.
-pub(crate) fn trace_id(span: &tracing::Span, incoming: &Incoming<'_>) -> Option<String> {
+pub(crate) fn trace_id(span: &tracing::Span, incoming: &super::Trace<'_>) -> Option<String> {
     if enabled() {
         let context = span.context();
         let own = context.span().span_context().trace_id();
@@ -191,7 +191,7 @@ pub(crate) fn trace_id(span: &tracing::Span, incoming: &Incoming<'_>) -> Option<
             return Some(own.to_string());
         }
     }
-    incoming.trace_id()
+    incoming.read().trace_id()
 }
 
 #[cfg(test)]

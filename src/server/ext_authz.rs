@@ -16,7 +16,7 @@ use crate::cert::CertEncoding;
 use crate::check::{CheckInput, Checker, Outcome};
 use crate::config::identity_headers::{Fields, IdentityField, Removal};
 use crate::config::{HeaderNames, Via};
-use crate::observe::{self, IdentityIn, RequestMeta, Transport};
+use crate::observe::{self, IdentityIn, RequestMeta, Trace, Transport};
 
 /// The ext_authz gRPC service.
 pub struct ExtAuthz {
@@ -95,13 +95,15 @@ impl ExtAuthz {
         let request_id = observe::request_id::request_id(header("x-request-id"));
         // Envoy's tracer puts the ext_authz call's own span in the gRPC metadata; the
         // request's headers carry the downstream span's context.
-        let grpc_trace =
-            observe::otel::Incoming::from_headers(|name| metadata.get(name)?.to_str().ok());
+        let trace = || {
+            observe::otel::Incoming::from_headers(|name| metadata.get(name)?.to_str().ok())
+                .or(observe::otel::Incoming::from_headers(header))
+        };
         let meta = RequestMeta {
             request_id: &request_id,
             host: http.map_or("", |h| h.host.as_str()),
             transport: Transport::Grpc,
-            trace: grpc_trace.or(observe::otel::Incoming::from_headers(header)),
+            trace: Trace::from_fn(&trace),
         };
         let sent = sent_identity_headers(config, http.map(|h| &h.headers));
         let outcome = self

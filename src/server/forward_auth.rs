@@ -95,11 +95,12 @@ async fn auth(
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let request_id = observe::request_id::request_id(header("x-request-id"));
+    let trace = || observe::otel::Incoming::from_headers(header);
     let meta = RequestMeta {
         request_id: &request_id,
         host: header("host").unwrap_or(""),
         transport: Transport::ForwardAuth,
-        trace: observe::otel::Incoming::from_headers(header),
+        trace: observe::Trace::from_fn(&trace),
     };
     let outcome = checker
         .check_in(&generation, input, &meta, crate::clock::unix_now())
