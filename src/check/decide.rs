@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::span::CheckSpan;
 use super::{CheckInput, Checker, Generation, Outcome, choose_policy, is_method};
 use crate::authz::{self, Deny, Grant, Policy, ReasonCode, RequestInfo, StoreFacts};
 use crate::cert::{CachedIdentity, Identity};
@@ -121,6 +122,7 @@ impl Checker {
     pub(super) fn certificate_rows<'r>(
         &self,
         resolved: &'r Resolved<'_>,
+        span: &CheckSpan<'_, '_>,
         now: i64,
     ) -> Result<&'r Identity, Deny> {
         let (config, policy) = (resolved.config, resolved.policy);
@@ -142,7 +144,7 @@ impl Checker {
         if let authz::CrlStatus::Unknown(why) = &crl_status
             && policy.revocation == authz::RevocationPolicy::Optional
         {
-            tracing::warn!(policy = %policy.name, serial = %id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)");
+            span.in_scope(|| tracing::warn!(policy = %policy.name, serial = %id.serial(), reason = %why, "revocation status unknown; allowed by policy (revocation: optional)"));
         }
         Ok(id)
     }
@@ -154,6 +156,7 @@ impl Resolved<'_> {
         &self,
         id: &Identity,
         facts: Result<StoreFacts, StoreError>,
+        span: &CheckSpan<'_, '_>,
     ) -> Result<Grant, Deny> {
         match facts {
             Ok(facts) => authz::check_principal(
@@ -167,7 +170,7 @@ impl Resolved<'_> {
                 },
             ),
             Err(err) => {
-                tracing::warn!(error = %err, "store lookup failed");
+                span.in_scope(|| tracing::warn!(error = %err, "store lookup failed"));
                 Err(Deny::store_unavailable(&err))
             }
         }

@@ -6,6 +6,7 @@ mod decide;
 mod identity_cache;
 pub(crate) mod memo;
 mod outcome;
+mod span;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -18,7 +19,6 @@ mod tests_now;
 mod tests_render;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntCounter};
@@ -32,6 +32,7 @@ use crate::crl::Revocation;
 use crate::metrics::Metrics;
 use crate::observe::{self, RequestMeta};
 use crate::store::{CachedStore, StoreError};
+use span::CheckSpan;
 
 pub use outcome::Outcome;
 
@@ -281,27 +282,27 @@ impl Checker {
         meta: &RequestMeta<'_>,
         now: i64,
     ) -> Outcome {
-        let (span, started) = check_span(meta);
+        let span = CheckSpan::start(meta);
         let outcome = async {
             let resolved = match self.resolve(generation, &input, known, now) {
                 Ok(resolved) => resolved,
                 Err(outcome) => return outcome,
             };
-            let decision = match self.certificate_rows(&resolved, now) {
+            let decision = match self.certificate_rows(&resolved, &span, now) {
                 Ok(id) => {
                     let facts = self
                         .store_facts(id)
                         .instrument(observe::otel::child_span("store_lookup"))
                         .await;
-                    resolved.principal_rows(id, facts)
+                    resolved.principal_rows(id, facts, &span)
                 }
                 Err(deny) => Err(deny),
             };
             resolved.outcome(decision)
         }
-        .instrument(span.clone())
+        .instrument(span.current())
         .await;
-        self.finish(generation, outcome, &input, meta, &span, started, now)
+        self.finish(generation, outcome, &input, meta, &span, now)
     }
 
     /// [`Self::check_peer_in`] (or [`Self::check_in`] without a certificate) decided on the
@@ -327,24 +328,24 @@ impl Checker {
             None if input.certificate.is_some() => return Err(known),
             None => None,
         };
-        let (span, started) = check_span(meta);
-        let outcome = span.in_scope(|| {
+        let span = CheckSpan::start(meta);
+        let outcome = span.current().in_scope(|| {
             let resolved = match self.resolve(generation, &input, known, now) {
                 Ok(resolved) => resolved,
                 Err(outcome) => return outcome,
             };
-            let decision = self.certificate_rows(&resolved, now).and_then(|id| {
+            let decision = self.certificate_rows(&resolved, &span, now).and_then(|id| {
                 // Only a parsed certificate reaches the store, and its facts were peeked;
                 // were they not, the check fails closed as a store outage would.
                 let facts = peeked.map(|facts| self.store.count_peeked(facts));
                 let facts = facts.ok_or_else(|| {
                     StoreError::Unavailable("store answers not peeked".to_owned().into())
                 });
-                resolved.principal_rows(id, facts)
+                resolved.principal_rows(id, facts, &span)
             });
             resolved.outcome(decision)
         });
-        Ok(self.finish(generation, outcome, &input, meta, &span, started, now))
+        Ok(self.finish(generation, outcome, &input, meta, &span, now))
     }
 
     /// What every check records once decided: shadow mode, metrics, the inventory sighting,
@@ -356,8 +357,7 @@ impl Checker {
         mut outcome: Outcome,
         input: &CheckInput<'_>,
         meta: &RequestMeta<'_>,
-        span: &tracing::Span,
-        started: Instant,
+        span: &CheckSpan<'_, '_>,
         now: i64,
     ) -> Outcome {
         let config = &generation.config;
@@ -399,7 +399,7 @@ impl Checker {
             .decisions
             .with_label_values(&[result, reason, policy_label, principal_type, mode])
             .inc();
-        let elapsed = started.elapsed();
+        let elapsed = span.started.elapsed();
         check_seconds.observe(elapsed.as_secs_f64());
         if outcome.decision.is_ok()
             && let (Some(id), Some(policy)) =
@@ -411,9 +411,12 @@ impl Checker {
         // only: recording into a span makes the JSON log layer re-encode its fields, a cost
         // every check would pay with tracing off.
         if observe::decision_log::wanted(&outcome) {
+            let span = span.open();
             span.in_scope(|| observe::decision_log::record(span, &outcome, input, meta, elapsed));
         }
-        if observe::otel::enabled() {
+        if let Some(span) = span.opened()
+            && observe::otel::enabled()
+        {
             span.record("decision", result);
             span.record("reason", reason);
             span.record("policy", policy_label);
@@ -500,22 +503,4 @@ impl Checker {
 /// The principal the store is asked about for `id`.
 fn store_key(id: &Identity) -> &str {
     id.principal_id().unwrap_or_default()
-}
-
-/// The `check` span of one check (its fields recorded by [`Checker::finish`] when tracing),
-/// and when the check started.
-fn check_span(meta: &RequestMeta<'_>) -> (tracing::Span, Instant) {
-    let started = Instant::now();
-    let span = tracing::info_span!(
-        "check",
-        otel.name = "Check",
-        request_id = meta.request_id,
-        decision = tracing::field::Empty,
-        reason = tracing::field::Empty,
-        policy = tracing::field::Empty,
-        principal = tracing::field::Empty,
-        mode = tracing::field::Empty,
-    );
-    observe::otel::adopt(&span, &meta.trace);
-    (span, started)
 }

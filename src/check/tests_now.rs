@@ -261,3 +261,98 @@ async fn the_synchronous_check_declines_when_the_store_must_be_asked() {
     let deny = outcome.decision.expect_err("denied");
     assert_eq!(deny.reason, ReasonCode::StoreUnavailable);
 }
+
+/// Counts the `check` spans opened.
+#[derive(Clone, Default)]
+struct Opened(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Opened {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() == "check" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The `check` span opens when the check logs a line, and every line of the check is in it
+/// with the request id: the store's failure, then the decision. An allow that logs nothing
+/// (denies only are logged by default) opens none, in either check.
+#[tokio::test]
+async fn a_check_logs_inside_its_span_and_one_that_logs_nothing_opens_none() {
+    use tracing_subscriber::prelude::*;
+    no_thread_without_a_subscriber();
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let opened = Opened::default();
+    let subscriber = tracing_subscriber::registry().with(opened.clone()).with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .fmt_fields(JsonSpanFields),
+    );
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let count = || opened.0.load(std::sync::atomic::Ordering::Relaxed);
+
+    let down = fixture_with(true, "");
+    let good = cert::decode_certificate(down.good.as_bytes()).expect("DER");
+    let meta = RequestMeta::module("r-7");
+    let outcome = down
+        .checker
+        .check_peer_in(
+            &down.checker.generation(),
+            CheckInput {
+                certificate: None,
+                ..input("")
+            },
+            known(&down, good.clone()),
+            &meta,
+            NOW,
+        )
+        .await;
+    assert_eq!(
+        outcome.decision.expect_err("denied").reason,
+        ReasonCode::StoreUnavailable
+    );
+    let logged = take(&lines);
+    let messages: Vec<_> = logged.iter().map(|l| l["message"].clone()).collect();
+    assert_eq!(messages, ["store lookup failed", "decision"], "{logged:?}");
+    for line in &logged {
+        assert_eq!(line["span"]["name"], "check", "{line}");
+        assert_eq!(line["span"]["request_id"], "r-7", "{line}");
+    }
+    assert_eq!(count(), 1);
+
+    let up = fixture_with(false, "");
+    let good = cert::decode_certificate(up.good.as_bytes()).expect("DER");
+    let generation = up.checker.generation();
+    let api = CheckInput {
+        certificate: None,
+        ..input("")
+    };
+    let allowed = up
+        .checker
+        .check_peer_in(&generation, api, known(&up, good.clone()), &meta, NOW)
+        .await;
+    assert!(allowed.decision.is_ok(), "{allowed:?}");
+    let now = up
+        .checker
+        .check_now(&generation, api, Some(known(&up, good)), &meta, NOW)
+        .expect("decided from the caches");
+    assert!(now.decision.is_ok(), "{now:?}");
+    // The certificate expires within a day: the inventory's watch warns once, on its own
+    // (it always has: the sighting is recorded after the check's span).
+    let rest = take(&lines);
+    assert!(
+        rest.iter()
+            .all(|l| l["target"] == "certgate::inventory" && l.get("span").is_none()),
+        "{rest:?}"
+    );
+    assert_eq!(count(), 1, "an allow that logs nothing opened a span");
+}
